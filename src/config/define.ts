@@ -1,0 +1,200 @@
+/**
+ * The servable definition API used by `servable_config.ts`. It mirrors MindSpore Serving's
+ * `declare_model` + `register_method` + `add_stage`: a method body runs once at load time with
+ * placeholders and records a pipeline of stages (models and TypeScript functions).
+ */
+import type { Value } from '../tensor.ts'
+
+export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all'
+
+/** ORT session options a model may set. Threads default to the replica's share of the cores. */
+export interface SessionOptions {
+  intraOpThreads?: number
+  interOpThreads?: number
+  graphOptimizationLevel?: GraphOptimizationLevel
+  executionMode?: 'sequential' | 'parallel'
+  /** Extra ORT session config entries, e.g. `{ 'session.intra_op.allow_spinning': '0' }`. */
+  extra?: Record<string, string>
+}
+
+/** Dynamic batching and queueing for one model. */
+export interface BatchingOptions {
+  /** Largest batch run at once. Default: the model's fixed batch dim, else 32. 1 = no batching. */
+  maxBatchSize?: number
+  /** How long a partial batch may wait for more instances. Default 0: batches form from backlog only. */
+  maxWaitMs?: number
+  /** Instances allowed to wait for this model before requests are refused (MindSpore default 10000). */
+  maxQueueSize?: number
+}
+
+export interface ModelOptions extends BatchingOptions {
+  /** ONNX file inside the version folder, e.g. `add.onnx`. */
+  file: string
+  /** true (default): dim 0 of every input/output is the batch. false: each instance is a whole model input. */
+  withBatchDim?: boolean
+  /** Indices of inputs without a batch dim: the first instance's value is used for the whole batch. */
+  withoutBatchDimInputs?: number[]
+  session?: SessionOptions
+  /** Optional name used in stats and error messages; defaults to the file name without extension. */
+  name?: string
+}
+
+export interface StageOptions {
+  /** TS function stages: undefined = called per instance; 0 = batched up to the model batch size; K = batched up to K. */
+  batchSize?: number
+  /** Shown in errors, e.g. `Call Preprocess Failed`. Defaults to the function name. */
+  tag?: string
+}
+
+/** A per-instance function stage: receives one instance's values, returns one value or a tuple. */
+export type InstanceStageFn = (...args: Value[]) => Value | Value[] | Promise<Value | Value[]>
+/** A batched function stage: receives a list of instances (each a tuple) and returns one result per instance. */
+export type BatchStageFn = (instances: Value[][]) => Array<Value | Value[]> | Promise<Array<Value | Value[]>>
+
+export class Placeholder {
+  constructor(readonly id: number, readonly label: string) {}
+}
+
+export class ModelRef {
+  constructor(readonly index: number, readonly options: ModelOptions, readonly site: string) {}
+}
+
+export interface StageDecl {
+  kind: 'model' | 'function'
+  model?: number
+  fn?: InstanceStageFn | BatchStageFn
+  tag: string
+  args: number[]
+  outputs: number[]
+  batchSize?: number
+  site: string
+}
+
+export interface MethodDecl {
+  name: string
+  inputs: string[]
+  inputRefs: number[]
+  outputs: string[]
+  outputRefs: number[]
+  stages: StageDecl[]
+  site: string
+}
+
+export interface ServableDefinition {
+  readonly kind: 'ms-serve.servable'
+  readonly models: ModelRef[]
+  readonly methods: MethodDecl[]
+  /** Problems found while recording (reported with the config's file and line by the validator). */
+  readonly problems: { message: string; site: string }[]
+}
+
+export interface ServableBuilder {
+  /** Declares an ONNX model of this servable (MindSpore `declare_model`). */
+  declareModel(options: ModelOptions): ModelRef
+  /**
+   * Registers a method (MindSpore `register_method`): `body` runs once with placeholders for the
+   * inputs, calls `addStage`, and returns one placeholder per output name.
+   */
+  registerMethod<I extends string, O extends string>(
+    name: string,
+    spec: { inputs: readonly I[]; outputs: readonly O[] },
+    body: (inputs: { [K in I]: Placeholder }) => { [K in O]: Placeholder },
+  ): void
+  /** Adds a stage (MindSpore `add_stage`); returns one placeholder, or `outputs` of them when given. */
+  addStage(target: ModelRef | InstanceStageFn | BatchStageFn, args: Placeholder[], options?: StageOptions & { outputs?: undefined }): Placeholder
+  addStage(target: ModelRef | InstanceStageFn | BatchStageFn, args: Placeholder[], options: StageOptions & { outputs: number }): Placeholder[]
+}
+
+/** Where the caller of an API function sits in servable_config.ts (`file:line`), from the stack. */
+function callSite(): string {
+  const stack = new Error().stack?.split('\n') ?? []
+  for (const line of stack.slice(3)) {
+    const m = /\(?((?:file:\/\/)?[^()\s]+):(\d+):(\d+)\)?$/.exec(line.trim())
+    if (m && !m[1]!.includes('/dist/') && !m[1]!.includes('/src/config/') && !m[1]!.includes('node:')) {
+      return `${m[1]!.replace(/^file:\/\//, '')}:${m[2]}`
+    }
+  }
+  return ''
+}
+
+/** Defines a servable. `servable_config.ts` does `export default defineServable((s) => { ... })`. */
+export function defineServable(build: (s: ServableBuilder) => void): ServableDefinition {
+  const models: ModelRef[] = []
+  const methods: MethodDecl[] = []
+  const problems: { message: string; site: string }[] = []
+  let current: { stages: StageDecl[]; known: Set<number>; name: string } | null = null
+  let nextId = 0
+
+  const builder: ServableBuilder = {
+    declareModel(options) {
+      const ref = new ModelRef(models.length, { ...options }, callSite())
+      models.push(ref)
+      return ref
+    },
+    registerMethod(name, spec, body) {
+      const site = callSite()
+      if (current) {
+        problems.push({ message: `registerMethod("${name}") was called inside the body of method "${current.name}"; register methods at the top level`, site })
+        return
+      }
+      const inputs = [...spec.inputs] as string[]
+      const outputs = [...spec.outputs] as string[]
+      const phs: Record<string, Placeholder> = {}
+      const known = new Set<number>()
+      for (const n of inputs) {
+        const p = new Placeholder(nextId++, `input ${n}`)
+        phs[n] = p
+        known.add(p.id)
+      }
+      current = { stages: [], known, name }
+      let result: Record<string, Placeholder> = {}
+      try {
+        result = (body(phs as never) ?? {}) as Record<string, Placeholder>
+      } catch (e) {
+        problems.push({ message: `the body of method "${name}" threw: ${(e as Error).message}`, site })
+      }
+      const stages = current.stages
+      current = null
+      const outputRefs: number[] = []
+      for (const o of outputs) {
+        const p = result[o]
+        if (!(p instanceof Placeholder)) {
+          problems.push({ message: `method "${name}" declares output "${o}" but its body returned ${p === undefined ? 'nothing' : 'a non-placeholder'} for it; return { ${o}: <placeholder from addStage or an input> }`, site })
+          outputRefs.push(-1)
+        } else outputRefs.push(p.id)
+      }
+      for (const k of Object.keys(result)) {
+        if (!outputs.includes(k)) problems.push({ message: `method "${name}" returned "${k}", which is not in its outputs [${outputs.join(', ')}]`, site })
+      }
+      methods.push({ name, inputs, inputRefs: inputs.map((n) => phs[n]!.id), outputs, outputRefs, stages, site })
+    },
+    addStage(target: ModelRef | InstanceStageFn | BatchStageFn, args: Placeholder[], options: StageOptions & { outputs?: number } = {}): never {
+      const site = callSite()
+      const n = options.outputs ?? 1
+      const outs = Array.from({ length: Math.max(0, n) }, (_, i) => new Placeholder(nextId++, `stage output ${i}`))
+      if (!current) {
+        problems.push({ message: 'addStage() was called outside a registerMethod body', site })
+        return (options.outputs === undefined ? outs[0] : outs) as never
+      }
+      const argIds: number[] = []
+      args.forEach((a, i) => {
+        if (!(a instanceof Placeholder)) problems.push({ message: `addStage argument ${i} is not a placeholder (use method inputs or outputs of earlier stages)`, site })
+        else if (!current!.known.has(a.id)) problems.push({ message: `addStage argument ${i} (${a.label}) does not come from this method's inputs or earlier stages`, site })
+        argIds.push(a instanceof Placeholder ? a.id : -1)
+      })
+      if (!Number.isInteger(n) || n < 1) problems.push({ message: `addStage outputs must be an integer >= 1 (got ${options.outputs})`, site })
+      const stage: StageDecl = { kind: target instanceof ModelRef ? 'model' : 'function', tag: options.tag ?? '', args: argIds, outputs: outs.map((o) => o.id), site }
+      if (target instanceof ModelRef) stage.model = target.index
+      else if (typeof target === 'function') {
+        stage.fn = target
+        stage.tag = options.tag ?? (target.name || 'function')
+        if (options.batchSize !== undefined) stage.batchSize = options.batchSize
+      } else problems.push({ message: 'addStage target must be a model from declareModel() or a function', site })
+      for (const o of outs) current.known.add(o.id)
+      current.stages.push(stage)
+      return (options.outputs === undefined ? outs[0] : outs) as never
+    },
+  }
+  build(builder)
+  return { kind: 'ms-serve.servable', models, methods, problems }
+}

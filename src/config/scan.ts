@@ -1,0 +1,57 @@
+/**
+ * Finds servables in a servable directory: `DIR/<name>/servable_config.ts` plus numeric version
+ * folders `DIR/<name>/<n>/` (positive decimal, no leading zeros, as MindSpore and Triton).
+ */
+import { existsSync, readdirSync, statSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { ServeError } from '../errors.ts'
+
+export const CONFIG_FILES = ['servable_config.ts', 'servable_config.mts', 'servable_config.js', 'servable_config.mjs']
+
+export interface FoundServable {
+  name: string
+  dir: string
+  configFile: string
+  versions: number[]
+}
+
+/** Lists the version folders of one servable, ascending. */
+export function listVersions(dir: string): number[] {
+  return readdirSync(dir)
+    .filter((d) => /^[1-9]\d*$/.test(d) && statSync(join(dir, d)).isDirectory())
+    .map(Number)
+    .sort((a, b) => a - b)
+}
+
+/** Scans DIR; throws CONFIG_INVALID if DIR is missing or holds no servable. */
+export function scanServables(root: string): FoundServable[] {
+  const dir = resolve(root)
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    throw new ServeError('CONFIG_INVALID', `servable directory ${root} does not exist. Create one with: npx ms-serve init add --dir ${root}`)
+  }
+  const found: FoundServable[] = []
+  for (const name of readdirSync(dir).sort()) {
+    const sdir = join(dir, name)
+    if (name.startsWith('.') || !statSync(sdir).isDirectory()) continue
+    const cfg = CONFIG_FILES.map((f) => join(sdir, f)).find((f) => existsSync(f))
+    if (!cfg) continue
+    found.push({ name, dir: sdir, configFile: cfg, versions: listVersions(sdir) })
+  }
+  if (found.length === 0) {
+    throw new ServeError('CONFIG_INVALID', `no servable found in ${root}: expected ${root}/<name>/servable_config.ts. Create one with: npx ms-serve init add --dir ${root}`)
+  }
+  return found
+}
+
+/** Picks the versions to serve: explicit ones must exist; default is the newest. */
+export function chooseVersions(s: FoundServable, wanted?: number[] | 'all'): number[] {
+  if (s.versions.length === 0) {
+    throw new ServeError('CONFIG_INVALID', `${s.dir} has no version folder. Put the model files in ${s.dir}/1/`)
+  }
+  if (wanted === 'all') return [...s.versions]
+  if (!wanted || wanted.length === 0 || (wanted.length === 1 && wanted[0] === 0)) return [s.versions[s.versions.length - 1]!]
+  for (const v of wanted) {
+    if (!s.versions.includes(v)) throw new ServeError('CONFIG_INVALID', `servable ${s.name}: version ${v} was asked for but ${s.dir} has versions [${s.versions.join(', ')}]`)
+  }
+  return [...wanted]
+}

@@ -1,0 +1,162 @@
+/**
+ * Turns a recorded ServableDefinition into a frozen ValidServable. Field checks name the option
+ * path and what was expected; model-vs-method checks that need the ONNX file run in the replica
+ * once the session is loaded (see runtime/pipeline.ts), reported the same way.
+ */
+import { existsSync } from 'node:fs'
+import { join } from 'node:path'
+import { ServeError } from '../errors.ts'
+import type { GraphOptimizationLevel, ServableDefinition } from './define.ts'
+import { relativeSite } from './compile.ts'
+
+export interface ValidSession {
+  intraOpThreads?: number
+  interOpThreads?: number
+  graphOptimizationLevel: GraphOptimizationLevel
+  executionMode: 'sequential' | 'parallel'
+  extra: Record<string, string>
+}
+
+export interface ValidModel {
+  index: number
+  name: string
+  file: string
+  path: string
+  withBatchDim: boolean
+  withoutBatchDimInputs: number[]
+  /** null = take the model's fixed batch dim, or 32 when it is dynamic (decided in the replica). */
+  maxBatchSize: number | null
+  maxWaitMs: number
+  maxQueueSize: number
+  session: ValidSession
+  site: string
+}
+
+export interface ValidStage {
+  kind: 'model' | 'function'
+  model?: number
+  /** Index into the definition's stages of this method, to find the function again in a replica. */
+  tag: string
+  args: number[]
+  outputs: number[]
+  batchSize?: number
+  site: string
+}
+
+export interface ValidMethod {
+  name: string
+  inputs: string[]
+  inputRefs: number[]
+  outputs: string[]
+  outputRefs: number[]
+  stages: ValidStage[]
+  /** Models used by this method's stages (to derive its batch size once the replicas report them). */
+  models: number[]
+  site: string
+}
+
+export interface ValidServable {
+  name: string
+  version: number
+  dir: string
+  versionDir: string
+  configFile: string
+  compiledFile: string
+  models: ValidModel[]
+  methods: ValidMethod[]
+}
+
+const LEVELS: GraphOptimizationLevel[] = ['disabled', 'basic', 'extended', 'all']
+
+function fail(configFile: string, site: string, msg: string): never {
+  throw new ServeError('CONFIG_INVALID', `${site ? relativeSite(site) : configFile}: ${msg}`)
+}
+
+function intOpt(v: unknown, path: string, min: number, configFile: string, site: string): number | undefined {
+  if (v === undefined) return undefined
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) fail(configFile, site, `${path} must be an integer >= ${min} (got ${JSON.stringify(v)})`)
+  return v
+}
+
+/** Validates a definition against its version folder; throws CONFIG_INVALID with file:line and fix. */
+export function validateServable(def: ServableDefinition, ctx: { name: string; version: number; dir: string; versionDir: string; configFile: string; compiledFile: string }): ValidServable {
+  const { configFile } = ctx
+  if (def.problems.length) {
+    const p = def.problems[0]!
+    fail(configFile, p.site, p.message)
+  }
+  const models: ValidModel[] = def.models.map((m, i) => {
+    const o = m.options
+    const site = m.site
+    if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareModel({ file }) needs the ONNX file name inside the version folder, e.g. { file: 'model.onnx' }`)
+    const path = join(ctx.versionDir, o.file)
+    if (!existsSync(path)) {
+      fail(configFile, site, `model file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX file there, or fix the file name${ctx.name === 'add' || ctx.name === 'image' || ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init ${ctx.name} --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
+    }
+    const s = o.session ?? {}
+    const level = s.graphOptimizationLevel ?? 'all'
+    if (!LEVELS.includes(level)) fail(configFile, site, `session.graphOptimizationLevel must be one of ${LEVELS.join(', ')} (got ${JSON.stringify(level)})`)
+    const mode = s.executionMode ?? 'sequential'
+    if (mode !== 'sequential' && mode !== 'parallel') fail(configFile, site, `session.executionMode must be 'sequential' or 'parallel' (got ${JSON.stringify(mode)})`)
+    const wob = o.withoutBatchDimInputs ?? []
+    if (!Array.isArray(wob) || wob.some((x) => !Number.isInteger(x) || x < 0)) fail(configFile, site, `withoutBatchDimInputs must be a list of input indices (integers >= 0)`)
+    const maxWaitMs = o.maxWaitMs ?? 0
+    if (typeof maxWaitMs !== 'number' || !(maxWaitMs >= 0) || maxWaitMs > 60_000) fail(configFile, site, `maxWaitMs must be a number of milliseconds in [0, 60000] (got ${JSON.stringify(o.maxWaitMs)})`)
+    const withBatchDim = o.withBatchDim ?? true
+    const maxBatchSize = intOpt(o.maxBatchSize, 'maxBatchSize', 1, configFile, site) ?? null
+    if (!withBatchDim && maxBatchSize !== null && maxBatchSize !== 1) fail(configFile, site, `maxBatchSize is ${maxBatchSize} but withBatchDim is false: a model without a batch dim runs one instance at a time. Remove maxBatchSize or set withBatchDim: true`)
+    return {
+      index: i,
+      name: o.name ?? o.file.replace(/\.onnx$/i, ''),
+      file: o.file,
+      path,
+      withBatchDim,
+      withoutBatchDimInputs: wob,
+      maxBatchSize: withBatchDim ? maxBatchSize : 1,
+      maxWaitMs,
+      maxQueueSize: intOpt(o.maxQueueSize, 'maxQueueSize', 1, configFile, site) ?? 10000,
+      session: {
+        intraOpThreads: intOpt(s.intraOpThreads, 'session.intraOpThreads', 1, configFile, site),
+        interOpThreads: intOpt(s.interOpThreads, 'session.interOpThreads', 1, configFile, site),
+        graphOptimizationLevel: level,
+        executionMode: mode,
+        extra: { ...(s.extra ?? {}) },
+      },
+      site,
+    }
+  })
+  const names = new Set<string>()
+  const methods: ValidMethod[] = def.methods.map((m) => {
+    const site = m.site
+    if (!/^[A-Za-z_][\w.-]*$/.test(m.name)) fail(configFile, site, `method name ${JSON.stringify(m.name)} must start with a letter or _ and use letters, digits, _ . -`)
+    if (names.has(m.name)) fail(configFile, site, `method "${m.name}" is registered twice; method names must be unique`)
+    names.add(m.name)
+    if (m.inputs.length === 0) fail(configFile, site, `method "${m.name}" has no inputs; list them in { inputs: [...] }`)
+    for (const list of [m.inputs, m.outputs]) {
+      const seen = new Set<string>()
+      for (const n of list) {
+        if (typeof n !== 'string' || !n) fail(configFile, site, `method "${m.name}": input and output names must be non-empty strings`)
+        if (seen.has(n)) fail(configFile, site, `method "${m.name}": name "${n}" is listed twice`)
+        seen.add(n)
+      }
+    }
+    if (m.outputs.length === 0) fail(configFile, site, `method "${m.name}" has no outputs; list them in { outputs: [...] }`)
+    const usedModels = new Set<number>()
+    const stages: ValidStage[] = m.stages.map((st) => {
+      if (st.kind === 'model') usedModels.add(st.model!)
+      if (st.batchSize !== undefined) intOpt(st.batchSize, 'addStage batchSize', 0, configFile, st.site)
+      return { kind: st.kind, model: st.model, tag: st.tag, args: st.args, outputs: st.outputs, batchSize: st.batchSize, site: st.site }
+    })
+    return { name: m.name, inputs: m.inputs, inputRefs: m.inputRefs, outputs: m.outputs, outputRefs: m.outputRefs, stages, models: [...usedModels], site }
+  })
+  if (methods.length === 0) fail(configFile, '', `no methods registered. Add s.registerMethod('predict', { inputs: [...], outputs: [...] }, (x) => ({ ... }))`)
+  return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods })
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o)
+    for (const v of Object.values(o)) deepFreeze(v)
+  }
+  return o
+}

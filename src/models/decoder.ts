@@ -1,0 +1,176 @@
+/**
+ * A Llama-style decoder-only transformer built as ONNX (IR 8, opset 17) with seeded random
+ * weights: token embedding, RMSNorm, rotary embedding from `position_ids`, grouped-query
+ * attention, SwiGLU MLP, final norm, lm_head. I/O follows the HF optimum with-past convention:
+ *
+ *   inputs : input_ids [batch, seq] i64, attention_mask [batch, past+seq] i64,
+ *            position_ids [batch, seq] i64, past_key_values.{i}.key|value [batch, kv, past, hd] f32
+ *   outputs: logits [batch, seq, vocab] f32, present.{i}.key|value [batch, kv, past+seq, hd] f32
+ *
+ * The vocabulary is the byte-level one of src/llm/tokenizer.ts (PAD 0, BOS 1, EOS 2, byte b at
+ * 3+b; 259 ids). The weights are random: the text is gibberish, but the compute and memory
+ * traffic are those of a real model of the same shape.
+ */
+import { writeFile } from 'node:fs/promises'
+import { GraphBuilder, makeValueInfo, onnx } from '../llm/proto-util.ts'
+
+/** Shape of a generated decoder. `numKvHeads` < `numHeads` gives grouped-query attention. */
+export interface DecoderConfig {
+  numLayers: number
+  hiddenSize: number
+  numHeads: number
+  numKvHeads: number
+  intermediateSize: number
+  vocabSize: number
+  maxPositions: number
+  ropeTheta: number
+  rmsEps: number
+  seed: number
+}
+
+/** `tiny` is for unit tests (~0.1M params); `small` (~25M params) is for benchmarks. */
+export const DECODER_CONFIGS: Record<'tiny' | 'small', DecoderConfig> = {
+  tiny: { numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2, intermediateSize: 128, vocabSize: 259, maxPositions: 512, ropeTheta: 10000, rmsEps: 1e-5, seed: 1234 },
+  small: { numLayers: 8, hiddenSize: 512, numHeads: 8, numKvHeads: 4, intermediateSize: 1536, vocabSize: 259, maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5, seed: 4321 },
+}
+
+/** Deterministic uniform PRNG (mulberry32). */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+/** Number of parameters of a config (weights only). */
+export function countDecoderParams(c: DecoderConfig): number {
+  const hd = c.hiddenSize / c.numHeads
+  const attn = c.hiddenSize * (c.numHeads * hd) * 2 + c.hiddenSize * (c.numKvHeads * hd) * 2
+  const mlp = 3 * c.hiddenSize * c.intermediateSize
+  return c.numLayers * (attn + mlp + 2 * c.hiddenSize) + 2 * c.vocabSize * c.hiddenSize + c.hiddenSize + c.vocabSize
+}
+
+/** Builds the model and returns the encoded ModelProto bytes. */
+export function buildDecoder(c: DecoderConfig): Uint8Array {
+  if (c.hiddenSize % c.numHeads !== 0) throw new Error('hiddenSize must be divisible by numHeads')
+  if (c.numHeads % c.numKvHeads !== 0) throw new Error('numHeads must be divisible by numKvHeads')
+  const hd = c.hiddenSize / c.numHeads
+  if (hd % 2 !== 0) throw new Error('head dim must be even for rotary embedding')
+  const d = c.hiddenSize
+  const rand = mulberry32(c.seed)
+  // Uniform(-a, a) with a = sqrt(3 / fanIn) keeps activations at unit variance.
+  const weight = (rows: number, cols: number, gain = 1): Float32Array => {
+    const a = gain * Math.sqrt(3 / rows)
+    const w = new Float32Array(rows * cols)
+    for (let i = 0; i < w.length; i++) w[i] = (rand() * 2 - 1) * a
+    return w
+  }
+  const g = new GraphBuilder('dec')
+  const F = onnx.TensorProto.DataType.FLOAT
+  const I64 = onnx.TensorProto.DataType.INT64
+
+  // ---- shapes and the additive mask [B,1,S,T] (built from shapes; -1e9 keeps pad rows NaN-free)
+  const S = g.op1('Gather', [g.op1('Shape', ['input_ids']), g.i64([1], true)], { axis: { i: 0 } }, 'S')
+  const T = g.op1('Gather', [g.op1('Shape', ['attention_mask']), g.i64([1], true)], { axis: { i: 0 } }, 'T')
+  const P = g.op1('Sub', [T, S], {}, 'P')
+  const one = g.i64([1], true)
+  const keyIdx = g.op1('Unsqueeze', [g.op1('Range', [g.i64([0], true), T, one]), g.i64([0])]) // [1,T]
+  const qryIdx = g.op1('Unsqueeze', [g.op1('Range', [P, T, one]), g.i64([1])]) // [S,1]
+  const causal = g.op1('LessOrEqual', [keyIdx, qryIdx]) // key j visible to query i iff j <= P+i
+  const padOk = g.op1('Unsqueeze', [g.op1('Cast', ['attention_mask'], { to: { i: onnx.TensorProto.DataType.BOOL } }), g.i64([1, 2])])
+  const allowed = g.op1('And', [causal, padOk]) // [B,1,S,T]
+  const bias = g.op1('Where', [allowed, g.f32(0), g.f32(-1e9)], {}, 'mask_bias')
+
+  // ---- rotary tables from position_ids: cos/sin [B,1,S,hd] (HF "rotate_half" convention)
+  const invFreq = new Float32Array(hd / 2)
+  for (let i = 0; i < hd / 2; i++) invFreq[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / hd)
+  const pos = g.op1('Unsqueeze', [g.op1('Cast', ['position_ids'], { to: { i: F } }), g.i64([2])]) // [B,S,1]
+  const freqs = g.op1('Mul', [pos, g.init('inv_freq', [hd / 2], invFreq)])
+  const emb = g.op1('Concat', [freqs, freqs], { axis: { i: -1 } })
+  const cos = g.op1('Unsqueeze', [g.op1('Cos', [emb]), g.i64([1])], {}, 'cos')
+  const sin = g.op1('Unsqueeze', [g.op1('Sin', [emb]), g.i64([1])], {}, 'sin')
+  const halves = g.i64([hd / 2, hd / 2])
+  const rope = (x: string): string => {
+    const [x1, x2] = g.op('Split', [x, halves], { axis: { i: 3 } }, 2) as [string, string]
+    const rot = g.op1('Concat', [g.op1('Neg', [x2]), x1], { axis: { i: 3 } })
+    return g.op1('Add', [g.op1('Mul', [x, cos]), g.op1('Mul', [rot, sin])], {}, 'rope')
+  }
+  const eps = g.f32(c.rmsEps)
+  const rmsNorm = (x: string, hint: string): string => {
+    const ms = g.op1('ReduceMean', [g.op1('Mul', [x, x])], { axes: { ints: [-1] }, keepdims: { i: 1 } })
+    const inv = g.op1('Reciprocal', [g.op1('Sqrt', [g.op1('Add', [ms, eps])])])
+    return g.op1('Mul', [g.op1('Mul', [x, inv]), g.init(`${hint}_w`, [d], new Float32Array(d).fill(1))], {}, hint)
+  }
+  const toHeads = (x: string, heads: number): string =>
+    g.op1('Transpose', [g.op1('Reshape', [x, g.i64([0, 0, heads, hd])])], { perm: { ints: [0, 2, 1, 3] } })
+
+  const embed = weight(c.vocabSize, d, Math.sqrt(c.vocabSize / 3)) // unit-variance embeddings
+  let x = g.op1('Gather', [g.init('embed_tokens', [c.vocabSize, d], embed), 'input_ids'], { axis: { i: 0 } }, 'embeds')
+  const qScale = g.f32(1 / Math.sqrt(hd))
+  const shapeKvGroups = g.i64([0, c.numKvHeads, -1, hd])
+  const shapeScores = g.i64([0, c.numHeads, -1, 0])
+  const shapeScoresGrouped = g.i64([0, c.numKvHeads, -1, 0])
+  const shapeHeads = g.i64([0, c.numHeads, -1, hd])
+  const residualGain = 1 / Math.sqrt(2 * c.numLayers)
+  for (let l = 0; l < c.numLayers; l++) {
+    const h = rmsNorm(x, `l${l}_in_norm`)
+    const q = rope(toHeads(g.op1('MatMul', [h, g.init(`l${l}_wq`, [d, c.numHeads * hd], weight(d, c.numHeads * hd))]), c.numHeads))
+    const k = rope(toHeads(g.op1('MatMul', [h, g.init(`l${l}_wk`, [d, c.numKvHeads * hd], weight(d, c.numKvHeads * hd))]), c.numKvHeads))
+    const v = toHeads(g.op1('MatMul', [h, g.init(`l${l}_wv`, [d, c.numKvHeads * hd], weight(d, c.numKvHeads * hd))]), c.numKvHeads)
+    const presentK = g.opTo('Concat', [`past_key_values.${l}.key`, k], `present.${l}.key`, { axis: { i: 2 } })
+    const presentV = g.opTo('Concat', [`past_key_values.${l}.value`, v], `present.${l}.value`, { axis: { i: 2 } })
+    // GQA without repeating K/V: fold the G query heads of one kv head into the row axis,
+    // [B,H,S,hd] -> [B,KV,G*S,hd] (head h uses kv head floor(h/G), as HF repeat_kv does).
+    const qg = g.op1('Reshape', [g.op1('Mul', [q, qScale]), shapeKvGroups])
+    const kt = g.op1('Transpose', [presentK], { perm: { ints: [0, 1, 3, 2] } })
+    const scores = g.op1('Add', [g.op1('Reshape', [g.op1('MatMul', [qg, kt]), shapeScores]), bias]) // [B,H,S,T]
+    const probs = g.op1('Reshape', [g.op1('Softmax', [scores], { axis: { i: -1 } }), shapeScoresGrouped])
+    const ctx = g.op1('Reshape', [g.op1('MatMul', [probs, presentV]), shapeHeads]) // [B,H,S,hd]
+    const merged = g.op1('Reshape', [g.op1('Transpose', [ctx], { perm: { ints: [0, 2, 1, 3] } }), g.i64([0, 0, c.numHeads * hd])])
+    x = g.op1('Add', [x, g.op1('MatMul', [merged, g.init(`l${l}_wo`, [c.numHeads * hd, d], weight(c.numHeads * hd, d, residualGain))])])
+    const h2 = rmsNorm(x, `l${l}_post_norm`)
+    const gate = g.op1('MatMul', [h2, g.init(`l${l}_wg`, [d, c.intermediateSize], weight(d, c.intermediateSize))])
+    const up = g.op1('MatMul', [h2, g.init(`l${l}_wu`, [d, c.intermediateSize], weight(d, c.intermediateSize))])
+    const act = g.op1('Mul', [g.op1('Mul', [gate, g.op1('Sigmoid', [gate])]), up])
+    x = g.op1('Add', [x, g.op1('MatMul', [act, g.init(`l${l}_wd`, [c.intermediateSize, d], weight(c.intermediateSize, d, residualGain))])])
+  }
+  const hf = rmsNorm(x, 'final_norm')
+  // Logit scale ~3 and a bias towards printable ASCII make random-weight output readable-ish
+  // and keep greedy margins far above float noise (the cache/no-cache tests rely on that).
+  const logitBias = new Float32Array(c.vocabSize)
+  for (let b = 32; b < 127 && 3 + b < c.vocabSize; b++) logitBias[3 + b] = 3
+  const lm = g.op1('MatMul', [hf, g.init('lm_head', [d, c.vocabSize], weight(d, c.vocabSize, 3))])
+  g.opTo('Add', [lm, g.init('logit_bias', [c.vocabSize], logitBias)], 'logits')
+
+  const inputs = [
+    makeValueInfo('input_ids', I64, ['batch_size', 'sequence_length']),
+    makeValueInfo('attention_mask', I64, ['batch_size', 'total_sequence_length']),
+    makeValueInfo('position_ids', I64, ['batch_size', 'sequence_length']),
+  ]
+  const outputs = [makeValueInfo('logits', F, ['batch_size', 'sequence_length', c.vocabSize])]
+  for (let l = 0; l < c.numLayers; l++) {
+    for (const kind of ['key', 'value']) {
+      inputs.push(makeValueInfo(`past_key_values.${l}.${kind}`, F, ['batch_size', c.numKvHeads, 'past_sequence_length', hd]))
+      outputs.push(makeValueInfo(`present.${l}.${kind}`, F, ['batch_size', c.numKvHeads, 'total_sequence_length', hd]))
+    }
+  }
+  const model = onnx.ModelProto.create({
+    irVersion: 8,
+    producerName: 'ms-serve-decoder',
+    opsetImport: [{ domain: '', version: 17 }],
+    metadataProps: [{ key: 'ms_serve.tokenizer', value: 'byte-level' }, { key: 'ms_serve.config', value: JSON.stringify(c) }],
+    graph: { name: 'decoder', node: g.nodes, initializer: g.inits, input: inputs, output: outputs },
+  })
+  return onnx.ModelProto.encode(model).finish()
+}
+
+/** Builds a decoder and writes it to `path`; returns the byte size. */
+export async function writeDecoder(path: string, c: DecoderConfig): Promise<number> {
+  const bytes = buildDecoder(c)
+  await writeFile(path, bytes)
+  return bytes.byteLength
+}

@@ -1,0 +1,112 @@
+/**
+ * The MindSpore Serving compatible `MSService.Predict` RPC on a grpc-js server. Like MindSpore,
+ * application errors always travel in `PredictReply.error_msg` with gRPC status OK; only the
+ * transport (size limits, unknown methods) produces non-OK statuses.
+ */
+import { existsSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import { MS_STATUS, toServeError } from '../../errors.ts'
+import type { Value } from '../../tensor.ts'
+import {
+  decodeInstances, encodeReply, errorReply, type PredictResultShape, type WirePredictReply, type WirePredictRequest,
+} from './ms-codec.ts'
+
+/** Decoding options shared by server, client and tests (see ms-codec.ts for why longs are Numbers). */
+export const MS_PROTO_LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: Number,
+  enums: Number,
+  bytes: Buffer,
+  defaults: true,
+  oneofs: true,
+}
+
+export const MS_SERVICE_NAME = 'mindspore.serving.proto.MSService'
+export const MS_PREDICT_PATH = `/${MS_SERVICE_NAME}/Predict`
+
+/** What a Predict handler receives; `signal` aborts when the client cancels or disconnects. */
+export interface MsPredictCall {
+  name: string
+  method: string
+  version: number
+  instances: Record<string, Value>[]
+  signal?: AbortSignal
+}
+export type MsPredictHandler = (req: MsPredictCall) => Promise<PredictResultShape>
+
+/**
+ * The package root is the nearest ancestor holding package.json and proto/: this file may run
+ * from src/protocol/grpc (tsx), from a dist/ chunk (esbuild) or from an installed package.
+ */
+export function findPackageRoot(start: string = dirname(fileURLToPath(import.meta.url))): string {
+  let dir = start
+  for (;;) {
+    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'proto', 'ms_service.proto'))) return dir
+    const up = dirname(dir)
+    if (up === dir) throw new Error(`ms-serve: cannot find the package root (package.json + proto/ms_service.proto) above ${start}`)
+    dir = up
+  }
+}
+
+/** Absolute path of the directory holding ms-serve's .proto files. */
+export function protoDir(): string {
+  return join(findPackageRoot(), 'proto')
+}
+
+let cached: grpc.ServiceDefinition | undefined
+
+/** Loads (once) the MSService definition from proto/ms_service.proto. */
+export function loadMsServiceDefinition(): grpc.ServiceDefinition {
+  if (cached) return cached
+  const pkg = protoLoader.loadSync('ms_service.proto', { ...MS_PROTO_LOADER_OPTIONS, includeDirs: [protoDir()] })
+  const def = pkg[MS_SERVICE_NAME]
+  if (!def || !('Predict' in def)) throw new Error(`ms-serve: ${MS_SERVICE_NAME}.Predict missing from ms_service.proto`)
+  cached = def as unknown as grpc.ServiceDefinition
+  return cached
+}
+
+/** Server options matching MindSpore's default 100 MiB message limit (settable 1..512). */
+export function msServerOptions(maxMsgMb = 100): grpc.ServerOptions {
+  const bytes = Math.min(Math.max(Math.trunc(maxMsgMb), 1), 512) * 1024 * 1024
+  return { 'grpc.max_receive_message_length': bytes, 'grpc.max_send_message_length': bytes }
+}
+
+/**
+ * Runs one Predict: decode, call the handler, encode. Never rejects: every failure becomes a
+ * reply whose error_msg carries the MindSpore status (a ServeError's `ms`, SYSTEM_ERROR otherwise).
+ */
+export async function handlePredict(req: WirePredictRequest, handler: MsPredictHandler, signal?: AbortSignal): Promise<WirePredictReply> {
+  const spec = req.servable_spec
+  try {
+    const instances = decodeInstances(req)
+    const result = await handler({
+      name: spec?.name ?? '',
+      method: spec?.method_name ?? '',
+      version: Number(spec?.version_number ?? 0),
+      instances,
+      ...(signal ? { signal } : {}),
+    })
+    return encodeReply(spec, result)
+  } catch (e) {
+    try {
+      return errorReply(spec, toServeError(e))
+    } catch {
+      return errorReply(null, { msStatus: MS_STATUS.SYSTEM_ERROR, message: 'Predict failed' })
+    }
+  }
+}
+
+/** Registers MSService.Predict on `server`, answering through `handler`. */
+export function addMsService(server: grpc.Server, handler: MsPredictHandler): void {
+  server.addService(loadMsServiceDefinition(), {
+    Predict: (call: grpc.ServerUnaryCall<WirePredictRequest, WirePredictReply>, callback: grpc.sendUnaryData<WirePredictReply>) => {
+      const ac = new AbortController()
+      call.once('cancelled', () => ac.abort())
+      // handlePredict never rejects; the catch only guards against grpc-js itself throwing in callback.
+      handlePredict(call.request, handler, ac.signal).then((reply) => callback(null, reply)).catch(() => undefined)
+    },
+  })
+}

@@ -1,0 +1,30 @@
+/** MindSpore Serving REST: `POST /model/{name}[/version/{n}]:{method}` with `{"instances": ...}`. */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { ERROR_CODES, ServeError, toServeError, type ErrorCode } from '../../errors.ts'
+import { predictForProtocol } from '../predict.ts'
+import { parseMsUrl } from './ms-url.ts'
+import { parseInstances, parseJsonBody, renderError, renderReply } from './ms-json.ts'
+import type { RestOptions } from './server.ts'
+
+export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions): void {
+  const predict = predictForProtocol(opts.registry)
+  const status = (code: string) => (opts.always200 ? 200 : ERROR_CODES[code as ErrorCode]?.http ?? 500)
+  const sendError = (reply: FastifyReply, e: ServeError) => reply.code(status(e.code)).type('application/json').send(renderError(e.message))
+
+  const handler = async (req: FastifyRequest, reply: FastifyReply) => {
+    let call
+    try {
+      const target = parseMsUrl(req.method, req.url)
+      const text = typeof req.body === 'string' ? req.body : ''
+      if (text.length === 0) throw new ServeError('INVALID_REQUEST', 'http message invalid')
+      call = { name: target.name, method: target.method, version: target.version, instances: parseInstances(parseJsonBody(text)) }
+    } catch (e) {
+      return sendError(reply, toServeError(e, 'INVALID_REQUEST'))
+    }
+    const result = await predict(call)
+    if ('error' in result) return reply.code(status(result.error.code)).type('application/json').send(renderError(result.error.message))
+    const items = result.instances.map((r) => ('error' in r ? { error: r.error.message } : { outputs: r.outputs }))
+    return reply.code(200).type('application/json').send(renderReply(items))
+  }
+  app.route({ method: ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS'], url: '/model/*', handler })
+}

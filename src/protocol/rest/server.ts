@@ -1,0 +1,38 @@
+/**
+ * The one REST listener. Route families register on it: MindSpore predict (`/model/...`),
+ * health and statistics; later LLM (TGI, OpenAI) routes join the same instance.
+ */
+import Fastify, { type FastifyInstance } from 'fastify'
+import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
+import type { ServableRegistry } from '../../runtime/registry.ts'
+import { registerMindSporeRoutes } from './mindspore.ts'
+import { renderPrometheus } from './metrics.ts'
+
+export interface RestOptions { registry: ServableRegistry; maxMsgMb: number; always200: boolean }
+
+export function buildRestServer(opts: RestOptions): FastifyInstance {
+  const bodyLimit = opts.maxMsgMb * 1024 * 1024
+  const app = Fastify({ bodyLimit, logger: false, keepAliveTimeout: 65_000, return503OnClosing: true })
+  // MindSpore does not check Content-Type: every body arrives as text and each route family parses it.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (_req, body, done) => done(null, body))
+
+  app.setErrorHandler((err, req, reply) => {
+    const e = (err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+      ? new ServeError('PAYLOAD_TOO_LARGE', `http message is bigger than ${bodyLimit}`)
+      : toServeError(err)
+    const status = opts.always200 ? 200 : ERROR_CODES[e.code].http
+    if (req.url.startsWith('/model')) void reply.code(status).type('application/json').send(JSON.stringify({ error_msg: e.message }))
+    else void reply.code(status).send({ error: e.message, error_type: e.code.toLowerCase() })
+  })
+
+  registerMindSporeRoutes(app, opts)
+
+  const healthy = () => opts.registry.all().length > 0 && opts.registry.all().every((s) => s.ready)
+  app.get('/health', async (_req, reply) => (healthy() ? reply.code(200).send({}) : reply.code(503).send({ error: 'unhealthy', error_type: 'healthcheck' })))
+  app.get('/v2/health/live', async () => ({ live: true }))
+  app.get('/v2/health/ready', async (_req, reply) => reply.code(healthy() ? 200 : 503).send({ ready: healthy() }))
+  app.get('/stats', async () => ({ servables: opts.registry.all().map((s) => s.stats()) }))
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(opts.registry)))
+  return app
+}

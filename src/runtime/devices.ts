@@ -1,0 +1,70 @@
+/**
+ * Device ids -> execution providers. cpu: the CPU EP with intra-op threads divided so replicas do
+ * not oversubscribe the cores; cuda: the CUDA EP with that device_id, where onnxruntime-node has it.
+ */
+import { availableParallelism } from 'node:os'
+import { existsSync, readdirSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { ServeError } from '../errors.ts'
+
+export type DeviceType = 'cpu' | 'cuda'
+
+export interface DevicePlan {
+  deviceType: DeviceType
+  deviceId: number
+  intraOpThreads: number
+  /** onnxruntime-node `executionProviders` session option. */
+  executionProviders: Array<string | { name: string; deviceId?: number }>
+}
+
+/** Parses `--devices 0,1` into unique non-negative ids. */
+export function parseDeviceIds(text: string): number[] {
+  const ids = text.split(',').map((s) => s.trim()).filter(Boolean)
+  if (ids.length === 0) throw new ServeError('INVALID_REQUEST', `--devices needs a comma list of device ids, e.g. --devices 0,1 (got "${text}")`)
+  const out: number[] = []
+  for (const s of ids) {
+    if (!/^\d+$/.test(s)) throw new ServeError('INVALID_REQUEST', `--devices: "${s}" is not a device id; use non-negative integers, e.g. --devices 0,1`)
+    const n = Number(s)
+    if (out.includes(n)) throw new ServeError('INVALID_REQUEST', `--devices lists device ${n} twice`)
+    out.push(n)
+  }
+  return out
+}
+
+/**
+ * One plan per (servable replica, device). On CPU every replica shares the same cores, so each
+ * gets floor(cores / replicas) intra-op threads (at least 1).
+ */
+export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism()): DevicePlan[] {
+  if (deviceType !== 'cpu' && deviceType !== 'cuda') throw new ServeError('INVALID_REQUEST', `--device-type must be cpu or cuda (got "${deviceType}")`)
+  const threads = Math.max(1, Math.floor(cores / Math.max(1, numReplicasTotal)))
+  return deviceIds.map((id) => ({
+    deviceType,
+    deviceId: id,
+    intraOpThreads: threads,
+    executionProviders: deviceType === 'cpu' ? ['cpu'] : [{ name: 'cuda', deviceId: id }],
+  }))
+}
+
+/** Whether onnxruntime-node's CUDA provider library was installed beside its binding. */
+export function cudaProviderInstalled(): boolean {
+  try {
+    const req = createRequire(import.meta.url)
+    const binDir = join(dirname(req.resolve('onnxruntime-node')), '..', 'bin')
+    for (const napi of readdirSync(binDir)) {
+      const dir = join(binDir, napi, process.platform, process.arch)
+      if (existsSync(join(dir, 'libonnxruntime_providers_cuda.so')) || existsSync(join(dir, 'onnxruntime_providers_cuda.dll'))) return true
+    }
+  } catch { /* no binding dir: no CUDA */ }
+  return false
+}
+
+/** Throws a clear error when the CUDA EP is not usable with this onnxruntime-node install. */
+export function checkDeviceTypeAvailable(deviceType: DeviceType, backends: Array<{ name: string; bundled: boolean }>, providerInstalled: boolean): void {
+  if (deviceType !== 'cuda') return
+  const cuda = backends.find((b) => b.name === 'cuda')
+  if (!cuda || !(cuda.bundled || providerInstalled)) {
+    throw new ServeError('CONFIG_INVALID', 'device type cuda was asked for, but this onnxruntime-node install has no CUDA execution provider (it ships CPU only on this platform). Install the CUDA build of onnxruntime-node (ONNXRUNTIME_NODE_INSTALL_CUDA=v12 npm rebuild onnxruntime-node on a machine with CUDA 12), or start with --device-type cpu.')
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * One servable version being served: its replicas (one per device id), a dynamic-batching queue
+ * per method, dispatch to the least-busy ready replica, crash restarts, and statistics.
+ */
+import { BatchQueue, type QueuedItem } from '../batching/dynamic-batcher.ts'
+import { ServeError, toServeError } from '../errors.ts'
+import type { ValidMethod, ValidServable } from '../config/validate.ts'
+import type { Value } from '../tensor.ts'
+import type { DevicePlan } from './devices.ts'
+import { Replica } from './replica.ts'
+import { instanceToWire, fromWire, type WireInstance, type WireResult } from './wire.ts'
+
+export type InstanceOutcome = { outputs: Record<string, Value> } | { error: ServeError }
+
+interface Job { wire: WireInstance; resolve: (r: InstanceOutcome) => void }
+
+/** Groups a replica may hold at once: 2 lets the next batch cross the IPC pipe while one runs. */
+const MAX_INFLIGHT_GROUPS = 2
+
+export interface ModelStats { name: string; executions: number; inferences: number; padded: number; computeMs: number; batchSizes: Record<number, number> }
+export interface MethodStats { requests: number; instances: number; errors: number; batches: number; queueMs: number; batchSizes: Record<number, number> }
+
+export class LiveServable {
+  readonly replicas: Replica[]
+  private queues = new Map<string, BatchQueue<Job>>()
+  private timers = new Map<string, NodeJS.Timeout>()
+  readonly modelStats: ModelStats[]
+  readonly methodStats = new Map<string, MethodStats>()
+  private stopped = false
+  restarts = 0
+
+  constructor(readonly servable: ValidServable, devices: DevicePlan[]) {
+    this.replicas = devices.map((d) => new Replica(servable, d))
+    this.modelStats = servable.models.map((m) => ({ name: m.name, executions: 0, inferences: 0, padded: 0, computeMs: 0, batchSizes: {} }))
+    for (const m of servable.methods) this.methodStats.set(m.name, { requests: 0, instances: 0, errors: 0, batches: 0, queueMs: 0, batchSizes: {} })
+  }
+
+  get name(): string { return this.servable.name }
+  get version(): number { return this.servable.version }
+  get ready(): boolean { return this.replicas.some((r) => r.state === 'ready') }
+
+  /** Starts every replica; rejects with the first load error (CONFIG_INVALID names file and fix). */
+  async start(): Promise<void> {
+    await Promise.all(this.replicas.map((r) => r.start()))
+    const models = this.replicas[0]!.models
+    for (const m of this.servable.methods) {
+      const sizes = m.models.map((i) => models[i]!.maxBatchSize)
+      const waits = m.models.map((i) => this.servable.models[i]!.maxWaitMs)
+      const limits = m.models.map((i) => this.servable.models[i]!.maxQueueSize)
+      this.queues.set(m.name, new BatchQueue<Job>(sizes.length ? Math.min(...sizes) : 32, waits.length ? Math.min(...waits) : 0, limits.length ? Math.min(...limits) : 10000))
+    }
+    for (const r of this.replicas) r.onExit = (rep, why) => this.onReplicaExit(rep, why)
+  }
+
+  method(name: string): ValidMethod | undefined {
+    return this.servable.methods.find((m) => m.name === name)
+  }
+
+  /** Queues the instances of one request and resolves with one outcome per instance, in order. */
+  predict(method: ValidMethod, instances: Record<string, Value>[]): Promise<InstanceOutcome[]> {
+    const q = this.queues.get(method.name)!
+    const st = this.methodStats.get(method.name)!
+    st.requests++
+    st.instances += instances.length
+    const promises: Promise<InstanceOutcome>[] = []
+    const jobs: Job[] = []
+    for (const inst of instances) {
+      promises.push(new Promise<InstanceOutcome>((resolve) => jobs.push({ wire: instanceToWire(inst), resolve })))
+    }
+    if (!q.pushAll(jobs, performance.now())) {
+      st.errors++
+      return Promise.reject(new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${q.maxQueueSize}`))
+    }
+    this.pump(method.name)
+    return Promise.all(promises)
+  }
+
+  private pickReplica(): Replica | null {
+    let best: Replica | null = null
+    for (const r of this.replicas) {
+      if (r.state !== 'ready' || r.inflightGroups >= MAX_INFLIGHT_GROUPS) continue
+      if (!best || r.inflightInstances < best.inflightInstances) best = r
+    }
+    return best
+  }
+
+  /** Sends as many batches of `method` as replicas can take now; arms a timer for a partial batch. */
+  private pump(method: string): void {
+    const q = this.queues.get(method)!
+    for (;;) {
+      const replica = this.pickReplica()
+      const d = q.next(performance.now(), replica !== null)
+      if (d.kind === 'idle') return
+      if (d.kind === 'wait') {
+        if (!this.timers.has(method)) {
+          this.timers.set(method, setTimeout(() => { this.timers.delete(method); this.pump(method) }, Math.max(0, d.ms)))
+        }
+        return
+      }
+      this.dispatch(replica!, method, d.items)
+    }
+  }
+
+  private dispatch(replica: Replica, method: string, items: QueuedItem<Job>[]): void {
+    const st = this.methodStats.get(method)!
+    const now = performance.now()
+    st.batches++
+    st.batchSizes[items.length] = (st.batchSizes[items.length] ?? 0) + 1
+    for (const it of items) st.queueMs += now - it.enqueuedAt
+    replica.run(method, items.map((i) => i.value.wire)).then(
+      ({ results, runs }) => {
+        for (const r of runs) {
+          const ms = this.modelStats[r.model]!
+          ms.executions++
+          ms.inferences += r.batch
+          ms.padded += r.padded
+          ms.computeMs += r.ms
+          ms.batchSizes[r.batch] = (ms.batchSizes[r.batch] ?? 0) + 1
+        }
+        results.forEach((r, i) => items[i]!.value.resolve(toOutcome(r)))
+        if (results.some((r) => 'e' in r)) st.errors++
+        this.pumpAll()
+      },
+      (e) => {
+        st.errors++
+        const err = toServeError(e)
+        for (const it of items) it.value.resolve({ error: err })
+        this.pumpAll()
+      },
+    )
+  }
+
+  private pumpAll(): void {
+    for (const m of this.queues.keys()) this.pump(m)
+  }
+
+  private onReplicaExit(r: Replica, why: string): void {
+    if (this.stopped) return
+    this.restarts++
+    const delay = Math.min(30_000, 500 * 2 ** Math.min(6, this.restarts - 1))
+    process.stderr.write(`ms-serve: replica ${r.label} exited (${why}); restarting in ${delay} ms\n`)
+    if (!this.ready) this.failQueued(new ServeError('REPLICA_CRASHED', `every replica of ${this.name} is down (last: ${why}); restarting`))
+    setTimeout(() => {
+      if (this.stopped) return
+      r.start().then(() => this.pumpAll(), (e) => process.stderr.write(`ms-serve: restart of ${r.label} failed: ${(e as Error).message}\n`))
+    }, delay).unref()
+  }
+
+  private failQueued(err: ServeError): void {
+    for (const q of this.queues.values()) for (const it of q.drain()) it.value.resolve({ error: err })
+  }
+
+  /** Stops replicas after in-flight work; queued work fails with SERVABLE_NOT_READY. */
+  async stop(force = false): Promise<void> {
+    this.stopped = true
+    for (const t of this.timers.values()) clearTimeout(t)
+    this.failQueued(new ServeError('SERVABLE_NOT_READY', `servable ${this.name} version ${this.version} is shutting down`))
+    await Promise.all(this.replicas.map((r) => r.stop(force)))
+  }
+
+  stats(): object {
+    return {
+      name: this.name,
+      version: this.version,
+      ready: this.ready,
+      restarts: this.restarts,
+      replicas: this.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}`, pid: r.pid, state: r.state, intraOpThreads: r.device.intraOpThreads, inflightInstances: r.inflightInstances, batchesDone: r.groupsDone })),
+      models: this.modelStats.map((m, i) => ({ ...m, maxBatchSize: this.replicas[0]?.models[i]?.maxBatchSize ?? null, avgBatchSize: m.executions ? m.inferences / m.executions : 0 })),
+      methods: Object.fromEntries([...this.methodStats].map(([k, v]) => [k, { ...v, queued: this.queues.get(k)?.length ?? 0, avgQueueMs: v.instances ? v.queueMs / v.instances : 0 }])),
+    }
+  }
+}
+
+function toOutcome(r: WireResult): InstanceOutcome {
+  if ('e' in r) return { error: toServeError(r.e) }
+  const outputs: Record<string, Value> = {}
+  for (const k in r.o) outputs[k] = fromWire(r.o[k]!)
+  return { outputs }
+}

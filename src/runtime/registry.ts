@@ -1,0 +1,69 @@
+/**
+ * The servables being served, by name and version, and the one predict entry point both
+ * protocols call. Whole-request errors are thrown as ServeError with MindSpore's texts.
+ */
+import { ServeError } from '../errors.ts'
+import type { Value } from '../tensor.ts'
+import type { InstanceOutcome, LiveServable } from './live-servable.ts'
+
+export interface PredictCall { name: string; method: string; version: number; instances: Record<string, Value>[] }
+
+export class ServableRegistry {
+  private byName = new Map<string, Map<number, LiveServable>>()
+
+  add(s: LiveServable): void {
+    let m = this.byName.get(s.name)
+    if (!m) this.byName.set(s.name, (m = new Map()))
+    m.set(s.version, s)
+  }
+
+  /** Replaces (or adds) a version atomically; returns the previous one for draining. */
+  swap(s: LiveServable): LiveServable | undefined {
+    const prev = this.byName.get(s.name)?.get(s.version)
+    this.add(s)
+    return prev
+  }
+
+  remove(name: string, version: number): LiveServable | undefined {
+    const m = this.byName.get(name)
+    const s = m?.get(version)
+    m?.delete(version)
+    if (m && m.size === 0) this.byName.delete(name)
+    return s
+  }
+
+  /** version 0 = the newest version that has a ready replica. */
+  get(name: string, version: number): LiveServable | undefined {
+    const m = this.byName.get(name)
+    if (!m) return undefined
+    if (version !== 0) return m.get(version)
+    let best: LiveServable | undefined
+    for (const s of m.values()) if (s.ready && (!best || s.version > best.version)) best = s
+    return best ?? [...m.values()].sort((a, b) => b.version - a.version)[0]
+  }
+
+  all(): LiveServable[] {
+    return [...this.byName.values()].flatMap((m) => [...m.values()]).sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version)
+  }
+
+  /** Runs a request; per-instance outcomes in order. All failing alike collapses to one thrown error (MindSpore §1.4). */
+  async predict(call: PredictCall): Promise<InstanceOutcome[]> {
+    const s = this.get(call.name, call.version)
+    if (!s || !s.ready) {
+      const v = call.version !== 0 ? `  version(${call.version}) ` : ' '
+      throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method})${v}, servable is not available`)
+    }
+    const method = s.method(call.method)
+    if (!method) throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method}) , method is not available`)
+    if (call.instances.length === 0) throw new ServeError('INVALID_REQUEST', 'instances value is array type, but no value')
+    for (const inst of call.instances) {
+      for (const name of method.inputs) {
+        if (inst[name] === undefined) throw new ServeError('INVALID_REQUEST', `Cannot find input ${name} in instance input , servable ${call.name}, method ${call.method}`)
+      }
+    }
+    const out = await s.predict(method, call.instances)
+    const first = out[0]!
+    if ('error' in first && out.every((o) => 'error' in o && o.error.message === first.error.message)) throw first.error
+    return out
+  }
+}

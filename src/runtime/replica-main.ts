@@ -1,0 +1,84 @@
+/**
+ * Replica process entry: holds the ORT sessions of one servable on one device and runs method
+ * pipelines for groups of instances sent by the parent. A separate process (not a worker thread)
+ * because ORT's run() blocks its thread, a native crash must not take the listeners down, and the
+ * malloc tuning env (see replica-pool.ts) only applies to a freshly started process.
+ */
+import * as ort from 'onnxruntime-node'
+import { importCompiled } from '../config/compile.ts'
+import { toServeError, ServeError } from '../errors.ts'
+import type { ParentMessage, ReplicaMessage } from './messages.ts'
+import { ModelRunner } from './model-runner.ts'
+import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
+import { errorToWire, instanceFromWire, instanceToWire, type WireResult } from './wire.ts'
+import type { ValidServable } from '../config/validate.ts'
+import type { DevicePlan } from './devices.ts'
+import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
+
+process.setSourceMapsEnabled(true)
+
+let runners: ModelRunner[] = []
+let methods = new Map<string, PreparedMethod>()
+
+function send(msg: ReplicaMessage): void {
+  process.send!(msg)
+}
+
+async function init(servable: ValidServable, device: DevicePlan): Promise<void> {
+  checkDeviceTypeAvailable(device.deviceType, ort.listSupportedBackends(), cudaProviderInstalled())
+  const def = await importCompiled(servable.compiledFile)
+  runners = []
+  for (const m of servable.models) {
+    let session: ort.InferenceSession
+    try {
+      session = await ort.InferenceSession.create(m.path, {
+        executionProviders: device.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
+        intraOpNumThreads: m.session.intraOpThreads ?? device.intraOpThreads,
+        interOpNumThreads: m.session.interOpThreads ?? 1,
+        graphOptimizationLevel: m.session.graphOptimizationLevel,
+        executionMode: m.session.executionMode,
+        extra: { session: m.session.extra } as never,
+      })
+    } catch (e) {
+      throw new ServeError('CONFIG_INVALID', `${m.site || servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
+    }
+    runners.push(new ModelRunner(ort, session, m))
+  }
+  methods = prepareMethods(servable, def, runners)
+}
+
+async function run(id: number, methodName: string, wire: ParentMessage & { type: 'run' }): Promise<void> {
+  const t0 = performance.now()
+  let results: WireResult[]
+  const pm = methods.get(methodName)
+  if (!pm) results = wire.instances.map(() => errorToWire(new ServeError('INTERNAL', `replica has no method ${methodName}`)))
+  else {
+    try {
+      const out = await runMethod(pm, runners, wire.instances.map(instanceFromWire))
+      results = out.map((r) => (r instanceof ServeError ? errorToWire(r) : { o: instanceToWire(r) }))
+    } catch (e) {
+      results = wire.instances.map(() => errorToWire(toServeError(e, 'INFERENCE_FAILED')))
+    }
+  }
+  const runs = runners.flatMap((r) => r.stats.splice(0))
+  send({ type: 'result', id, results, runs, ms: performance.now() - t0 })
+}
+
+process.on('message', (msg: ParentMessage) => {
+  switch (msg.type) {
+    case 'init':
+      init(msg.servable, msg.device).then(
+        () => send({ type: 'ready', models: runners.map((r) => r.info), pid: process.pid }),
+        (e) => send({ type: 'init-error', error: toServeError(e, 'CONFIG_INVALID').toJSON() }),
+      )
+      break
+    case 'run':
+      void run(msg.id, msg.method, msg)
+      break
+    case 'shutdown':
+      process.exit(0)
+  }
+})
+
+// The parent going away must not leave an orphan replica holding memory.
+process.on('disconnect', () => process.exit(0))

@@ -1,0 +1,123 @@
+/**
+ * Composition root: servable directory -> compiled + validated configs -> replicas per device ->
+ * registry -> one gRPC listener and one REST listener shared by every servable.
+ */
+import * as grpc from '@grpc/grpc-js'
+import type { FastifyInstance } from 'fastify'
+import { compileServableConfig } from './config/compile.ts'
+import { chooseVersions, scanServables } from './config/scan.ts'
+import { validateServable, type ValidServable } from './config/validate.ts'
+import { join } from 'node:path'
+import { ServeError } from './errors.ts'
+import { planDevices, type DeviceType } from './runtime/devices.ts'
+import { LiveServable } from './runtime/live-servable.ts'
+import { ServableRegistry } from './runtime/registry.ts'
+import { addMsService } from './protocol/grpc/ms-service.ts'
+import { msServerOptions } from './protocol/grpc/ms-service.ts'
+import { buildRestServer } from './protocol/rest/server.ts'
+import { predictForProtocol } from './protocol/predict.ts'
+
+export interface HostPort { host: string; port: number }
+
+export interface ServeOptions {
+  dir: string
+  devices: number[]
+  deviceType: DeviceType
+  grpc: HostPort | null
+  rest: HostPort | null
+  /** Largest request body / message, MiB (MindSpore default 100). */
+  maxMsgMb: number
+  /** Answer every REST request with HTTP 200 as MindSpore does (errors still carry error_msg). */
+  restAlways200?: boolean
+  /** Versions to serve per servable name; default the newest. */
+  versions?: Record<string, number[] | 'all'>
+  log?: (line: string) => void
+}
+
+export interface RunningServer {
+  registry: ServableRegistry
+  grpcAddress: string | null
+  restAddress: string | null
+  close(): Promise<void>
+}
+
+/** Compiles and validates every servable version under `dir` (no replica is started). */
+export async function loadServables(dir: string, versions: ServeOptions['versions'] = {}): Promise<ValidServable[]> {
+  const out: ValidServable[] = []
+  for (const found of scanServables(dir)) {
+    const { definition, compiledFile } = await compileServableConfig(found.configFile)
+    for (const v of chooseVersions(found, versions[found.name])) {
+      out.push(validateServable(definition, { name: found.name, version: v, dir: found.dir, versionDir: join(found.dir, String(v)), configFile: found.configFile, compiledFile }))
+    }
+  }
+  return out
+}
+
+/** Starts everything; resolves once both listeners are bound and every replica is ready. */
+export async function serve(opts: ServeOptions): Promise<RunningServer> {
+  const log = opts.log ?? ((l: string) => process.stdout.write(l + '\n'))
+  const servables = await loadServables(opts.dir, opts.versions)
+  const registry = new ServableRegistry()
+  const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length)
+  const live = servables.map((s) => new LiveServable(s, plans))
+  const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
+  try {
+    await Promise.all(live.map(async (l) => {
+      const t0 = performance.now()
+      await l.start()
+      registry.add(l)
+      log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${Math.round(performance.now() - t0)} ms`)
+    }))
+  } catch (e) {
+    await stopAll()
+    throw e
+  }
+
+  let grpcServer: grpc.Server | null = null
+  let rest: FastifyInstance | null = null
+  let grpcAddress: string | null = null
+  let restAddress: string | null = null
+  const handler = predictForProtocol(registry)
+  try {
+    if (opts.grpc) {
+      grpcServer = new grpc.Server(msServerOptions(opts.maxMsgMb))
+      addMsService(grpcServer, handler)
+      const port = await new Promise<number>((resolve, reject) => {
+        grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)))
+      })
+      grpcAddress = `${opts.grpc.host}:${port}`
+      log(`Serving gRPC server start success, listening on ${grpcAddress}`)
+    }
+    if (opts.rest) {
+      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false })
+      await rest.listen({ host: opts.rest.host, port: opts.rest.port })
+      const addr = rest.server.address()
+      const port = typeof addr === 'object' && addr ? addr.port : opts.rest.port
+      restAddress = `${opts.rest.host}:${port}`
+      log(`Serving RESTful server start success, listening on ${restAddress}`)
+    }
+  } catch (e) {
+    grpcServer?.forceShutdown()
+    await rest?.close()
+    await stopAll()
+    const err = e as NodeJS.ErrnoException
+    if (err.code === 'EADDRINUSE' || /address already in use|No address added/i.test(err.message)) {
+      throw new ServeError('CONFIG_INVALID', `cannot listen: ${err.message}. Another process holds the port; pick another with --grpc HOST:PORT / --rest HOST:PORT (port 0 = any free port)`)
+    }
+    throw e
+  }
+
+  return {
+    registry,
+    grpcAddress,
+    restAddress,
+    async close() {
+      // Stop accepting, let in-flight requests finish, then stop replicas.
+      await Promise.all([
+        rest?.close(),
+        grpcServer ? new Promise<void>((r) => grpcServer!.tryShutdown(() => r())) : undefined,
+      ])
+      await Promise.all(live.map((l) => l.stop()))
+    },
+  }
+}

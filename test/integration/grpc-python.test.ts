@@ -1,0 +1,132 @@
+// Wire compatibility with a Python grpcio client: a grpc-js server with addMsService and a fake
+// `add` servable, called by test/fixtures/python/ms_client.py through stubs generated at test time
+// from OUR proto/ms_service.proto. Needs Debian's python3-grpcio, python3-grpc-tools, python3-numpy.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile, spawnSync } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import * as grpc from '@grpc/grpc-js'
+import { ServeError } from '../../src/errors.ts'
+import { Tensor, tensor, type Value } from '../../src/tensor.ts'
+import type { MsInstanceResult } from '../../src/protocol/grpc/ms-codec.ts'
+import { addMsService, findPackageRoot, msServerOptions, protoDir, type MsPredictCall } from '../../src/protocol/grpc/ms-service.ts'
+import { MsGrpcClient } from '../../src/client/grpc-client.ts'
+
+const PYTHON = '/usr/bin/python3'
+const INSTALL_HINT = 'run `apt-get install -y python3-grpcio python3-grpc-tools python3-numpy` (Debian packages for /usr/bin/python3)'
+const execFileAsync = promisify(execFile)
+
+/** Fake servable `add`: add_common(x1, x2) -> y = x1 + x2 (float32 2x2), echo(text, raw) -> text!, reversed raw. */
+async function fakeHandler({ name, method, version, instances }: MsPredictCall): Promise<{ instances: MsInstanceResult[] }> {
+  if (name !== 'add' || (version !== 0 && version !== 1)) {
+    throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${name}) method(${method})${version ? `  version(${version}) ` : ' '}, servable is not available`)
+  }
+  const inputs = method === 'add_common' ? ['x1', 'x2'] : method === 'echo' ? ['text', 'raw'] : undefined
+  if (!inputs) throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${name}) method(${method}) , method is not available`)
+  for (const inst of instances) {
+    for (const k of inputs) if (!(k in inst)) throw new ServeError('INVALID_REQUEST', `Cannot find input ${k} in instance input , servable ${name}, method ${method}`)
+  }
+  return {
+    instances: instances.map((inst): MsInstanceResult => {
+      if (method === 'echo') {
+        const raw = Uint8Array.from(inst['raw'] as Uint8Array).reverse()
+        return { outputs: { text: `${inst['text'] as string}!`, raw } }
+      }
+      const [a, b] = [inst['x1'] as Tensor, inst['x2'] as Tensor]
+      for (const [i, t] of [a, b].entries()) {
+        if (t.dtype !== 'float32') return { error: { code: 'VALIDATION', message: `Given model input ${i} data type not match` } }
+        if (t.byteLength !== 16) return { error: { code: 'VALIDATION', message: `Given model input ${i} size ${t.byteLength} not match the size 16 defined in model` } }
+      }
+      const y = new Float32Array(4)
+      for (let i = 0; i < 4; i++) y[i] = (a.data as Float32Array)[i]! + (b.data as Float32Array)[i]!
+      return { outputs: { y: tensor('float32', [2, 2], y) } }
+    }),
+  }
+}
+
+let server: grpc.Server
+let address = ''
+let workDir = ''
+
+before(async () => {
+  server = new grpc.Server(msServerOptions())
+  addMsService(server, fakeHandler)
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))))
+  address = `127.0.0.1:${port}`
+  workDir = mkdtempSync(join(tmpdir(), 'ms-serve-pystubs-'))
+})
+
+after(() => {
+  server?.forceShutdown()
+  if (workDir) rmSync(workDir, { recursive: true, force: true })
+})
+
+/** Generates ms_service_pb2*.py from our proto into workDir, failing with the apt hint if impossible. */
+function generateStubs(): void {
+  const check = spawnSync(PYTHON, ['-c', 'import grpc, numpy, google.protobuf'], { encoding: 'utf8' })
+  if (check.status !== 0) assert.fail(`${PYTHON} cannot import grpc/numpy/protobuf (${(check.stderr || String(check.error)).trim()}); ${INSTALL_HINT}`)
+  const args = [`-I${protoDir()}`, `--python_out=${workDir}`, 'ms_service.proto']
+  const tools = spawnSync(PYTHON, ['-m', 'grpc_tools.protoc', ...args, `--grpc_python_out=${workDir}`], { encoding: 'utf8' })
+  if (tools.status === 0) return
+  const protoc = spawnSync('protoc', [...args, `--grpc_out=${workDir}`, '--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin'], { encoding: 'utf8' })
+  if (protoc.status === 0) return
+  assert.fail(`cannot generate Python stubs: grpc_tools.protoc said ${tools.stderr.trim()}; protoc said ${(protoc.stderr || String(protoc.error)).trim()}; ${INSTALL_HINT}`)
+}
+
+interface PyTensor { dtype: number; dims: number[]; values?: unknown; text?: string[]; hex?: string[] }
+interface PyReply { spec: { name: string; method: string; version: number }; instances: Record<string, PyTensor>[]; errors: { code: number; msg: string }[] }
+
+test('Python grpcio client against addMsService', async () => {
+  generateStubs()
+  const script = join(findPackageRoot(), 'test', 'fixtures', 'python', 'ms_client.py')
+  // Async exec: the server runs on this process's event loop.
+  const { stdout } = await execFileAsync(PYTHON, [script, address], { env: { ...process.env, PYTHONPATH: workDir }, timeout: 60_000 })
+  const r = JSON.parse(stdout) as Record<string, PyReply>
+
+  const y = (v: number[][]): PyTensor => ({ dtype: 11, dims: [2, 2], values: v })
+  assert.deepEqual(r['add'], { spec: { name: 'add', method: 'add_common', version: 0 }, instances: [{ y: y([[6, 8], [10, 12]]) }], errors: [] })
+  assert.deepEqual(r['multi']!.spec.version, 1, 'reply copies the request spec')
+  assert.deepEqual(r['multi']!.instances, [{ y: y([[6, 8], [10, 12]]) }, { y: y([[10, 12], [14, 16]]) }])
+  assert.deepEqual(r['multi']!.errors, [])
+
+  assert.deepEqual(r['mixed']!.instances, [{ y: y([[6, 8], [10, 12]]) }, {}, { y: y([[2, 4], [6, 8]]) }])
+  assert.deepEqual(r['mixed']!.errors, [
+    { code: 0, msg: '' },
+    { code: 2, msg: 'Given model input 1 size 12 not match the size 16 defined in model' },
+    { code: 0, msg: '' },
+  ])
+
+  assert.deepEqual(r['missing']!.instances, [])
+  assert.deepEqual(r['missing']!.errors, [{ code: 2, msg: 'Cannot find input x2 in instance input , servable add, method add_common' }])
+
+  assert.deepEqual(r['string']!.instances, [{ text: { dtype: 13, dims: [], text: ['hi!'] }, raw: { dtype: 14, dims: [], hex: ['ff0100'] } }])
+  assert.deepEqual(r['string']!.errors, [])
+
+  assert.deepEqual(r['bad_size']!.errors, [{ code: 2, msg: 'Instances input x1 check failed, detail: Tensor check failed: input data size 12 invalid' }])
+  assert.deepEqual(r['bad_version']!.errors, [{ code: 2, msg: 'Request servable(add) method(add_common)  version(2) , servable is not available' }])
+  assert.deepEqual(r['bad_version']!.spec, { name: 'add', method: 'add_common', version: 2 })
+})
+
+test('Node MsGrpcClient against addMsService', async () => {
+  const client = new MsGrpcClient(address)
+  try {
+    const x1 = tensor('float32', [2, 2], [1, 2, 3, 4])
+    const ok = await client.predict('add', 'add_common', [{ x1, x2: x1 }, { x1, x2: tensor('float32', [1], [0]) }])
+    assert.ok('instances' in ok)
+    const [first, second] = ok.instances
+    assert.deepEqual(((first as { outputs: Record<string, Value> }).outputs['y'] as Tensor).toArray(), [2, 4, 6, 8])
+    assert.deepEqual(second, { error: { msStatus: 2, message: 'Given model input 1 size 4 not match the size 16 defined in model' } })
+    const echo = await client.predict('add', 'echo', { text: 'héllo', raw: new Uint8Array([1, 2]) })
+    assert.ok('instances' in echo)
+    const out = (echo.instances[0] as { outputs: Record<string, Value> }).outputs
+    assert.equal(out['text'], 'héllo!')
+    assert.deepEqual([...(out['raw'] as Uint8Array)], [2, 1])
+    assert.deepEqual(await client.predict('nope', 'm', { x: 'a' }), { error: { msStatus: 2, message: 'Request servable(nope) method(m) , servable is not available' } })
+  } finally {
+    client.close()
+  }
+})

@@ -4,7 +4,7 @@
  * that fills in missing model files; files that differ are never overwritten without --force.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { dirname, join, relative } from 'node:path'
+import { dirname, join, relative, resolve } from 'node:path'
 import { ServeError } from '../errors.ts'
 import { BUILTIN_MODELS } from '../models/index.ts'
 import { findPackageRoot } from '../protocol/grpc/ms-service.ts'
@@ -62,5 +62,6 @@ export function initServable(template: string, opts: { name?: string; dir: strin
     written.push(p.f)
   }
   const rel = relative(process.cwd(), opts.dir) || '.'
-  return { dir: target, written, unchanged, next: `npx ms-serve start ${rel.startsWith('.') || rel.startsWith('/') ? rel : './' + rel} --devices 0`, tryCommand: meta.try?.replaceAll('{name}', name) }
+  const shown = rel.startsWith('..') ? resolve(opts.dir) : rel.startsWith('.') ? rel : `./${rel}`
+  return { dir: target, written, unchanged, next: `npx ms-serve start ${shown} --devices 0`, tryCommand: meta.try?.replaceAll('{name}', name) }
 }

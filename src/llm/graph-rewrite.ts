@@ -38,8 +38,9 @@ export function rewriteForNewPositions(bytes: Uint8Array): RewriteResult {
   try { model = onnx.ModelProto.decode(bytes) } catch (e) {
     return { bytes, rewritten: false, reason: `cannot parse model: ${(e as Error).message}` }
   }
-  const graph = model.graph
-  if (!graph) return { bytes, rewritten: false, reason: 'model has no graph' }
+  if (!model.graph) return { bytes, rewritten: false, reason: 'model has no graph' }
+  // Decoded messages always carry (possibly empty) repeated fields.
+  const graph = model.graph as O.GraphProto
   // External weights are resolved relative to the model file; a rewritten copy loaded from
   // memory would not find them.
   if (graph.initializer.some((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL)) {
@@ -69,8 +70,8 @@ export function rewriteForNewPositions(bytes: Uint8Array): RewriteResult {
       // Rename the producer's output; consumers inside the main graph are renamed too.
       const inner = 'msserve_logits_all'
       for (const n of graph.node) {
-        n.output = n.output.map((o) => (o === name ? inner : o))
-        n.input = n.input.map((i) => (i === name ? inner : i))
+        n.output = (n.output ?? []).map((o) => (o === name ? inner : o))
+        n.input = (n.input ?? []).map((i) => (i === name ? inner : i))
       }
       g.opTo('Slice', [inner, g.i64([-1]), ends, g.i64([1])], 'logits')
       outputs.push(shapeWithDim(out, 1, 1))

@@ -73,7 +73,8 @@ export class SlotKvCache {
     for (let r = 0; r < numRows; r++) maxLen = Math.max(maxLen, lens[r]!)
     if (this.shape.exact) return maxLen + headroom
     const b = this.shape.block
-    return Math.max(b, Math.ceil((maxLen + headroom) / b) * b)
+    // Clamp to maxLen: a partial last block is fine as long as it still fits max(len)+headroom.
+    return Math.max(maxLen + headroom, Math.min(this.shape.maxLen, Math.max(b, Math.ceil((maxLen + headroom) / b) * b)))
   }
 
   /**

@@ -27,6 +27,7 @@ export class LiveServable {
   readonly modelStats: ModelStats[]
   readonly methodStats = new Map<string, MethodStats>()
   private stopped = false
+  private rr = 0
   restarts = 0
 
   constructor(readonly servable: ValidServable, devices: DevicePlan[]) {
@@ -75,12 +76,16 @@ export class LiveServable {
     return Promise.all(promises)
   }
 
+  /** Least-busy ready replica with room; ties rotate so idle replicas share sequential load. */
   private pickReplica(): Replica | null {
     let best: Replica | null = null
-    for (const r of this.replicas) {
+    const n = this.replicas.length
+    for (let k = 0; k < n; k++) {
+      const r = this.replicas[(this.rr + k) % n]!
       if (r.state !== 'ready' || r.inflightGroups >= MAX_INFLIGHT_GROUPS) continue
       if (!best || r.inflightInstances < best.inflightInstances) best = r
     }
+    if (best) this.rr = (this.replicas.indexOf(best) + 1) % n
     return best
   }
 

@@ -55,7 +55,7 @@ export class ServableRegistry {
     }
     const method = s.method(call.method)
     if (!method) throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method}) , method is not available`)
-    if (call.instances.length === 0) throw new ServeError('INVALID_REQUEST', 'instances value is array type, but no value')
+    if (call.instances.length === 0) throw new ServeError('INVALID_REQUEST', `Instances count of request cannot be 0, servable: ${call.name}, method: ${call.method}`)
     for (const inst of call.instances) {
       for (const name of method.inputs) {
         if (inst[name] === undefined) throw new ServeError('INVALID_REQUEST', `Cannot find input ${name} in instance input , servable ${call.name}, method ${call.method}`)

@@ -1,0 +1,141 @@
+/**
+ * Drives one decoder session over the slot KV cache: builds the prefill/decode feeds (left
+ * padding, masks, positions), runs onnxruntime and writes the step's new K/V into the cache.
+ * Prefill runs only the joining rows (past = empty) and copies each row's prompt K/V into its
+ * slot; decode runs every row with `past` = a zero-copy view of the cache (see kv-cache.ts).
+ */
+import ort from 'onnxruntime-node'
+import { SlotKvCache } from './kv-cache.ts'
+import type { KvArray } from './kv-cache.ts'
+import type { ModelSpec } from './model-spec.ts'
+
+/** Last-position logits of each row, row-major [rows, vocab]. */
+export interface StepLogits { data: Float32Array; vocabSize: number }
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1
+  const e = (h >> 10) & 0x1f
+  const m = h & 0x3ff
+  if (e === 0) return s * m * 2 ** -24
+  if (e === 31) return m ? NaN : s * Infinity
+  return s * (1 + m / 1024) * 2 ** (e - 15)
+}
+
+/** Owns the session feeds; the engine owns row bookkeeping and `lens`. */
+export class DecoderRunner {
+  private readonly emptyPast: KvArray
+  private readonly fetches: string[]
+
+  constructor(readonly session: ort.InferenceSession, readonly spec: ModelSpec, readonly cache: SlotKvCache, private readonly padTokenId: number) {
+    this.emptyPast = spec.kvDtype === 'float16' ? new Uint16Array(0) : new Float32Array(0)
+    this.fetches = [spec.logitsName, ...spec.presentKeyNames, ...spec.presentValueNames]
+  }
+
+  private kvTensor(data: KvArray, rows: number, len: number): ort.Tensor {
+    return new ort.Tensor(this.spec.kvDtype, data, [rows, this.spec.numKvHeads, len, this.spec.headDim])
+  }
+
+  private lastLogits(t: ort.Tensor, rows: number): StepLogits {
+    const [, seq, vocab] = t.dims as [number, number, number]
+    const src = t.data as Float32Array | Uint16Array
+    const out = new Float32Array(rows * vocab)
+    for (let r = 0; r < rows; r++) {
+      const off = (r * seq + seq - 1) * vocab
+      if (src instanceof Float32Array) out.set(src.subarray(off, off + vocab), r * vocab)
+      else for (let i = 0; i < vocab; i++) out[r * vocab + i] = halfToFloat(src[off + i]!)
+    }
+    return { data: out, vocabSize: vocab }
+  }
+
+  private async run(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
+    return this.session.run(feeds, this.fetches)
+  }
+
+  /**
+   * Prefills `prompts` into rows firstRow.. (left-padded to the longest). Sets lens for those
+   * rows, grows the cache if needed (existing rows 0..firstRow-1 keep their data) and copies
+   * each prompt's K/V into its slot at positions 0..len-1.
+   */
+  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array): Promise<StepLogits> {
+    const n = prompts.length
+    const L = prompts.reduce((m, p) => Math.max(m, p.length), 0)
+    const ids = new BigInt64Array(n * L)
+    const mask = new BigInt64Array(n * L)
+    const pos = new BigInt64Array(n * L).fill(1n) // pads get position 1, as TGI/transformers.js
+    for (let j = 0; j < n; j++) {
+      const p = prompts[j]!
+      const pad = L - p.length
+      for (let i = 0; i < L; i++) {
+        const k = j * L + i
+        if (i < pad) { ids[k] = BigInt(this.padTokenId); continue }
+        ids[k] = BigInt(p[i - pad]!)
+        mask[k] = 1n
+        pos[k] = BigInt(i - pad)
+      }
+    }
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [n, L]),
+      attention_mask: new ort.Tensor('int64', mask, [n, L]),
+    }
+    if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [n, L])
+    if (this.spec.hasUseCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(0), [1])
+    for (let l = 0; l < this.spec.numLayers; l++) {
+      feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
+      feeds[this.spec.pastValueNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
+    }
+    const out = await this.run(feeds)
+    for (let j = 0; j < n; j++) lens[firstRow + j] = prompts[j]!.length
+    this.cache.fit(lens, firstRow + n, this.cache.shape.exact ? 0 : 1)
+    const pk = this.spec.presentKeyNames.map((k) => out[k]!.data as KvArray)
+    const pv = this.spec.presentValueNames.map((k) => out[k]!.data as KvArray)
+    const srcLen = (out[this.spec.presentKeyNames[0]!]!.dims[2]) as number // L in both modes (past was 0)
+    for (let j = 0; j < n; j++) {
+      const len = prompts[j]!.length
+      this.cache.write(firstRow + j, 0, pk, pv, j, srcLen, srcLen - len, len)
+    }
+    return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, n)
+  }
+
+  /**
+   * One decode step for rows 0..numRows-1 with input `tokens[r]` at position `lens[r]`.
+   * Writes the new K/V at position lens[r] and increments lens[r].
+   */
+  async decode(tokens: ArrayLike<number>, numRows: number, lens: Int32Array): Promise<StepLogits> {
+    const exact = this.cache.shape.exact === true
+    this.cache.fit(lens, numRows, exact ? 0 : 1)
+    const C = this.cache.capacity
+    const T = C + 1
+    const ids = new BigInt64Array(numRows)
+    const pos = new BigInt64Array(numRows)
+    const mask = new BigInt64Array(numRows * T)
+    for (let r = 0; r < numRows; r++) {
+      ids[r] = BigInt(tokens[r]!)
+      const len = lens[r]!
+      pos[r] = BigInt(len)
+      mask.fill(1n, r * T, r * T + len)
+      mask[r * T + C] = 1n
+    }
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [numRows, 1]),
+      attention_mask: new ort.Tensor('int64', mask, [numRows, T]),
+    }
+    if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [numRows, 1])
+    if (this.spec.hasUseCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(1), [1])
+    const views = this.cache.pastViews(numRows)
+    for (let l = 0; l < this.spec.numLayers; l++) {
+      feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(views.keys[l]!, numRows, C)
+      feeds[this.spec.pastValueNames[l]!] = this.kvTensor(views.values[l]!, numRows, C)
+    }
+    const out = await this.run(feeds)
+    // Exact mode (no position_ids): past had to equal max(len); make room for the new column now.
+    if (exact) this.cache.fit(lens, numRows, 1)
+    const pk = this.spec.presentKeyNames.map((k) => out[k]!.data as KvArray)
+    const pv = this.spec.presentValueNames.map((k) => out[k]!.data as KvArray)
+    const srcLen = out[this.spec.presentKeyNames[0]!]!.dims[2] as number // 1 ('new') or C+1 ('full')
+    for (let r = 0; r < numRows; r++) {
+      this.cache.write(r, lens[r]!, pk, pv, r, srcLen, srcLen - 1, 1)
+      lens[r] = lens[r]! + 1
+    }
+    return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, numRows)
+  }
+}

@@ -1,0 +1,287 @@
+/**
+ * The LLM engine of one replica: validation, a TGI-style scheduler (scheduler.ts), a decoder
+ * runner over a preallocated slot KV cache (decoder-runner.ts, kv-cache.ts) and the step loop.
+ *
+ * Loop invariant: one tick = at most one `session.run` (a prefill of joining requests OR one
+ * decode step of the running batch), so the thread never blocks for longer than one step and
+ * submits/cancels are picked up between steps (cancels are applied only there, never during a
+ * step). Requests leave the batch as soon as they finish; joins never copy other rows' KV.
+ */
+import { randomInt } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { performance } from 'node:perf_hooks'
+import ort from 'onnxruntime-node'
+import { ServeError } from '../errors.ts'
+import { ChatTemplate } from './chat-template.ts'
+import { DecoderRunner } from './decoder-runner.ts'
+import { rewriteForNewPositions } from './graph-rewrite.ts'
+import { SlotKvCache } from './kv-cache.ts'
+import { describeModel } from './model-spec.ts'
+import type { ModelSpec } from './model-spec.ts'
+import { planStep } from './scheduler.ts'
+import type { QueueEntry, SchedulerConfig } from './scheduler.ts'
+import { Sequence } from './sequence.ts'
+import { loadTokenizer } from './tokenizer.ts'
+import type { LlmTokenizer } from './tokenizer.ts'
+import type { GenerateEvent, GenerateRequest, ValidationLimits } from './types.ts'
+import { validateRequest } from './validate.ts'
+
+/** Engine options; every field has a default. */
+export interface LlmEngineOptions {
+  /** KV cache rows = max running batch size (default 16). */
+  maxBatchSize?: number
+  /** Prompt + generated tokens per request (default 1024); sizes the KV slots. */
+  maxTotalTokens?: number
+  /** Default maxTotalTokens - 1. */
+  maxInputTokens?: number
+  /** Default maxInputTokens + 50 (TGI). */
+  maxBatchPrefillTokens?: number
+  /** Default maxBatchSize x maxTotalTokens. */
+  maxBatchTotalTokens?: number
+  /** In-flight (queued + running) limit; beyond it submit throws QUEUE_FULL (default 128). */
+  maxConcurrentRequests?: number
+  maxWaitingTokens?: number
+  waitingServedRatio?: number
+  maxStopSequences?: number
+  /** KV capacity growth step in positions (default 64). */
+  kvBlock?: number
+  /** 'new' (default): rewrite the graph to output only new KV positions; 'full': plain optimum I/O. */
+  kvMode?: 'new' | 'full'
+  intraOpNumThreads?: number
+  /** Directory with tokenizer.json / tokenizer_config.json (default: next to the model, then its parent). */
+  tokenizerDir?: string
+}
+
+/** Counters for /metrics and benchmarks. */
+export interface EngineStats {
+  queued: number
+  running: number
+  kvCapacity: number
+  kvRelayouts: number
+  kvBytes: number
+  numPrefills: number
+  numDecodes: number
+  generatedTokens: number
+  prefillMs: number
+  decodeMs: number
+  presentMode: 'new' | 'full'
+}
+
+/** One model, one session, one step loop. Create with `LlmEngine.load`. */
+export class LlmEngine {
+  readonly limits: ValidationLimits & { maxConcurrentRequests: number; maxBatchSize: number }
+  readonly chatTemplate: ChatTemplate
+  private readonly sched: SchedulerConfig
+  private readonly queue: Array<{ entry: QueueEntry; seq: Sequence }> = []
+  private readonly rows: Sequence[] = []
+  private readonly lens: Int32Array
+  private readonly cancels = new Set<string>()
+  private readonly inFlight = new Map<string, Sequence>()
+  private reservedTokens = 0
+  private waitingTokens = 0
+  private tickPending = false
+  private busy = false
+  private closed = false
+  private nextId = 0
+  private scratch = new Float32Array(0)
+  private readonly counters = { numPrefills: 0, numDecodes: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 }
+
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode'>>) {
+    this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
+    this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio }
+    this.lens = new Int32Array(opts.maxBatchSize)
+    this.chatTemplate = new ChatTemplate(tokenizer.config)
+  }
+
+  /** Loads the model (rewriting its KV outputs unless kvMode 'full'), tokenizer and chat template. */
+  static async load(modelPath: string, opts: LlmEngineOptions = {}): Promise<LlmEngine> {
+    const maxTotalTokens = opts.maxTotalTokens ?? 1024
+    const maxInputTokens = opts.maxInputTokens ?? maxTotalTokens - 1
+    const maxBatchSize = opts.maxBatchSize ?? 16
+    const o = {
+      maxBatchSize, maxTotalTokens, maxInputTokens,
+      maxBatchPrefillTokens: opts.maxBatchPrefillTokens ?? maxInputTokens + 50,
+      maxBatchTotalTokens: opts.maxBatchTotalTokens ?? maxBatchSize * maxTotalTokens,
+      maxConcurrentRequests: opts.maxConcurrentRequests ?? 128,
+      maxWaitingTokens: opts.maxWaitingTokens ?? 20,
+      waitingServedRatio: opts.waitingServedRatio ?? 0.3,
+      maxStopSequences: opts.maxStopSequences ?? 4,
+      kvBlock: opts.kvBlock ?? 64,
+    }
+    const bad = (m: string): never => { throw new ServeError('CONFIG_INVALID', m) }
+    for (const [k, v] of Object.entries(o)) if (!(typeof v === 'number' && v >= (k === 'waitingServedRatio' ? 0 : 1))) bad(`llm.${k} must be a positive number (got ${v})`)
+    if (maxInputTokens >= maxTotalTokens) bad(`maxInputTokens (${maxInputTokens}) must be < maxTotalTokens (${maxTotalTokens})`)
+    if (o.maxBatchPrefillTokens < maxInputTokens) bad(`maxBatchPrefillTokens (${o.maxBatchPrefillTokens}) < maxInputTokens (${maxInputTokens}): raise maxBatchPrefillTokens or lower maxInputTokens`)
+    if (o.maxBatchTotalTokens < maxTotalTokens) bad(`maxBatchTotalTokens (${o.maxBatchTotalTokens}) < maxTotalTokens (${maxTotalTokens}): raise maxBatchTotalTokens or lower maxTotalTokens`)
+
+    const original = new Uint8Array(await readFile(modelPath))
+    const bytes = opts.kvMode === 'full' ? original : rewriteForNewPositions(original).bytes
+    const session = await ort.InferenceSession.create(bytes, {
+      graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
+      ...(opts.intraOpNumThreads ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
+    })
+    const spec = describeModel(session)
+    const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
+    if (spec.vocabSize !== null && tokenizer.vocabSize > spec.vocabSize) {
+      bad(`tokenizer has ${tokenizer.vocabSize} tokens but the model's logits have ${spec.vocabSize}`)
+    }
+    const cache = new SlotKvCache({
+      numLayers: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, dtype: spec.kvDtype,
+      maxSlots: maxBatchSize, maxLen: maxTotalTokens, block: o.kvBlock, exact: !spec.hasPositionIds,
+    })
+    return new LlmEngine(spec, tokenizer, new DecoderRunner(session, spec, cache, tokenizer.padTokenId), o)
+  }
+
+  /**
+   * Queues a request. Throws ServeError VALIDATION (bad input, TGI messages) or QUEUE_FULL
+   * ("Model is overloaded") synchronously; afterwards `onEvent` gets token events and then
+   * exactly one done or error event.
+   */
+  submit(req: GenerateRequest, onEvent: (ev: GenerateEvent) => void): string {
+    if (this.closed) throw new ServeError('SERVABLE_NOT_READY', 'engine is closed')
+    if (this.inFlight.size >= this.limits.maxConcurrentRequests) throw new ServeError('QUEUE_FULL', 'Model is overloaded')
+    const id = req.id ?? `req-${++this.nextId}`
+    if (this.inFlight.has(id)) throw new ServeError('VALIDATION', `request id "${id}" is already in flight`)
+    const valid = validateRequest(req, id, this.tokenizer, this.limits, randomInt(2 ** 47))
+    const now = performance.now()
+    const seq = new Sequence(valid, this.tokenizer, onEvent, now)
+    this.inFlight.set(id, seq)
+    this.queue.push({ entry: { id, inputLength: valid.inputIds.length, maxNewTokens: valid.maxNewTokens, enqueuedAt: now }, seq })
+    this.wake()
+    return id
+  }
+
+  /** Cancels a queued or running request at the next step boundary; false if unknown. */
+  cancel(requestId: string): boolean {
+    if (!this.inFlight.has(requestId)) return false
+    this.cancels.add(requestId)
+    this.wake()
+    return true
+  }
+
+  /** Snapshot of queue/batch/cache counters. */
+  stats(): EngineStats {
+    const c = this.runner.cache
+    return { queued: this.queue.length, running: this.rows.length, kvCapacity: c.capacity, kvRelayouts: c.numRelayouts, kvBytes: c.byteSize, presentMode: this.spec.presentMode, ...this.counters }
+  }
+
+  /** Fails everything in flight and releases the session. */
+  async close(): Promise<void> {
+    this.closed = true
+    for (const seq of this.inFlight.values()) seq.fail('CANCELLED', 'engine closed')
+    this.inFlight.clear()
+    this.queue.length = 0
+    this.rows.length = 0
+    while (this.busy) await new Promise((r) => setImmediate(r))
+    await this.runner.session.release()
+  }
+
+  private wake(): void {
+    if (this.tickPending || this.closed) return
+    this.tickPending = true
+    setImmediate(() => { this.tickPending = false; void this.tick() })
+  }
+
+  private async tick(): Promise<void> {
+    if (this.busy || this.closed) return
+    this.busy = true
+    let prefillIds: Sequence[] = []
+    try {
+      this.applyCancels()
+      const plan = planStep({ queue: this.queue.map((q) => q.entry), running: { size: this.rows.length, maxTokens: this.reservedTokens }, waitingTokens: this.waitingTokens }, this.sched, performance.now())
+      if (plan.kind === 'prefill') {
+        prefillIds = this.queue.splice(0, plan.batch.count).map((q) => q.seq)
+        await this.prefill(prefillIds)
+        this.waitingTokens = 1
+      } else if (plan.kind === 'decode') {
+        await this.decode()
+        this.waitingTokens++
+      }
+    } catch (e) {
+      // A failed run leaves the cache in an unknown state: fail the whole batch (TGI does the same).
+      const msg = `Request failed during generation: ${(e as Error).message}`
+      for (const seq of [...this.rows, ...prefillIds]) { seq.fail('INFERENCE_FAILED', msg); this.inFlight.delete(seq.id) }
+      this.rows.length = 0
+      this.reservedTokens = 0
+    } finally {
+      this.busy = false
+      if (!this.closed && (this.queue.length > 0 || this.rows.length > 0)) this.wake()
+    }
+  }
+
+  private applyCancels(): void {
+    if (this.cancels.size === 0) return
+    for (const id of this.cancels) {
+      const seq = this.inFlight.get(id)
+      if (!seq) continue
+      seq.fail('CANCELLED', 'request cancelled')
+      const qi = this.queue.findIndex((q) => q.seq === seq)
+      if (qi >= 0) { this.queue.splice(qi, 1); this.inFlight.delete(id) } else if (seq.row >= 0) this.leave(seq)
+    }
+    this.cancels.clear()
+  }
+
+  private ensureScratch(v: number): Float32Array {
+    if (this.scratch.length < v) this.scratch = new Float32Array(v)
+    return this.scratch
+  }
+
+  private async prefill(seqs: Sequence[]): Promise<void> {
+    const t0 = performance.now()
+    const first = this.rows.length
+    for (const [j, seq] of seqs.entries()) {
+      seq.row = first + j
+      seq.prefillAt = t0
+      this.rows.push(seq)
+      this.reservedTokens += seq.reservedTokens
+    }
+    const logits = await this.runner.prefill(seqs.map((s) => s.req.inputIds), first, this.lens)
+    const now = performance.now()
+    this.counters.numPrefills++
+    this.counters.prefillMs += now - t0
+    this.consume(seqs, logits.data, logits.vocabSize, now)
+  }
+
+  private async decode(): Promise<void> {
+    const t0 = performance.now()
+    const n = this.rows.length
+    const tokens = this.rows.map((s) => s.lastToken)
+    const logits = await this.runner.decode(tokens, n, this.lens)
+    const now = performance.now()
+    this.counters.numDecodes++
+    this.counters.decodeMs += now - t0
+    this.consume(this.rows.slice(), logits.data, logits.vocabSize, now)
+  }
+
+  /** Samples one token per sequence (logits row i belongs to seqs[i]); finished ones leave. */
+  private consume(seqs: Sequence[], logits: Float32Array, vocab: number, now: number): void {
+    const scratch = this.ensureScratch(vocab)
+    const done: Sequence[] = []
+    for (const [i, seq] of seqs.entries()) {
+      if (seq.finished) continue // cancelled by a consumer callback during this loop
+      this.counters.generatedTokens++
+      if (seq.step(logits.subarray(i * vocab, (i + 1) * vocab), now, scratch)) done.push(seq)
+    }
+    // Leave in descending row order so the row moved into each hole is one that stays.
+    done.sort((a, b) => b.row - a.row)
+    for (const seq of done) this.leave(seq)
+  }
+
+  /** Removes a running sequence: the last row moves into its hole (one row's KV copy). */
+  private leave(seq: Sequence): void {
+    const r = seq.row
+    const last = this.rows.length - 1
+    if (r < 0 || r > last) return
+    if (r !== last) {
+      const moved = this.rows[last]!
+      this.runner.cache.moveRow(last, r, this.lens[last]!)
+      this.lens[r] = this.lens[last]!
+      this.rows[r] = moved
+      moved.row = r
+    }
+    this.rows.pop()
+    seq.row = -1
+    this.reservedTokens -= seq.reservedTokens
+    this.inFlight.delete(seq.id)
+  }
+}

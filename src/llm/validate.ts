@@ -1,0 +1,84 @@
+/**
+ * Request validation with TGI's rules and messages (llm-serving.md §1.2). Pure: tokenizes via
+ * the given tokenizer and throws ServeError('VALIDATION', msg) on the first failed rule. The
+ * messages are TGI's bare ValidationError texts; the TGI route adds "Input validation error: ".
+ */
+import { ServeError } from '../errors.ts'
+import type { SamplingParams } from './sampler.ts'
+import type { LlmTokenizer } from './tokenizer.ts'
+import type { GenerateRequest, ValidGenerateRequest, ValidationLimits } from './types.ts'
+
+function fail(msg: string): never {
+  throw new ServeError('VALIDATION', msg)
+}
+
+function checkNumber(name: string, v: unknown): number | undefined {
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'number' || !Number.isFinite(v)) fail(`\`${name}\` must be a number`)
+  return v
+}
+
+function checkInt(name: string, v: unknown): number | undefined {
+  const n = checkNumber(name, v)
+  if (n !== undefined && !Number.isInteger(n)) fail(`\`${name}\` must be an integer`)
+  return n
+}
+
+/** Validates and tokenizes; `id` and `randomSeed` are supplied by the engine. */
+export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokenizer, limits: ValidationLimits, randomSeed: number): ValidGenerateRequest {
+  const p = req.parameters ?? {}
+  const temperature = checkNumber('temperature', p.temperature)
+  if (temperature !== undefined && temperature <= 0) fail('`temperature` must be strictly positive')
+  const repetitionPenalty = checkNumber('repetition_penalty', p.repetitionPenalty)
+  if (repetitionPenalty !== undefined && repetitionPenalty <= 0) fail('`repetition_penalty` must be strictly positive')
+  const frequencyPenalty = checkNumber('frequency_penalty', p.frequencyPenalty)
+  if (frequencyPenalty !== undefined && (frequencyPenalty < -2 || frequencyPenalty > 2)) fail('`frequency_penalty` must be >= -2.0 and <= 2.0')
+  const topP = checkNumber('top_p', p.topP)
+  if (topP !== undefined && (topP <= 0 || topP >= 1)) fail('`top_p` must be > 0.0 and < 1.0')
+  const topK = checkInt('top_k', p.topK)
+  if (topK !== undefined && topK <= 0) fail('`top_k` must be strictly positive')
+  const stop = p.stop ?? []
+  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string')) fail('`stop` must be a list of strings')
+  if (stop.length > limits.maxStopSequences) fail(`\`stop\` supports up to ${limits.maxStopSequences} stop sequences. Given: ${stop.length}`)
+  if (stop.some((s) => s.length === 0)) fail('`stop` sequences cannot be empty')
+  const truncate = checkInt('truncate', p.truncate)
+  if (truncate !== undefined && (truncate <= 0 || truncate > limits.maxInputTokens)) {
+    fail(`\`truncate\` must be strictly positive and less than ${limits.maxInputTokens}. Given: ${truncate}`)
+  }
+  let seed = randomSeed
+  if (p.seed !== undefined && p.seed !== null) {
+    const s = typeof p.seed === 'bigint' ? p.seed : Number.isInteger(p.seed) && p.seed >= 0 ? BigInt(p.seed) : fail('`seed` must be a non-negative integer')
+    seed = Number(BigInt.asUintN(53, s))
+  }
+
+  let inputIds: number[]
+  if (req.inputIds !== undefined) {
+    if (!Array.isArray(req.inputIds) || req.inputIds.some((x) => !Number.isInteger(x) || x < 0)) fail('`inputs` token ids must be non-negative integers')
+    inputIds = [...req.inputIds]
+  } else {
+    if (typeof req.inputs !== 'string' || req.inputs.length === 0) fail('`inputs` cannot be empty')
+    inputIds = tok.encode(req.inputs, req.addSpecialTokens ?? true)
+  }
+  if (inputIds.length === 0) fail('`inputs` cannot be empty')
+  if (truncate !== undefined && inputIds.length > truncate) inputIds = inputIds.slice(inputIds.length - truncate)
+  const n = inputIds.length
+  if (n > limits.maxInputTokens) fail(`\`inputs\` must have less than ${limits.maxInputTokens} tokens. Given: ${n}`)
+
+  let maxNewTokens = checkInt('max_new_tokens', p.maxNewTokens)
+  if (maxNewTokens !== undefined && maxNewTokens <= 0) fail('`max_new_tokens` must be strictly positive')
+  maxNewTokens ??= Math.max(1, limits.maxTotalTokens - n)
+  if (n + maxNewTokens > limits.maxTotalTokens) {
+    fail(`\`inputs\` tokens + \`max_new_tokens\` must be <= ${limits.maxTotalTokens}. Given: ${n} \`inputs\` tokens and ${maxNewTokens} \`max_new_tokens\``)
+  }
+
+  const doSample = p.doSample === true || (temperature !== undefined && temperature !== 1) || topK !== undefined || topP !== undefined
+  const sampling: SamplingParams = {
+    doSample,
+    temperature: temperature ?? 1,
+    topK: topK ?? 0,
+    topP: topP ?? 1,
+    repetitionPenalty: repetitionPenalty ?? 1,
+    frequencyPenalty: frequencyPenalty ?? 0,
+  }
+  return { id, inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true }
+}

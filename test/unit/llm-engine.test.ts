@@ -1,0 +1,186 @@
+/**
+ * Engine correctness on the tiny decoder: KV cache vs full recomputation, joining a running
+ * batch mid-way, seeded sampling, finish reasons, validation, overload and cancellation.
+ */
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import ort from 'onnxruntime-node'
+import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
+import { writeFile } from 'node:fs/promises'
+import { LlmEngine } from '../../src/llm/engine.ts'
+import type { DoneEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../src/llm/types.ts'
+import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
+
+const cfg = DECODER_CONFIGS.tiny
+const hd = cfg.hiddenSize / cfg.numHeads
+let dir: string
+let modelPath: string
+let refSession: ort.InferenceSession
+const tok = new ByteLevelTokenizer()
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'llm-engine-'))
+  modelPath = join(dir, 'model.onnx')
+  const bytes = buildDecoder(cfg)
+  await writeFile(modelPath, bytes)
+  refSession = await ort.InferenceSession.create(bytes)
+})
+after(async () => { await refSession.release(); rmSync(dir, { recursive: true, force: true }) })
+
+/** Greedy decoding recomputing the whole sequence each step (no KV cache at all). */
+async function greedyNoCache(prompt: number[], n: number): Promise<number[]> {
+  const seq = [...prompt]
+  for (let i = 0; i < n; i++) {
+    const L = seq.length
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(seq.map(BigInt)), [1, L]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(L).fill(1n), [1, L]),
+      position_ids: new ort.Tensor('int64', BigInt64Array.from(seq.map((_, j) => BigInt(j))), [1, L]),
+    }
+    for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, cfg.numKvHeads, 0, hd])
+    const out = await refSession.run(feeds, ['logits'])
+    const lg = out.logits!.data as Float32Array
+    const off = (L - 1) * cfg.vocabSize
+    let best = 0
+    for (let v = 1; v < cfg.vocabSize; v++) if (lg[off + v]! > lg[off + best]!) best = v
+    seq.push(best)
+  }
+  return seq.slice(prompt.length)
+}
+
+interface Result { tokens: number[]; events: GenerateEvent[]; done: DoneEvent | null; error: string | null }
+
+function generate(engine: LlmEngine, inputs: string, parameters: GenerateParameters, onToken?: (ev: TokenEvent) => void, id?: string): Promise<Result> {
+  return new Promise((resolve) => {
+    const r: Result = { tokens: [], events: [], done: null, error: null }
+    engine.submit({ id, inputs, parameters }, (ev) => {
+      r.events.push(ev)
+      if (ev.type === 'token') { r.tokens.push(ev.id); onToken?.(ev) } else {
+        if (ev.type === 'done') r.done = ev
+        else r.error = `${ev.code}: ${ev.message}`
+        resolve(r)
+      }
+    })
+  })
+}
+
+const PROMPTS = ['Hello world, this is a longer prompt with more tokens in it.', 'Hi', 'The quick brown fox', 'ab']
+
+test('greedy with the KV cache equals greedy by full recomputation', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16 })
+  for (const p of PROMPTS.slice(0, 2)) {
+    const ref = await greedyNoCache(tok.encode(p), 40)
+    const got = await generate(engine, p, { maxNewTokens: 40 })
+    assert.deepEqual(got.tokens, ref, `prompt ${JSON.stringify(p)}`)
+    assert.equal(got.done?.finishReason, 'length')
+  }
+  assert.ok(engine.stats().kvRelayouts >= 1, 'capacity grew at least once (block 16, 40+ tokens)')
+  await engine.close()
+})
+
+test('plain optimum I/O mode (kvMode full) gives the same tokens', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16, kvMode: 'full' })
+  assert.equal(engine.stats().presentMode, 'full')
+  const ref = await greedyNoCache(tok.encode(PROMPTS[2]!), 30)
+  const got = await generate(engine, PROMPTS[2]!, { maxNewTokens: 30 })
+  assert.deepEqual(got.tokens, ref)
+  await engine.close()
+})
+
+test('a request joining a running batch mid-way matches its lone output', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16, waitingServedRatio: 0 })
+  const alone: number[][] = []
+  for (const [i, p] of PROMPTS.entries()) alone.push((await generate(engine, p, { maxNewTokens: 24 + 6 * i })).tokens)
+  // A and B start together (different prompt lengths); C joins after A's 5th token, D after 12th;
+  // B finishes first, so rows are compacted while the others keep going.
+  const late: Array<Promise<Result>> = []
+  const a = generate(engine, PROMPTS[0]!, { maxNewTokens: 24 }, (ev) => {
+    if (ev.index === 5) late.push(generate(engine, PROMPTS[2]!, { maxNewTokens: 36 }))
+    if (ev.index === 12) late.push(generate(engine, PROMPTS[3]!, { maxNewTokens: 42 }))
+  })
+  const b = generate(engine, PROMPTS[1]!, { maxNewTokens: 30 })
+  const [ra, rb] = await Promise.all([a, b])
+  while (late.length < 2) await new Promise((r) => setImmediate(r))
+  const [rc, rd] = await Promise.all(late)
+  assert.deepEqual(ra.tokens, alone[0])
+  assert.deepEqual(rb.tokens, alone[1])
+  assert.deepEqual(rc!.tokens, alone[2])
+  assert.deepEqual(rd!.tokens, alone[3])
+  assert.ok(engine.stats().numPrefills >= 4 + 3)
+  await engine.close()
+})
+
+test('seeded sampling is reproducible, alone and in a batch', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200 })
+  const params: GenerateParameters = { maxNewTokens: 30, temperature: 0.9, topK: 50, topP: 0.95, repetitionPenalty: 1.1, seed: 42 }
+  const r1 = await generate(engine, 'Sample me', params)
+  const r2 = await generate(engine, 'Sample me', params)
+  assert.deepEqual(r1.tokens, r2.tokens)
+  assert.equal(r1.done?.seed, 42)
+  const [r3] = await Promise.all([generate(engine, 'Sample me', params), generate(engine, 'other prompt here', { ...params, seed: 7 })])
+  assert.deepEqual(r3.tokens, r1.tokens)
+  const r4 = await generate(engine, 'Sample me', { ...params, seed: 43 })
+  assert.notDeepEqual(r4.tokens, r1.tokens)
+  await engine.close()
+})
+
+test('max_new_tokens gives length, a stop sequence gives stop_sequence', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200 })
+  const full = await generate(engine, 'The quick brown fox', { maxNewTokens: 40 })
+  assert.equal(full.done?.finishReason, 'length')
+  assert.equal(full.done?.generatedTokens, 40)
+  assert.equal(full.tokens.length, 40)
+  assert.equal(full.done?.generatedText, full.events.filter((e): e is TokenEvent => e.type === 'token').map((e) => e.text).join(''))
+  // Pick a stop string from a clean stretch of the greedy output, past its first occurrence.
+  const text = full.done!.generatedText
+  const start = [...Array(text.length - 3).keys()].find((i) => i >= 8 && !/[\uFFFD]/.test(text.slice(i, i + 3)))
+  assert.ok(start !== undefined, `no clean stretch in ${JSON.stringify(text)}`)
+  const stop = text.slice(start, start + 3)
+  const cut = await generate(engine, 'The quick brown fox', { maxNewTokens: 40, stop: ['never-matches', stop] })
+  assert.equal(cut.done?.finishReason, 'stop_sequence')
+  assert.equal(cut.done?.stopSequence, stop)
+  assert.ok(cut.done!.generatedText.endsWith(stop) || cut.done!.generatedText.includes(stop))
+  assert.ok(cut.done!.generatedTokens < 40)
+  assert.equal(cut.done!.generatedText, text.slice(0, cut.done!.generatedText.length))
+  await engine.close()
+})
+
+test('validation errors are thrown synchronously with TGI messages; overload is QUEUE_FULL', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 64, maxInputTokens: 32, maxConcurrentRequests: 2 })
+  const noop = (): void => {}
+  const bad = (parameters: GenerateParameters, msg: RegExp, inputs = 'hello'): void => {
+    assert.throws(() => engine.submit({ inputs, parameters }, noop), (e: Error & { code?: string }) => e.code === 'VALIDATION' && msg.test(e.message))
+  }
+  bad({}, /^`inputs` cannot be empty$/, '')
+  bad({}, /^`inputs` must have less than 32 tokens\. Given: 41$/, 'x'.repeat(40))
+  bad({ maxNewTokens: 0 }, /^`max_new_tokens` must be strictly positive$/)
+  bad({ maxNewTokens: 60 }, /^`inputs` tokens \+ `max_new_tokens` must be <= 64\. Given: 6 `inputs` tokens and 60 `max_new_tokens`$/)
+  bad({ temperature: 0 }, /^`temperature` must be strictly positive$/)
+  bad({ topP: 1 }, /^`top_p` must be > 0\.0 and < 1\.0$/)
+  bad({ topK: 0 }, /^`top_k` must be strictly positive$/)
+  bad({ repetitionPenalty: 0 }, /^`repetition_penalty` must be strictly positive$/)
+  bad({ stop: ['a', 'b', 'c', 'd', 'e'] }, /^`stop` supports up to 4 stop sequences\. Given: 5$/)
+  const p1 = generate(engine, 'one', { maxNewTokens: 20 })
+  const p2 = generate(engine, 'two', { maxNewTokens: 20 })
+  assert.throws(() => engine.submit({ inputs: 'three' }, noop), (e: Error & { code?: string }) => e.code === 'QUEUE_FULL' && e.message === 'Model is overloaded')
+  await Promise.all([p1, p2])
+  await generate(engine, 'four', { maxNewTokens: 2 }) // capacity freed again
+  await engine.close()
+})
+
+test('cancel frees the slot at the next step; others continue unchanged', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16 })
+  const ref = (await generate(engine, 'Keep going', { maxNewTokens: 30 })).tokens
+  const victim = generate(engine, 'Cancel me please', { maxNewTokens: 100 }, (ev) => { if (ev.index === 3) engine.cancel('victim') }, 'victim')
+  const keep = generate(engine, 'Keep going', { maxNewTokens: 30 })
+  const [rv, rk] = await Promise.all([victim, keep])
+  assert.match(rv.error ?? '', /^CANCELLED/)
+  assert.ok(rv.tokens.length <= 4)
+  assert.deepEqual(rk.tokens, ref)
+  assert.equal(engine.stats().running, 0)
+  assert.equal(engine.cancel('victim'), false)
+  await engine.close()
+})

@@ -14,6 +14,7 @@ import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
 import { addMsService } from './protocol/grpc/ms-service.ts'
 import { msServerOptions } from './protocol/grpc/ms-service.ts'
+import { addMsServeService } from './protocol/grpc/generate-service.ts'
 import { buildRestServer } from './protocol/rest/server.ts'
 import { predictForProtocol } from './protocol/predict.ts'
 
@@ -82,6 +83,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     if (opts.grpc) {
       grpcServer = new grpc.Server(msServerOptions(opts.maxMsgMb))
       addMsService(grpcServer, handler)
+      addMsServeService(grpcServer, registry)
       const port = await new Promise<number>((resolve, reject) => {
         grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)))
       })

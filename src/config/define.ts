@@ -39,6 +39,33 @@ export interface ModelOptions extends BatchingOptions {
   name?: string
 }
 
+/**
+ * An LLM (decoder-only ONNX model with the HF optimum with-past I/O). The servable then answers
+ * `:generate` / `:generated_stream`, TGI's `/generate*` and OpenAI's `/v1/*` routes.
+ */
+export interface LlmOptions {
+  /** ONNX decoder inside the version folder, e.g. `model.onnx`. */
+  file: string
+  /** Folder with tokenizer.json / tokenizer_config.json, relative to the servable folder (default: next to the model, then the servable folder). */
+  tokenizerDir?: string
+  /** Rows of the running batch = KV slots per replica (default 16). */
+  maxBatchSize?: number
+  /** Prompt + generated tokens per request (default 1024). */
+  maxTotalTokens?: number
+  maxInputTokens?: number
+  maxBatchPrefillTokens?: number
+  maxBatchTotalTokens?: number
+  /** Queued + running requests per replica before 429 "Model is overloaded" (default 128). */
+  maxConcurrentRequests?: number
+  maxWaitingTokens?: number
+  waitingServedRatio?: number
+  maxStopSequences?: number
+  /** 'new' (default): a load-time rewrite makes each step output only new KV positions. */
+  kvMode?: 'new' | 'full'
+  /** Name reported by /info and /v1/models (default: the servable name). */
+  modelId?: string
+}
+
 export interface StageOptions {
   /** TS function stages: undefined = called per instance; 0 = batched up to the model batch size; K = batched up to K. */
   batchSize?: number
@@ -84,6 +111,7 @@ export interface ServableDefinition {
   readonly kind: 'ms-serve.servable'
   readonly models: ModelRef[]
   readonly methods: MethodDecl[]
+  readonly llm: { options: LlmOptions; site: string } | null
   /** Problems found while recording (reported with the config's file and line by the validator). */
   readonly problems: { message: string; site: string }[]
 }
@@ -91,6 +119,8 @@ export interface ServableDefinition {
 export interface ServableBuilder {
   /** Declares an ONNX model of this servable (MindSpore `declare_model`). */
   declareModel(options: ModelOptions): ModelRef
+  /** Declares this servable's LLM (at most one); see LlmOptions. */
+  declareLlm(options: LlmOptions): void
   /**
    * Registers a method (MindSpore `register_method`): `body` runs once with placeholders for the
    * inputs, calls `addStage`, and returns one placeholder per output name.
@@ -122,6 +152,7 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
   const models: ModelRef[] = []
   const methods: MethodDecl[] = []
   const problems: { message: string; site: string }[] = []
+  let llm: { options: LlmOptions; site: string } | null = null
   let current: { stages: StageDecl[]; known: Set<number>; name: string } | null = null
   let nextId = 0
 
@@ -130,6 +161,11 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
       const ref = new ModelRef(models.length, { ...options }, callSite())
       models.push(ref)
       return ref
+    },
+    declareLlm(options) {
+      const site = callSite()
+      if (llm) problems.push({ message: 'declareLlm() was called twice; a servable serves one LLM', site })
+      else llm = { options: { ...options }, site }
     },
     registerMethod(name, spec, body) {
       const site = callSite()
@@ -196,5 +232,5 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
     },
   }
   build(builder)
-  return { kind: 'ms-serve.servable', models, methods, problems }
+  return { kind: 'ms-serve.servable', models, methods, llm, problems }
 }

@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ServeError } from '../errors.ts'
-import type { GraphOptimizationLevel, ServableDefinition } from './define.ts'
+import type { GraphOptimizationLevel, LlmOptions, ServableDefinition } from './define.ts'
 import { relativeSite } from './compile.ts'
 
 export interface ValidSession {
@@ -55,6 +55,15 @@ export interface ValidMethod {
   site: string
 }
 
+export interface ValidLlm {
+  file: string
+  path: string
+  tokenizerDir?: string
+  options: Omit<LlmOptions, 'file' | 'tokenizerDir' | 'modelId'>
+  modelId: string
+  site: string
+}
+
 export interface ValidServable {
   name: string
   version: number
@@ -64,6 +73,7 @@ export interface ValidServable {
   compiledFile: string
   models: ValidModel[]
   methods: ValidMethod[]
+  llm: ValidLlm | null
 }
 
 const LEVELS: GraphOptimizationLevel[] = ['disabled', 'basic', 'extended', 'all']
@@ -149,8 +159,35 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
     })
     return { name: m.name, inputs: m.inputs, inputRefs: m.inputRefs, outputs: m.outputs, outputRefs: m.outputRefs, stages, models: [...usedModels], site }
   })
-  if (methods.length === 0) fail(configFile, '', `no methods registered. Add s.registerMethod('predict', { inputs: [...], outputs: [...] }, (x) => ({ ... }))`)
-  return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods })
+  const llm = def.llm ? validateLlm(def.llm.options, def.llm.site, ctx) : null
+  if (methods.length === 0 && !llm) fail(configFile, '', `no methods registered. Add s.registerMethod('predict', { inputs: [...], outputs: [...] }, (x) => ({ ... })), or s.declareLlm({ file: 'model.onnx' }) for an LLM`)
+  if (llm && methods.some((m) => m.name === 'generate' || m.name === 'generated_stream')) fail(configFile, llm.site, 'methods "generate" and "generated_stream" are provided by declareLlm(); rename your method')
+  return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods, llm })
+}
+
+const LLM_INT_OPTIONS = ['maxBatchSize', 'maxTotalTokens', 'maxInputTokens', 'maxBatchPrefillTokens', 'maxBatchTotalTokens', 'maxConcurrentRequests', 'maxWaitingTokens', 'maxStopSequences'] as const
+
+function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: string; versionDir: string; configFile: string }): ValidLlm {
+  const { configFile } = ctx
+  if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareLlm({ file }) needs the ONNX decoder file inside the version folder, e.g. { file: 'model.onnx' }`)
+  const path = join(ctx.versionDir, o.file)
+  if (!existsSync(path)) fail(configFile, site, `LLM file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX decoder there, or fix the file name${ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init llm --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
+  const options: ValidLlm['options'] = {}
+  for (const k of LLM_INT_OPTIONS) {
+    const v = intOpt(o[k], `declareLlm ${k}`, 1, configFile, site)
+    if (v !== undefined) options[k] = v
+  }
+  if (o.waitingServedRatio !== undefined) {
+    if (typeof o.waitingServedRatio !== 'number' || !(o.waitingServedRatio >= 0)) fail(configFile, site, `declareLlm waitingServedRatio must be a number >= 0 (got ${JSON.stringify(o.waitingServedRatio)})`)
+    options.waitingServedRatio = o.waitingServedRatio
+  }
+  if (o.kvMode !== undefined) {
+    if (o.kvMode !== 'new' && o.kvMode !== 'full') fail(configFile, site, `declareLlm kvMode must be 'new' or 'full' (got ${JSON.stringify(o.kvMode)})`)
+    options.kvMode = o.kvMode
+  }
+  const tokenizerDir = o.tokenizerDir === undefined ? undefined : join(ctx.dir, o.tokenizerDir)
+  if (tokenizerDir && !existsSync(tokenizerDir)) fail(configFile, site, `tokenizerDir ${tokenizerDir} does not exist`)
+  return { file: o.file, path, ...(tokenizerDir ? { tokenizerDir } : {}), options, modelId: o.modelId ?? ctx.name, site }
 }
 
 function deepFreeze<T>(o: T): T {

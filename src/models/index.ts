@@ -3,6 +3,7 @@
 import { buildAddModel } from './add.ts';
 import { buildImageCnn } from './image-cnn.ts';
 import { buildMlp } from './mlp.ts';
+import { buildDecoder, DECODER_CONFIGS } from './decoder.ts';
 
 export { buildAddModel, addModelShape, type AddModelOptions } from './add.ts';
 export { buildImageCnn, imageCnnWeights, IMAGE_CNN_LABELS, IMAGE_CNN_CHANNELS, type ImageCnnOptions, type ImageCnnWeights } from './image-cnn.ts';
@@ -16,6 +17,8 @@ export const BUILTIN_MODELS: Record<string, () => Uint8Array> = Object.freeze({
   add_nobatch: () => buildAddModel({ batchDim: false }),
   image_cnn: () => buildImageCnn(),
   mlp: () => buildMlp(),
+  decoder_tiny: () => buildDecoder(DECODER_CONFIGS.tiny),
+  decoder_small: () => buildDecoder(DECODER_CONFIGS.small),
 });
 
 /** Builds a built-in model by name; throws listing the valid names if unknown. */

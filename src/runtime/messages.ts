@@ -3,6 +3,33 @@ import type { SerializedError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import type { WireInstance, WireResult } from './wire.ts'
+import type { GenerateEvent, GenerateParameters } from '../llm/types.ts'
+import type { ChatMessage } from '../llm/chat-template.ts'
+
+/** What /info and /v1/models report about a replica's LLM. */
+export interface LlmInfo {
+  modelId: string
+  maxInputTokens: number
+  maxTotalTokens: number
+  maxStopSequences: number
+  maxConcurrentRequests: number
+  maxBatchSize: number
+  numLayers: number
+  numKvHeads: number
+  headDim: number
+  kvDtype: string
+  vocabSize: number | null
+  presentMode: string
+}
+
+/** A generate request as it crosses to the replica: text, token ids, or chat messages. */
+export interface LlmWireRequest {
+  inputs?: string
+  inputIds?: number[]
+  messages?: ChatMessage[]
+  addSpecialTokens?: boolean
+  parameters?: GenerateParameters
+}
 
 export interface TensorMeta { name: string; dtype: string; shape: (number | string)[] }
 
@@ -22,9 +49,14 @@ export interface RunStat { model: number; batch: number; padded: number; ms: num
 export type ParentMessage =
   | { type: 'init'; servable: ValidServable; device: DevicePlan }
   | { type: 'run'; id: number; method: string; instances: WireInstance[] }
+  | { type: 'generate'; id: number; request: LlmWireRequest }
+  | { type: 'cancel'; id: number }
+  | { type: 'llm-stats'; id: number }
   | { type: 'shutdown' }
 
 export type ReplicaMessage =
-  | { type: 'ready'; models: ModelInfo[]; pid: number }
+  | { type: 'ready'; models: ModelInfo[]; pid: number; llm?: LlmInfo }
+  | { type: 'event'; id: number; event: GenerateEvent }
+  | { type: 'llm-stats'; id: number; stats: Record<string, number | string> }
   | { type: 'init-error'; error: SerializedError }
   | { type: 'result'; id: number; results: WireResult[]; runs: RunStat[]; ms: number }

@@ -5,11 +5,13 @@
 import { ServeError } from '../errors.ts'
 import type { Value } from '../tensor.ts'
 import type { InstanceOutcome, LiveServable } from './live-servable.ts'
+import { LlmDispatcher } from './llm-dispatch.ts'
 
 export interface PredictCall { name: string; method: string; version: number; instances: Record<string, Value>[] }
 
 export class ServableRegistry {
   private byName = new Map<string, Map<number, LiveServable>>()
+  private llmCache = new WeakMap<LiveServable, LlmDispatcher>()
 
   add(s: LiveServable): void {
     let m = this.byName.get(s.name)
@@ -40,6 +42,21 @@ export class ServableRegistry {
     let best: LiveServable | undefined
     for (const s of m.values()) if (s.ready && (!best || s.version > best.version)) best = s
     return best ?? [...m.values()].sort((a, b) => b.version - a.version)[0]
+  }
+
+  /** The LLM servable `name` (newest version), or the first LLM servable when no name is given. */
+  llm(name?: string): LlmDispatcher | undefined {
+    const s = name ? this.get(name, 0) : this.all().filter((x) => x.servable.llm).sort((a, b) => b.version - a.version)[0]
+    if (!s || !s.servable.llm) return undefined
+    let d = this.llmCache.get(s)
+    if (!d) this.llmCache.set(s, (d = new LlmDispatcher(s)))
+    return d
+  }
+
+  /** Every LLM servable (newest version of each name). */
+  llms(): LlmDispatcher[] {
+    const names = [...new Set(this.all().filter((s) => s.servable.llm).map((s) => s.name))]
+    return names.map((n) => this.llm(n)!).filter(Boolean)
   }
 
   all(): LiveServable[] {

@@ -14,11 +14,13 @@ import { errorToWire, instanceFromWire, instanceToWire, type WireResult } from '
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
+import { LlmHost } from './llm-host.ts'
 
 process.setSourceMapsEnabled(true)
 
 let runners: ModelRunner[] = []
 let methods = new Map<string, PreparedMethod>()
+let llmHost: LlmHost | null = null
 
 function send(msg: ReplicaMessage): void {
   process.send!(msg)
@@ -45,6 +47,7 @@ async function init(servable: ValidServable, device: DevicePlan): Promise<void> 
     runners.push(new ModelRunner(ort, session, m))
   }
   methods = prepareMethods(servable, def, runners)
+  if (servable.llm) llmHost = await LlmHost.start(servable.llm, device, send)
 }
 
 async function run(id: number, methodName: string, wire: ParentMessage & { type: 'run' }): Promise<void> {
@@ -68,12 +71,22 @@ process.on('message', (msg: ParentMessage) => {
   switch (msg.type) {
     case 'init':
       init(msg.servable, msg.device).then(
-        () => send({ type: 'ready', models: runners.map((r) => r.info), pid: process.pid }),
+        () => send({ type: 'ready', models: runners.map((r) => r.info), pid: process.pid, ...(llmHost ? { llm: llmHost.info() } : {}) }),
         (e) => send({ type: 'init-error', error: toServeError(e, 'CONFIG_INVALID').toJSON() }),
       )
       break
     case 'run':
       void run(msg.id, msg.method, msg)
+      break
+    case 'generate':
+      if (llmHost) llmHost.generate(msg.id, msg.request)
+      else send({ type: 'event', id: msg.id, event: { type: 'error', requestId: '', code: 'SERVABLE_NOT_FOUND', message: 'this servable has no LLM' } })
+      break
+    case 'cancel':
+      llmHost?.cancel(msg.id)
+      break
+    case 'llm-stats':
+      send({ type: 'llm-stats', id: msg.id, stats: llmHost?.stats() ?? {} })
       break
     case 'shutdown':
       process.exit(0)

@@ -10,7 +10,8 @@ import { existsSync } from 'node:fs'
 import { ServeError, toServeError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
-import type { ModelInfo, ParentMessage, ReplicaMessage, RunStat } from './messages.ts'
+import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage, RunStat } from './messages.ts'
+import type { GenerateEvent } from '../llm/types.ts'
 import type { WireInstance, WireResult } from './wire.ts'
 
 /** glibc malloc settings that keep big ORT outputs off fresh mmaps (see onnxruntime-node notes). */
@@ -39,6 +40,10 @@ export class Replica {
   private proc: ChildProcess | null = null
   private nextId = 1
   private inflight = new Map<number, Inflight>()
+  /** Active LLM streams: id -> event sink. */
+  private streams = new Map<number, (ev: GenerateEvent) => void>()
+  private statsWaiters = new Map<number, (s: Record<string, number | string>) => void>()
+  llm: LlmInfo | undefined
   onExit: (r: Replica, why: string) => void = () => {}
 
   constructor(readonly servable: ValidServable, readonly device: DevicePlan) {}
@@ -59,8 +64,20 @@ export class Replica {
       this.pid = proc.pid ?? 0
       let settled = false
       proc.on('message', (msg: ReplicaMessage) => {
+        if (msg.type === 'event') {
+          const sink = this.streams.get(msg.id)
+          if (msg.event.type !== 'token') this.streams.delete(msg.id)
+          sink?.(msg.event)
+          return
+        }
+        if (msg.type === 'llm-stats') {
+          this.statsWaiters.get(msg.id)?.(msg.stats)
+          this.statsWaiters.delete(msg.id)
+          return
+        }
         if (msg.type === 'ready') {
           this.models = msg.models
+          this.llm = msg.llm
           this.state = 'ready'
           settled = true
           resolve()
@@ -87,6 +104,10 @@ export class Replica {
         const err = new ServeError('REPLICA_CRASHED', `replica ${this.label} exited (${why}) while running this request`)
         for (const f of this.inflight.values()) f.reject(err)
         this.inflight.clear()
+        for (const sink of this.streams.values()) sink({ type: 'error', requestId: '', code: 'REPLICA_CRASHED', message: `Request failed during generation: replica ${this.label} exited (${why})` })
+        this.streams.clear()
+        for (const w of this.statsWaiters.values()) w({})
+        this.statsWaiters.clear()
         this.inflightGroups = 0
         this.inflightInstances = 0
         if (!settled) {
@@ -118,13 +139,43 @@ export class Replica {
     })
   }
 
+  /** Number of LLM requests this replica is generating or queueing. */
+  get activeStreams(): number { return this.streams.size }
+
+  /** Starts an LLM request on this replica; events arrive on `onEvent` (tokens, then done or error). */
+  generate(request: LlmWireRequest, onEvent: (ev: GenerateEvent) => void): number {
+    const id = this.nextId++
+    if (this.state !== 'ready' || !this.proc) {
+      onEvent({ type: 'error', requestId: '', code: 'SERVABLE_NOT_READY', message: `replica ${this.label} is not ready` })
+      return id
+    }
+    this.streams.set(id, onEvent)
+    this.send({ type: 'generate', id, request })
+    return id
+  }
+
+  /** Cancels a request; the replica frees its slot at the next step and sends a CANCELLED error. */
+  cancel(id: number): void {
+    if (this.streams.has(id)) this.send({ type: 'cancel', id })
+  }
+
+  /** The engine's counters (queue, running, KV, prefill/decode times). */
+  llmStats(): Promise<Record<string, number | string>> {
+    if (!this.proc) return Promise.resolve({})
+    const id = this.nextId++
+    return new Promise((resolve) => {
+      this.statsWaiters.set(id, resolve)
+      this.send({ type: 'llm-stats', id })
+    })
+  }
+
   /** Stops the process; in-flight groups finish first unless `force`. */
   async stop(force = false): Promise<void> {
     const proc = this.proc
     if (!proc) { this.state = 'stopped'; return }
     if (!force) {
       const deadline = Date.now() + 30_000
-      while (this.inflight.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+      while ((this.inflight.size > 0 || this.streams.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     }
     this.state = 'stopped'
     await new Promise<void>((resolve) => {

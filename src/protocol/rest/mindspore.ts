@@ -5,6 +5,7 @@ import { predictForProtocol } from '../predict.ts'
 import { parseMsUrl } from './ms-url.ts'
 import { parseInstances, parseJsonBody, renderError, renderReply } from './ms-json.ts'
 import type { RestOptions } from './server.ts'
+import { handleMsGenerate, LLM_METHODS } from './ms-generate.ts'
 
 export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions): void {
   const predict = predictForProtocol(opts.registry)
@@ -17,6 +18,10 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
       const target = parseMsUrl(req.method, req.url)
       const text = typeof req.body === 'string' ? req.body : ''
       if (text.length === 0) throw new ServeError('INVALID_REQUEST', 'http message invalid')
+      const live = opts.registry.get(target.name, target.version)
+      if (live?.servable.llm && (LLM_METHODS as readonly string[]).includes(target.method)) {
+        return handleMsGenerate(opts.registry.llm(target.name)!, target.method, req, reply, opts.always200)
+      }
       call = { name: target.name, method: target.method, version: target.version, instances: parseInstances(parseJsonBody(text)) }
     } catch (e) {
       return sendError(reply, toServeError(e, 'INVALID_REQUEST'))

@@ -37,6 +37,7 @@ const POW10 = Array.from({ length: 23 }, (_, i) => Number(`1e${i}`))
 const UINT64_MAX = (1n << 64n) - 1n
 const INT64_MIN = -(1n << 63n)
 const CTRL_RE = /[\u0000-\u001f]/
+const FLOAT_CHAR_RE = /[.eE]/
 const CTRL_NAMES = ['NUL', 'SOH', 'STX', 'ETX', 'EOT', 'ENQ', 'ACK', 'BEL', 'BS', 'HT', 'LF', 'VT', 'FF', 'CR', 'SO', 'SI',
   'DLE', 'DC1', 'DC2', 'DC3', 'DC4', 'NAK', 'SYN', 'ETB', 'CAN', 'EM', 'SUB', 'ESC', 'FS', 'GS', 'RS', 'US']
 const CTRL_SHORT: Record<number, string> = { 8: 'b', 9: 't', 10: 'n', 12: 'f', 13: 'r' }
@@ -134,48 +135,50 @@ class JsonReader {
   }
 
   /**
-   * Fast path for an array of numbers only: one pass records each element's kind, then native
-   * JSON.parse converts the slice (digit-by-digit conversion in JS is ~3x slower). Returns null,
-   * leaving pos untouched, whenever the general path must decide: other tokens, malformed numbers
-   * (the general path reports them), integers that may need a bigint, or float overflow.
+   * Fast path for an array of numbers only: native JSON.parse converts the slice up to the first
+   * `]` (converting digits in JS is ~3x slower). An integer token always yields an integral value,
+   * so a row without integral values is all floats and needs no text scan. Returns null, leaving
+   * pos untouched, whenever the general path must decide: non-number elements, malformed numbers
+   * (reported there), possible bigints, float overflow, or a row mixing ints and floats.
    */
   private numberRow(bracket: number): unknown[] | null {
     const s = this.s
-    let p = this.pos
-    let count = 0
-    let floats = 0
-    let tokenFloat = false
-    let digits = 0
-    let kinds = rowKinds
-    for (;;) {
-      const c = s.charCodeAt(p++)
-      if (c >= 48 && c <= 57) { digits++; continue }
-      if (c === 44 || c === 93) {
-        if (tokenFloat) floats++
-        else if (digits >= 16) return null
-        if (count === kinds.length) { const grown = new Uint8Array(kinds.length * 2); grown.set(kinds); kinds = rowKinds = grown }
-        kinds[count++] = tokenFloat ? 1 : 0
-        tokenFloat = false
-        digits = 0
-        if (c === 93) break
-        continue
-      }
-      if (c === 46 || c === 101 || c === 69) { tokenFloat = true; continue }
-      if (c === 45 || c === 43 || c === 32 || c === 10 || c === 13 || c === 9) continue
-      return null
-    }
-    let arr: number[]
+    const end = s.indexOf(']', this.pos)
+    if (end < 0) return null
+    let arr: unknown[]
     try {
-      arr = JSON.parse(s.slice(bracket, p)) as number[]
+      arr = JSON.parse(s.slice(bracket, end + 1)) as unknown[]
     } catch {
       return null
     }
-    if (floats > 0) {
-      for (let i = 0; i < arr.length; i++) if (arr[i] === Infinity || arr[i] === -Infinity) return null
-      ;(arr as unknown as Record<symbol, FloatMark>)[JSON_FLOAT_KINDS] = floats === count ? true : Array.from(kinds.subarray(0, count))
+    let integral = 0
+    for (let i = 0; i < arr.length; i++) {
+      const v = arr[i]
+      if (typeof v !== 'number') return null
+      if (Number.isInteger(v)) integral++
+      else if (v === Infinity || v === -Infinity) return null
     }
-    this.pos = p
+    if (integral === arr.length && !FLOAT_CHAR_RE.test(s.slice(this.pos, end))) {
+      for (let i = 0; i < arr.length; i++) { const v = arr[i] as number; if (v >= TWO_53 || v <= -TWO_53) return null }
+    } else if (integral === 0 || this.allFloatTokens(end)) {
+      (arr as unknown as Record<symbol, FloatMark>)[JSON_FLOAT_KINDS] = true
+    } else return null
+    this.pos = end + 1
     return arr
+  }
+
+  /** Whether every number token between pos and `end` has a `.`, `e` or `E` (tokens are short: a char loop beats indexOf). */
+  private allFloatTokens(end: number): boolean {
+    const s = this.s
+    let tokenFloat = false
+    for (let p = this.pos; p < end; p++) {
+      const c = s.charCodeAt(p)
+      if (c === 44) {
+        if (!tokenFloat) return false
+        tokenFloat = false
+      } else if (c === 46 || c === 101 || c === 69) tokenFloat = true
+    }
+    return tokenFloat
   }
 
   private object(): Record<string, unknown> {
@@ -369,9 +372,6 @@ class JsonReader {
     throw new ServeError('INVALID_REQUEST', `Illegal JSON format.${detail}`)
   }
 }
-
-// Scratch for numberRow's per-element kinds, grown on demand and reused across rows and calls.
-let rowKinds = new Uint8Array(1024)
 
 function backfillKinds(arr: unknown[], prevFloat: number): number[] {
   const kinds = new Array<number>(arr.length)
@@ -746,12 +746,12 @@ function renderTensor(t: Tensor): string {
   let n = 1
   for (const d of shape) n *= d
   if (t.data.length < n) throw new ReplyError(`reply tensor data size ${t.data.length} is less than the ${n} elements of shape [${shape.join(',')}]`)
-  if (shape.length === 0) return renderRow(t, 0, 1)
+  if (shape.length === 0) return renderScalar(t)
   // Any zero dim: nested empty arrays down to it (the reference prints null for a zero non-last dim).
   if (n === 0) return renderEmpty(shape, 0)
   const w = shape[shape.length - 1]!
   let level = new Array<string>(n / w)
-  for (let r = 0; r < level.length; r++) level[r] = `[${renderRow(t, r * w, w)}]`
+  for (let r = 0; r < level.length; r++) level[r] = renderRow(t, r * w, w)
   for (let d = shape.length - 2; d >= 0; d--) {
     const g = shape[d]!
     const next = new Array<string>(level.length / g)
@@ -767,33 +767,56 @@ function renderEmpty(shape: readonly number[], d: number): string {
   return `[${new Array<string>(shape[d]!).fill(inner).join(',')}]`
 }
 
-/** `count` elements from `offset`, comma-separated, no brackets. */
+function renderScalar(t: Tensor): string {
+  const v = t.data[0]!
+  if (t.dtype === 'float16') return formatDouble(f16BitsToF32(v as number))
+  if (t.dtype === 'float32' || t.dtype === 'float64') return formatDouble(v as number)
+  if (t.dtype === 'bool') return v ? 'true' : 'false'
+  return String(v)
+}
+
+/** `count` elements from `offset` as one bracketed JSON array. */
 function renderRow(t: Tensor, offset: number, count: number): string {
   const data = t.data
   switch (t.dtype) {
     case 'float32':
-    case 'float64': {
-      const f = data as Float32Array | Float64Array
-      const parts = new Array<string>(count)
-      for (let k = 0; k < count; k++) parts[k] = formatDouble(f[offset + k]!)
-      return parts.join(',')
-    }
-    case 'float16': {
-      const h = data as Uint16Array
-      const parts = new Array<string>(count)
-      for (let k = 0; k < count; k++) parts[k] = formatDouble(f16BitsToF32(h[offset + k]!))
-      return parts.join(',')
-    }
+    case 'float64':
+    case 'float16':
+      return renderFloatRow(data as Float32Array | Uint16Array, t.dtype === 'float16', offset, count)
     case 'bool': {
       const b = data as Uint8Array
       const parts = new Array<string>(count)
       for (let k = 0; k < count; k++) parts[k] = b[offset + k] ? 'true' : 'false'
-      return parts.join(',')
+      return `[${parts.join(',')}]`
     }
     default:
       // Integer typed arrays (incl. BigInt64/BigUint64) join natively to exact decimal text.
-      return (data as Int32Array).subarray(offset, offset + count).join(',')
+      return `[${(data as Int32Array).subarray(offset, offset + count).join(',')}]`
   }
+}
+
+const INTEGRAL_TOKEN_RE = /(?<=[[,])(-?\d+)(?=[,\]])/g
+
+/**
+ * Native JSON.stringify already prints shortest round-trip digits and `null` for NaN/Infinity,
+ * like nlohmann; only integral values (`11` -> `11.0`) differ inside 1e-4 <= |x| < 1e15. Rows
+ * with -0 or values outside that range take the per-element formatDouble path.
+ */
+function renderFloatRow(data: Float32Array | Uint16Array, half: boolean, offset: number, count: number): string {
+  const values = new Array<number>(count)
+  let integral = false
+  let special = false
+  for (let k = 0; k < count; k++) {
+    const v = half ? f16BitsToF32(data[offset + k]!) : data[offset + k]!
+    values[k] = v
+    const a = v < 0 ? -v : v
+    if (a >= 1e-4 && a < 1e15) { if (Number.isInteger(v)) integral = true }
+    else if (v === 0) { if (1 / v < 0) special = true; else integral = true }
+    else if (v === v && a !== Infinity) special = true
+  }
+  if (special) return `[${values.map(formatDouble).join(',')}]`
+  const text = JSON.stringify(values)
+  return integral ? text.replace(INTEGRAL_TOKEN_RE, '$1.0') : text
 }
 
 /**

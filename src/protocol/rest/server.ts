@@ -7,6 +7,8 @@ import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { registerMindSporeRoutes } from './mindspore.ts'
 import { renderPrometheus } from './metrics.ts'
+import { registerTgiRoutes } from './tgi.ts'
+import { registerOpenAiRoutes } from './openai.ts'
 
 export interface RestOptions { registry: ServableRegistry; maxMsgMb: number; always200: boolean }
 
@@ -27,12 +29,14 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
   })
 
   registerMindSporeRoutes(app, opts)
+  registerTgiRoutes(app, opts.registry)
+  registerOpenAiRoutes(app, opts.registry)
 
   const healthy = () => opts.registry.all().length > 0 && opts.registry.all().every((s) => s.ready)
   app.get('/health', async (_req, reply) => (healthy() ? reply.code(200).send({}) : reply.code(503).send({ error: 'unhealthy', error_type: 'healthcheck' })))
   app.get('/v2/health/live', async () => ({ live: true }))
   app.get('/v2/health/ready', async (_req, reply) => reply.code(healthy() ? 200 : 503).send({ ready: healthy() }))
-  app.get('/stats', async () => ({ servables: opts.registry.all().map((s) => s.stats()) }))
+  app.get('/stats', async () => ({ servables: opts.registry.all().map((s) => s.stats()), llms: await Promise.all(opts.registry.llms().map((l) => l.stats())) }))
   app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(opts.registry)))
   return app
 }

@@ -1,0 +1,141 @@
+/**
+ * Raw decode throughput of the small decoder at batch 1, 4, 16, all in one run:
+ *   engine   LlmEngine (rewritten graph: only new KV positions out, slot cache fed back as past)
+ *   plain    onnxruntime loop with the optimum I/O (full present fetched and fed back as past)
+ *   compute  same session, same past lengths, only `logits` fetched (the floor for KV I/O)
+ * Prints a table and writes bench/results/llm-raw-<time>.json.
+ *
+ *   node --import tsx bench/llm-raw.ts [--prompt 128] [--new 64] [--threads 2] [--reps 3] [--batches 1,4,16]
+ *
+ * glibc reads the malloc tuning at startup, so without it this script re-executes itself with
+ * MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 (see onnxruntime-node-notes).
+ */
+import { spawnSync } from 'node:child_process'
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { parseArgs } from 'node:util'
+import ort from 'onnxruntime-node'
+import { LlmEngine } from '../src/llm/engine.ts'
+import { countDecoderParams, DECODER_CONFIGS, writeDecoder } from '../src/models/decoder.ts'
+
+if (!process.env.MALLOC_MMAP_THRESHOLD_) {
+  const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '33554432', MALLOC_TRIM_THRESHOLD_: '4294967296' }
+  const r = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { env, stdio: 'inherit' })
+  process.exit(r.status ?? 1)
+}
+
+const { values: args } = parseArgs({
+  options: {
+    prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' },
+    threads: { type: 'string', default: '2' }, reps: { type: 'string', default: '3' }, batches: { type: 'string', default: '1,4,16' },
+  },
+})
+const P = Number(args.prompt), N = Number(args.new), THREADS = Number(args.threads), REPS = Number(args.reps)
+const BATCHES = args.batches!.split(',').map(Number)
+const cfg = DECODER_CONFIGS.small
+const hd = cfg.hiddenSize / cfg.numHeads
+const modelPath = join(tmpdir(), `ms-serve-decoder-small-${cfg.seed}.onnx`)
+if (!existsSync(modelPath)) await writeDecoder(modelPath, cfg)
+const sessionOptions: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1, intraOpNumThreads: THREADS }
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const promptIds = (b: number): number[] => Array.from({ length: P }, (_, i) => 3 + 32 + ((i * 7 + b * 13) % 90))
+
+/** Engine: B requests submitted together; decode ms/step from the engine's own counters. */
+async function benchEngine(engine: LlmEngine, B: number): Promise<{ msPerStep: number; wallMs: number; prefillMs: number }> {
+  const s0 = engine.stats()
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: B }, (_, b) => new Promise<void>((resolve, reject) => {
+    engine.submit({ inputIds: promptIds(b), parameters: { maxNewTokens: N, ignoreEos: true } }, (ev) => {
+      if (ev.type === 'done') resolve(); else if (ev.type === 'error') reject(new Error(ev.message))
+    })
+  })))
+  const wallMs = performance.now() - t0
+  const s1 = engine.stats()
+  if (s1.numPrefills - s0.numPrefills !== 1) throw new Error('expected one prefill batch; raise maxBatchPrefillTokens')
+  return { msPerStep: (s1.decodeMs - s0.decodeMs) / (s1.numDecodes - s0.numDecodes), wallMs, prefillMs: s1.prefillMs - s0.prefillMs }
+}
+
+function baseFeeds(B: number, ids: BigInt64Array, S: number, T: number, pos0: number): Record<string, ort.Tensor> {
+  return {
+    input_ids: new ort.Tensor('int64', ids, [B, S]),
+    attention_mask: new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n), [B, T]),
+    position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: B * S }, (_, i) => BigInt(pos0 + (i % S))), [B, S]),
+  }
+}
+
+/** Plain optimum loop: prefill, then N-1 steps feeding every present back as past. */
+async function benchPlain(s: ort.InferenceSession, B: number): Promise<number> {
+  const prompt = BigInt64Array.from(Array.from({ length: B }, (_, b) => promptIds(b)).flat().map(BigInt))
+  const feeds = baseFeeds(B, prompt, P, P, 0)
+  for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [B, cfg.numKvHeads, 0, hd])
+  let out = await s.run(feeds)
+  const t0 = performance.now()
+  for (let i = 0; i < N - 1; i++) {
+    const f = baseFeeds(B, new BigInt64Array(B).fill(40n), 1, P + i + 1, P + i)
+    for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) f[`past_key_values.${l}.${k}`] = out[`present.${l}.${k}`] as ort.Tensor
+    out = await s.run(f)
+  }
+  return (performance.now() - t0) / (N - 1)
+}
+
+/** Same past lengths as the plain loop, only logits fetched: the compute floor. */
+async function benchCompute(s: ort.InferenceSession, B: number): Promise<number> {
+  const big = new Float32Array(B * cfg.numKvHeads * (P + N) * hd).map((_, i) => Math.sin(i) * 0.5)
+  const t0 = performance.now()
+  for (let i = 0; i < N - 1; i++) {
+    const past = P + i
+    const f = baseFeeds(B, new BigInt64Array(B).fill(40n), 1, past + 1, past)
+    const view = big.subarray(0, B * cfg.numKvHeads * past * hd)
+    for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) f[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', view, [B, cfg.numKvHeads, past, hd])
+    await s.run(f, ['logits'])
+  }
+  return (performance.now() - t0) / (N - 1)
+}
+
+console.log(`decoder small: ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params, L${cfg.numLayers} d${cfg.hiddenSize} H${cfg.numHeads} KV${cfg.numKvHeads}; prompt ${P}, ${N} new tokens, intraOp ${THREADS}, reps ${REPS} (median)`)
+const plainSession = await ort.InferenceSession.create(new Uint8Array(await readFile(modelPath)), sessionOptions)
+const maxB = Math.max(...BATCHES)
+const engine = await LlmEngine.load(modelPath, {
+  maxBatchSize: maxB, maxTotalTokens: P + N + 1, maxBatchPrefillTokens: maxB * P, intraOpNumThreads: THREADS, kvBlock: 64,
+})
+const rows: Array<Record<string, number>> = []
+for (const B of BATCHES) {
+  await benchEngine(engine, B); await benchPlain(plainSession, B); await benchCompute(plainSession, B) // warm-up
+  const e: number[] = [], p: number[] = [], c: number[] = [], wall: number[] = [], pre: number[] = []
+  for (let r = 0; r < REPS; r++) {
+    const er = await benchEngine(engine, B)
+    e.push(er.msPerStep); wall.push(er.wallMs); pre.push(er.prefillMs)
+    p.push(await benchPlain(plainSession, B))
+    c.push(await benchCompute(plainSession, B))
+  }
+  const row = {
+    batch: B, engineMsPerStep: median(e), plainMsPerStep: median(p), computeMsPerStep: median(c),
+    engineTokPerS: (B * 1000) / median(e), plainTokPerS: (B * 1000) / median(p), computeTokPerS: (B * 1000) / median(c),
+    engineVsPlain: median(p) / median(e), engineVsCompute: median(c) / median(e),
+    engineWallTokPerS: (B * N * 1000) / median(wall), enginePrefillMs: median(pre),
+    engineMsMin: Math.min(...e), engineMsMax: Math.max(...e), plainMsMin: Math.min(...p), plainMsMax: Math.max(...p), computeMsMin: Math.min(...c), computeMsMax: Math.max(...c),
+  }
+  rows.push(row)
+  console.log(`B=${B} done`)
+}
+const f = (x: number, d = 1): string => x.toFixed(d)
+console.log('\n| B | engine ms/step (tok/s) | plain optimum ms/step (tok/s) | compute-only ms/step (tok/s) | engine/plain | engine/compute | engine e2e tok/s (incl. prefill) |')
+console.log('|---|---|---|---|---|---|---|')
+for (const r of rows) {
+  console.log(`| ${r.batch} | ${f(r.engineMsPerStep!, 2)} (${f(r.engineTokPerS!, 0)}) [${f(r.engineMsMin!, 2)}-${f(r.engineMsMax!, 2)}] | ${f(r.plainMsPerStep!, 2)} (${f(r.plainTokPerS!, 0)}) [${f(r.plainMsMin!, 2)}-${f(r.plainMsMax!, 2)}] | ${f(r.computeMsPerStep!, 2)} (${f(r.computeTokPerS!, 0)}) [${f(r.computeMsMin!, 2)}-${f(r.computeMsMax!, 2)}] | ${f(r.engineVsPlain!, 2)}x | ${f(r.engineVsCompute! * 100, 0)}% | ${f(r.engineWallTokPerS!, 0)} |`)
+}
+const outDir = join(import.meta.dirname, 'results')
+mkdirSync(outDir, { recursive: true })
+const file = join(outDir, `llm-raw-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+writeFileSync(file, JSON.stringify({
+  model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, intraOpThreads: THREADS, reps: REPS,
+  malloc: { MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ },
+  engineStats: engine.stats(), rows,
+}, null, 2))
+console.log(`\nwrote ${file}`)
+await engine.close()
+await plainSession.release()

@@ -1,0 +1,94 @@
+/**
+ * Shared by the LLM route families (TGI, OpenAI, MindSpore-style): body parsing, parameter
+ * mapping and collecting a whole generation from the event stream.
+ */
+import { ServeError } from '../../errors.ts'
+import type { DoneEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../llm/types.ts'
+import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
+import type { LlmWireRequest } from '../../runtime/messages.ts'
+
+/** Parses a JSON request body; errors are 422 like TGI's deserialization failures. */
+export function parseJson(body: unknown): Record<string, unknown> {
+  if (typeof body !== 'string' || body.length === 0) throw new ServeError('VALIDATION', 'Failed to parse the request body as JSON: body is empty')
+  let v: unknown
+  try {
+    v = JSON.parse(body)
+  } catch (e) {
+    throw new ServeError('VALIDATION', `Failed to parse the request body as JSON: ${(e as Error).message}`)
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new ServeError('VALIDATION', 'Failed to deserialize the JSON body into the target type: expected an object')
+  return v as Record<string, unknown>
+}
+
+type Kind = 'number' | 'integer' | 'boolean' | 'string' | 'strings'
+
+function typed(obj: Record<string, unknown>, key: string, kind: Kind, path: string): unknown {
+  const v = obj[key]
+  if (v === undefined || v === null) return undefined
+  const ok = kind === 'number' ? typeof v === 'number' && Number.isFinite(v)
+    : kind === 'integer' ? Number.isInteger(v)
+    : kind === 'boolean' ? typeof v === 'boolean'
+    : kind === 'string' ? typeof v === 'string'
+    : Array.isArray(v) && v.every((s) => typeof s === 'string')
+  if (!ok) throw new ServeError('VALIDATION', `Failed to deserialize the JSON body into the target type: ${path}${key}: expected ${kind === 'strings' ? 'a list of strings' : `a ${kind}`}, got ${JSON.stringify(v)}`)
+  return v
+}
+
+/** Maps TGI-style snake_case `parameters` onto the engine's GenerateParameters. */
+export type RouteParameters = GenerateParameters & { details?: boolean; returnFullText?: boolean; decoderInputDetails?: boolean }
+
+export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'): RouteParameters {
+  for (const k of ['typical_p', 'watermark', 'grammar', 'adapter_id', 'top_n_tokens'] as const) {
+    if (p[k] !== undefined && p[k] !== null && p[k] !== false && p[k] !== 0) throw new ServeError('VALIDATION', `\`${k}\` is not supported by ms-serve`)
+  }
+  const bestOf = typed(p, 'best_of', 'integer', path) as number | undefined
+  if (bestOf !== undefined && bestOf !== 1) throw new ServeError('VALIDATION', '`best_of` != 1 is not supported by ms-serve')
+  const out: RouteParameters = {}
+  const set = <K extends keyof typeof out>(k: K, v: unknown) => { if (v !== undefined) out[k] = v as (typeof out)[K] }
+  set('maxNewTokens', typed(p, 'max_new_tokens', 'integer', path))
+  set('temperature', typed(p, 'temperature', 'number', path))
+  set('topK', typed(p, 'top_k', 'integer', path))
+  set('topP', typed(p, 'top_p', 'number', path))
+  set('repetitionPenalty', typed(p, 'repetition_penalty', 'number', path))
+  set('frequencyPenalty', typed(p, 'frequency_penalty', 'number', path))
+  set('doSample', typed(p, 'do_sample', 'boolean', path))
+  set('seed', typed(p, 'seed', 'integer', path))
+  set('stop', typed(p, 'stop', 'strings', path))
+  set('truncate', typed(p, 'truncate', 'integer', path))
+  set('ignoreEos', typed(p, 'ignore_eos', 'boolean', path))
+  set('details', typed(p, 'details', 'boolean', path))
+  set('returnFullText', typed(p, 'return_full_text', 'boolean', path))
+  set('decoderInputDetails', typed(p, 'decoder_input_details', 'boolean', path))
+  return out
+}
+
+/** Only the fields the engine reads (drops route-level flags such as `details`). */
+export function engineParameters(p: RouteParameters): GenerateParameters {
+  const { details: _d, returnFullText: _r, decoderInputDetails: _i, ...rest } = p
+  return rest
+}
+
+export interface Collected { tokens: TokenEvent[]; done: DoneEvent }
+
+/** Runs a request to completion; a final error event is thrown as its ServeError. */
+export async function collect(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<Collected> {
+  const tokens: TokenEvent[] = []
+  for await (const ev of llm.stream(req, signal)) {
+    if (ev.type === 'token') tokens.push(ev)
+    else if (ev.type === 'done') return { tokens, done: ev }
+    else throw new ServeError(ev.code, ev.message)
+  }
+  throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
+}
+
+/**
+ * Starts a stream and waits for its first event, so callers can still answer errors with an
+ * HTTP status. Returns the first event and the iterator to continue from.
+ */
+export async function firstEvent(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<{ first: GenerateEvent; rest: AsyncIterableIterator<GenerateEvent> }> {
+  const it = llm.stream(req, signal)
+  const r = await it.next()
+  if (r.done) throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
+  if (r.value.type === 'error') throw new ServeError(r.value.code, r.value.message)
+  return { first: r.value, rest: it }
+}

@@ -1,0 +1,78 @@
+/**
+ * MindSpore-style LLM methods on the predict URL: `POST /model/{name}:generate` returns whole
+ * answers; `:generated_stream` streams one JSON event per token (SSE), the last one carrying the
+ * full text and finish reason. Instances: `{"prompt": "...", "max_new_tokens": 32, ...sampling}`.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
+import type { GenerateEvent } from '../../llm/types.ts'
+import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
+import type { LlmWireRequest } from '../../runtime/messages.ts'
+import { collect, engineParameters, firstEvent, parseJson, tgiParameters } from './llm-common.ts'
+import { renderError } from './ms-json.ts'
+import { clientGone, openSse } from './sse.ts'
+
+export const LLM_METHODS = ['generate', 'generated_stream'] as const
+
+function instancesOf(body: unknown): Record<string, unknown>[] {
+  const b = parseJson(body)
+  const inst = b.instances
+  if (inst === undefined) throw new ServeError('INVALID_REQUEST', "key 'instances' expects to exist once, but actually 0 times")
+  const list = Array.isArray(inst) ? inst : [inst]
+  if (list.length === 0) throw new ServeError('INVALID_REQUEST', 'instances value is array type, but no value')
+  return list.map((x, i) => {
+    if (!x || typeof x !== 'object' || Array.isArray(x)) throw new ServeError('INVALID_REQUEST', `instance ${i} must be an object like {"prompt": "Hello", "max_new_tokens": 32}`)
+    return x as Record<string, unknown>
+  })
+}
+
+function toWire(inst: Record<string, unknown>): LlmWireRequest {
+  const { prompt, ...rest } = inst
+  if (typeof prompt !== 'string') throw new ServeError('VALIDATION', 'Cannot find input prompt in instance input: send {"prompt": "<text>"}')
+  return { inputs: prompt, parameters: engineParameters(tgiParameters(rest, '')) }
+}
+
+/** Handles :generate and :generated_stream for an LLM servable. */
+export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: FastifyRequest, reply: FastifyReply, always200: boolean): Promise<unknown> {
+  const status = (e: ServeError) => (always200 ? 200 : ERROR_CODES[e.code].http)
+  const fail = (e: unknown) => {
+    const se = toServeError(e)
+    return reply.code(status(se)).type('application/json').send(renderError(se.message))
+  }
+  try {
+    const instances = instancesOf(req.body).map(toWire)
+    if (method === 'generate') {
+      const ac = clientGone(reply)
+      const results = await Promise.all(instances.map((w) => collect(llm, w, ac.signal).then(
+        ({ done }) => ({ text: done.generatedText, finish_reason: done.finishReason, generated_tokens: done.generatedTokens, prompt_tokens: done.inputTokens }),
+        (e) => ({ error_msg: toServeError(e).message }),
+      )))
+      const first = results[0] as { error_msg?: string }
+      if (first.error_msg !== undefined && results.every((r) => (r as { error_msg?: string }).error_msg === first.error_msg)) return fail(new ServeError('VALIDATION', first.error_msg))
+      return reply.code(200).type('application/json').send(JSON.stringify({ instances: results }))
+    }
+    if (instances.length !== 1) throw new ServeError('INVALID_REQUEST', `generated_stream takes one instance per request (got ${instances.length})`)
+    const ac = new AbortController()
+    const { first, rest } = await firstEvent(llm, instances[0]!, ac.signal)
+    const sse = openSse(req, reply, () => ac.abort())
+    let held: GenerateEvent | null = null
+    const emit = (ev: GenerateEvent): boolean => {
+      if (ev.type === 'token') {
+        if (held && held.type === 'token') sse.send({ index: held.index, token: held.text, token_id: held.id })
+        held = ev
+        return true
+      }
+      if (ev.type === 'done') {
+        const last = held && held.type === 'token' ? held : null
+        sse.send({ index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens })
+      } else sse.send({ error_msg: ev.message })
+      return false
+    }
+    if (emit(first)) for await (const ev of rest) if (!emit(ev)) break
+    sse.end()
+    return reply
+  } catch (e) {
+    if (reply.sent || reply.raw.headersSent) return reply
+    return fail(e)
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * OpenAI-compatible routes: POST /v1/completions, POST /v1/chat/completions, GET /v1/models.
+ * Finish reasons use OpenAI's names (`stop`, `length`); streams end with `data: [DONE]`.
+ * Validation errors are 422 (as TGI's OpenAI routes) with OpenAI's error body shape.
+ */
+import { randomUUID } from 'node:crypto'
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { ServeError, toServeError } from '../../errors.ts'
+import type { ChatMessage } from '../../llm/chat-template.ts'
+import type { FinishReason, GenerateEvent, GenerateParameters } from '../../llm/types.ts'
+import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
+import type { LlmWireRequest } from '../../runtime/messages.ts'
+import type { ServableRegistry } from '../../runtime/registry.ts'
+import { collect, firstEvent, parseJson } from './llm-common.ts'
+import { clientGone, openSse } from './sse.ts'
+import { tgiError } from './tgi.ts'
+
+const CREATED = Math.floor(Date.now() / 1000)
+
+function openAiFinish(r: FinishReason): 'stop' | 'length' {
+  return r === 'length' ? 'length' : 'stop'
+}
+
+function errorBody(e: ServeError) {
+  const { status, body } = tgiError(e)
+  const type = status === 429 ? 'server_overloaded' : status >= 500 ? 'server_error' : 'invalid_request_error'
+  return { status, body: { error: { message: body.error, type, param: null, code: e.code === 'SERVABLE_NOT_FOUND' ? 'model_not_found' : null } } }
+}
+
+function bad(message: string): never {
+  throw new ServeError('VALIDATION', message)
+}
+
+function num(b: Record<string, unknown>, k: string): number | undefined {
+  const v = b[k]
+  if (v === undefined || v === null) return undefined
+  if (typeof v !== 'number' || !Number.isFinite(v)) bad(`\`${k}\` must be a number (got ${JSON.stringify(v)})`)
+  return v
+}
+
+/** OpenAI sampling fields -> engine parameters. temperature 0 means greedy. */
+function samplingFrom(b: Record<string, unknown>, defaultMaxTokens?: number): GenerateParameters {
+  const p: GenerateParameters = {}
+  const maxTokens = num(b, 'max_completion_tokens') ?? num(b, 'max_tokens') ?? defaultMaxTokens
+  if (maxTokens !== undefined) p.maxNewTokens = maxTokens
+  const t = num(b, 'temperature')
+  if (t !== undefined) {
+    if (t < 0 || t > 2) bad('`temperature` must be between 0 and 2')
+    if (t > 0) { p.temperature = t; p.doSample = true }
+  }
+  const topP = num(b, 'top_p')
+  if (topP !== undefined && topP < 1) { p.topP = topP; p.doSample = true }
+  const seed = num(b, 'seed')
+  if (seed !== undefined) p.seed = seed
+  const fp = num(b, 'frequency_penalty')
+  if (fp !== undefined && fp !== 0) p.frequencyPenalty = fp
+  const pp = num(b, 'presence_penalty')
+  if (pp !== undefined && pp !== 0) {
+    if (pp < -2 || pp > 2) bad('`presence_penalty` must be between -2 and 2')
+    p.repetitionPenalty = pp + 2 // TGI's mapping
+  }
+  const rp = num(b, 'repetition_penalty')
+  if (rp !== undefined) p.repetitionPenalty = rp
+  const stop = b.stop
+  if (typeof stop === 'string') p.stop = [stop]
+  else if (Array.isArray(stop) && stop.every((s) => typeof s === 'string')) p.stop = stop
+  else if (stop !== undefined && stop !== null) bad('`stop` must be a string or a list of strings')
+  const n = num(b, 'n')
+  if (n !== undefined && n !== 1) bad('`n` != 1 is not supported by ms-serve')
+  return p
+}
+
+function pickModel(registry: ServableRegistry, b: Record<string, unknown>): LlmDispatcher {
+  const model = b.model
+  if (model !== undefined && model !== null && typeof model !== 'string') bad('`model` must be a string')
+  const byName = typeof model === 'string' && model !== '' && model !== 'tgi' ? registry.llm(model) ?? registry.llms().find((l) => l.info.modelId === model) : registry.llm()
+  if (!byName) throw new ServeError('SERVABLE_NOT_FOUND', typeof model === 'string' && model ? `The model \`${model}\` does not exist` : 'no LLM servable is loaded; add one with: npx ms-serve init llm')
+  return byName
+}
+
+function chatMessages(b: Record<string, unknown>): ChatMessage[] {
+  const msgs = b.messages
+  if (!Array.isArray(msgs) || msgs.length === 0) bad('`messages` must be a non-empty list')
+  return msgs.map((m, i) => {
+    if (!m || typeof m !== 'object') bad(`messages[${i}] must be an object`)
+    const { role, content } = m as { role?: unknown; content?: unknown }
+    if (typeof role !== 'string') bad(`messages[${i}].role must be a string`)
+    let text: string
+    if (typeof content === 'string') text = content
+    else if (Array.isArray(content)) {
+      text = content.map((part, j) => {
+        if (part && typeof part === 'object' && (part as { type?: unknown }).type === 'text' && typeof (part as { text?: unknown }).text === 'string') return (part as { text: string }).text
+        return bad(`messages[${i}].content[${j}]: only text parts are supported`)
+      }).join('')
+    } else if (content === null || content === undefined) text = ''
+    else return bad(`messages[${i}].content must be a string or a list of text parts`)
+    return { role, content: text }
+  })
+}
+
+interface Kind { chat: boolean; id: string; model: string }
+
+function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: string | null) {
+  if (k.chat) {
+    const delta: Record<string, string> = {}
+    if (content.role) delta.role = 'assistant'
+    if (content.text !== undefined) delta.content = content.text
+    return { id: k.id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] }
+  }
+  return { id: k.id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: content.text ?? '', logprobs: null, finish_reason: finish }] }
+}
+
+async function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage: boolean, req: FastifyRequest, reply: FastifyReply) {
+  const ac = new AbortController()
+  const { first, rest } = await firstEvent(llm, wire, ac.signal)
+  const sse = openSse(req, reply, () => ac.abort())
+  if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null))
+  const emit = (ev: GenerateEvent): boolean => {
+    if (ev.type === 'token') {
+      if (!ev.special && ev.text) sse.send(chunk(k, { text: ev.text }, null))
+      return true
+    }
+    if (ev.type === 'done') {
+      sse.send(chunk(k, k.chat ? {} : { text: '' }, openAiFinish(ev.finishReason)))
+      if (includeUsage) sse.send({ id: k.id, object: k.chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, choices: [], usage: { prompt_tokens: ev.inputTokens, completion_tokens: ev.generatedTokens, total_tokens: ev.inputTokens + ev.generatedTokens } })
+    } else {
+      const { status, body } = errorBody(new ServeError(ev.code, ev.message))
+      sse.send({ error: { ...body.error, http_status_code: status } })
+    }
+    return false
+  }
+  if (emit(first)) for await (const ev of rest) if (!emit(ev)) break
+  sse.send('[DONE]', true)
+  sse.end()
+}
+
+export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableRegistry): void {
+  const handle = (chat: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
+    try {
+      const b = parseJson(req.body)
+      const llm = pickModel(registry, b)
+      const k: Kind = { chat, id: `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`, model: llm.info.modelId }
+      let wire: LlmWireRequest
+      if (chat) {
+        if (b.tools !== undefined || b.response_format !== undefined && (b.response_format as { type?: string })?.type !== 'text') bad('`tools` and `response_format` are not supported by ms-serve')
+        wire = { messages: chatMessages(b), parameters: samplingFrom(b) }
+      } else {
+        if (b.suffix !== undefined && b.suffix !== null) bad('`suffix` is not supported')
+        let prompt = b.prompt
+        if (Array.isArray(prompt)) {
+          if (prompt.length !== 1) bad('a list of prompts is not supported by ms-serve; send one prompt per request')
+          prompt = prompt[0]
+        }
+        if (typeof prompt !== 'string') bad('`prompt` must be a string')
+        wire = { inputs: prompt, parameters: samplingFrom(b, 16) }
+      }
+      const opts = b.stream_options as { include_usage?: unknown } | undefined
+      if (b.stream === true) return await stream(k, llm, wire, opts?.include_usage === true, req, reply)
+      const ac = clientGone(reply)
+      const { done } = await collect(llm, wire, ac.signal)
+      const usage = { prompt_tokens: done.inputTokens, completion_tokens: done.generatedTokens, total_tokens: done.inputTokens + done.generatedTokens }
+      const created = Math.floor(Date.now() / 1000)
+      if (chat) {
+        return reply.send({ id: k.id, object: 'chat.completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, message: { role: 'assistant', content: done.generatedText }, logprobs: null, finish_reason: openAiFinish(done.finishReason) }], usage })
+      }
+      return reply.send({ id: k.id, object: 'text_completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: done.generatedText, logprobs: null, finish_reason: openAiFinish(done.finishReason) }], usage })
+    } catch (e) {
+      if (reply.sent || reply.raw.headersSent) return
+      const { status, body } = errorBody(toServeError(e))
+      return reply.code(status).send(body)
+    }
+  }
+  app.post('/v1/completions', handle(false))
+  app.post('/v1/chat/completions', handle(true))
+  app.get('/v1/models', async () => ({
+    object: 'list',
+    data: registry.llms().map((l) => ({ id: l.info?.modelId ?? l.name, object: 'model', created: CREATED, owned_by: 'ms-serve' })),
+  }))
+}

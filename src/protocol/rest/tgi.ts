@@ -1,0 +1,151 @@
+/**
+ * TGI-compatible routes: POST /generate, /generate_stream, POST / (stream flag), GET /info.
+ * Bodies, events, validation messages and status codes follow llm-serving.md §1. Unlike TGI,
+ * a stream is opened only after the first token, so errors before it keep their HTTP status.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
+import type { DoneEvent, GenerateEvent, TokenEvent } from '../../llm/types.ts'
+import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
+import type { ServableRegistry } from '../../runtime/registry.ts'
+import { collect, engineParameters, firstEvent, parseJson, tgiParameters } from './llm-common.ts'
+import { clientGone, openSse } from './sse.ts'
+
+const VERSION = '0.1.0'
+
+const TGI_ERRORS: Partial<Record<ErrorCode, { status: number; type: string; prefix?: string }>> = {
+  VALIDATION: { status: 422, type: 'validation', prefix: 'Input validation error: ' },
+  INVALID_REQUEST: { status: 422, type: 'validation', prefix: 'Input validation error: ' },
+  QUEUE_FULL: { status: 429, type: 'overloaded' },
+  INFERENCE_FAILED: { status: 424, type: 'generation' },
+  REPLICA_CRASHED: { status: 424, type: 'generation' },
+  SERVABLE_NOT_READY: { status: 503, type: 'unhealthy' },
+  SERVABLE_NOT_FOUND: { status: 404, type: 'not_found' },
+  CANCELLED: { status: 499, type: 'cancelled' },
+}
+
+/** TGI's error body and status for a ServeError. */
+export function tgiError(e: ServeError): { status: number; body: { error: string; error_type: string } } {
+  const m = TGI_ERRORS[e.code] ?? { status: 500, type: 'incomplete_generation' }
+  const text = m.prefix && !e.message.startsWith(m.prefix) && !e.message.startsWith('Failed to') ? m.prefix + e.message : e.message
+  return { status: m.status, body: { error: text, error_type: m.type } }
+}
+
+function sendError(reply: FastifyReply, e: unknown) {
+  const { status, body } = tgiError(toServeError(e))
+  return reply.code(status).send(body)
+}
+
+interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean }
+
+function parseCall(registry: ServableRegistry, body: unknown, route: string): TgiCall {
+  const llm = registry.llm()
+  if (!llm) throw new ServeError('SERVABLE_NOT_FOUND', 'no LLM servable is loaded; add one with: npx ms-serve init llm')
+  const b = parseJson(body)
+  if (typeof b.inputs !== 'string') throw new ServeError('VALIDATION', b.inputs === undefined ? 'Failed to deserialize the JSON body into the target type: missing field `inputs`' : 'Failed to deserialize the JSON body into the target type: inputs: expected a string')
+  const p = b.parameters
+  if (p !== undefined && p !== null && (typeof p !== 'object' || Array.isArray(p))) throw new ServeError('VALIDATION', 'Failed to deserialize the JSON body into the target type: parameters: expected an object')
+  const params = tgiParameters((p ?? {}) as Record<string, unknown>)
+  // As TGI: a body without `parameters` samples (its default parameters set do_sample = true).
+  if (p === undefined || p === null) params.doSample = true
+  const stream = route === '/generate_stream' || (route === '/' && b.stream === true)
+  if (stream && params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported when streaming tokens')
+  return { llm, inputs: b.inputs, params, stream }
+}
+
+function tokenJson(t: TokenEvent) {
+  return { id: t.id, text: t.text, logprob: t.logprob, special: t.special }
+}
+
+function fullText(call: TgiCall, done: DoneEvent): string {
+  return call.params.returnFullText ? call.inputs + done.generatedText : done.generatedText
+}
+
+async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
+  const ac = clientGone(reply)
+  const { tokens, done } = await collect(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, ac.signal)
+  const t = done.timings
+  const inferenceMs = t.totalMs - t.queueMs
+  void reply.headers({
+    'x-compute-type': 'cpu',
+    'x-compute-time': (inferenceMs / 1000).toFixed(6),
+    'x-total-time': Math.round(t.totalMs),
+    'x-queue-time': Math.round(t.queueMs),
+    'x-inference-time': Math.round(inferenceMs),
+    'x-time-per-token': Math.round(inferenceMs / Math.max(1, done.generatedTokens)),
+    'x-prompt-tokens': done.inputTokens,
+    'x-generated-tokens': done.generatedTokens,
+  })
+  const res: Record<string, unknown> = { generated_text: fullText(call, done) }
+  if (call.params.details) {
+    res.details = { finish_reason: done.finishReason, generated_tokens: done.generatedTokens, seed: done.seed, prefill: [], tokens: tokens.map(tokenJson) }
+  }
+  return reply.send(asArray ? [res] : res)
+}
+
+async function generateStream(call: TgiCall, req: FastifyRequest, reply: FastifyReply) {
+  const ac = new AbortController()
+  const { first, rest } = await firstEvent(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, ac.signal)
+  const sse = openSse(req, reply, () => ac.abort())
+  // The last token event carries generated_text and details, so hold each token until the next event.
+  let held: TokenEvent | null = null
+  const emit = (ev: GenerateEvent): boolean => {
+    if (ev.type === 'token') {
+      if (held) sse.send({ index: held.index, token: tokenJson(held), generated_text: null, details: null })
+      held = ev
+      return true
+    }
+    if (ev.type === 'done') {
+      const last = held ?? { index: ev.generatedTokens, id: -1, text: '', logprob: 0, special: true }
+      const details = call.params.details ? { finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens, seed: ev.seed, input_length: ev.inputTokens } : null
+      sse.send({ index: last.index, token: tokenJson(last as TokenEvent), generated_text: fullText(call, ev), details })
+      return false
+    }
+    const { body } = tgiError(new ServeError(ev.code, ev.message))
+    sse.send(body)
+    return false
+  }
+  if (emit(first)) {
+    for await (const ev of rest) if (!emit(ev)) break
+  }
+  sse.end()
+}
+
+export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegistry): void {
+  const handle = (route: string) => async (req: FastifyRequest, reply: FastifyReply) => {
+    try {
+      const call = parseCall(registry, req.body, route)
+      if (call.stream) return await generateStream(call, req, reply)
+      return await generate(call, reply, route === '/')
+    } catch (e) {
+      if (reply.sent || reply.raw.headersSent) return
+      return sendError(reply, e)
+    }
+  }
+  app.post('/generate', handle('/generate'))
+  app.post('/generate_stream', handle('/generate_stream'))
+  app.post('/', handle('/'))
+  app.get('/info', async (_req, reply) => {
+    const llm = registry.llm()
+    if (!llm) return sendError(reply, new ServeError('SERVABLE_NOT_FOUND', 'no LLM servable is loaded; add one with: npx ms-serve init llm'))
+    const i = llm.info
+    return {
+      model_id: i.modelId,
+      model_sha: null,
+      model_dtype: i.kvDtype,
+      model_device_type: 'cpu',
+      model_pipeline_tag: 'text-generation',
+      max_concurrent_requests: i.maxConcurrentRequests * llm.live.replicas.length,
+      max_best_of: 1,
+      max_stop_sequences: i.maxStopSequences,
+      max_input_tokens: i.maxInputTokens,
+      max_total_tokens: i.maxTotalTokens,
+      validation_workers: 1,
+      max_client_batch_size: 4,
+      router: 'ms-serve',
+      version: VERSION,
+      sha: null,
+      docker_label: null,
+    }
+  })
+}

@@ -1,0 +1,78 @@
+/**
+ * Replica side of an LLM servable: owns the LlmEngine (its step loop runs on this process's
+ * thread, off the listeners' event loop) and turns IPC generate/cancel messages into engine
+ * calls and engine events into IPC messages.
+ */
+import { LlmEngine } from '../llm/engine.ts'
+import { toServeError } from '../errors.ts'
+import type { ValidLlm } from '../config/validate.ts'
+import type { DevicePlan } from './devices.ts'
+import type { LlmInfo, LlmWireRequest, ReplicaMessage } from './messages.ts'
+
+export class LlmHost {
+  private readonly ids = new Map<number, string>()
+
+  private constructor(readonly engine: LlmEngine, readonly llm: ValidLlm, private readonly send: (m: ReplicaMessage) => void) {}
+
+  static async start(llm: ValidLlm, device: DevicePlan, send: (m: ReplicaMessage) => void): Promise<LlmHost> {
+    const engine = await LlmEngine.load(llm.path, {
+      ...llm.options,
+      intraOpNumThreads: device.intraOpThreads,
+      ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
+    })
+    return new LlmHost(engine, llm, send)
+  }
+
+  info(): LlmInfo {
+    const l = this.engine.limits
+    const s = this.engine.spec
+    return {
+      modelId: this.llm.modelId,
+      maxInputTokens: l.maxInputTokens,
+      maxTotalTokens: l.maxTotalTokens,
+      maxStopSequences: l.maxStopSequences,
+      maxConcurrentRequests: l.maxConcurrentRequests,
+      maxBatchSize: l.maxBatchSize,
+      numLayers: s.numLayers,
+      numKvHeads: s.numKvHeads,
+      headDim: s.headDim,
+      kvDtype: s.kvDtype,
+      vocabSize: s.vocabSize,
+      presentMode: s.presentMode,
+    }
+  }
+
+  /** Starts one request; validation errors come back as an immediate error event. */
+  generate(id: number, req: LlmWireRequest): void {
+    try {
+      const inputs = req.messages ? this.engine.chatTemplate.render(req.messages) : req.inputs
+      const engineId = this.engine.submit(
+        {
+          id: `r${id}`,
+          ...(inputs !== undefined ? { inputs } : {}),
+          ...(req.inputIds ? { inputIds: req.inputIds } : {}),
+          // A chat template already writes BOS where the model wants it.
+          addSpecialTokens: req.messages ? false : (req.addSpecialTokens ?? true),
+          ...(req.parameters ? { parameters: req.parameters } : {}),
+        },
+        (event) => {
+          this.send({ type: 'event', id, event })
+          if (event.type !== 'token') this.ids.delete(id)
+        },
+      )
+      this.ids.set(id, engineId)
+    } catch (e) {
+      const err = toServeError(e, 'VALIDATION')
+      this.send({ type: 'event', id, event: { type: 'error', requestId: `r${id}`, code: err.code, message: err.message } })
+    }
+  }
+
+  cancel(id: number): void {
+    const engineId = this.ids.get(id)
+    if (engineId) this.engine.cancel(engineId)
+  }
+
+  stats(): Record<string, number | string> {
+    return { ...this.engine.stats() }
+  }
+}

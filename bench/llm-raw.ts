@@ -5,7 +5,7 @@
  *   compute  same session, same past lengths, only `logits` fetched (the floor for KV I/O)
  * Prints a table and writes bench/results/llm-raw-<time>.json.
  *
- *   node --import tsx bench/llm-raw.ts [--prompt 128] [--new 64] [--threads 2] [--reps 3] [--batches 1,4,16]
+ *   node --import tsx bench/llm-raw.ts [--prompt 128] [--new 64] [--threads 2] [--block 64] [--reps 3] [--batches 1,4,16]
  *
  * glibc reads the malloc tuning at startup, so without it this script re-executes itself with
  * MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 (see onnxruntime-node-notes).
@@ -30,7 +30,7 @@ if (!process.env.MALLOC_MMAP_THRESHOLD_) {
 const { values: args } = parseArgs({
   options: {
     prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' },
-    threads: { type: 'string', default: '2' }, reps: { type: 'string', default: '3' }, batches: { type: 'string', default: '1,4,16' },
+    threads: { type: 'string', default: '2' }, block: { type: 'string', default: '64' }, reps: { type: 'string', default: '3' }, batches: { type: 'string', default: '1,4,16' },
   },
 })
 const P = Number(args.prompt), N = Number(args.new), THREADS = Number(args.threads), REPS = Number(args.reps)
@@ -96,11 +96,11 @@ async function benchCompute(s: ort.InferenceSession, B: number): Promise<number>
   return (performance.now() - t0) / (N - 1)
 }
 
-console.log(`decoder small: ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params, L${cfg.numLayers} d${cfg.hiddenSize} H${cfg.numHeads} KV${cfg.numKvHeads}; prompt ${P}, ${N} new tokens, intraOp ${THREADS}, reps ${REPS} (median)`)
+console.log(`decoder small: ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params, L${cfg.numLayers} d${cfg.hiddenSize} H${cfg.numHeads} KV${cfg.numKvHeads}; prompt ${P}, ${N} new tokens, intraOp ${THREADS}, kvBlock ${args.block}, reps ${REPS} (median)`)
 const plainSession = await ort.InferenceSession.create(new Uint8Array(await readFile(modelPath)), sessionOptions)
 const maxB = Math.max(...BATCHES)
 const engine = await LlmEngine.load(modelPath, {
-  maxBatchSize: maxB, maxTotalTokens: P + N + 1, maxBatchPrefillTokens: maxB * P, intraOpNumThreads: THREADS, kvBlock: 64,
+  maxBatchSize: maxB, maxTotalTokens: P + N + 1, maxBatchPrefillTokens: maxB * P, intraOpNumThreads: THREADS, kvBlock: Number(args.block),
 })
 const rows: Array<Record<string, number>> = []
 for (const B of BATCHES) {
@@ -132,7 +132,7 @@ const outDir = join(import.meta.dirname, 'results')
 mkdirSync(outDir, { recursive: true })
 const file = join(outDir, `llm-raw-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
 writeFileSync(file, JSON.stringify({
-  model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, intraOpThreads: THREADS, reps: REPS,
+  model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, intraOpThreads: THREADS, kvBlock: Number(args.block), reps: REPS,
   malloc: { MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ },
   engineStats: engine.stats(), rows,
 }, null, 2))

@@ -30,6 +30,8 @@ export interface ServeOptions {
   maxMsgMb: number
   /** Answer every REST request with HTTP 200 as MindSpore does (errors still carry error_msg). */
   restAlways200?: boolean
+  /** LLM servable used by routes that name no model (default: the first LLM servable by name). */
+  defaultLlm?: string
   /** Versions to serve per servable name; default the newest. */
   versions?: Record<string, number[] | 'all'>
   log?: (line: string) => void
@@ -59,6 +61,11 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((l: string) => process.stdout.write(l + '\n'))
   const servables = await loadServables(opts.dir, opts.versions)
   const registry = new ServableRegistry()
+  if (opts.defaultLlm) {
+    const s = servables.find((x) => x.name === opts.defaultLlm)
+    if (!s?.llm) throw new ServeError('CONFIG_INVALID', `--default-llm ${opts.defaultLlm}: no LLM servable of that name in ${opts.dir} (LLM servables: ${servables.filter((x) => x.llm).map((x) => x.name).join(', ') || 'none'})`)
+    registry.defaultLlm = opts.defaultLlm
+  }
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length)
   const live = servables.map((s) => new LiveServable(s, plans))
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))

@@ -97,7 +97,11 @@ export async function rawOrtBaseline(a: RawOrtArgs): Promise<RawBaselineResult> 
           s.inputMetadata.forEach((meta, j) => {
             const batched = m.withBatchDim && !m.withoutBatchDimInputs.includes(j)
             let t = values.get(st.args[j]!)
-            if (!t) values.set(st.args[j]!, (t = randomFeed(meta, batch, batched, ort)))
+            if (!t) {
+              t = randomFeed(meta, batch, batched, ort)
+              direct.set(st.args[j]!, t)
+              values.set(st.args[j]!, t)
+            }
             feeds[meta.name] = t
           })
           const out = await s.run(feeds)

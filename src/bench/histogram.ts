@@ -32,12 +32,14 @@ export class LatencyHistogram {
   }
 
   percentileMs(p: number): number {
-    return this.n ? this.h.getValueAtPercentile(p) / 1000 : 0
+    return this.n ? Math.min(this.h.getValueAtPercentile(p), this.h.maxValue) / 1000 : 0
   }
 
   summary(): LatencySummary {
     if (this.n === 0) return { count: 0, mean: 0, stdev: 0, min: 0, p50: 0, p90: 0, p95: 0, p99: 0, max: 0 }
-    const q = (p: number) => this.h.getValueAtPercentile(p) / 1000
+    // HDR returns a bucket's highest equivalent value, which can sit a hair above the recorded max.
+    const max = this.h.maxValue
+    const q = (p: number) => Math.min(this.h.getValueAtPercentile(p), max) / 1000
     return {
       count: this.n,
       mean: this.sumMs / this.n,
@@ -47,7 +49,7 @@ export class LatencyHistogram {
       p90: q(90),
       p95: q(95),
       p99: q(99),
-      max: this.h.maxValue / 1000,
+      max: max / 1000,
     }
   }
 

@@ -39,6 +39,8 @@ export interface ValidBenchOptions {
   htmlOut: string | null
   baseline: 'raw' | null
   devices: string | null
+  /** Main process of a server on this machine that the bench did not start, for CPU accounting. */
+  serverPid: number | null
   progress: boolean
   maxNewTokens: number
   prompt: string | null
@@ -85,6 +87,14 @@ export interface ServerBreakdown {
   intraOpThreads: number | null
 }
 
+export interface CpuShare { cores: number; msPerRequest: number }
+
+/**
+ * CPU use during a level's measurement: the generator, the server's main process, its replicas,
+ * and everything else on the machine (`other`: noisy neighbours; large values spoil the numbers).
+ */
+export interface CpuBreakdown { client: CpuShare; server: CpuShare | null; replicas: CpuShare | null; other: CpuShare | null }
+
 export interface GenerateSummary {
   ttftMs: LatencySummary
   tpotMs: LatencySummary
@@ -113,6 +123,8 @@ export interface LevelResult {
   stable: boolean
   windows: WindowSummary[]
   server: ServerBreakdown | null
+  /** Over the whole measurement (all windows), as the server counters are. */
+  cpu: CpuBreakdown | null
   generate: GenerateSummary | null
   /** ms-serve items/s over the raw baseline's best, when `--baseline raw` ran. */
   ratioToRaw: number | null
@@ -130,7 +142,8 @@ export interface RawBaselineResult {
   note: string
 }
 
-export interface MachineInfo { cpus: number; cpuModel: string; node: string; platform: string; totalMemGiB: number }
+/** `loadAvg1`: the 1-minute load average when the run started (other processes compete for the cores). */
+export interface MachineInfo { cpus: number; cpuModel: string; node: string; platform: string; totalMemGiB: number; loadAvg1: number }
 
 export interface BenchReport {
   tool: 'ms-serve bench'

@@ -6,6 +6,7 @@ import { isServeError, ServeError } from '../errors.ts'
 import { parseDeviceIds, type DeviceType } from '../runtime/devices.ts'
 import { serve, type HostPort } from '../server.ts'
 import { initServable, listTemplates } from './init.ts'
+import { registerBenchCommand } from './bench.ts'
 
 process.setSourceMapsEnabled(true)
 
@@ -60,6 +61,7 @@ program
   .option('--no-rest-server', 'do not start the REST listener')
   .option('--max-msg-mb <n>', 'largest request body or gRPC message in MiB (1..512)', '100')
   .option('--rest-always-200', 'answer REST errors with HTTP 200 like MindSpore Serving (default: 4xx/5xx)')
+  .option('--default-llm <name>', 'LLM servable for routes that name no model (TGI /generate, OpenAI without model)')
   .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, max_msg_mb, servables.<name>.version(s)')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {
@@ -83,6 +85,7 @@ program
         rest: o.restServer === false || restText === null ? null : parseHostPort('--rest', restText),
         maxMsgMb,
         restAlways200: Boolean(o.restAlways200),
+        ...(o.defaultLlm ? { defaultLlm: String(o.defaultLlm) } : {}),
         versions,
       })
       let closing = false
@@ -123,4 +126,5 @@ program
     }
   })
 
+registerBenchCommand(program)
 program.parseAsync(process.argv).catch(fail)

@@ -6,7 +6,7 @@
 import { build, type Message } from 'esbuild'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { basename, dirname, isAbsolute, join, relative } from 'node:path'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { createHash } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -22,7 +22,8 @@ function apiModulePath(): string {
 }
 
 function formatMessage(m: Message): string {
-  const loc = m.location ? `${m.location.file}:${m.location.line}:${m.location.column + 1}: ` : ''
+  // esbuild reports paths relative to its working dir; show them the way validation errors do.
+  const loc = m.location ? `${relativeSite(resolve(m.location.file))}:${m.location.line}:${m.location.column + 1}: ` : ''
   const text = m.location?.lineText ? `\n    ${m.location.lineText}` : ''
   return `${loc}${m.text}${text}`
 }
@@ -40,6 +41,9 @@ export async function compileServableConfig(configFile: string): Promise<Compile
       entryPoints: [configFile],
       bundle: true,
       write: false,
+      // Source map paths are written relative to outdir: it must be where the compiled file lands,
+      // or stack sites (file:line in config errors) resolve to a path that does not exist.
+      outdir: outDir,
       format: 'esm',
       platform: 'node',
       target: 'node20',

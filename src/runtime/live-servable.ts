@@ -85,7 +85,6 @@ export class LiveServable {
       if (r.state !== 'ready' || r.inflightGroups >= MAX_INFLIGHT_GROUPS) continue
       if (!best || r.inflightInstances < best.inflightInstances) best = r
     }
-    if (best) this.rr = (this.replicas.indexOf(best) + 1) % n
     return best
   }
 
@@ -107,6 +106,8 @@ export class LiveServable {
   }
 
   private dispatch(replica: Replica, method: string, items: QueuedItem<Job>[]): void {
+    // Rotate only when a batch really goes out: pump() also picks a replica before finding the queue empty.
+    this.rr = (this.replicas.indexOf(replica) + 1) % this.replicas.length
     const st = this.methodStats.get(method)!
     const now = performance.now()
     st.batches++

@@ -12,6 +12,8 @@ export interface PredictCall { name: string; method: string; version: number; in
 export class ServableRegistry {
   private byName = new Map<string, Map<number, LiveServable>>()
   private llmCache = new WeakMap<LiveServable, LlmDispatcher>()
+  /** The LLM servable that routes without a model name (TGI /generate, OpenAI without `model`) use. */
+  defaultLlm: string | undefined
 
   add(s: LiveServable): void {
     let m = this.byName.get(s.name)
@@ -44,9 +46,10 @@ export class ServableRegistry {
     return best ?? [...m.values()].sort((a, b) => b.version - a.version)[0]
   }
 
-  /** The LLM servable `name` (newest version), or the first LLM servable when no name is given. */
+  /** The LLM servable `name` (newest version); without a name, `defaultLlm` or the first LLM servable by name. */
   llm(name?: string): LlmDispatcher | undefined {
-    const s = name ? this.get(name, 0) : this.all().filter((x) => x.servable.llm).sort((a, b) => b.version - a.version)[0]
+    const pick = name ?? this.defaultLlm
+    const s = pick ? this.get(pick, 0) : this.all().find((x) => x.servable.llm)
     if (!s || !s.servable.llm) return undefined
     let d = this.llmCache.get(s)
     if (!d) this.llmCache.set(s, (d = new LlmDispatcher(s)))
@@ -68,7 +71,8 @@ export class ServableRegistry {
     const s = this.get(call.name, call.version)
     if (!s || !s.ready) {
       const v = call.version !== 0 ? `  version(${call.version}) ` : ' '
-      throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method})${v}, servable is not available`)
+      // MindSpore's text either way; the code tells "no such servable" (404) from "replicas restarting" (503).
+      throw new ServeError(s ? 'SERVABLE_NOT_READY' : 'SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method})${v}, servable is not available`)
     }
     const method = s.method(call.method)
     if (!method) throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method}) , method is not available`)

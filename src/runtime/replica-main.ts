@@ -5,7 +5,7 @@
  * malloc tuning env (see replica-pool.ts) only applies to a freshly started process.
  */
 import * as ort from 'onnxruntime-node'
-import { importCompiled } from '../config/compile.ts'
+import { importCompiled, relativeSite } from '../config/compile.ts'
 import { toServeError, ServeError } from '../errors.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import { ModelRunner } from './model-runner.ts'
@@ -42,7 +42,7 @@ async function init(servable: ValidServable, device: DevicePlan): Promise<void> 
         extra: { session: m.session.extra } as never,
       })
     } catch (e) {
-      throw new ServeError('CONFIG_INVALID', `${m.site || servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
+      throw new ServeError('CONFIG_INVALID', `${m.site ? relativeSite(m.site) : servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
     }
     runners.push(new ModelRunner(ort, session, m))
   }

@@ -42,13 +42,17 @@ export async function startServer(dir: string, extra: string[] = [], timeoutMs =
 }
 
 /** Runs the CLI to completion and returns exit code and output. */
-export async function runCli(args: string[], cwd = ROOT): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function runCli(args: string[], cwd = ROOT, timeoutMs = 60_000): Promise<{ code: number; stdout: string; stderr: string }> {
   const proc = spawn(process.execPath, [BIN, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] })
   let stdout = ''
   let stderr = ''
   proc.stdout!.on('data', (d) => { stdout += d })
   proc.stderr!.on('data', (d) => { stderr += d })
-  const [code] = await once(proc, 'exit')
+  // A CLI that should have exited but did not (e.g. a server that started) must not outlive the test.
+  const t = setTimeout(() => proc.kill('SIGKILL'), timeoutMs)
+  const [code, signal] = await once(proc, 'exit')
+  clearTimeout(t)
+  if (signal) throw new Error(`ms-serve ${args.join(' ')} did not exit within ${timeoutMs} ms (killed):\n${stdout}${stderr}`)
   return { code: code as number, stdout, stderr }
 }
 
@@ -63,10 +67,21 @@ export function copyInto(src: string, dest: string): void {
   cpSync(src, dest, { recursive: true })
 }
 
-export async function postJson(url: string, body: unknown, method = 'POST'): Promise<{ status: number; json: any; text: string }> {
+export async function postJson(url: string, body: unknown, method = 'POST'): Promise<{ status: number; json: any; text: string; contentType: string | null }> {
   const res = await fetch(url, { method, body: typeof body === 'string' ? body : JSON.stringify(body), headers: { 'content-type': 'application/json' } })
   const text = await res.text()
   let json: any
   try { json = JSON.parse(text) } catch { json = undefined }
-  return { status: res.status, json, text }
+  return { status: res.status, json, text, contentType: res.headers.get('content-type') }
+}
+
+/** Starts several servers at once; if any fails, stops the others before rethrowing (no leaked processes). */
+export async function startServers(specs: Array<[dir: string, extra?: string[]]>): Promise<StartedServer[]> {
+  const settled = await Promise.allSettled(specs.map(([dir, extra]) => startServer(dir, extra)))
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected')
+  if (failed) {
+    await Promise.all(settled.map((s) => (s.status === 'fulfilled' ? s.value.stop() : undefined)))
+    throw failed.reason
+  }
+  return settled.map((s) => (s as PromiseFulfilledResult<StartedServer>).value)
 }

@@ -58,7 +58,7 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
       const r = call.request
       const llm = r.servable ? registry.llm(r.servable) : registry.llm()
       if (!llm) {
-        call.destroy(Object.assign(new Error(), grpcError(new ServeError('SERVABLE_NOT_FOUND', r.servable ? `servable ${r.servable} is not an LLM servable that is running` : 'no LLM servable is loaded'))))
+        call.emit('error', Object.assign(new Error(), grpcError(new ServeError('SERVABLE_NOT_FOUND', r.servable ? `servable ${r.servable} is not an LLM servable that is running` : 'no LLM servable is loaded'))))
         return
       }
       const ac = new AbortController()
@@ -77,13 +77,13 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
               call.end()
               return
             } else {
-              call.destroy(Object.assign(new Error(ev.message), grpcError(new ServeError(ev.code, ev.message))))
+              call.emit('error', Object.assign(new Error(ev.message), grpcError(new ServeError(ev.code, ev.message))))
               return
             }
           }
           call.end()
         } catch (e) {
-          call.destroy(Object.assign(new Error(), grpcError(toServeError(e))))
+          call.emit('error', Object.assign(new Error(), grpcError(toServeError(e))))
         }
       })()
     },

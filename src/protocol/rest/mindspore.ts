@@ -31,5 +31,8 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
     const items = result.instances.map((r) => ('error' in r ? { error: r.error.message } : { outputs: r.outputs }))
     return reply.code(200).type('application/json').send(renderReply(items))
   }
-  app.route({ method: ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS'], url: '/model/*', handler })
+  const methods: Array<'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD' | 'OPTIONS'> = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
+  app.route({ method: methods, url: '/model/*', handler })
+  // MindSpore's URL parser is substring-based: `/version/1/model/add:add_common` is a valid address too.
+  app.route({ method: methods, url: '/version/*', handler })
 }

@@ -24,9 +24,10 @@ export function checkMsBodySize(byteLength: number, maxBytes: number = MS_DEFAUL
 }
 
 /**
- * Marks which numbers were written as floats (`1.0`, `1e3`) by parseJsonBody. On an array it is
+ * Marks numbers that parseJsonBody read as floats (`2.0`, `1e3`). A number is a float iff it is
+ * marked or not an integer, so marks are needed only for integral floats. On an array the mark is
  * `true` (every number is a float) or an array of 0/1 per index; on an object, a Set of keys.
- * Unmarked numbers are integers. Plain JSON.parse output has no marks (see isFloatAt).
+ * Plain JSON.parse output has no marks: integral values then read as ints (see isFloatAt).
  */
 export const JSON_FLOAT_KINDS: unique symbol = Symbol('ms-serve.jsonFloatKinds')
 type FloatMark = true | number[] | Set<string> | undefined
@@ -56,8 +57,10 @@ class JsonReader {
   private depth = 0
   // Index of the next backslash at or after the current string; caching it keeps string scanning O(n).
   private nextBackslash = -1
+  private nextOpen = -1
+  private nextClose = -1
   /** Kind of the number most recently returned by value(). */
-  numIsFloat = false
+  private numIsFloat = false
   constructor(private readonly s: string) {}
 
   document(): unknown {
@@ -137,14 +140,19 @@ class JsonReader {
   /**
    * Fast path for an array of numbers only: native JSON.parse converts the slice up to the first
    * `]` (converting digits in JS is ~3x slower). An integer token always yields an integral value,
-   * so a row without integral values is all floats and needs no text scan. Returns null, leaving
+   * so a row without integral values is all floats and needs neither a text scan nor a mark (a
+   * per-array property costs an allocation, noticeable on narrow rows). Returns null, leaving
    * pos untouched, whenever the general path must decide: non-number elements, malformed numbers
-   * (reported there), possible bigints, float overflow, or a row mixing ints and floats.
+   * (reported there), possible bigints or float overflow.
    */
   private numberRow(bracket: number): unknown[] | null {
     const s = this.s
-    const end = s.indexOf(']', this.pos)
-    if (end < 0) return null
+    // Cached, monotonic positions: each JSON.parse attempt covers text no other attempt covers
+    // (no `[` before the `]`), so failed attempts cost O(n) in total, never O(n * depth).
+    if (this.nextClose < this.pos) { const i = s.indexOf(']', this.pos); this.nextClose = i < 0 ? Infinity : i }
+    if (this.nextOpen < this.pos) { const i = s.indexOf('[', this.pos); this.nextOpen = i < 0 ? Infinity : i }
+    const end = this.nextClose
+    if (end === Infinity || this.nextOpen < end) return null
     let arr: unknown[]
     try {
       arr = JSON.parse(s.slice(bracket, end + 1)) as unknown[]
@@ -160,25 +168,31 @@ class JsonReader {
     }
     if (integral === arr.length && !FLOAT_CHAR_RE.test(s.slice(this.pos, end))) {
       for (let i = 0; i < arr.length; i++) { const v = arr[i] as number; if (v >= TWO_53 || v <= -TWO_53) return null }
-    } else if (integral === 0 || this.allFloatTokens(end)) {
-      (arr as unknown as Record<symbol, FloatMark>)[JSON_FLOAT_KINDS] = true
-    } else return null
+    } else if (integral > 0) {
+      const kinds = this.tokenKinds(end, arr.length)
+      if (kinds !== true) for (let i = 0; i < arr.length; i++) { const v = arr[i] as number; if (kinds[i] === 0 && (v >= TWO_53 || v <= -TWO_53)) return null }
+      ;(arr as unknown as Record<symbol, FloatMark>)[JSON_FLOAT_KINDS] = kinds
+    }
     this.pos = end + 1
     return arr
   }
 
-  /** Whether every number token between pos and `end` has a `.`, `e` or `E` (tokens are short: a char loop beats indexOf). */
-  private allFloatTokens(end: number): boolean {
+  /** Per-token kinds (1 = has `.`/`e`/`E`) of the `count` number tokens from pos to `end`, or true if all are floats. */
+  private tokenKinds(end: number, count: number): true | number[] {
     const s = this.s
-    let tokenFloat = false
+    const kinds = new Array<number>(count)
+    let i = 0
+    let tokenFloat = 0
+    let floats = 0
+    // Tokens are short, so a char loop beats indexOf here.
     for (let p = this.pos; p < end; p++) {
       const c = s.charCodeAt(p)
-      if (c === 44) {
-        if (!tokenFloat) return false
-        tokenFloat = false
-      } else if (c === 46 || c === 101 || c === 69) tokenFloat = true
+      if (c === 44) { kinds[i++] = tokenFloat; floats += tokenFloat; tokenFloat = 0 }
+      else if (c === 46 || c === 101 || c === 69) tokenFloat = 1
     }
-    return tokenFloat
+    kinds[i] = tokenFloat
+    floats += tokenFloat
+    return floats === count ? true : kinds
   }
 
   private object(): Record<string, unknown> {
@@ -199,7 +213,7 @@ class JsonReader {
       this.ws()
       const v = this.value()
       setOwn(obj, key, v) // duplicate keys: last one wins, as in nlohmann
-      if (typeof v === 'number' && this.numIsFloat) (floatKeys ??= new Set()).add(key)
+      if (typeof v === 'number' && this.numIsFloat && Number.isInteger(v)) (floatKeys ??= new Set()).add(key)
       else if (floatKeys !== null) floatKeys.delete(key)
       this.ws()
       const c = s.charCodeAt(this.pos)
@@ -333,7 +347,11 @@ class JsonReader {
 
   private hex4(tokenStart: number, at: number): number {
     const h = this.s.slice(at, at + 4)
-    if (!/^[0-9a-fA-F]{4}$/.test(h)) this.lexError('value', "invalid string: '\\u' must be followed by 4 hex digits", tokenStart - 1, at + Math.min(h.length, 3))
+    if (!/^[0-9a-fA-F]{4}$/.test(h)) {
+      let j = 0
+      while (j < h.length && /[0-9a-fA-F]/.test(h[j]!)) j++
+      this.lexError('value', "invalid string: '\\u' must be followed by 4 hex digits", tokenStart - 1, at + j)
+    }
     return parseInt(h, 16)
   }
 
@@ -393,7 +411,7 @@ function isFloatAt(container: object, k: number | string, v: number): boolean {
     if (Array.isArray(mark)) { if (mark[k as number] === 1) return true }
     else if ((mark as Set<string>).has(k as string)) return true
   }
-  // Unmarked input (e.g. from JSON.parse): only non-integral values are recognisably floats.
+  // Non-integral values are floats marked or not; parseJsonBody marks only integral floats.
   return !Number.isInteger(v)
 }
 
@@ -648,11 +666,11 @@ function fillArray(node: unknown, depth: number, shape: number[], sub: number[],
 }
 
 function fillFloats(row: unknown[], out: Float32Array | null, offset: number): void {
-  const allFloat = (row as unknown as Record<symbol, FloatMark>)[JSON_FLOAT_KINDS] === true
+  const mark = (row as unknown as Record<symbol, FloatMark>)[JSON_FLOAT_KINDS]
   for (let k = 0; k < row.length; k++) {
     const v: unknown = row[k]
     if (typeof v !== 'number') leafMismatch(v)
-    if (!allFloat && !isFloatAt(row, k, v)) bad(NOT_EQUAL)
+    if (mark !== true && Number.isInteger(v) && !(mark !== undefined && (mark as number[])[k] === 1)) bad(NOT_EQUAL)
     if (out !== null) out[offset + k] = v
   }
 }

@@ -24,7 +24,7 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
       ? new ServeError('PAYLOAD_TOO_LARGE', `http message is bigger than ${bodyLimit}`)
       : toServeError(err)
     const status = opts.always200 ? 200 : ERROR_CODES[e.code].http
-    if (req.url.startsWith('/model')) void reply.code(status).type('application/json').send(JSON.stringify({ error_msg: e.message }))
+    if (req.url.startsWith('/model') || req.url.startsWith('/version')) void reply.code(status).type('application/json').send(JSON.stringify({ error_msg: e.message }))
     else void reply.code(status).send({ error: e.message, error_type: e.code.toLowerCase() })
   })
 

@@ -1,0 +1,112 @@
+/**
+ * Trivial model over REST and gRPC against the protocol ceiling, all in one run:
+ *   echo     bare fastify JSON echo and bare grpc-js Predict echo (bench/echo-servers.ts)
+ *   ms-serve the add servable (add_common: one ONNX Add per batch in a replica process)
+ * each at concurrency 1 and 16 with the same load generator (`ms-serve bench`, its own process),
+ * plus a wrk cross-check of the REST numbers when wrk is installed.
+ *
+ *   node scripts/build.mjs && node --import tsx bench/add.ts [--duration 10s] [--concurrency 1,16] [--reps 1] [--profile 0|1]
+ *
+ * Before each measurement it waits until the machine is >= --quiet-idle % idle (other work shares the cores).
+ * --profile 1 starts ms-serve's main process with --cpu-prof; profiles land in bench/results/prof-add/
+ * (summarise with bench/cpuprofile-top.ts). Replica processes are not profiled.
+ */
+import { execFileSync, spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { mkdirSync } from 'node:fs'
+import { startServer } from '../src/bench/spawn-server.ts'
+import type { BenchReport } from '../src/bench/types.ts'
+import { BIN, build, flags, fmt, level, pct, RESULTS, ROOT, runBenchCli, runWrk, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
+
+const f = flags({ duration: '10s', warmup: '2s', concurrency: '1,16', reps: '1', profile: '0', 'wrk-seconds': '8', 'quiet-idle': '90', floors: '1' })
+const levels = f.concurrency.split(',').map((c) => `c=${c}`)
+build()
+
+const servables = tempDir('ms-serve-bench-add-')
+execFileSync(process.execPath, [BIN, 'init', 'add', '--dir', servables.dir], { stdio: 'ignore' })
+
+const echo = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+const echoAddr = await new Promise<{ rest: string; grpc: string; restProcessHop: string; restWorkerHop: string; pid: number }>((resolve, reject) => {
+  let out = ''
+  echo.stdout!.on('data', (d) => { out += d; const line = out.split('\n').find((l) => l.startsWith('{')); if (line) resolve(JSON.parse(line)) })
+  echo.once('exit', (c) => reject(new Error(`echo servers exited with ${c}`)))
+})
+
+const profDir = join(RESULTS, 'prof-add')
+if (f.profile === '1') mkdirSync(profDir, { recursive: true })
+const server = await startServer(servables.dir, { nodeArgs: f.profile === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] })
+
+/** Each measurement waits for a quiet machine first (--quiet-idle 0 to skip). */
+async function bench(args: string[]): Promise<BenchReport> {
+  if (Number(f['quiet-idle']) > 0) await waitQuiet(Number(f['quiet-idle']))
+  return runBenchCli(args)
+}
+const common = ['--servable', 'add', '--method', 'add_common', '--concurrency', f.concurrency, '--duration', f.duration, '--warmup', f.warmup]
+const runs: Record<string, BenchReport[]> = { 'rest-echo': [], 'rest-ms-serve': [], 'grpc-echo': [], 'grpc-ms-serve': [], 'rest-process-hop': [], 'rest-worker-hop': [] }
+const wrk: Record<string, { reqPerSec: number; latency: string }> = {}
+try {
+  for (let rep = 0; rep < Number(f.reps); rep++) {
+    process.stderr.write(`rep ${rep + 1}: REST echo\n`)
+    runs['rest-echo']!.push(await bench([...common, '--url', `http://${echoAddr.rest}`, '--server-pid', String(echoAddr.pid)]))
+    process.stderr.write(`rep ${rep + 1}: REST ms-serve\n`)
+    runs['rest-ms-serve']!.push(await bench([...common, '--url', server.restOrigin, '--server-pid', String(server.pid)]))
+    process.stderr.write(`rep ${rep + 1}: gRPC echo\n`)
+    runs['grpc-echo']!.push(await bench([...common, '--grpc', echoAddr.grpc, '--server-pid', String(echoAddr.pid)]))
+    process.stderr.write(`rep ${rep + 1}: gRPC ms-serve\n`)
+    runs['grpc-ms-serve']!.push(await bench([...common, '--grpc', server.grpcAddress, '--url', server.restOrigin, '--server-pid', String(server.pid)]))
+    if (f.floors === '1') {
+      process.stderr.write(`rep ${rep + 1}: REST echo behind a process hop, behind a worker hop\n`)
+      runs['rest-process-hop']!.push(await bench([...common, '--url', `http://${echoAddr.restProcessHop}`, '--server-pid', String(echoAddr.pid)]))
+      runs['rest-worker-hop']!.push(await bench([...common, '--url', `http://${echoAddr.restWorkerHop}`, '--server-pid', String(echoAddr.pid)]))
+    }
+  }
+  if (wrkPath()) {
+    const body = '{"instances":[{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[5.0,6.0],[7.0,8.0]]}]}'
+    for (const c of f.concurrency.split(',').map(Number)) {
+      process.stderr.write(`wrk -t1 -c${c}: echo, ms-serve\n`)
+      if (Number(f['quiet-idle']) > 0) await waitQuiet(Number(f['quiet-idle']))
+      wrk[`rest-echo c=${c}`] = runWrk(`http://${echoAddr.rest}/model/add:add_common`, body, c, Number(f['wrk-seconds']))
+      wrk[`rest-ms-serve c=${c}`] = runWrk(`${server.restOrigin}/model/add:add_common`, body, c, Number(f['wrk-seconds']))
+    }
+  } else {
+    process.stderr.write('wrk is not installed: no independent cross-check (apt-get install -y wrk)\n')
+  }
+} finally {
+  await server.stop()
+  echo.kill('SIGTERM')
+  servables.remove()
+}
+
+/** Median over reps of a level's req/s (the report of that rep is kept for latencies). */
+function pick(key: string, label: string) {
+  const list = runs[key]!.map((r) => level(r, label)).sort((a, b) => a.reqPerSec - b.reqPerSec)
+  return list[Math.floor(list.length / 2)]!
+}
+const rows: Array<Record<string, string | number>> = []
+const lines = ['| protocol | c | echo req/s | ms-serve req/s | ms-serve / echo | ms-serve p50 ms | p99 ms | echo p50 ms | p99 ms | avg batch |', '|---|---|---|---|---|---|---|---|---|---|']
+for (const proto of ['rest', 'grpc']) {
+  for (const label of levels) {
+    const e = pick(`${proto}-echo`, label)
+    const m = pick(`${proto}-ms-serve`, label)
+    const ratio = m.reqPerSec / e.reqPerSec
+    rows.push({ protocol: proto, level: label, echoReqPerSec: e.reqPerSec, msServeReqPerSec: m.reqPerSec, ratio, msServeP50: m.latencyMs.p50, msServeP99: m.latencyMs.p99, echoP50: e.latencyMs.p50, echoP99: e.latencyMs.p99, avgBatch: m.server?.avgBatchSize ?? 0 })
+    lines.push(`| ${proto === 'rest' ? 'REST' : 'gRPC'} | ${label.slice(2)} | ${fmt(e.reqPerSec)} | ${fmt(m.reqPerSec)} | **${pct(ratio)}** | ${m.latencyMs.p50.toFixed(2)} | ${m.latencyMs.p99.toFixed(2)} | ${e.latencyMs.p50.toFixed(2)} | ${e.latencyMs.p99.toFixed(2)} | ${(m.server?.avgBatchSize ?? 0).toFixed(1)} |`)
+  }
+}
+if (f.floors === '1') {
+  lines.push('', '| REST, c | echo | echo + process hop | echo + worker hop | ms-serve | ms-serve / process-hop echo |', '|---|---|---|---|---|---|')
+  for (const label of levels) {
+    const e = pick('rest-echo', label).reqPerSec
+    const p = pick('rest-process-hop', label).reqPerSec
+    const w = pick('rest-worker-hop', label).reqPerSec
+    const m = pick('rest-ms-serve', label).reqPerSec
+    rows.push({ protocol: 'rest-floors', level: label, echoReqPerSec: e, processHopReqPerSec: p, workerHopReqPerSec: w, msServeReqPerSec: m, ratioToProcessHop: m / p })
+    lines.push(`| ${label.slice(2)} | ${fmt(e)} | ${fmt(p)} (${pct(p / e)}) | ${fmt(w)} (${pct(w / e)}) | ${fmt(m)} (${pct(m / e)}) | **${pct(m / p)}** |`)
+  }
+}
+if (Object.keys(wrk).length) {
+  lines.push('', '| wrk -t1 (POST, keep-alive) | req/s | latency |', '|---|---|---|')
+  for (const [k, v] of Object.entries(wrk)) lines.push(`| ${k} | ${fmt(v.reqPerSec)} | ${v.latency} |`)
+}
+const file = writeResult('add', { args: f, rows, wrk, reports: runs })
+process.stdout.write(lines.join('\n') + `\n\nGoal: ms-serve >= 70% of the echo over REST and gRPC.\nwrote ${file}\n`)

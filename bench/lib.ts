@@ -1,0 +1,116 @@
+/**
+ * Helpers shared by the bench/ scripts: build once, run `ms-serve bench` as its own process (the
+ * load generator never shares an event loop with a server), collect its JSON report, and write
+ * results under bench/results/ (gitignored).
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { BenchReport, LevelResult } from '../src/bench/types.ts'
+import { machineInfo } from '../src/bench/run.ts'
+
+export const ROOT = join(fileURLToPath(import.meta.url), '..', '..')
+export const BIN = join(ROOT, 'bin', 'ms-serve.js')
+export const RESULTS = join(ROOT, 'bench', 'results')
+
+export function build(): void {
+  execFileSync(process.execPath, [join(ROOT, 'scripts', 'build.mjs'), '--quiet'], { stdio: 'inherit' })
+}
+
+export function tempDir(prefix: string): { dir: string; remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) }
+}
+
+/** Runs `ms-serve bench ARGS --json tmp` and returns its report; stderr (progress) passes through. */
+export async function runBenchCli(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<BenchReport> {
+  const { dir, remove } = tempDir('ms-serve-bench-')
+  const json = join(dir, 'report.json')
+  try {
+    const proc = spawn(process.execPath, [BIN, 'bench', ...args, '--json', json, '--no-progress'], { stdio: ['ignore', 'pipe', 'inherit'], env })
+    let out = ''
+    proc.stdout!.on('data', (d) => { out += d })
+    const code = await new Promise<number>((r) => proc.on('exit', (c) => r(c ?? 1)))
+    if (code !== 0) throw new Error(`ms-serve bench ${args.join(' ')} exited with ${code}:\n${out}`)
+    process.stderr.write(out.split('\n').filter((l) => /^(level|c=|rate=|-----)/.test(l)).map((l) => `    ${l}`).join('\n') + '\n')
+    return JSON.parse(readFileSync(json, 'utf8')) as BenchReport
+  } finally {
+    remove()
+  }
+}
+
+/** Parses `--name value` flags with defaults. */
+export function flags<T extends Record<string, string>>(defaults: T): T {
+  const out: Record<string, string> = { ...defaults }
+  const argv = process.argv.slice(2)
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([\w-]+)$/.exec(argv[i]!)
+    if (!m || !(m[1]! in defaults)) throw new Error(`unknown flag ${argv[i]}; flags: ${Object.keys(defaults).map((k) => `--${k} (${defaults[k]})`).join(', ')}`)
+    out[m[1]!] = argv[++i] ?? ''
+  }
+  return out as T
+}
+
+export function level(r: BenchReport, label: string): LevelResult {
+  const l = r.levels.find((x) => x.label === label)
+  if (!l) throw new Error(`no level ${label} in report`)
+  return l
+}
+
+/** `wrk` when installed (an independent C client for cross-checks), else null. */
+export function wrkPath(): string | null {
+  const r = spawnSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : null
+}
+
+/** wrk POST of `body` at `connections` for `seconds`; returns req/s and its latency line. */
+export function runWrk(url: string, body: string, connections: number, seconds: number): { reqPerSec: number; latency: string } {
+  const { dir, remove } = tempDir('ms-serve-wrk-')
+  try {
+    const lua = join(dir, 'post.lua')
+    writeFileSync(lua, `wrk.method = "POST"\nwrk.body = ${JSON.stringify(body)}\nwrk.headers["Content-Type"] = "application/json"\n`)
+    const r = spawnSync('wrk', ['-t1', `-c${connections}`, `-d${seconds}s`, '--latency', '-s', lua, url], { encoding: 'utf8' })
+    const rps = /Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]
+    const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(r.stdout)?.[1]
+    if (!rps || non2xx) throw new Error(`wrk failed: ${r.stdout}\n${r.stderr}`)
+    const lat = /Latency Distribution[\s\S]*?50%\s+(\S+)[\s\S]*?99%\s+(\S+)/.exec(r.stdout)
+    return { reqPerSec: Number(rps), latency: lat ? `p50 ${lat[1]}, p99 ${lat[2]}` : '' }
+  } finally {
+    remove()
+  }
+}
+
+/**
+ * Waits until the machine is quiet (other sessions' tests and benchmarks share these cores):
+ * at least `idlePct` of CPU idle over 2 s samples, up to `timeoutMs`. Returns the idle share seen.
+ */
+export async function waitQuiet(idlePct = 90, timeoutMs = 600_000): Promise<number> {
+  const sample = () => readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+  const deadline = Date.now() + timeoutMs
+  let said = false
+  for (;;) {
+    const a = sample()
+    await new Promise((r) => setTimeout(r, 2000))
+    const b = sample()
+    const d = b.map((x, i) => x - (a[i] ?? 0))
+    const total = d.slice(0, 8).reduce((x, y) => x + y, 0)
+    const idle = total ? ((d[3]! + d[4]!) / total) * 100 : 100
+    if (idle >= idlePct || Date.now() > deadline) {
+      if (idle < idlePct) process.stderr.write(`machine still busy (${idle.toFixed(0)}% idle); measuring anyway\n`)
+      return idle
+    }
+    if (!said) { process.stderr.write(`waiting for a quiet machine (${idle.toFixed(0)}% idle, want ${idlePct}%) ...\n`); said = true }
+  }
+}
+
+export function writeResult(name: string, data: unknown): string {
+  mkdirSync(RESULTS, { recursive: true })
+  const file = join(RESULTS, `${name}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+  writeFileSync(file, JSON.stringify({ machine: machineInfo(), ...(data as object) }, null, 2) + '\n')
+  return file
+}
+
+export const fmt = (x: number, digits = 0) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
+export const pct = (x: number) => `${(x * 100).toFixed(0)}%`

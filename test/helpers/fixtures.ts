@@ -1,0 +1,84 @@
+/**
+ * Builds servable directories for integration tests: servable_config.ts files come from
+ * templates/ or test/fixtures/servables/, model files are generated here with src/models builders
+ * (no .onnx file is committed).
+ */
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { buildAddModel, buildImageCnn, OnnxGraphBuilder, type Dim } from '../../src/models/index.ts'
+import { ROOT } from './server.ts'
+
+export const FIXTURES = join(ROOT, 'test', 'fixtures', 'servables')
+
+/** y = x1 <op> x2 over float32 with the given shape (a fixed first dim makes a fixed-batch model). */
+export function binaryModel(op: 'Add' | 'Mul', shape: Dim[]): Uint8Array {
+  const g = new OnnxGraphBuilder(`test_${op.toLowerCase()}`, `test fixture: y = x1 ${op} x2`)
+  g.input('x1', 'float32', shape)
+  g.input('x2', 'float32', shape)
+  g.op(op, ['x1', 'x2'], {}, 'y')
+  g.output('y', 'float32', shape)
+  return g.encode()
+}
+
+/** Writes DIR/<name>/servable_config.ts from `configFile` and each version's model files. */
+export function writeServable(dir: string, name: string, configFile: string, versions: Record<number, Record<string, Uint8Array>>): string {
+  const sdir = join(dir, name)
+  mkdirSync(sdir, { recursive: true })
+  copyFileSync(configFile, join(sdir, 'servable_config.ts'))
+  for (const [v, files] of Object.entries(versions)) {
+    mkdirSync(join(sdir, v), { recursive: true })
+    for (const [f, data] of Object.entries(files)) writeFileSync(join(sdir, v, f), data)
+  }
+  return sdir
+}
+
+/** The `add` template (add_common, add_cast) as `name`. */
+export const addServable = (dir: string, name = 'add') =>
+  writeServable(dir, name, join(ROOT, 'templates', 'add', 'servable_config.ts'), { 1: { 'add.onnx': buildAddModel({ batchDim: true }) } })
+
+/** The `image` template (classify). */
+export const imageServable = (dir: string) =>
+  writeServable(dir, 'image', join(ROOT, 'templates', 'image', 'servable_config.ts'), { 1: { 'image_cnn.onnx': buildImageCnn() } })
+
+const fixture = (name: string) => join(FIXTURES, name, 'servable_config.ts')
+const ADD = () => buildAddModel({ batchDim: true })
+
+/** Fixture servables by name, each with its generated models. */
+export const FIXTURE_SERVABLES: Record<string, (dir: string) => string> = {
+  batching: (dir) => writeServable(dir, 'batching', fixture('batching'), { 1: { 'add.onnx': ADD() } }),
+  single: (dir) => writeServable(dir, 'single', fixture('single'), { 1: { 'add.onnx': ADD() } }),
+  fixed4: (dir) => writeServable(dir, 'fixed4', fixture('fixed4'), { 1: { 'add4.onnx': binaryModel('Add', [4, 2, 2]) } }),
+  add_nobatch: (dir) => writeServable(dir, 'add_nobatch', fixture('add_nobatch'), { 1: { 'add_nobatch.onnx': buildAddModel({ batchDim: false }) } }),
+  errors: (dir) => writeServable(dir, 'errors', fixture('errors'), { 1: { 'add.onnx': ADD() } }),
+  slow: (dir) => writeServable(dir, 'slow', fixture('slow'), { 1: { 'add.onnx': ADD() } }),
+  // Version 1 adds, version 2 multiplies.
+  addv: (dir) => writeServable(dir, 'addv', fixture('addv'), { 1: { 'model.onnx': ADD() }, 2: { 'model.onnx': binaryModel('Mul', ['batch', 2, 2]) } }),
+}
+
+/** Float32 2x2 instance helpers. */
+export const X1 = [[1.0, 2.0], [3.0, 4.0]]
+export const X2 = [[5.0, 6.0], [7.0, 8.0]]
+
+/** Compares nested number arrays within float32 precision. */
+export function assertClose(actual: unknown, expected: unknown, eps = 1e-5, path = '$'): void {
+  if (typeof expected === 'number') {
+    if (typeof actual !== 'number' || Math.abs(actual - expected) > eps * Math.max(1, Math.abs(expected))) {
+      throw new Error(`${path}: expected ${expected}, got ${JSON.stringify(actual)}`)
+    }
+    return
+  }
+  if (Array.isArray(expected)) {
+    if (!Array.isArray(actual) || actual.length !== expected.length) throw new Error(`${path}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`)
+    expected.forEach((e, i) => assertClose(actual[i], e, eps, `${path}[${i}]`))
+    return
+  }
+  if (JSON.stringify(actual) !== JSON.stringify(expected)) throw new Error(`${path}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`)
+}
+
+/** JSON text where every number is written as a float (`1.0`): MindSpore REST types 1 as int32. */
+export function floatJson(v: unknown): string {
+  if (typeof v === 'number') return Number.isInteger(v) ? `${v}.0` : String(v)
+  if (Array.isArray(v)) return `[${v.map(floatJson).join(',')}]`
+  if (v && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}:${floatJson(x)}`).join(',')}}`
+  return JSON.stringify(v)
+}

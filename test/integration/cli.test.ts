@@ -1,0 +1,184 @@
+// The real `ms-serve` CLI: `init` templates (create, re-run, refuse, --force), `start` failures that
+// must exit 2 with a message naming the file, line and fix, and --help listing every flag.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { once } from 'node:events'
+import { ROOT, runCli, tempServables } from '../helpers/server.ts'
+import { addServable, writeServable } from '../helpers/fixtures.ts'
+import { buildAddModel } from '../../src/models/index.ts'
+
+const TEMPLATE_ADD = readFileSync(join(ROOT, 'templates', 'add', 'servable_config.ts'), 'utf8')
+
+test('init add creates the servable, prints the next command; re-running is a no-op', async (t) => {
+  const cwd = tempServables(t)
+  const r = await runCli(['init', 'add'], cwd)
+  assert.equal(r.code, 0, r.stderr)
+  assert.equal(readFileSync(join(cwd, 'servables', 'add', 'servable_config.ts'), 'utf8'), TEMPLATE_ADD)
+  assert.deepEqual(readFileSync(join(cwd, 'servables', 'add', '1', 'add.onnx')), Buffer.from(buildAddModel({ batchDim: true })))
+  assert.match(r.stdout, /^created servables\/add \(servable_config\.ts, 1\/add\.onnx\)$/m)
+  assert.match(r.stdout, /^next: npx ms-serve start \.\/servables --devices 0$/m)
+  assert.match(r.stdout, /^then: curl -X POST .*http:\/\/127\.0\.0\.1:1500\/model\/add:add_common$/m)
+
+  const again = await runCli(['init', 'add'], cwd)
+  assert.equal(again.code, 0, again.stderr)
+  assert.match(again.stdout, /^servables\/add already matches template "add"; nothing to do$/m)
+  assert.match(again.stdout, /^next: npx ms-serve start \.\/servables --devices 0$/m)
+})
+
+test('init fills in a missing model file of an unchanged servable', async (t) => {
+  const cwd = tempServables(t)
+  assert.equal((await runCli(['init', 'add', 'calc', '--dir', 'models'], cwd)).code, 0)
+  const onnx = join(cwd, 'models', 'calc', '1', 'add.onnx')
+  writeFileSync(onnx, '')
+  const r = await runCli(['init', 'add', 'calc', '--dir', 'models'], cwd)
+  assert.equal(r.code, 2, 'a changed model file counts as a modification')
+  const { rmSync } = await import('node:fs')
+  rmSync(onnx)
+  const r2 = await runCli(['init', 'add', 'calc', '--dir', 'models'], cwd)
+  assert.equal(r2.code, 0, r2.stderr)
+  assert.match(r2.stdout, /created models\/calc \(1\/add\.onnx\)/)
+  assert.ok(existsSync(onnx))
+})
+
+test('init refuses to overwrite a modified servable without --force, and overwrites with it', async (t) => {
+  const cwd = tempServables(t)
+  assert.equal((await runCli(['init', 'add'], cwd)).code, 0)
+  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
+  const edited = TEMPLATE_ADD + '\n// my change\n'
+  writeFileSync(cfg, edited)
+  const r = await runCli(['init', 'add'], cwd)
+  assert.equal(r.code, 2)
+  assert.equal(r.stderr, 'ms-serve: servables/add already exists and differs from template "add" in: servable_config.ts. Use --force to overwrite, or pick another name: npx ms-serve init add <name>\n')
+  assert.equal(readFileSync(cfg, 'utf8'), edited, 'left untouched')
+  const f = await runCli(['init', 'add', '--force'], cwd)
+  assert.equal(f.code, 0, f.stderr)
+  assert.match(f.stdout, /^created servables\/add \(servable_config\.ts\)$/m)
+  assert.equal(readFileSync(cfg, 'utf8'), TEMPLATE_ADD)
+})
+
+test('init image and init --list', async (t) => {
+  const cwd = tempServables(t)
+  const r = await runCli(['init', 'image', '--dir', 'x'], cwd)
+  assert.equal(r.code, 0, r.stderr)
+  assert.ok(existsSync(join(cwd, 'x', 'image', '1', 'image_cnn.onnx')))
+  const list = await runCli(['init', '--list'], cwd)
+  assert.match(list.stdout, /^add\s+MindSpore's tensor_add example/m)
+  assert.match(list.stdout, /^image\s+image classifier/m)
+})
+
+test('init with an unknown template lists the available ones', async (t) => {
+  const cwd = tempServables(t)
+  const r = await runCli(['init', 'nope'], cwd)
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /^ms-serve: unknown template "nope"\. Available: add, image(, \w+)*\n$/)
+  assert.ok(!existsSync(join(cwd, 'servables')))
+})
+
+test('start on a missing dir exits 2 with the command to create one', async (t) => {
+  const cwd = tempServables(t)
+  const r = await runCli(['start', 'nowhere', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(r.code, 2)
+  assert.equal(r.stderr, 'ms-serve: servable directory nowhere does not exist. Create one with: npx ms-serve init add --dir nowhere\n')
+})
+
+test('start on a dir without servables exits 2', async (t) => {
+  const cwd = tempServables(t)
+  mkdirSync(join(cwd, 'empty'))
+  const r = await runCli(['start', 'empty', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /^ms-serve: no servable found in empty: expected empty\/<name>\/servable_config\.ts\. Create one with: npx ms-serve init add --dir empty\n$/)
+})
+
+test('start with a syntax error in servable_config.ts exits 2 naming file and line', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
+  writeFileSync(cfg, TEMPLATE_ADD.replace("s.declareModel({ file: 'add.onnx', withBatchDim: true, maxBatchSize: 32, maxWaitMs: 0 })", "s.declareModel({ file: 'add.onnx', withBatchDim: true,, })"))
+  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes(',,')) + 1
+  assert.ok(line > 0)
+  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(r.code, 2, r.stdout + r.stderr)
+  // The first line names the file as found; the esbuild location is relative to the working dir.
+  assert.match(r.stderr, new RegExp(`^ms-serve: ${cfg.replaceAll('.', '\\.')} does not compile:\\nservables/add/servable_config\\.ts:${line}:\\d+: Expected identifier but found ","\\n`))
+  assert.match(r.stderr, /Fix the TypeScript error above and start again\.\n$/)
+})
+
+test('start with a validation error exits 2 naming file:line and the fix', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
+  writeFileSync(cfg, TEMPLATE_ADD.replace('maxBatchSize: 32', 'maxBatchSize: 0'))
+  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes('maxBatchSize: 0')) + 1
+  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(r.code, 2)
+  assert.equal(r.stderr, `ms-serve: servables/add/servable_config.ts:${line}: maxBatchSize must be an integer >= 1 (got 0)\n`)
+})
+
+test('start with a missing model file exits 2 naming the file and the fix', async (t) => {
+  const cwd = tempServables(t)
+  writeServable(join(cwd, 'servables'), 'calc', join(ROOT, 'templates', 'add', 'servable_config.ts'), { 1: {} })
+  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(r.code, 2)
+  assert.match(r.stderr, /^ms-serve: servables\/calc\/servable_config\.ts:\d+: model file "add\.onnx" not found in \S+\/calc\/1\. Put the ONNX file there, or fix the file name\.\n$/)
+})
+
+test('start with a model stage whose args do not match the model inputs exits 2 naming the method and the fix', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
+  writeFileSync(cfg, TEMPLATE_ADD.replace('const y = s.addStage(add, [x1, x2])', 'const y = s.addStage(add, [x1])'))
+  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes('s.addStage(add, [x1])')) + 1
+  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(r.code, 2, r.stdout + r.stderr)
+  assert.match(r.stderr, new RegExp(`^ms-serve: servables/add/servable_config\\.ts:${line}: method "add_common" stage 1 \\(model add\\.onnx\\) passes 1 argument\\(s\\) but the model has 2 input\\(s\\): \\[x1, x2\\]\\. Pass one placeholder per model input, in order\\n$`))
+})
+
+test('start with bad flags exits 2 naming the flag', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const run = (...extra: string[]) => runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', ...extra], cwd)
+  const d = await run('--devices', '0,x')
+  assert.equal(d.code, 2)
+  assert.equal(d.stderr, 'ms-serve: --devices: "x" is not a device id; use non-negative integers, e.g. --devices 0,1\n')
+  const m = await run('--max-msg-mb', '0')
+  assert.equal(m.code, 2)
+  assert.equal(m.stderr, 'ms-serve: --max-msg-mb must be an integer in 1..512 (got 0)\n')
+  const g = await run('--grpc', 'nohost')
+  assert.equal(g.code, 2)
+  assert.equal(g.stderr, 'ms-serve: --grpc expects HOST:PORT, e.g. --grpc 127.0.0.1:5500 (got "nohost")\n')
+  const dt = await run('--device-type', 'tpu')
+  assert.notEqual(dt.code, 0)
+  assert.match(dt.stderr, /--device-type <type>' argument 'tpu' is invalid\. Allowed choices are cpu, cuda\./)
+  const c = await run('--device-type', 'cuda')
+  assert.equal(c.code, 2)
+  assert.match(c.stderr, /device type cuda was asked for, but this onnxruntime-node install has no CUDA execution provider/)
+})
+
+test('start exits 2 when the REST port is taken', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const holder = createServer()
+  holder.listen(0, '127.0.0.1')
+  await once(holder, 'listening')
+  t.after(() => holder.close())
+  const port = (holder.address() as { port: number }).port
+  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', `127.0.0.1:${port}`], cwd)
+  assert.equal(r.code, 2, r.stdout + r.stderr)
+  assert.match(r.stderr, new RegExp(`^ms-serve: cannot listen: .*127\\.0\\.0\\.1:${port}.*Another process holds the port; pick another with --grpc HOST:PORT / --rest HOST:PORT \\(port 0 = any free port\\)\\n$`))
+})
+
+test('--help lists every flag', async () => {
+  const start = await runCli(['start', '--help'])
+  assert.equal(start.code, 0)
+  for (const flag of ['--devices <ids>', '--device-type <type>', '--grpc <host:port>', '--rest <host:port>', '--no-grpc-server', '--no-rest-server', '--max-msg-mb <n>', '--rest-always-200', '--config <file>', '-h, --help']) {
+    assert.ok(start.stdout.includes(flag), `start --help lacks ${flag}:\n${start.stdout}`)
+  }
+  const init = await runCli(['init', '--help'])
+  for (const flag of ['--dir <dir>', '--force', '--list']) assert.ok(init.stdout.includes(flag), `init --help lacks ${flag}`)
+  const top = await runCli(['--help'])
+  assert.match(top.stdout, /^\s+start \[options\] <dir>/m)
+  assert.match(top.stdout, /^\s+init \[options\] \[template\] \[name\]/m)
+})

@@ -1,0 +1,240 @@
+// LLM serving through the real CLI: MindSpore-style, TGI and OpenAI routes, gRPC streaming,
+// validation errors, overload, cancellation. Uses the tiny seeded decoder from `init llm`.
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, mkdirSync, writeFileSync, copyFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import OpenAI from 'openai'
+import { ROOT, runCli, startServer, type StartedServer } from '../helpers/server.ts'
+import { BUILTIN_MODELS } from '../../src/models/index.ts'
+
+interface SseEvent { data: string }
+
+async function sse(url: string, body: unknown, opts: { signal?: AbortSignal; maxEvents?: number } = {}): Promise<{ status: number; events: any[]; raw: string[] }> {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: opts.signal })
+  if (!res.headers.get('content-type')?.includes('text/event-stream')) return { status: res.status, events: [await res.json()], raw: [] }
+  const events: any[] = []
+  const raw: string[] = []
+  const reader = res.body!.getReader()
+  const dec = new TextDecoder()
+  let buf = ''
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    buf += dec.decode(value, { stream: true })
+    let i: number
+    while ((i = buf.indexOf('\n\n')) >= 0) {
+      const chunk = buf.slice(0, i)
+      buf = buf.slice(i + 2)
+      const data = chunk.split('\n').filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n')
+      raw.push(data)
+      if (data !== '[DONE]') events.push(JSON.parse(data) as SseEvent)
+      if (opts.maxEvents && events.length >= opts.maxEvents) { await reader.cancel(); return { status: res.status, events, raw } }
+    }
+  }
+  return { status: res.status, events, raw }
+}
+
+async function post(url: string, body: unknown) {
+  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
+  return { status: res.status, json: await res.json() as any }
+}
+
+describe('LLM routes', () => {
+  let dir: string
+  let srv: StartedServer
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'ms-serve-llm-'))
+    const r = await runCli(['init', 'llm', '--dir', dir])
+    assert.equal(r.code, 0, r.stderr)
+    const lim = join(dir, 'limited')
+    mkdirSync(join(lim, '1'), { recursive: true })
+    copyFileSync(join(ROOT, 'test/fixtures/servables/llm_small_limits/servable_config.ts'), join(lim, 'servable_config.ts'))
+    writeFileSync(join(lim, '1', 'model.onnx'), BUILTIN_MODELS.decoder_tiny!())
+    srv = await startServer(dir, ['--devices', '0,1', '--default-llm', 'llm'])
+  })
+  after(async () => {
+    await srv?.stop()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  test('MindSpore-style :generate and :generated_stream agree under greedy decoding', async () => {
+    const inst = { prompt: 'Hello', max_new_tokens: 12, ignore_eos: true }
+    const whole = await post(`${srv.rest}/model/llm:generate`, { instances: inst })
+    assert.equal(whole.status, 200)
+    const r = whole.json.instances[0]
+    assert.equal(r.finish_reason, 'length')
+    assert.equal(r.generated_tokens, 12)
+    const s = await sse(`${srv.rest}/model/llm:generated_stream`, { instances: inst })
+    assert.equal(s.status, 200)
+    assert.equal(s.events.length, 12)
+    s.events.forEach((e, i) => assert.equal(e.index, i + 1))
+    const last = s.events.at(-1)
+    assert.equal(last.text, r.text)
+    assert.equal(last.finish_reason, 'length')
+    assert.equal(s.events.map((e) => e.token).join(''), r.text)
+    // Two instances in one request: each answered, in order.
+    const two = await post(`${srv.rest}/model/llm:generate`, { instances: [inst, { ...inst, max_new_tokens: 3 }] })
+    assert.equal(two.json.instances[0].text, r.text)
+    assert.equal(two.json.instances[1].generated_tokens, 3)
+  })
+
+  test('TGI /generate and /generate_stream: shapes, details, greedy determinism', async () => {
+    const body = { inputs: 'The cache', parameters: { max_new_tokens: 10, details: true, ignore_eos: true, do_sample: false } }
+    const a = await post(`${srv.rest}/generate`, body)
+    assert.equal(a.status, 200)
+    assert.equal(a.json.details.finish_reason, 'length')
+    assert.equal(a.json.details.generated_tokens, 10)
+    assert.equal(a.json.details.tokens.length, 10)
+    const b = await post(`${srv.rest}/generate`, body)
+    assert.equal(b.json.generated_text, a.json.generated_text, 'greedy output is deterministic across replicas')
+    const s = await sse(`${srv.rest}/generate_stream`, body)
+    assert.equal(s.events.length, 10)
+    for (const e of s.events.slice(0, -1)) { assert.equal(e.generated_text, null); assert.equal(e.details, null) }
+    const last = s.events.at(-1)
+    assert.equal(last.generated_text, a.json.generated_text)
+    assert.equal(last.details.finish_reason, 'length')
+    assert.deepEqual(s.events.map((e) => e.token.id), a.json.details.tokens.map((t: any) => t.id))
+    const compat = await post(`${srv.rest}/`, body)
+    assert.ok(Array.isArray(compat.json) && compat.json[0].generated_text === a.json.generated_text)
+  })
+
+  test('seeded sampling is reproducible; stop sequences end with stop_sequence', async () => {
+    const p = { inputs: 'Seed test', parameters: { max_new_tokens: 16, do_sample: true, temperature: 0.9, seed: 42, ignore_eos: true } }
+    const a = await post(`${srv.rest}/generate`, p)
+    const b = await post(`${srv.rest}/generate`, p)
+    assert.equal(a.json.generated_text, b.json.generated_text)
+    const greedy = await post(`${srv.rest}/generate`, { inputs: 'Stop here', parameters: { max_new_tokens: 20, ignore_eos: true, details: true } })
+    const text: string = greedy.json.generated_text
+    const clean = [...text].filter((c) => c !== '\ufffd').join('')
+    const stop = clean.slice(4, 6)
+    assert.ok(stop.length === 2, `need printable output to pick a stop sequence from: ${JSON.stringify(text)}`)
+    const stopped = await post(`${srv.rest}/generate`, { inputs: 'Stop here', parameters: { max_new_tokens: 20, ignore_eos: true, stop: [stop], details: true } })
+    assert.equal(stopped.json.details.finish_reason, 'stop_sequence')
+    assert.ok(stopped.json.generated_text.endsWith(stop))
+    assert.ok(stopped.json.details.generated_tokens < 20)
+  })
+
+  test('validation errors are 422 with TGI texts; the server keeps serving', async () => {
+    const cases: Array<[unknown, string]> = [
+      [{ inputs: '' }, 'Input validation error: `inputs` cannot be empty'],
+      [{ inputs: 'x', parameters: { max_new_tokens: 0 } }, 'Input validation error: `max_new_tokens` must be strictly positive'],
+      [{ inputs: 'x', parameters: { temperature: -1 } }, 'Input validation error: `temperature` must be strictly positive'],
+      [{ inputs: 'x', parameters: { top_p: 1.5 } }, 'Input validation error: `top_p` must be > 0.0 and < 1.0'],
+      [{ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }, 'Input validation error: `stop` supports up to 4 stop sequences. Given: 5'],
+      [{ inputs: 'x'.repeat(600) }, 'Input validation error: `inputs` must have less than 511 tokens. Given: 601'],
+      [{ inputs: 'hello', parameters: { max_new_tokens: 510 } }, 'Input validation error: `inputs` tokens + `max_new_tokens` must be <= 512. Given: 6 `inputs` tokens and 510 `max_new_tokens`'],
+    ]
+    for (const [body, msg] of cases) {
+      for (const route of ['/generate', '/generate_stream']) {
+        const r = await post(`${srv.rest}${route}`, body)
+        assert.equal(r.status, 422, `${route} ${JSON.stringify(body)}`)
+        assert.deepEqual(r.json, { error: msg, error_type: 'validation' })
+      }
+    }
+    const badJson = await fetch(`${srv.rest}/generate`, { method: 'POST', body: '{"inputs":' })
+    assert.equal(badJson.status, 422)
+    const missing = await post(`${srv.rest}/generate`, { parameters: {} })
+    assert.match(missing.json.error, /missing field `inputs`/)
+    const ms = await post(`${srv.rest}/model/llm:generate`, { instances: { prompt: '' } })
+    assert.equal(ms.status, 422)
+    assert.equal(ms.json.error_msg, '`inputs` cannot be empty')
+    const ok = await post(`${srv.rest}/generate`, { inputs: 'still up', parameters: { max_new_tokens: 2 } })
+    assert.equal(ok.status, 200)
+  })
+
+  test('overload answers 429 at once instead of queueing without bound', async () => {
+    // "limited": 2 replicas x maxConcurrentRequests 2 = 4 in flight at most.
+    const reqs = Array.from({ length: 10 }, () => post(`${srv.rest}/v1/completions`, { model: 'limited', prompt: 'busy', max_tokens: 200, ignore_eos: true }))
+    const res = await Promise.all(reqs)
+    const codes = res.map((r) => r.status)
+    assert.ok(codes.filter((c) => c === 429).length >= 1, `some requests refused: ${codes}`)
+    assert.ok(codes.filter((c) => c === 200).length >= 4, `the ones admitted complete: ${codes}`)
+    const refused = res.find((r) => r.status === 429)!
+    assert.equal(refused.json.error.message, 'Model is overloaded')
+    const tgi = await Promise.all(Array.from({ length: 8 }, () => post(`${srv.rest}/generate`, { inputs: 'x', parameters: { max_new_tokens: 100 } })))
+    void tgi
+  })
+
+  test('a client that disconnects frees its slot', async () => {
+    const ac = new AbortController()
+    const s = await sse(`${srv.rest}/generate_stream`, { inputs: 'long', parameters: { max_new_tokens: 400, ignore_eos: true } }, { signal: ac.signal, maxEvents: 2 })
+    assert.equal(s.events.length, 2)
+    ac.abort()
+    const deadline = Date.now() + 5000
+    let running = -1
+    while (Date.now() < deadline) {
+      const stats = await (await fetch(`${srv.rest}/stats`)).json() as any
+      const llm = stats.llms.find((l: any) => l.name === 'llm')
+      running = llm.replicas.reduce((a: number, r: any) => a + r.active + r.engine.running + r.engine.queued, 0)
+      if (running === 0) break
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    assert.equal(running, 0, 'the cancelled request left the engine')
+  })
+
+  test('the official openai client: chat and completions, streaming and not', async () => {
+    const client = new OpenAI({ baseURL: `${srv.rest}/v1`, apiKey: 'unused' })
+    const models = await client.models.list()
+    assert.deepEqual(models.data.map((m) => m.id).sort(), ['llm', 'tiny-limited'])
+    const chat = await client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, temperature: 0 })
+    assert.equal(chat.object, 'chat.completion')
+    assert.equal(chat.choices[0]!.message.role, 'assistant')
+    assert.ok(['stop', 'length'].includes(chat.choices[0]!.finish_reason))
+    assert.equal(chat.usage!.total_tokens, chat.usage!.prompt_tokens + chat.usage!.completion_tokens)
+    const stream = await client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, temperature: 0, stream: true, stream_options: { include_usage: true } })
+    let text = ''
+    let finish: string | null = null
+    let usage: any = null
+    for await (const c of stream) {
+      if (c.usage) usage = c.usage
+      for (const ch of c.choices) { text += ch.delta.content ?? ''; finish = ch.finish_reason ?? finish }
+    }
+    assert.equal(text, chat.choices[0]!.message.content, 'streamed text equals the whole answer (greedy)')
+    assert.equal(finish, chat.choices[0]!.finish_reason)
+    assert.equal(usage.completion_tokens, chat.usage!.completion_tokens)
+    const comp = await client.completions.create({ model: 'llm', prompt: 'Once', max_tokens: 5, temperature: 0 })
+    assert.equal(comp.object, 'text_completion')
+    const cs = await client.completions.create({ model: 'llm', prompt: 'Once', max_tokens: 5, temperature: 0, stream: true })
+    let ctext = ''
+    for await (const c of cs) ctext += c.choices[0]?.text ?? ''
+    assert.equal(ctext, comp.choices[0]!.text)
+    await assert.rejects(client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }), (e: any) => e.status === 404)
+    await assert.rejects(client.completions.create({ model: 'llm', prompt: '', max_tokens: 5 }), (e: any) => e.status === 422)
+  })
+
+  test('gRPC msserve.v1.MsServe/Generate streams tokens', async () => {
+    const pkg = protoLoader.loadSync(join(ROOT, 'proto', 'ms_serve.proto'), { keepCase: true, longs: Number, defaults: true })
+    const Svc = grpc.loadPackageDefinition(pkg).msserve as any
+    const client = new Svc.v1.MsServe(srv.grpc, grpc.credentials.createInsecure())
+    const events: any[] = await new Promise((resolve, reject) => {
+      const out: any[] = []
+      const call = client.Generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 5 })
+      call.on('data', (e: any) => out.push(e))
+      call.on('error', reject)
+      call.on('end', () => resolve(out))
+    })
+    assert.equal(events.length, 5)
+    assert.equal(events.at(-1).generated_tokens, 5)
+    assert.ok(['length', 'eos_token'].includes(events.at(-1).finish_reason))
+    const err: any = await new Promise((resolve) => {
+      const call = client.Generate({ servable: 'llm', prompt: '' })
+      call.on('data', () => {})
+      call.on('error', resolve)
+      call.on('end', () => resolve(null))
+    })
+    assert.equal(err.code, grpc.status.INVALID_ARGUMENT)
+    assert.match(err.details, /`inputs` cannot be empty/)
+    client.close()
+  })
+
+  test('/info reports the limits', async () => {
+    const info = await (await fetch(`${srv.rest}/info`)).json() as any
+    assert.equal(info.max_total_tokens, 512)
+    assert.equal(info.max_input_tokens, 511)
+    assert.equal(info.model_pipeline_tag, 'text-generation')
+  })
+})

@@ -1,0 +1,188 @@
+// servable_config.ts -> esbuild -> import -> validateServable: every config error names the file,
+// the line where possible, and the fix; a good config becomes a frozen ValidServable.
+import { after, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { compileServableConfig } from '../../src/config/compile.ts'
+import { validateServable, type ValidServable } from '../../src/config/validate.ts'
+import { chooseVersions, scanServables } from '../../src/config/scan.ts'
+import { isServeError } from '../../src/errors.ts'
+
+// The CLI turns these on too: stack sites in compiled configs map back to servable_config.ts lines.
+process.setSourceMapsEnabled(true)
+
+const root = mkdtempSync(join(tmpdir(), 'ms-serve-config-'))
+after(() => rmSync(root, { recursive: true, force: true }))
+
+let seq = 0
+/** Writes DIR/<name>/servable_config.ts (+ version 1 with the given model files); returns its paths. */
+function servable(source: string, files: string[] = ['add.onnx']): { name: string; dir: string; configFile: string; versionDir: string } {
+  const name = `s${++seq}`
+  const dir = join(root, 'servables', name)
+  const versionDir = join(dir, '1')
+  mkdirSync(versionDir, { recursive: true })
+  for (const f of files) writeFileSync(join(versionDir, f), 'not really onnx')
+  const configFile = join(dir, 'servable_config.ts')
+  writeFileSync(configFile, source)
+  return { name, dir, configFile, versionDir }
+}
+
+async function load(source: string, files?: string[]): Promise<ValidServable> {
+  const s = servable(source, files)
+  const { definition, compiledFile } = await compileServableConfig(s.configFile)
+  return validateServable(definition, { name: s.name, version: 1, dir: s.dir, versionDir: s.versionDir, configFile: s.configFile, compiledFile })
+}
+
+/** Asserts `p` rejects with CONFIG_INVALID and returns the message. */
+async function configError(p: Promise<unknown>): Promise<string> {
+  try {
+    await p
+  } catch (e) {
+    assert.ok(isServeError(e), `expected a ServeError, got ${e}`)
+    assert.equal(e.code, 'CONFIG_INVALID')
+    return e.message
+  }
+  assert.fail('expected CONFIG_INVALID')
+}
+
+const HEADER = `import { defineServable } from 'ms-serve'\n`
+const ADD = `${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx', maxWaitMs: 5 })
+  s.registerMethod('add_common', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => {
+    const y = s.addStage(add, [x1, x2])
+    return { y }
+  })
+})
+`
+
+test('a good config becomes a frozen ValidServable with defaults filled in', async () => {
+  const v = await load(ADD)
+  assert.ok(Object.isFrozen(v) && Object.isFrozen(v.models[0]) && Object.isFrozen(v.methods[0]!.stages))
+  const m = v.models[0]!
+  assert.equal(m.name, 'add')
+  assert.equal(m.withBatchDim, true)
+  assert.equal(m.maxBatchSize, null, 'decided in the replica from the model')
+  assert.equal(m.maxWaitMs, 5)
+  assert.equal(m.maxQueueSize, 10000)
+  assert.equal(m.session.graphOptimizationLevel, 'all')
+  assert.equal(m.site, `${v.configFile}:3`, 'the stack site maps back to the real file')
+  assert.equal(v.methods[0]!.stages[0]!.site, `${v.configFile}:5`)
+  const method = v.methods[0]!
+  assert.deepEqual([method.name, method.inputs, method.outputs, method.models], ['add_common', ['x1', 'x2'], ['y'], [0]])
+  assert.deepEqual(method.stages.map((s) => [s.kind, s.args.length, s.outputs.length]), [['model', 2, 1]])
+})
+
+test('a syntax error names file:line and is CONFIG_INVALID', async () => {
+  const s = servable(`${HEADER}export default defineServable((s) => {\n  const add = s.declareModel({ file: 'add.onnx' }\n})\n`)
+  const msg = await configError(compileServableConfig(s.configFile))
+  assert.ok(msg.startsWith(`${s.configFile} does not compile:\n${s.configFile}:4:1: Expected ")" but found "}"`), msg)
+  assert.match(msg, /Fix the TypeScript error above and start again\.$/)
+})
+
+test('an import that cannot be resolved is a compile error naming the line', async () => {
+  const s = servable(`${HEADER}import { helper } from './helper.ts'\nexport default defineServable(() => helper())\n`)
+  const msg = await configError(compileServableConfig(s.configFile))
+  assert.match(msg, new RegExp(`${s.configFile.replaceAll('/', '\\/')}:2:\\d+: Could not resolve "./helper.ts"`))
+})
+
+test('a config that throws while loading names the line', async () => {
+  const s = servable(`${HEADER}const n: number = 1\nif (n === 1) throw new Error('bad config')\nexport default defineServable(() => {})\n`)
+  const msg = await configError(compileServableConfig(s.configFile))
+  assert.equal(msg, `${s.configFile}:3: loading the config threw: bad config`)
+})
+
+test('the default export missing', async () => {
+  const s = servable(`${HEADER}export const servable = defineServable(() => {})\n`)
+  const msg = await configError(compileServableConfig(s.configFile))
+  assert.equal(msg, `${s.configFile}: the default export is not a servable definition. Write \`export default defineServable((s) => { ... })\` with defineServable imported from 'ms-serve'.`)
+})
+
+test('a missing model file names the file, the folder and the fix', async () => {
+  const msg = await configError(load(ADD, []))
+  assert.match(msg, /servable_config\.ts:3: model file "add\.onnx" not found in \S+\/1\. Put the ONNX file there, or fix the file name\.$/)
+})
+
+test('a method registered twice', async () => {
+  const msg = await configError(load(`${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx' })
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
+})
+`))
+  assert.match(msg, /servable_config\.ts:5: method "m" is registered twice; method names must be unique$/)
+})
+
+test('a declared output the body does not return', async () => {
+  const msg = await configError(load(`${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx' })
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y', 'z'] }, ({ x1, x2 }) => {
+    const y = s.addStage(add, [x1, x2])
+    return { y } as never
+  })
+})
+`))
+  assert.match(msg, /servable_config\.ts:4: method "m" declares output "z" but its body returned nothing for it; return \{ z: <placeholder from addStage or an input> \}$/)
+})
+
+test('addStage outside a registerMethod body', async () => {
+  const msg = await configError(load(`${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx' })
+  const early = s.addStage(add, [])
+  s.registerMethod('m', { inputs: ['x1'], outputs: ['y'] }, () => ({ y: early }))
+})
+`))
+  assert.match(msg, /servable_config\.ts:4: addStage\(\) was called outside a registerMethod body$/)
+})
+
+test('a stage argument that does not come from the method', async () => {
+  const msg = await configError(load(`${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx' })
+  let leaked: any
+  s.registerMethod('a', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => { leaked = x1; return { y: s.addStage(add, [x1, x2]) } })
+  s.registerMethod('b', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x2 }) => ({ y: s.addStage(add, [leaked, x2]) }))
+})
+`))
+  assert.match(msg, /servable_config\.ts:6: addStage argument 0 \(input x1\) does not come from this method's inputs or earlier stages$/)
+})
+
+test('bad maxBatchSize / maxWaitMs / withBatchDim combinations name the option', async () => {
+  const model = (opts: string) => `${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx', ${opts} })
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
+})
+`
+  assert.match(await configError(load(model('maxBatchSize: 0'))), /servable_config\.ts:3: maxBatchSize must be an integer >= 1 \(got 0\)$/)
+  assert.match(await configError(load(model('maxBatchSize: 2.5'))), /maxBatchSize must be an integer >= 1 \(got 2\.5\)$/)
+  assert.match(await configError(load(model('maxWaitMs: -1'))), /maxWaitMs must be a number of milliseconds in \[0, 60000\] \(got -1\)$/)
+  assert.match(await configError(load(model('withBatchDim: false, maxBatchSize: 4'))), /maxBatchSize is 4 but withBatchDim is false: a model without a batch dim runs one instance at a time\. Remove maxBatchSize or set withBatchDim: true$/)
+  assert.match(await configError(load(model(`session: { graphOptimizationLevel: 'max' as never }`))), /session\.graphOptimizationLevel must be one of disabled, basic, extended, all \(got "max"\)$/)
+})
+
+test('no methods, or a method without inputs', async () => {
+  assert.match(await configError(load(`${HEADER}export default defineServable((s) => { s.declareModel({ file: 'add.onnx' }) })\n`)), /no methods registered\. Add s\.registerMethod/)
+  assert.match(await configError(load(`${HEADER}import { tensor } from 'ms-serve'
+export default defineServable((s) => {
+  s.registerMethod('m', { inputs: [], outputs: ['y'] }, () => ({ y: s.addStage(() => tensor('float32', [], [1]), []) }))
+})
+`)), /servable_config\.ts:4: method "m" has no inputs; list them in \{ inputs: \[\.\.\.\] \}$/)
+})
+
+test('scanServables and chooseVersions', () => {
+  const dir = join(root, 'scan')
+  mkdirSync(join(dir, 'a', '1'), { recursive: true })
+  mkdirSync(join(dir, 'a', '2'))
+  mkdirSync(join(dir, 'a', '010'))
+  mkdirSync(join(dir, 'not-a-servable'))
+  writeFileSync(join(dir, 'a', 'servable_config.ts'), ADD)
+  const found = scanServables(dir)
+  assert.deepEqual(found.map((f) => [f.name, f.versions]), [['a', [1, 2]]])
+  assert.deepEqual(chooseVersions(found[0]!), [2], 'newest by default')
+  assert.deepEqual(chooseVersions(found[0]!, [0]), [2], '0 = newest')
+  assert.deepEqual(chooseVersions(found[0]!, 'all'), [1, 2])
+  assert.deepEqual(chooseVersions(found[0]!, [1]), [1])
+  assert.throws(() => chooseVersions(found[0]!, [3]), { code: 'CONFIG_INVALID', message: /servable a: version 3 was asked for but \S+ has versions \[1, 2\]/ })
+  assert.throws(() => scanServables(join(root, 'nope')), { code: 'CONFIG_INVALID', message: `servable directory ${join(root, 'nope')} does not exist. Create one with: npx ms-serve init add --dir ${join(root, 'nope')}` })
+  assert.throws(() => scanServables(join(dir, 'not-a-servable')), { code: 'CONFIG_INVALID', message: /no servable found in .*expected .*\/<name>\/servable_config\.ts/ })
+})

@@ -48,6 +48,8 @@ export interface LlmEngineOptions {
   /** 'new' (default): rewrite the graph to output only new KV positions; 'full': plain optimum I/O. */
   kvMode?: 'new' | 'full'
   intraOpNumThreads?: number
+  /** onnxruntime execution providers (the replica's device plan: CPU, or CUDA with its device_id). */
+  executionProviders?: Array<string | { name: string; deviceId?: number }>
   /** Directory with tokenizer.json / tokenizer_config.json (default: next to the model, then its parent). */
   tokenizerDir?: string
 }
@@ -86,7 +88,7 @@ export class LlmEngine {
   private scratch = new Float32Array(0)
   private readonly counters = { numPrefills: 0, numDecodes: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 }
 
-  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode'>>) {
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio }
     this.lens = new Int32Array(opts.maxBatchSize)
@@ -119,6 +121,7 @@ export class LlmEngine {
     const session = await ort.InferenceSession.create(bytes, {
       graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
       ...(opts.intraOpNumThreads ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
+      ...(opts.executionProviders ? { executionProviders: opts.executionProviders as ort.InferenceSession.ExecutionProviderConfig[] } : {}),
     })
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)

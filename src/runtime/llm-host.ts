@@ -18,6 +18,7 @@ export class LlmHost {
     const engine = await LlmEngine.load(llm.path, {
       ...llm.options,
       intraOpNumThreads: device.intraOpThreads,
+      executionProviders: device.executionProviders,
       ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
     })
     return new LlmHost(engine, llm, send)

@@ -5,7 +5,7 @@
  *   compute  same session, same past lengths, only `logits` fetched (the floor for KV I/O)
  * Prints a table and writes bench/results/llm-raw-<time>.json.
  *
- *   node --import tsx bench/llm-raw.ts [--prompt 128] [--new 64] [--threads 2] [--block 64] [--reps 3] [--batches 1,4,16]
+ *   node --import tsx bench/llm-raw.ts [--prompt 128] [--new 64] [--threads 2] [--block 64] [--reps 3] [--batches 1,4,16] [--out file.json]
  *
  * glibc reads the malloc tuning at startup, so without it this script re-executes itself with
  * MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 (see onnxruntime-node-notes).
@@ -31,6 +31,7 @@ const { values: args } = parseArgs({
   options: {
     prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' },
     threads: { type: 'string', default: '2' }, block: { type: 'string', default: '64' }, reps: { type: 'string', default: '3' }, batches: { type: 'string', default: '1,4,16' },
+    out: { type: 'string' },
   },
 })
 const P = Number(args.prompt), N = Number(args.new), THREADS = Number(args.threads), REPS = Number(args.reps)
@@ -130,7 +131,7 @@ for (const r of rows) {
 }
 const outDir = join(import.meta.dirname, 'results')
 mkdirSync(outDir, { recursive: true })
-const file = join(outDir, `llm-raw-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+const file = args.out ?? join(outDir, `llm-raw-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
 writeFileSync(file, JSON.stringify({
   model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, intraOpThreads: THREADS, kvBlock: Number(args.block), reps: REPS,
   malloc: { MALLOC_MMAP_THRESHOLD_: process.env.MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_: process.env.MALLOC_TRIM_THRESHOLD_ },

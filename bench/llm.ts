@@ -1,0 +1,131 @@
+/**
+ * The LLM benchmark of BENCHMARKS.md, in one run on the 25.4M-parameter decoder:
+ *   served   ms-serve (continuous batching) at 1, 4, 16 concurrent streams over TGI /generate_stream:
+ *            aggregate output tok/s, TTFT, TPOT (vLLM definitions, llm-serving.md §3.5)
+ *   seq      the same server config with maxBatchSize 1: one request at a time (16 streams queue)
+ *   raw      bench/llm-raw.ts in a child: the engine alone, a plain onnxruntime loop with the
+ *            optimum I/O, and the compute-only step (only logits fetched), at batch 1, 4, 16
+ * Each server runs alone with one replica (2 intra-op threads), the same as the raw runs.
+ *
+ *   npm run bench:llm  [-- --new 64 --prompt 128 --rounds 2]
+ */
+import { spawn, spawnSync } from 'node:child_process'
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import { DECODER_CONFIGS, countDecoderParams, writeDecoder } from '../src/models/decoder.ts'
+
+const { values: args } = parseArgs({ options: {
+  prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' }, rounds: { type: 'string', default: '2' },
+  streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' },
+} })
+const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds)
+const STREAMS = args.streams!.split(',').map(Number)
+const root = join(import.meta.dirname, '..')
+const work = join(import.meta.dirname, '.models')
+const modelFile = join(work, 'decoder-small.onnx')
+mkdirSync(work, { recursive: true })
+if (!existsSync(modelFile)) {
+  process.stderr.write('building the 25.4M-parameter decoder (once)...\n')
+  await writeDecoder(modelFile, DECODER_CONFIGS.small)
+}
+
+function servableDir(name: string, maxBatchSize: number): string {
+  const dir = join(work, `servables-${name}`)
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(join(dir, 'llm', '1'), { recursive: true })
+  linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
+  writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
+export default defineServable((s) => {
+  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxBatchPrefillTokens: ${16 * (P + 8)}, maxConcurrentRequests: 256 })
+})
+`)
+  return dir
+}
+
+async function startServer(dir: string): Promise<{ url: string; stop: () => Promise<void> }> {
+  const proc = spawn(process.execPath, [join(root, 'bin', 'ms-serve.js'), 'start', dir, '--devices', '0', '--rest', '127.0.0.1:0', '--no-grpc-server'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  proc.stdout!.on('data', (d) => { out += d })
+  for (let i = 0; i < 1200; i++) {
+    const m = /RESTful server start success, listening on (\S+)/.exec(out)
+    if (m) return { url: `http://${m[1]}`, stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)) } }
+    if (proc.exitCode !== null) throw new Error(`server exited: ${out}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  throw new Error('server did not start')
+}
+
+/** Byte-level prompt of exactly P-1 bytes (+ BOS = P tokens), different per stream. */
+const prompt = (k: number): string => Array.from({ length: P - 1 }, (_, i) => String.fromCharCode(97 + ((i * 7 + k * 13) % 26))).join('')
+
+interface Req { ttft: number; e2e: number; tokens: number }
+
+async function streamOnce(url: string, k: number): Promise<Req> {
+  const t0 = performance.now()
+  const res = await fetch(`${url}/generate_stream`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ inputs: prompt(k), parameters: { max_new_tokens: N, ignore_eos: true, do_sample: false } }) })
+  if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`)
+  let ttft = 0, tokens = 0
+  const dec = new TextDecoder()
+  for await (const chunk of res.body!) {
+    const text = dec.decode(chunk as Uint8Array, { stream: true })
+    const n = text.split('data: ').length - 1
+    if (n > 0 && ttft === 0) ttft = performance.now() - t0
+    tokens += n
+  }
+  return { ttft, e2e: performance.now() - t0, tokens }
+}
+
+const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! }
+
+async function measure(url: string, streams: number): Promise<Record<string, number>> {
+  await Promise.all(Array.from({ length: streams }, (_, k) => streamOnce(url, k))) // warm-up round
+  const reqs: Req[] = []
+  const t0 = performance.now()
+  await Promise.all(Array.from({ length: streams }, async (_, k) => {
+    for (let r = 0; r < ROUNDS; r++) reqs.push(await streamOnce(url, k + r * 31))
+  }))
+  const wall = performance.now() - t0
+  const tokens = reqs.reduce((a, r) => a + r.tokens, 0)
+  const tpot = reqs.map((r) => (r.e2e - r.ttft) / Math.max(1, r.tokens - 1))
+  return { streams, requests: reqs.length, outputTokPerS: (tokens * 1000) / wall, ttftP50: pct(reqs.map((r) => r.ttft), 50), ttftP99: pct(reqs.map((r) => r.ttft), 99), tpotP50: pct(tpot, 50), tpotP99: pct(tpot, 99), e2eP50: pct(reqs.map((r) => r.e2e), 50) }
+}
+
+const cfg = DECODER_CONFIGS.small
+process.stderr.write(`decoder ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params; prompt ${P} tokens, ${N} new tokens, ${ROUNDS} rounds per stream\n`)
+const results: Record<string, unknown> = { model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, rounds: ROUNDS }
+
+for (const [label, maxBatch] of [['served', 16], ['seq', 1]] as const) {
+  const srv = await startServer(servableDir(label, maxBatch))
+  const rows = []
+  for (const s of STREAMS) {
+    process.stderr.write(`${label}: ${s} stream(s)...\n`)
+    rows.push(await measure(srv.url, s))
+  }
+  results[label] = rows
+  await srv.stop()
+}
+
+process.stderr.write('raw: engine / plain optimum loop / compute-only (child process)...\n')
+const rawFile = join(work, 'raw.json')
+const r = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'llm-raw.ts'), '--prompt', String(P), '--new', String(N), '--batches', STREAMS.join(','), '--out', rawFile], { stdio: ['ignore', 'inherit', 'inherit'], cwd: root })
+if (r.status !== 0) throw new Error('llm-raw.ts failed')
+results.raw = JSON.parse(readFileSync(rawFile, 'utf8'))
+
+const served = results.served as Array<Record<string, number>>
+const seq = results.seq as Array<Record<string, number>>
+const raw = (results.raw as { rows: Array<Record<string, number>> }).rows
+const loneTtft = served.find((x) => x.streams === 1)?.ttftP50 ?? NaN
+const f = (x: number | undefined, d = 0): string => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d))
+console.log(`\n| streams | ms-serve tok/s (end to end) | TTFT p50 / p99 ms | TPOT p50 ms | one-at-a-time tok/s (a) | engine decode-step tok/s | plain ORT loop tok/s (b) | compute-only tok/s (c) | served vs (b) | engine step vs (b) | engine step % of (c) | TTFT p50 / lone |`)
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|')
+for (const row of served) {
+  const q = seq.find((x) => x.streams === row.streams)
+  const rr = raw.find((x) => x.batch === row.streams)
+  console.log(`| ${row.streams} | ${f(row.outputTokPerS)} | ${f(row.ttftP50, 1)} / ${f(row.ttftP99, 1)} | ${f(row.tpotP50, 2)} | ${f(q?.outputTokPerS)} | ${f(rr?.engineTokPerS)} | ${f(rr?.plainTokPerS)} | ${f(rr?.computeTokPerS)} | ${f(rr ? row.outputTokPerS! / rr.plainTokPerS! : NaN, 2)}x | ${f(rr ? rr.engineTokPerS! / rr.plainTokPerS! : NaN, 2)}x | ${f(rr ? (100 * rr.engineTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(row.ttftP50! / loneTtft, 2)}x |`)
+}
+const outDir = join(import.meta.dirname, 'results')
+mkdirSync(outDir, { recursive: true })
+const file = args.out ?? join(outDir, `llm-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+writeFileSync(file, JSON.stringify(results, null, 2))
+console.log(`\nwrote ${file}`)

@@ -8,22 +8,28 @@
  *   node scripts/build.mjs && node --import tsx bench/add.ts [--duration 10s] [--concurrency 1,16] [--reps 1] [--profile 0|1]
  *
  * Before each measurement it waits until the machine is >= --quiet-idle % idle (other work shares the cores).
+ * --no-spin 1 turns off ORT's intra-op spinning in the add replica (a what-if, not the default).
  * --profile 1 starts ms-serve's main process with --cpu-prof; profiles land in bench/results/prof-add/
  * (summarise with bench/cpuprofile-top.ts). Replica processes are not profiled.
  */
 import { execFileSync, spawn } from 'node:child_process'
 import { join } from 'node:path'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { startServer } from '../src/bench/spawn-server.ts'
 import type { BenchReport } from '../src/bench/types.ts'
 import { BIN, build, flags, fmt, level, pct, RESULTS, ROOT, runBenchCli, runWrk, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
 
-const f = flags({ duration: '10s', warmup: '2s', concurrency: '1,16', reps: '1', profile: '0', 'wrk-seconds': '8', 'quiet-idle': '90', floors: '1' })
+const f = flags({ duration: '10s', warmup: '2s', concurrency: '1,16', reps: '1', profile: '0', 'wrk-seconds': '8', 'quiet-idle': '90', floors: '1', 'no-spin': '0' })
 const levels = f.concurrency.split(',').map((c) => `c=${c}`)
 build()
 
 const servables = tempDir('ms-serve-bench-add-')
 execFileSync(process.execPath, [BIN, 'init', 'add', '--dir', servables.dir], { stdio: 'ignore' })
+if (f['no-spin'] === '1') {
+  // What-if: ORT intra-op threads do not spin after each run (they otherwise hold a core on this 2-core box).
+  const cfg = join(servables.dir, 'add', 'servable_config.ts')
+  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('maxWaitMs: 0 })', "maxWaitMs: 0, session: { extra: { 'intra_op.allow_spinning': '0' } } })"))
+}
 
 const echo = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
 const echoAddr = await new Promise<{ rest: string; grpc: string; restProcessHop: string; restWorkerHop: string; pid: number }>((resolve, reject) => {
@@ -71,6 +77,9 @@ try {
   } else {
     process.stderr.write('wrk is not installed: no independent cross-check (apt-get install -y wrk)\n')
   }
+} catch (e) {
+  process.stderr.write(`ms-serve output:\n${server.output()}\n`)
+  throw e
 } finally {
   await server.stop()
   echo.kill('SIGTERM')
@@ -108,5 +117,5 @@ if (Object.keys(wrk).length) {
   lines.push('', '| wrk -t1 (POST, keep-alive) | req/s | latency |', '|---|---|---|')
   for (const [k, v] of Object.entries(wrk)) lines.push(`| ${k} | ${fmt(v.reqPerSec)} | ${v.latency} |`)
 }
-const file = writeResult('add', { args: f, rows, wrk, reports: runs })
+const file = writeResult(f['no-spin'] === '1' ? 'add-nospin' : 'add', { args: f, rows, wrk, reports: runs })
 process.stdout.write(lines.join('\n') + `\n\nGoal: ms-serve >= 70% of the echo over REST and gRPC.\nwrote ${file}\n`)

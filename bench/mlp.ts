@@ -6,7 +6,10 @@
  * Each configuration is its own server (one replica, so both get the same intra-op threads).
  * --profile 1 runs each server's main process with --cpu-prof (bench/results/prof-mlp/).
  *
- *   node scripts/build.mjs && node --import tsx bench/mlp.ts [--duration 10s] [--concurrency 1..64] [--max-batch 64] [--wait-ms 0] [--protocol rest|grpc] [--profile 0|1]
+ *   node scripts/build.mjs && node --import tsx bench/mlp.ts [--duration 10s] [--concurrency 1..64] [--max-batch 64] [--wait-ms 0]
+ *     [--instances-per-request 1] [--no-spin 0|1] [--protocol rest|grpc] [--profile 0|1]
+ *
+ * --no-spin 1 turns off ORT's intra-op thread spinning in the replicas (a what-if, not the default).
  */
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -15,10 +18,13 @@ import type { BenchReport } from '../src/bench/types.ts'
 import { startServer } from '../src/bench/spawn-server.ts'
 import { build, flags, fmt, pct, RESULTS, runBenchCli, tempDir, waitQuiet, writeResult } from './lib.ts'
 
-const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90' })
+const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0' })
 build()
 
 const root = tempDir('ms-serve-bench-mlp-')
+// ORT's intra-op threads spin after each run; on 2 shared cores that steals the listener's CPU.
+// The key has no `session.` prefix because the replica nests `extra` under `session` itself.
+const NO_SPIN = `, session: { extra: { 'intra_op.allow_spinning': '0' } }`
 const model = buildMlp()
 function servable(dir: string, maxBatchSize: number): string {
   mkdirSync(join(dir, 'mlp', '1'), { recursive: true })
@@ -26,7 +32,7 @@ function servable(dir: string, maxBatchSize: number): string {
   writeFileSync(join(dir, 'mlp', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
 
 export default defineServable((s) => {
-  const mlp = s.declareModel({ file: 'mlp.onnx', maxBatchSize: ${maxBatchSize}, maxWaitMs: ${Number(f['wait-ms'])} })
+  const mlp = s.declareModel({ file: 'mlp.onnx', maxBatchSize: ${maxBatchSize}, maxWaitMs: ${Number(f['wait-ms'])}${f['no-spin'] === '1' ? NO_SPIN : ''} })
   s.registerMethod('predict', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage(mlp, [x]) }))
 })
 `)
@@ -37,7 +43,7 @@ const unbatched = servable(join(root.dir, 'unbatched'), 1)
 
 const profDir = join(RESULTS, 'prof-mlp')
 if (f.profile === '1') mkdirSync(profDir, { recursive: true })
-const common = ['--servable', 'mlp', '--method', 'predict', '--concurrency', f.concurrency, '--duration', f.duration, '--warmup', f.warmup]
+const common = ['--servable', 'mlp', '--method', 'predict', '--concurrency', f.concurrency, '--duration', f.duration, '--warmup', f.warmup, '--instances-per-request', f['instances-per-request']]
 
 /** Starts one server on `dir` (main process profiled with --profile 1), benches it, stops it. */
 async function benchServer(dir: string, extra: string[]): Promise<BenchReport> {
@@ -47,6 +53,9 @@ async function benchServer(dir: string, extra: string[]): Promise<BenchReport> {
     const target = f.protocol === 'grpc' ? ['--grpc', server.grpcAddress, '--url', server.restOrigin] : ['--url', server.restOrigin]
     if (Number(f['quiet-idle']) > 0) await waitQuiet(Number(f['quiet-idle']))
     return await runBenchCli([...common, '--servables', dir, ...target, '--server-pid', String(server.pid), ...extra])
+  } catch (e) {
+    process.stderr.write(`server output:\n${server.output()}\n`)
+    throw e
   } finally {
     await server.stop()
   }
@@ -79,5 +88,5 @@ const rows = withBatching.levels.map((b) => {
 })
 const top = rows[rows.length - 1]!
 lines.push('', `At ${top.level}: ${pct(top.ratioToRaw)} of raw onnxruntime at B=${best.batch} (goal >= 80%), ${top.speedup.toFixed(2)}x no batching (goal >= 3x), p95 ${top.batchedP95.toFixed(2)} vs ${top.unbatchedP95.toFixed(2)} ms (goal: no worse).`)
-const file = writeResult('mlp', { args: f, rows, raw, reports: { batching: withBatching, noBatching: without } })
+const file = writeResult(`mlp-ipr${f['instances-per-request']}${f['no-spin'] === '1' ? '-nospin' : ''}`, { args: f, rows, raw, reports: { batching: withBatching, noBatching: without } })
 process.stdout.write(lines.join('\n') + `\nwrote ${file}\n`)

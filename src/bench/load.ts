@@ -40,7 +40,7 @@ export interface LevelMeasurement {
   /** The last 3 windows when stable, else all of them. */
   used: WindowRecorder[]
   stable: boolean
-  /** Every request of the first window failed: the target is wrong, later levels would fail too. */
+  /** Every request of a window failed (wrong target, or the server died): later levels would fail too. */
   allFailed: boolean
 }
 
@@ -61,6 +61,8 @@ export function seededRandom(seed: number): () => number {
   }
 }
 
+const CONNECTION_ERRORS = new Set(['connect_refused', 'connection_reset', 'grpc_UNAVAILABLE'])
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, Math.max(0, ms)))
 
 export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig): Promise<LevelMeasurement> {
@@ -80,6 +82,8 @@ export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig)
           const t0 = performance.now()
           const out = await target.send()
           record(t0, out)
+          // A refused or reset connection fails in microseconds: do not spin on a server that is gone.
+          if (out.error && CONNECTION_ERRORS.has(out.error.kind)) await sleep(20)
         }
       })())
     }
@@ -141,7 +145,7 @@ export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig)
       const s = cur.summary(cfg.stream)
       summaries.push(s)
       cur = new WindowRecorder(now, cfg.slo)
-      if (windows.length === 1 && s.requests === 0 && s.errors > 0) { allFailed = true; break }
+      if (s.requests === 0 && s.errors > 0) { allFailed = true; break }
       if (isStable(summaries, cfg.stabilityPct)) { stable = true; break }
       if (now - start >= cfg.durationMs - 1) break
     }

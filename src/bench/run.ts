@@ -199,7 +199,8 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
       io.progress.endLevel(`${plan.label}: ${level.reqPerSec.toFixed(1)} req/s, ${lat}, ${level.numErrors} error(s), ${m.stable ? `stable after ${m.windows.length} windows` : `not stable in ${(o.durationMs / 1000).toFixed(1)} s`}`)
       if (m.allFailed) {
         const [kind, e] = Object.entries(merged.errorKinds)[0] ?? ['error', { sample: '' }]
-        notes.push(`every request of ${plan.label} failed (${kind}: ${e.sample}); later levels were skipped. Check --servable/--method/--url, or the inputs (--input-file)`)
+        notes.push(`every request in a window of ${plan.label} failed (${kind}: ${e.sample}); later levels were skipped. Check --servable/--method/--url, or the inputs (--input-file)`)
+        if (server) notes.push(`server output (last lines):\n${server.output().trim().split('\n').slice(-15).join('\n')}`)
         break
       }
     }

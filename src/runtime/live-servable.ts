@@ -28,6 +28,7 @@ export class LiveServable {
   readonly methodStats = new Map<string, MethodStats>()
   private stopped = false
   private rr = 0
+  private crashStreak = new Map<Replica, number>()
   restarts = 0
 
   constructor(readonly servable: ValidServable, devices: DevicePlan[]) {
@@ -143,12 +144,16 @@ export class LiveServable {
   private onReplicaExit(r: Replica, why: string): void {
     if (this.stopped) return
     this.restarts++
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(6, this.restarts - 1))
+    // Back off per replica while restarts keep failing; a successful restart resets it, so a replica
+    // that crashes once a day is not left waiting 30 s because of crashes long ago.
+    const failures = (this.crashStreak.get(r) ?? 0) + 1
+    this.crashStreak.set(r, failures)
+    const delay = Math.min(30_000, 500 * 2 ** Math.min(6, failures - 1))
     process.stderr.write(`ms-serve: replica ${r.label} exited (${why}); restarting in ${delay} ms\n`)
     if (!this.ready) this.failQueued(new ServeError('REPLICA_CRASHED', `every replica of ${this.name} is down (last: ${why}); restarting`))
     setTimeout(() => {
       if (this.stopped) return
-      r.start().then(() => this.pumpAll(), (e) => process.stderr.write(`ms-serve: restart of ${r.label} failed: ${(e as Error).message}\n`))
+      r.start().then(() => { this.crashStreak.delete(r); this.pumpAll() }, (e) => process.stderr.write(`ms-serve: restart of ${r.label} failed: ${(e as Error).message}\n`))
     }, delay).unref()
   }
 

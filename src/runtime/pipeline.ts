@@ -7,7 +7,7 @@ import { ServeError } from '../errors.ts'
 import type { BatchStageFn, InstanceStageFn, ServableDefinition } from '../config/define.ts'
 import type { ValidMethod, ValidServable } from '../config/validate.ts'
 import { relativeSite } from '../config/compile.ts'
-import type { Value } from '../tensor.ts'
+import { Tensor, type Value } from '../tensor.ts'
 import type { ModelRunner } from './model-runner.ts'
 
 type StageFn = InstanceStageFn | BatchStageFn
@@ -44,9 +44,15 @@ function stageError(tag: string, method: string, k: number, e: unknown): ServeEr
 }
 
 function asOutputs(v: unknown, n: number, tag: string): Value[] {
-  if (n === 1) return [Array.isArray(v) && v.length === 1 ? (v[0] as Value) : (v as Value)]
-  if (!Array.isArray(v) || v.length !== n) throw new Error(`stage ${tag} must return ${n} values (got ${Array.isArray(v) ? v.length : typeof v})`)
-  return v as Value[]
+  const out = n === 1 ? [Array.isArray(v) && v.length === 1 ? v[0] : v] : v
+  if (!Array.isArray(out) || out.length !== n) throw new Error(`stage ${tag} must return ${n} values (got ${Array.isArray(v) ? v.length : typeof v})`)
+  // Checked here so a bad value fails this stage with its name, not later as an IPC or model error.
+  out.forEach((x, i) => {
+    if (!(x instanceof Tensor) && typeof x !== 'string' && !(x instanceof Uint8Array)) {
+      throw new Error(`stage ${tag} returned ${x === null ? 'null' : Array.isArray(x) ? 'an array' : typeof x} for output ${i}; return a Tensor (e.g. tensor('float32', [], [x])), a string or a Uint8Array`)
+    }
+  })
+  return out as Value[]
 }
 
 /** Runs `pm` for `instances`; returns per instance the outputs (by name) or the error. */

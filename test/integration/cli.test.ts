@@ -157,6 +157,19 @@ test('start with bad flags exits 2 naming the flag', async (t) => {
   assert.match(c.stderr, /device type cuda was asked for, but this onnxruntime-node install has no CUDA execution provider/)
 })
 
+test('start --config: a version that does not exist, or a broken YAML, exits 2', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  writeFileSync(join(cwd, 'v.yaml'), 'servables:\n  add:\n    versions: [1, 3]\n')
+  const v = await runCli(['start', 'servables', '--config', 'v.yaml', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  assert.equal(v.code, 2)
+  assert.match(v.stderr, /^ms-serve: servable add: version 3 was asked for but \S+\/servables\/add has versions \[1\]\n$/)
+  writeFileSync(join(cwd, 'bad.yaml'), 'servables: [\n')
+  const b = await runCli(['start', 'servables', '--config', 'bad.yaml'], cwd)
+  assert.equal(b.code, 2)
+  assert.match(b.stderr, /^ms-serve: cannot read server config bad\.yaml: /)
+})
+
 test('start exits 2 when the REST port is taken', async (t) => {
   const cwd = tempServables(t)
   addServable(join(cwd, 'servables'))

@@ -7,7 +7,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
-import { startServer, type StartedServer } from '../helpers/server.ts'
+import { status as GrpcStatus } from '@grpc/grpc-js'
+import { startServers, type StartedServer } from '../helpers/server.ts'
 import { addServable, FIXTURE_SERVABLES, imageServable } from '../helpers/fixtures.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
 import { encodeRequest, type PredictResultShape } from '../../src/protocol/grpc/ms-codec.ts'
@@ -16,6 +17,7 @@ import { IMAGE_CNN_LABELS } from '../../src/models/index.ts'
 
 let dir = ''
 let server: StartedServer
+let small: StartedServer
 let client: MsGrpcClient
 
 before(async () => {
@@ -26,13 +28,18 @@ before(async () => {
   FIXTURE_SERVABLES['addv']!(servables)
   FIXTURE_SERVABLES['errors']!(servables)
   writeFileSync(join(dir, 'server.yaml'), 'servables:\n  addv:\n    versions: [1, 2]\n')
-  server = await startServer(servables, ['--devices', '0', '--config', join(dir, 'server.yaml')])
+  const smallDir = join(dir, 'small')
+  addServable(smallDir)
+  ;[server, small] = await startServers([
+    [servables, ['--devices', '0', '--config', join(dir, 'server.yaml')]],
+    [smallDir, ['--devices', '0', '--max-msg-mb', '1']],
+  ])
   client = new MsGrpcClient(server.grpc)
 })
 
 after(async () => {
   client?.close()
-  await server?.stop()
+  await Promise.all([server?.stop(), small?.stop()])
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
@@ -194,4 +201,19 @@ test('a TS stage that throws: per instance (Preprocess) and for a whole batch (P
   assert.ok('outputs' in r.instances[0]!)
   assert.deepEqual(r.instances[1], { error: { msStatus: 1, message: "Call Preprocess Failed, method: 'checked', stage index(begin with 1): 1, error msg: x1 must be non-negative, got -2" } })
   await wholeError('errors', 'post_fail', [{ x1: X1, x2: X2 }, { x1: X2, x2: X1 }], 1, "Call Postprocess Failed, method: 'post_fail', stage index(begin with 1): 2, error msg: postprocess exploded")
+})
+
+test('a message over --max-msg-mb is refused with RESOURCE_EXHAUSTED; the server keeps serving', async () => {
+  const c = new MsGrpcClient(small.grpc)
+  try {
+    const big = tensor('float32', [300_000], new Float32Array(300_000))
+    await assert.rejects(c.predict('add', 'add_common', { x1: big, x2: X2 }), (e: { code?: number; details?: string }) => {
+      assert.equal(e.code, GrpcStatus.RESOURCE_EXHAUSTED, e.details)
+      return true
+    })
+    const [out] = outputs(await c.predict('add', 'add_common', { x1: X1, x2: X2 }))
+    assert.deepEqual(values(out!['y']).data, [6, 8, 10, 12])
+  } finally {
+    c.close()
+  }
 })

@@ -74,6 +74,14 @@ test('add_common V2: two instances, float32 widened to double, integral floats a
   assert.ok(r.text.endsWith('{"y":[[6.0,8.0],[10.0,12.0]]}]}'), r.text)
 })
 
+test('add_cast V2: float inputs pass through the cast stage unchanged', async () => {
+  const body = '{"instances":[{"x1":[[1.1,2.2],[3.3,4.4]],"x2":[[5.5,6.6],[7.7,8.8]]},{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[5.0,6.0],[7.0,8.0]]}]}'
+  const r = await postJson(url('/model/add:add_cast'), body)
+  assert.equal(r.status, 200)
+  assertClose(r.json, { instances: [{ y: [[6.599999904632568, 8.800000190734863], [11.0, 13.200000762939453]] }, { y: [[6, 8], [10, 12]] }] }, 1e-9)
+  assert.ok(r.text.includes('[11.0,13.200000762939453]'), r.text)
+})
+
 test('add_cast: JSON integers are cast to float32 by the TS preprocess stage', async () => {
   const r = await postJson(url('/model/add:add_cast'), '{"instances":[{"x1":[[1,2],[3,4]],"x2":[[5,6],[7,8]]}]}')
   assert.equal(r.status, 200)
@@ -213,6 +221,11 @@ test('a TS stage that throws: Preprocess per instance, batched Postprocess for a
   assert.equal(mixed.status, 200)
   assert.equal(mixed.text, `{"instances":[{"y":[[6.0,8.0],[10.0,12.0]]},{"error_msg":"Call Preprocess Failed, method: 'checked', stage index(begin with 1): 1, error msg: x1 must be non-negative, got -1"}]}`)
   await expectError('/model/errors:post_fail', floatJson({ instances: [{ x1: X1, x2: X2 }, { x1: X2, x2: X1 }] }), 500, "Call Postprocess Failed, method: 'post_fail', stage index(begin with 1): 2, error msg: postprocess exploded")
+})
+
+test('a TS stage that returns something that is not a value fails with a message naming the stage', async () => {
+  await expectError('/model/errors:bad_return', floatJson({ instances: [{ x1: X1 }] }), 500,
+    "Call Postprocess Failed, method: 'bad_return', stage index(begin with 1): 1, error msg: stage Postprocess returned number for output 0; return a Tensor (e.g. tensor('float32', [], [x])), a string or a Uint8Array")
 })
 
 // ---- bad input ----

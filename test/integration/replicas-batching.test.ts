@@ -6,6 +6,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { once } from 'node:events'
 import { postJson, startServer, type StartedServer } from '../helpers/server.ts'
 import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
 
@@ -175,4 +176,54 @@ test('a replica killed with SIGKILL fails its in-flight requests with REPLICA_CR
   await Promise.all([2, 3, 4, 5].map(async (k) => assertClose((await postJson(`${server.rest}/model/slow:add_slow`, one(k))).json, sumOf(k))))
   const after = (await stats('slow')).replicas.map((r) => r.batchesDone)
   assert.ok(after[0]! > done[0]! && after[1]! > done[1]!, `work after restart: ${done} -> ${after}`)
+})
+
+test('a full queue answers 429 with MindSpore\'s text at once; the rest are served', async () => {
+  // add_slow_limited: one instance per batch, 2 groups in flight per replica, room for 2 waiting.
+  const replies = await Promise.all(Array.from({ length: 12 }, (_, k) => postJson(`${server.rest}/model/slow:add_slow_limited`, one(k))))
+  const refused = replies.filter((r) => r.status === 429)
+  assert.ok(refused.length >= 1, replies.map((r) => r.status).join(','))
+  for (const r of refused) assert.deepEqual(r.json, { error_msg: 'Serving Error: enqueued requests count exceeds the limit 2' })
+  replies.forEach((r, k) => { if (r.status !== 429) assertClose(r.json, sumOf(k)) })
+  assert.ok(replies.length - refused.length >= 6, 'in flight on both replicas plus the queue')
+})
+
+test('with every replica down, requests fail fast with 503; the servable comes back', async () => {
+  const before = await stats('slow')
+  for (const r of before.replicas) process.kill(r.pid, 'SIGKILL')
+  const deadline = Date.now() + 20_000
+  while ((await stats('slow')).ready) {
+    assert.ok(Date.now() < deadline)
+    await new Promise((res) => setTimeout(res, 10))
+  }
+  const down = await postJson(`${server.rest}/model/slow:add_slow`, one(1))
+  assert.equal(down.status, 503)
+  assert.deepEqual(down.json, { error_msg: 'Request servable(slow) method(add_slow) , servable is not available' })
+  // Other servables are unaffected.
+  assertClose((await postJson(`${server.rest}/model/add:add_common`, one(2))).json, sumOf(2))
+  for (;;) {
+    const s = await stats('slow')
+    if (s.replicas.every((r) => r.state === 'ready')) break
+    assert.ok(Date.now() < deadline, `not restarted: ${JSON.stringify(s.replicas)}`)
+    await new Promise((res) => setTimeout(res, 100))
+  }
+  assertClose((await postJson(`${server.rest}/model/slow:add_slow`, one(3))).json, sumOf(3))
+  // A restart that succeeded resets the back-off: these came back after the first delay again.
+  assert.doesNotMatch(server.output(), /replica slow@1 cpu:\d exited \(signal SIGKILL\); restarting in (?!500 ms)/)
+})
+
+test('SIGTERM drains in-flight requests, then the server and its replicas exit', async () => {
+  const pids = (await (await fetch(`${server.rest}/stats`)).json() as { servables: ServableStats[] }).servables.flatMap((s) => s.replicas.map((r) => r.pid))
+  const inflight = postJson(`${server.rest}/model/slow:add_slow`, one(4))
+  await new Promise((res) => setTimeout(res, 100))
+  const t0 = Date.now()
+  server.proc.kill('SIGTERM')
+  const r = await inflight
+  assert.equal(r.status, 200, r.text)
+  assertClose(r.json, sumOf(4))
+  const [code] = await once(server.proc, 'exit')
+  assert.equal(code, 0)
+  assert.ok(Date.now() - t0 < 10_000, `shutdown took ${Date.now() - t0} ms (keep-alive connections must not hold it up)`)
+  assert.match(server.output(), /ms-serve: SIGTERM received, draining in-flight requests/)
+  for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `replica ${pid} outlived the server`)
 })

@@ -18,6 +18,14 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
   // MindSpore does not check Content-Type: every body arrives as text and each route family parses it.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (_req, body, done) => done(null, body))
+  // Once close() begins, a keep-alive connection whose response is still being computed would sit
+  // idle afterwards until keepAliveTimeout (65 s) and hold up shutdown: ask the client to close it.
+  let closing = false
+  app.addHook('preClose', (done) => { closing = true; done() })
+  app.addHook('onSend', (_req, reply, payload, done) => {
+    if (closing) void reply.header('connection', 'close')
+    done(null, payload)
+  })
 
   app.setErrorHandler((err, req, reply) => {
     const e = (err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE'

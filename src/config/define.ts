@@ -4,6 +4,7 @@
  * placeholders and records a pipeline of stages (models and TypeScript functions).
  */
 import type { Value } from '../tensor.ts'
+import type { LlmEngineOptions } from '../llm/engine.ts'
 
 export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all'
 
@@ -43,25 +44,11 @@ export interface ModelOptions extends BatchingOptions {
  * An LLM (decoder-only ONNX model with the HF optimum with-past I/O). The servable then answers
  * `:generate` / `:generated_stream`, TGI's `/generate*` and OpenAI's `/v1/*` routes.
  */
-export interface LlmOptions {
+export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' | 'executionProviders' | 'tokenizerDir' | 'kvBlock'> {
   /** ONNX decoder inside the version folder, e.g. `model.onnx`. */
   file: string
   /** Folder with tokenizer.json / tokenizer_config.json, relative to the servable folder (default: next to the model, then the servable folder). */
   tokenizerDir?: string
-  /** Rows of the running batch = KV slots per replica (default 16). */
-  maxBatchSize?: number
-  /** Prompt + generated tokens per request (default 1024). */
-  maxTotalTokens?: number
-  maxInputTokens?: number
-  maxBatchPrefillTokens?: number
-  maxBatchTotalTokens?: number
-  /** Queued + running requests per replica before 429 "Model is overloaded" (default 128). */
-  maxConcurrentRequests?: number
-  maxWaitingTokens?: number
-  waitingServedRatio?: number
-  maxStopSequences?: number
-  /** 'new' (default): a load-time rewrite makes each step output only new KV positions. */
-  kvMode?: 'new' | 'full'
   /** Name reported by /info and /v1/models (default: the servable name). */
   modelId?: string
 }

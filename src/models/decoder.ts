@@ -13,6 +13,7 @@
  */
 import { writeFile } from 'node:fs/promises'
 import { GraphBuilder, makeValueInfo, onnx } from '../llm/proto-util.ts'
+import { mulberry32 } from './onnx-builder.ts'
 
 /** Shape of a generated decoder. `numKvHeads` < `numHeads` gives grouped-query attention. */
 export interface DecoderConfig {
@@ -32,18 +33,6 @@ export interface DecoderConfig {
 export const DECODER_CONFIGS: Record<'tiny' | 'small', DecoderConfig> = {
   tiny: { numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2, intermediateSize: 128, vocabSize: 259, maxPositions: 512, ropeTheta: 10000, rmsEps: 1e-5, seed: 1234 },
   small: { numLayers: 8, hiddenSize: 512, numHeads: 8, numKvHeads: 4, intermediateSize: 1536, vocabSize: 259, maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5, seed: 4321 },
-}
-
-/** Deterministic uniform PRNG (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
 }
 
 /** Number of parameters of a config (weights only). */

@@ -16,7 +16,7 @@ import { join } from 'node:path'
 import { buildMlp } from '../src/models/mlp.ts'
 import type { BenchReport } from '../src/bench/types.ts'
 import { startServer } from '../src/bench/spawn-server.ts'
-import { build, flags, fmt, pct, RESULTS, runBenchCli, tempDir, waitQuiet, writeResult } from './lib.ts'
+import { build, flags, fmt, pct, RESULTS, runBenchClean, tempDir, writeResult } from './lib.ts'
 
 const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0' })
 build()
@@ -51,8 +51,7 @@ async function benchServer(dir: string, extra: string[]): Promise<BenchReport> {
   try {
     // --servables with --url: the bench reads DIR (inputs, raw baseline) but does not start another server.
     const target = f.protocol === 'grpc' ? ['--grpc', server.grpcAddress, '--url', server.restOrigin] : ['--url', server.restOrigin]
-    if (Number(f['quiet-idle']) > 0) await waitQuiet(Number(f['quiet-idle']))
-    return await runBenchCli([...common, '--servables', dir, ...target, '--server-pid', String(server.pid), ...extra])
+    return await runBenchClean([...common, '--servables', dir, ...target, '--server-pid', String(server.pid), ...extra], { quietIdle: Number(f['quiet-idle']), maxOther: 0.3 })
   } catch (e) {
     process.stderr.write(`server output:\n${server.output()}\n`)
     throw e

@@ -231,6 +231,14 @@ describe('LLM routes', () => {
     client.close()
   })
 
+  test('/metrics reports the engines', async () => {
+    const text = await (await fetch(`${srv.rest}/metrics`)).text()
+    const generated = [...text.matchAll(/^msserve_llm_generated_tokens_total\{servable="llm"[^}]*\} (\d+)/gm)].map((m) => Number(m[1]))
+    assert.equal(generated.length, 2, 'one sample per replica')
+    assert.ok(generated.reduce((a, b) => a + b, 0) > 0)
+    assert.match(text, /^msserve_llm_batch_current_size\{servable="limited"/m)
+  })
+
   test('/info reports the limits', async () => {
     const info = await (await fetch(`${srv.rest}/info`)).json() as any
     assert.equal(info.max_total_tokens, 512)

@@ -21,3 +21,32 @@ export function renderPrometheus(registry: ServableRegistry): string {
   for (const s of all) for (const r of s.replicas) lines.push(`msserve_replica_ready{servable="${s.name}",version="${s.version}",device="${r.device.deviceType}:${r.device.deviceId}"} ${r.state === 'ready' ? 1 : 0}`)
   return lines.join('\n') + '\n'
 }
+
+type EngineCounters = Record<string, number | string>
+
+/** LLM engine gauges and counters (TGI meanings, msserve_llm_ prefix), one sample per replica. */
+export async function renderLlmPrometheus(registry: ServableRegistry): Promise<string> {
+  const llms = registry.llms()
+  if (llms.length === 0) return ''
+  const rows: Array<{ labels: string; e: EngineCounters; active: number }> = []
+  for (const l of llms) {
+    for (const r of l.live.replicas) {
+      rows.push({ labels: `servable="${l.name}",version="${l.version}",device="${r.device.deviceType}:${r.device.deviceId}"`, e: await r.llmStats(), active: r.activeStreams })
+    }
+  }
+  const lines: string[] = []
+  const series = (name: string, type: string, help: string, get: (x: (typeof rows)[number]) => number | string | undefined) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
+    for (const x of rows) lines.push(`${name}{${x.labels}} ${Number(get(x) ?? 0)}`)
+  }
+  series('msserve_llm_requests_active', 'gauge', 'Requests queued or generating on the replica', (x) => x.active)
+  series('msserve_llm_queue_size', 'gauge', 'Requests waiting for prefill', (x) => x.e.queued)
+  series('msserve_llm_batch_current_size', 'gauge', 'Requests in the running batch', (x) => x.e.running)
+  series('msserve_llm_generated_tokens_total', 'counter', 'Tokens generated', (x) => x.e.generatedTokens)
+  series('msserve_llm_batch_inference_count', 'counter', 'Prefill steps', (x) => x.e.numPrefills)
+  series('msserve_llm_decode_steps_total', 'counter', 'Decode steps', (x) => x.e.numDecodes)
+  series('msserve_llm_prefill_duration_ms_total', 'counter', 'Time spent in prefill steps', (x) => x.e.prefillMs)
+  series('msserve_llm_decode_duration_ms_total', 'counter', 'Time spent in decode steps', (x) => x.e.decodeMs)
+  series('msserve_llm_kv_cache_bytes', 'gauge', 'Bytes held by the slot KV cache', (x) => x.e.kvBytes)
+  return lines.join('\n') + '\n'
+}

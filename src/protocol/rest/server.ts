@@ -6,7 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { registerMindSporeRoutes } from './mindspore.ts'
-import { renderPrometheus } from './metrics.ts'
+import { renderLlmPrometheus, renderPrometheus } from './metrics.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
 
@@ -45,6 +45,6 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
   app.get('/v2/health/live', async () => ({ live: true }))
   app.get('/v2/health/ready', async (_req, reply) => reply.code(healthy() ? 200 : 503).send({ ready: healthy() }))
   app.get('/stats', async () => ({ servables: opts.registry.all().map((s) => s.stats()), llms: await Promise.all(opts.registry.llms().map((l) => l.stats())) }))
-  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(opts.registry)))
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(opts.registry) + (await renderLlmPrometheus(opts.registry))))
   return app
 }

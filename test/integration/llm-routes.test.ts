@@ -102,6 +102,23 @@ describe('LLM routes', () => {
     assert.ok(Array.isArray(compat.json) && compat.json[0].generated_text === a.json.generated_text)
   })
 
+  test('greedy output is the same alone and when joining a running batch beside other prompt lengths', async () => {
+    const prompts = ['a', 'a somewhat longer prompt', 'mid length', 'x'.repeat(70)]
+    const body = (p: string, n: number) => ({ inputs: p, parameters: { max_new_tokens: n, ignore_eos: true } })
+    const alone: string[] = []
+    for (const p of prompts) alone.push((await post(`${srv.rest}/generate`, body(p, 24))).json.generated_text)
+    // A long request runs first; the others join it mid-way, at different steps.
+    const long = post(`${srv.rest}/generate`, body('the long one', 120))
+    const joined: Promise<{ json: any }>[] = []
+    for (const p of prompts) {
+      await new Promise((r) => setTimeout(r, 15))
+      joined.push(post(`${srv.rest}/generate`, body(p, 24)))
+    }
+    const results = await Promise.all(joined)
+    results.forEach((r, i) => assert.equal(r.json.generated_text, alone[i], `prompt ${i} changed when batched`))
+    assert.equal((await long).json.generated_text.length > 0, true)
+  })
+
   test('seeded sampling is reproducible; stop sequences end with stop_sequence', async () => {
     const p = { inputs: 'Seed test', parameters: { max_new_tokens: 16, do_sample: true, temperature: 0.9, seed: 42, ignore_eos: true } }
     const a = await post(`${srv.rest}/generate`, p)

@@ -17,6 +17,8 @@ import { msServerOptions } from './protocol/grpc/ms-service.ts'
 import { addMsServeService } from './protocol/grpc/generate-service.ts'
 import { buildRestServer } from './protocol/rest/server.ts'
 import { predictForProtocol } from './protocol/predict.ts'
+import { Reloader } from './runtime/reloader.ts'
+import { watchServables } from './config/watch.ts'
 
 export interface HostPort { host: string; port: number }
 
@@ -34,11 +36,15 @@ export interface ServeOptions {
   defaultLlm?: string
   /** Versions to serve per servable name; default the newest. */
   versions?: Record<string, number[] | 'all'>
+  /** Watch the servable directory and hot-reload changed servables (default true). */
+  watch?: boolean
   log?: (line: string) => void
 }
 
 export interface RunningServer {
   registry: ServableRegistry
+  /** Applies a reload of the named servables now (the watcher calls this on file changes). */
+  reload(names: Iterable<string>): Promise<void>
   grpcAddress: string | null
   restAddress: string | null
   close(): Promise<void>
@@ -66,6 +72,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     if (!s?.llm) throw new ServeError('CONFIG_INVALID', `--default-llm ${opts.defaultLlm}: no LLM servable of that name in ${opts.dir} (LLM servables: ${servables.filter((x) => x.llm).map((x) => x.name).join(', ') || 'none'})`)
     registry.defaultLlm = opts.defaultLlm
   }
+  // Threads are divided by the replicas started now; servables added later by hot reload share them.
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length)
   const live = servables.map((s) => new LiveServable(s, plans))
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
@@ -80,6 +87,11 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     await stopAll()
     throw e
   }
+
+  const reloader = new Reloader(registry, { dir: opts.dir, plans, versions: opts.versions ?? {}, log })
+  const watcher = opts.watch === false ? null : watchServables(opts.dir, (names) => { void reloader.reload(names) })
+  // Watching before the success lines print: a change made right after start is not missed.
+  await watcher?.ready
 
   let grpcServer: grpc.Server | null = null
   let rest: FastifyInstance | null = null
@@ -108,6 +120,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   } catch (e) {
     grpcServer?.forceShutdown()
     await rest?.close()
+    await watcher?.close()
     await stopAll()
     const err = e as NodeJS.ErrnoException
     if (err.code === 'EADDRINUSE' || /address already in use|No address added/i.test(err.message)) {
@@ -116,17 +129,21 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     throw e
   }
 
+
   return {
     registry,
     grpcAddress,
     restAddress,
+    reload: (names) => reloader.reload(names),
     async close() {
+      await watcher?.close()
+      await reloader.settle()
       // Stop accepting, let in-flight requests finish, then stop replicas.
       await Promise.all([
         rest?.close(),
         grpcServer ? new Promise<void>((r) => grpcServer!.tryShutdown(() => r())) : undefined,
       ])
-      await Promise.all(live.map((l) => l.stop()))
+      await Promise.all(registry.all().map((l) => l.stop()))
     },
   }
 }

@@ -61,6 +61,7 @@ program
   .option('--no-rest-server', 'do not start the REST listener')
   .option('--max-msg-mb <n>', 'largest request body or gRPC message in MiB (1..512)', '100')
   .option('--rest-always-200', 'answer REST errors with HTTP 200 like MindSpore Serving (default: 4xx/5xx)')
+  .option('--no-watch', 'do not watch DIR for changes (default: changed servables are hot-reloaded)')
   .option('--default-llm <name>', 'LLM servable for routes that name no model (TGI /generate, OpenAI without model)')
   .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, max_msg_mb, servables.<name>.version(s)')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
@@ -85,6 +86,7 @@ program
         rest: o.restServer === false || restText === null ? null : parseHostPort('--rest', restText),
         maxMsgMb,
         restAlways200: Boolean(o.restAlways200),
+        watch: o.watch !== false,
         ...(o.defaultLlm ? { defaultLlm: String(o.defaultLlm) } : {}),
         versions,
       })

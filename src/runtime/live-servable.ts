@@ -161,6 +161,13 @@ export class LiveServable {
     for (const q of this.queues.values()) for (const it of q.drain()) it.value.resolve({ error: err })
   }
 
+  /** Waits until every queued and in-flight instance and LLM stream has finished (or `timeoutMs` passed). */
+  async drain(timeoutMs = 30_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    const busy = () => [...this.queues.values()].some((q) => q.length > 0) || this.replicas.some((r) => r.inflightGroups > 0 || r.activeStreams > 0)
+    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  }
+
   /** Stops replicas after in-flight work; queued work fails with SERVABLE_NOT_READY. */
   async stop(force = false): Promise<void> {
     this.stopped = true

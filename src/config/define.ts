@@ -45,6 +45,8 @@ export interface ModelOptions extends BatchingOptions {
  * `:generate` / `:generated_stream`, TGI's `/generate*` and OpenAI's `/v1/*` routes.
  */
 export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' | 'executionProviders' | 'tokenizerDir' | 'kvBlock'> {
+  /** ORT intra-op threads for the decoder (default: the replica's share of the cores). */
+  intraOpThreads?: number
   /** ONNX decoder inside the version folder, e.g. `model.onnx`. */
   file: string
   /** Folder with tokenizer.json / tokenizer_config.json, relative to the servable folder (default: next to the model, then the servable folder). */

@@ -165,7 +165,7 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
   return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods, llm })
 }
 
-const LLM_INT_OPTIONS = ['maxBatchSize', 'maxTotalTokens', 'maxInputTokens', 'maxBatchPrefillTokens', 'maxBatchTotalTokens', 'maxConcurrentRequests', 'maxWaitingTokens', 'maxStopSequences'] as const
+const LLM_INT_OPTIONS = ['intraOpThreads', 'maxBatchSize', 'maxTotalTokens', 'maxInputTokens', 'maxBatchPrefillTokens', 'maxBatchTotalTokens', 'maxConcurrentRequests', 'maxWaitingTokens', 'maxStopSequences'] as const
 
 function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: string; versionDir: string; configFile: string }): ValidLlm {
   const { configFile } = ctx
@@ -180,6 +180,10 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
   if (o.waitingServedRatio !== undefined) {
     if (typeof o.waitingServedRatio !== 'number' || !(o.waitingServedRatio >= 0)) fail(configFile, site, `declareLlm waitingServedRatio must be a number >= 0 (got ${JSON.stringify(o.waitingServedRatio)})`)
     options.waitingServedRatio = o.waitingServedRatio
+  }
+  if (o.allowSpinning !== undefined) {
+    if (typeof o.allowSpinning !== 'boolean') fail(configFile, site, `declareLlm allowSpinning must be true or false (got ${JSON.stringify(o.allowSpinning)})`)
+    options.allowSpinning = o.allowSpinning
   }
   if (o.kvMode !== undefined) {
     if (o.kvMode !== 'new' && o.kvMode !== 'full') fail(configFile, site, `declareLlm kvMode must be 'new' or 'full' (got ${JSON.stringify(o.kvMode)})`)

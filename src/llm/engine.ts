@@ -48,6 +48,8 @@ export interface LlmEngineOptions {
   /** 'new' (default): rewrite the graph to output only new KV positions; 'full': plain optimum I/O. */
   kvMode?: 'new' | 'full'
   intraOpNumThreads?: number
+  /** Let ORT's intra-op threads spin between runs (default true; false frees the cores for the HTTP side). */
+  allowSpinning?: boolean
   /** onnxruntime execution providers (the replica's device plan: CPU, or CUDA with its device_id). */
   executionProviders?: Array<string | { name: string; deviceId?: number }>
   /** Directory with tokenizer.json / tokenizer_config.json (default: next to the model, then its parent). */
@@ -88,7 +90,7 @@ export class LlmEngine {
   private scratch = new Float32Array(0)
   private readonly counters = { numPrefills: 0, numDecodes: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 }
 
-  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders'>>) {
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio }
     this.lens = new Int32Array(opts.maxBatchSize)
@@ -122,6 +124,8 @@ export class LlmEngine {
       graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
       ...(opts.intraOpNumThreads ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
       ...(opts.executionProviders ? { executionProviders: opts.executionProviders as ort.InferenceSession.ExecutionProviderConfig[] } : {}),
+      // Spinning intra-op threads hold their cores between runs; off when the cores are shared.
+      ...(opts.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
     })
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)

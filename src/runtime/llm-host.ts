@@ -15,9 +15,10 @@ export class LlmHost {
   private constructor(readonly engine: LlmEngine, readonly llm: ValidLlm, private readonly send: (m: ReplicaMessage) => void) {}
 
   static async start(llm: ValidLlm, device: DevicePlan, send: (m: ReplicaMessage) => void): Promise<LlmHost> {
+    const { intraOpThreads, ...options } = llm.options
     const engine = await LlmEngine.load(llm.path, {
-      ...llm.options,
-      intraOpNumThreads: device.intraOpThreads,
+      ...options,
+      intraOpNumThreads: intraOpThreads ?? device.intraOpThreads,
       executionProviders: device.executionProviders,
       ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
     })

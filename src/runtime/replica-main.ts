@@ -39,7 +39,8 @@ async function init(servable: ValidServable, device: DevicePlan): Promise<void> 
         interOpNumThreads: m.session.interOpThreads ?? 1,
         graphOptimizationLevel: m.session.graphOptimizationLevel,
         executionMode: m.session.executionMode,
-        extra: { session: m.session.extra } as never,
+        // ORT flattens nested keys with '.', so the user's 'session.x.y' keys pass through as written.
+        extra: m.session.extra as never,
       })
     } catch (e) {
       throw new ServeError('CONFIG_INVALID', `${m.site ? relativeSite(m.site) : servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)

@@ -28,7 +28,7 @@ execFileSync(process.execPath, [BIN, 'init', 'add', '--dir', servables.dir], { s
 if (f['no-spin'] === '1') {
   // What-if: ORT intra-op threads do not spin after each run (they otherwise hold a core on this 2-core box).
   const cfg = join(servables.dir, 'add', 'servable_config.ts')
-  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('maxWaitMs: 0 })', "maxWaitMs: 0, session: { extra: { 'intra_op.allow_spinning': '0' } } })"))
+  writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('maxWaitMs: 0 })', "maxWaitMs: 0, session: { extra: { 'session.intra_op.allow_spinning': '0' } } })"))
 }
 
 const echo = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })

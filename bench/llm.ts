@@ -19,6 +19,7 @@ const { values: args } = parseArgs({ options: {
   prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' }, rounds: { type: 'string', default: '4' },
   stagger: { type: 'string', default: '40' },
   spin: { type: 'string', default: 'false' },
+  ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
   streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' },
 } })
 const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds), STAGGER_MS = Number(args.stagger)
@@ -41,7 +42,7 @@ function servableDir(name: string, maxBatchSize: number): string {
   linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
   writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
 export default defineServable((s) => {
-  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`} })
+  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''} })
 })
 `)
   return dir
@@ -116,7 +117,7 @@ const cfg = DECODER_CONFIGS.small
 process.stderr.write(`decoder ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params; prompt ${P} tokens, ${N} new tokens, ${ROUNDS} rounds per stream, starts staggered by ${STAGGER_MS} ms\n`)
 const results: Record<string, unknown> = { model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, rounds: ROUNDS, staggerMs: STAGGER_MS }
 
-for (const [label, maxBatch] of [['served', 16], ['seq', 1]] as const) {
+for (const [label, maxBatch] of (args['served-only'] ? [['served', 16]] : [['served', 16], ['seq', 1]]) as Array<['served' | 'seq', number]>) {
   const srv = await startServer(servableDir(label, maxBatch))
   const rows = []
   for (const s of STREAMS) {
@@ -127,6 +128,10 @@ for (const [label, maxBatch] of [['served', 16], ['seq', 1]] as const) {
   await srv.stop()
 }
 
+if (args['served-only']) {
+  console.log(JSON.stringify(results.served, null, 1))
+  process.exit(0)
+}
 process.stderr.write('raw: engine / plain optimum loop / compute-only (child process)...\n')
 const rawFile = join(work, 'raw.json')
 const r = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'llm-raw.ts'), '--prompt', String(P), '--new', String(N), '--batches', STREAMS.join(','), '--out', rawFile], { stdio: ['ignore', 'inherit', 'inherit'], cwd: root })

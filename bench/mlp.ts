@@ -23,8 +23,7 @@ build()
 
 const root = tempDir('ms-serve-bench-mlp-')
 // ORT's intra-op threads spin after each run; on 2 shared cores that steals the listener's CPU.
-// The key has no `session.` prefix because the replica nests `extra` under `session` itself.
-const NO_SPIN = `, session: { extra: { 'intra_op.allow_spinning': '0' } }`
+const NO_SPIN = `, session: { extra: { 'session.intra_op.allow_spinning': '0' } }`
 const model = buildMlp()
 function servable(dir: string, maxBatchSize: number): string {
   mkdirSync(join(dir, 'mlp', '1'), { recursive: true })

@@ -27,7 +27,7 @@ export function replicaSessionOptions(m: ValidModel, intraOpThreads: number): Or
     interOpNumThreads: m.session.interOpThreads ?? 1,
     graphOptimizationLevel: m.session.graphOptimizationLevel,
     executionMode: m.session.executionMode,
-    extra: { session: m.session.extra } as never,
+    extra: m.session.extra as never,
   }
 }
 

@@ -2,8 +2,9 @@
  * Request inputs for predict benchmarks, in order of preference:
  *   1. `--input-file` (MindSpore REST JSON: `{"instances":[...]}`, a list of instances, or one);
  *   2. the servable's declared inputs, when its config is on disk (`--servables DIR`): each method
- *      input that feeds a model directly gets random data of that model input's dtype and per-row
- *      shape; an input named like an image gets a generated JPEG;
+ *      input that feeds a model (directly or through a one-to-one function stage such as a cast)
+ *      gets random data of that model input's dtype and per-row shape; an input named like an
+ *      image gets a generated JPEG;
  *   3. a built-in recipe for the example servables (add, mlp, image) on a remote server.
  * Data is seeded, so two runs send the same bytes.
  */
@@ -50,10 +51,18 @@ export async function specsFromServable(servable: ValidServable, method: ValidMe
   for (let i = 0; i < method.inputs.length; i++) {
     const name = method.inputs[i]!
     const ref = method.inputRefs[i]!
-    const stage = method.stages.find((s) => s.args.includes(ref))
+    let stage = method.stages.find((s) => s.args.includes(ref))
+    let j = stage ? stage.args.indexOf(ref) : -1
+    // A one-to-one function stage (a cast, a normalisation) in front of a model: the model's
+    // input says what the value looks like.
+    const named = stage?.kind === 'function' && (IMAGE_NAME.test(name) || TEXT_NAME.test(name))
+    if (stage?.kind === 'function' && !named && stage.outputs.length === stage.args.length) {
+      const out = stage.outputs[j]!
+      const next = method.stages.find((s) => s.kind === 'model' && s.args.includes(out))
+      if (next) { stage = next; j = next.args.indexOf(out) }
+    }
     if (stage?.kind === 'model') {
       const model = servable.models[stage.model!]!
-      const j = stage.args.indexOf(ref)
       const meta = (await modelInputs(model.index))[j]
       const dtype = meta ? ORT_TO_DTYPE[meta.type] : undefined
       if (!meta || !dtype) throw new ServeError('INVALID_REQUEST', `cannot generate input "${name}" of ${servable.name}:${method.name}: model ${model.file} input ${j} has type ${meta?.type ?? 'unknown'}. Pass --input-file instances.json`)

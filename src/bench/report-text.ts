@@ -60,7 +60,7 @@ export function renderTextReport(r: BenchReport): string {
       if (!l.server) continue
       const sizes = Object.entries(l.server.batchSizes).sort((a, b) => Number(a[0]) - Number(b[0])).map(([k, v]) => `${k}:${v}`).join(' ')
       const overhead = l.latencyMs.mean - l.server.avgQueueMs - l.server.computeMsPerExecution
-      out.push(`  ${l.label.padEnd(9)} executions ${l.server.executions}, batch sizes {${sizes}}, mean latency ${ms(l.latencyMs.mean)} ms = queue ${ms(l.server.avgQueueMs)} + compute ${ms(l.server.computeMsPerExecution)} + protocol/IPC/client ${ms(Math.max(0, overhead))}`)
+      out.push(`  ${l.label.padEnd(9)} executions ${l.server.executions}, batch sizes {${sizes}}, mean latency ${ms(l.latencyMs.mean)} ms = queue ${ms(l.server.avgQueueMs)} + compute ${ms(l.server.computeMsPerExecution)} + rest ${ms(Math.max(0, overhead))} (protocol, IPC, function stages, client)`)
     }
   }
   if (r.levels.some((l) => l.cpu)) {

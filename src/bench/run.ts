@@ -20,7 +20,7 @@ import { runLevel, type LevelPlan } from './load.ts'
 import type { Progress } from './progress.ts'
 import { mergeWindows } from './recorder.ts'
 import { restPredictTarget } from './rest-target.ts'
-import { describeServables, diffStats, fetchStats, findServable, type ServableEntry } from './server-stats.ts'
+import { diffStats, fetchStats, findServable, unreachable, type ServableEntry } from './server-stats.ts'
 import { startServer, type StartedServer } from './spawn-server.ts'
 import type { Target } from './target.ts'
 import type { BenchReport, LevelResult, MachineInfo, RawBaselineResult, ValidBenchOptions } from './types.ts'
@@ -99,6 +99,10 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
     }
     const protocol = o.generate ? 'generate' : o.grpc || o.grpcOnStarted ? 'grpc' : 'rest'
     if (protocol !== 'grpc' && !restOrigin) invalid('REST needs --url http://HOST:PORT')
+    if (!server && restOrigin) {
+      const why = await unreachable(restOrigin)
+      if (why) invalid(`cannot reach ${restOrigin} (${why}). Start a server (npx ms-serve start DIR --rest ${restOrigin.replace(/^https?:\/\//, '')}), or let the bench start one with --servables DIR`)
+    }
     const stats = restOrigin ? await fetchStats(restOrigin) : null
     if (!stats) notes.push(restOrigin ? `no /stats at ${restOrigin}: no server-side breakdown` : 'gRPC only: pass --url http://HOST:PORT of the same server for the server-side breakdown from /stats')
     const where = server ? `the started server (${o.servablesDir})` : restOrigin ?? grpcAddress!

@@ -31,6 +31,17 @@ export async function fetchStats(origin: string, timeoutMs = 5000): Promise<Serv
   }
 }
 
+/** null when something answers HTTP at `origin`, else why not (connection refused, timeout, ...). */
+export async function unreachable(origin: string, timeoutMs = 5000): Promise<string | null> {
+  try {
+    const res = await request(`${origin}/stats`, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
+    await res.body.dump()
+    return null
+  } catch (e) {
+    return (e as Error).message
+  }
+}
+
 /** The entry for `name` at `version` (0 = the newest running one). */
 export function findServable(list: ServableEntry[] | null, name: string, version: number): ServableEntry | null {
   const all = (list ?? []).filter((s) => s.name === name && (version === 0 || s.version === version))
@@ -80,10 +91,4 @@ export function diffStats(before: ServableEntry | null, after: ServableEntry | n
     replicas: after.replicas?.length ?? 0,
     intraOpThreads: threads,
   }
-}
-
-/** One line per servable for error messages: `add (methods add_common, add_cast)`. */
-export function describeServables(list: ServableEntry[] | null): string {
-  if (!list || list.length === 0) return '(none reported)'
-  return list.map((s) => `${s.name} v${s.version} (methods ${Object.keys(s.methods ?? {}).join(', ') || '?'})`).join('; ')
 }

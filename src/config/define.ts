@@ -14,7 +14,7 @@ export interface SessionOptions {
   interOpThreads?: number
   graphOptimizationLevel?: GraphOptimizationLevel
   executionMode?: 'sequential' | 'parallel'
-  /** Extra ORT session config entries, e.g. `{ 'session.intra_op.allow_spinning': '0' }`. */
+  /** Extra ORT session config entries. On CPU ms-serve sets `'session.intra_op.allow_spinning': '0'`; set it to '1' to let threads spin. */
   extra?: Record<string, string>
 }
 

@@ -19,6 +19,8 @@ export class LlmHost {
     const engine = await LlmEngine.load(llm.path, {
       ...options,
       intraOpNumThreads: intraOpThreads ?? device.intraOpThreads,
+      // As for model replicas: no spinning on shared CPU cores unless the config asks for it.
+      allowSpinning: options.allowSpinning ?? device.deviceType !== 'cpu',
       executionProviders: device.executionProviders,
       ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
     })

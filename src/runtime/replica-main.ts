@@ -40,7 +40,9 @@ async function init(servable: ValidServable, device: DevicePlan): Promise<void> 
         graphOptimizationLevel: m.session.graphOptimizationLevel,
         executionMode: m.session.executionMode,
         // ORT flattens nested keys with '.', so the user's 'session.x.y' keys pass through as written.
-        extra: m.session.extra as never,
+        // On CPU, intra-op threads do not spin by default: a spinning replica holds its cores
+        // between runs and starves the listener process and the other replicas on the same cores.
+        extra: { ...(device.deviceType === 'cpu' ? { 'session.intra_op.allow_spinning': '0' } : {}), ...m.session.extra } as never,
       })
     } catch (e) {
       throw new ServeError('CONFIG_INVALID', `${m.site ? relativeSite(m.site) : servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)

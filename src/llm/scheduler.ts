@@ -45,6 +45,8 @@ export interface NextBatch {
   prefillTokens: number
   /** Σ max_new_tokens of the taken entries. */
   decodeTokens: number
+  /** The scan stopped at a budget or at maxSize, not at the end of the queue: no more could join now. */
+  limited: boolean
 }
 
 /** One loop iteration: prefill `count` queue-front entries, decode the running batch, or idle. */
@@ -63,18 +65,19 @@ export function nextBatch(queue: readonly QueueEntry[], minSize: number, maxSize
   let count = 0
   let longest = 0
   let decodeTokens = 0
+  let limited = false
   for (const e of queue) {
-    if (count >= maxSize) break
+    if (count >= maxSize) { limited = true; break }
     const nextLongest = Math.max(longest, e.inputLength)
     const prefill = (count + 1) * nextLongest
     const decode = decodeTokens + e.maxNewTokens
-    if (prefill > prefillBudget || prefill + decode > tokenBudget) break // strict FIFO: no skipping
+    if (prefill > prefillBudget || prefill + decode > tokenBudget) { limited = true; break } // strict FIFO: no skipping
     count++
     longest = nextLongest
     decodeTokens = decode
   }
   if (count === 0 || count < minSize) return null
-  return { count, prefillTokens: count * longest, decodeTokens }
+  return { count, prefillTokens: count * longest, decodeTokens, limited }
 }
 
 /** Decides the next step (TGI batching loop). `now` only feeds the queue-time report. */
@@ -88,7 +91,11 @@ export function planStep(state: SchedulerState, cfg: SchedulerConfig, now: numbe
     // Clamped to the free rows (TGI does not clamp, so a nearly full batch would wait for
     // max_waiting_tokens even when enough requests are queued to fill it).
     const ratioMin = state.waitingTokens >= cfg.maxWaitingTokens ? 1 : Math.max(1, Math.floor(running.size * cfg.waitingServedRatio))
-    batch = nextBatch(state.queue, Math.min(ratioMin, Math.max(1, free)), free, cfg.maxBatchPrefillTokens, cfg.maxBatchTotalTokens - running.maxTokens)
+    // The ratio asks to wait until a prefill is worth pausing decode for. When the budgets already
+    // stop the batch below that size, waiting cannot make it bigger, only later: prefill now
+    // (TGI would wait for max_waiting_tokens steps here, which starves TTFT with small budgets).
+    const b = nextBatch(state.queue, 1, free, cfg.maxBatchPrefillTokens, cfg.maxBatchTotalTokens - running.maxTokens)
+    batch = b && (b.count >= Math.min(ratioMin, Math.max(1, free)) || b.limited) ? b : null
   }
   if (batch) {
     const queueTimesMs = state.queue.slice(0, batch.count).map((e) => now - e.enqueuedAt)

@@ -10,7 +10,8 @@ const state = (queue: QueueEntry[], size = 0, maxTokens = 0, waitingTokens = 0):
 
 test('prefill budget is padded: rows x longest prompt', () => {
   // 3 x 30 = 90 fits, the 4th makes 4 x 30 = 120 > 100
-  assert.deepEqual(nextBatch(q([10, 5], [30, 5], [20, 5], [5, 5]), 1, 8, 100, 1000), { count: 3, prefillTokens: 90, decodeTokens: 15 })
+  assert.deepEqual(nextBatch(q([10, 5], [30, 5], [20, 5], [5, 5]), 1, 8, 100, 1000), { count: 3, prefillTokens: 90, decodeTokens: 15, limited: true })
+  assert.equal(nextBatch(q([10, 5], [30, 5]), 1, 8, 100, 1000)?.limited, false, 'the queue ran out, no budget was hit')
 })
 
 test('token budget counts prefill + max_new_tokens', () => {
@@ -60,4 +61,14 @@ test('running batch limits: free rows and remaining token budget', () => {
   assert.equal(plan.kind === 'prefill' && plan.batch.count, 1)
   // token budget nearly used by the running batch
   assert.equal(planStep(state(q([5, 100]), 2, 950, 50), cfg, 0).kind, 'decode')
+})
+
+test('the ratio does not hold back a prefill that the budgets already cap below it', () => {
+  // Running 4 wants >= 2 joiners, but the prefill budget fits one 60-token prompt at a time:
+  // waiting cannot grow the batch, so the first one is prefilled now instead of after max waiting tokens.
+  const tight = { ...cfg, maxBatchPrefillTokens: 100 }
+  const plan = planStep(state(q([60, 5], [60, 5]), 4, 40, 3), tight, 0)
+  assert.equal(plan.kind === 'prefill' && plan.batch.count, 1)
+  // With one queued request and room for more, the ratio still waits (the queue, not a budget, ended the scan).
+  assert.equal(planStep(state(q([60, 5]), 4, 40, 3), tight, 0).kind, 'decode')
 })

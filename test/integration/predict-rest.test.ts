@@ -182,6 +182,11 @@ test('URL and HTTP method errors', async () => {
   const get = await fetch(url('/model/add:add_common'))
   assert.equal(get.status, 405)
   assert.deepEqual(await get.json(), { error_msg: 'http message only support POST right now' })
+  const nowhere = await fetch(url('/predict/add'), { method: 'POST', body: ADD_BODY })
+  assert.equal(nowhere.status, 404)
+  const body = await nowhere.json() as { error_msg: string; error: string }
+  assert.equal(body.error_msg, 'please check url, the keyword:[model] must contain.')
+  assert.match(body.error, /^no route POST \/predict\/add: predict with POST \/model\/\{name\}/)
   await assertStillServing()
 })
 

@@ -36,6 +36,12 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
     else void reply.code(status).send({ error: e.message, error_type: e.code.toLowerCase() })
   })
 
+  // Unknown paths: say which routes exist, in both error shapes (MindSpore's error_msg and TGI's error).
+  app.setNotFoundHandler((req, reply) => {
+    const msg = `no route ${req.method} ${req.url.split('?')[0]}: predict with POST /model/{name}[/version/{n}]:{method}; LLMs also answer POST /generate, /generate_stream, /v1/completions, /v1/chat/completions; GET /health, /stats, /metrics`
+    void reply.code(opts.always200 ? 200 : 404).send({ error_msg: 'please check url, the keyword:[model] must contain.', error: msg, error_type: 'not_found' })
+  })
+
   registerMindSporeRoutes(app, opts)
   registerTgiRoutes(app, opts.registry)
   registerOpenAiRoutes(app, opts.registry)

@@ -27,7 +27,8 @@ export function replicaSessionOptions(m: ValidModel, intraOpThreads: number): Or
     interOpNumThreads: m.session.interOpThreads ?? 1,
     graphOptimizationLevel: m.session.graphOptimizationLevel,
     executionMode: m.session.executionMode,
-    extra: m.session.extra as never,
+    // As the replica: no intra-op spinning on CPU unless the config's extra entries say otherwise.
+    extra: { 'session.intra_op.allow_spinning': '0', ...m.session.extra } as never,
   }
 }
 

@@ -75,8 +75,10 @@ export function renderTextReport(r: BenchReport): string {
     out.push(`baseline ${b.kind} (${b.models.join(', ') || 'n/a'}): ${b.note}`)
     if (b.rows.length) out.push(formatTable(['batch', b.kind === 'raw-decode' ? 'tok/s' : 'items/s', 'ms/run', 'runs'], b.rows.map((x) => [String(x.batch), num(x.itemsPerSec), ms(x.msPerRun), String(x.runs)])))
     if (b.best) {
-      const bestLevel = r.levels.reduce<LevelResult | null>((a, l) => (!a || l.itemsPerSec > a.itemsPerSec ? l : a), null)
-      if (bestLevel?.ratioToRaw != null) out.push(`ms-serve best ${num(bestLevel.itemsPerSec)} ${gen ? 'tok' : 'items'}/s (${bestLevel.label}) = ${pct(bestLevel.ratioToRaw)} of raw at its best batch ${b.best.batch} (${num(b.best.itemsPerSec)}/s)`)
+      // Generate levels are compared by output tokens/s, predict levels by items/s (as ratioToRaw is).
+      const rate = (l: LevelResult) => (gen ? l.generate?.outputTokensPerSec ?? 0 : l.itemsPerSec)
+      const bestLevel = r.levels.reduce<LevelResult | null>((a, l) => (!a || rate(l) > rate(a) ? l : a), null)
+      if (bestLevel?.ratioToRaw != null) out.push(`ms-serve best ${num(rate(bestLevel))} ${gen ? 'tok' : 'items'}/s (${bestLevel.label}) = ${pct(bestLevel.ratioToRaw)} of raw at its best batch ${b.best.batch} (${num(b.best.itemsPerSec)}/s)`)
     }
   }
   const errs = r.levels.filter((l) => l.numErrors > 0)

@@ -11,7 +11,10 @@ import { compileServableConfig } from '../config/compile.ts'
 import { chooseVersions, scanServables } from '../config/scan.ts'
 import { validateServable, type ValidMethod, type ValidServable } from '../config/validate.ts'
 import type { Value } from '../tensor.ts'
-import { loadOrt, rawDecodeBaseline, rawOrtBaseline } from './baseline.ts'
+import { loadOrt, rawDecodeBaseline, rawOrtBaseline, setRawDecodeBaseline } from './baseline.ts'
+import { plainDecodeBaseline } from './llm-baseline.ts'
+
+setRawDecodeBaseline(plainDecodeBaseline)
 import { cpuBetween, cpuSnapshot, type CpuSnapshot } from './cpu.ts'
 import { generateTarget } from './generate-target.ts'
 import { grpcPredictTarget } from './grpc-target.ts'
@@ -215,7 +218,13 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
       if (o.generate) {
         const hook = rawDecodeBaseline()
         if (!hook) notes.push('--baseline raw for --generate: no raw decode baseline is registered yet (the LLM engine fills the rawDecodeBaseline hook in src/bench/baseline.ts via setRawDecodeBaseline)')
-        else baseline = await hook({ servablesDir: o.servablesDir, servable: servableName, batchSizes: o.concurrency, promptTokens: 0, newTokens: o.maxNewTokens, msPerBatch: o.baselineMs, onProgress: (l) => io.progress.log(l) })
+        else {
+          try {
+            baseline = await hook({ servablesDir: o.servablesDir, servable: servableName, batchSizes: o.concurrency, promptTokens: 0, newTokens: o.maxNewTokens, msPerBatch: o.baselineMs, onProgress: (l) => io.progress.log(l) })
+          } catch (e) {
+            notes.push(`--baseline raw for --generate was skipped: ${(e as Error).message}`)
+          }
+        }
       } else if (local && localMethod) {
         const threads = entry?.replicas?.map((r) => r.intraOpThreads).find((t): t is number => typeof t === 'number') ?? availableParallelism()
         const served = (entry?.models ?? []) as Array<{ maxBatchSize?: number | null }>

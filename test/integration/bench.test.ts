@@ -134,9 +134,9 @@ for (const route of ['tgi', 'openai'] as const) {
       assert.equal(g.goodputRequests, l.requests, 'every request meets a 1 s SLO')
       assert.ok(g.outputTokensPerSec > 0 && l.server === null)
     }
-    // No raw decode hook is registered yet: the report says so instead of failing.
+    // Against --url there is no servable folder to read the decoder from: the report says so instead of failing.
     assert.equal(report.baseline, null)
-    assert.ok(report.notes.some((n) => /rawDecodeBaseline/.test(n)))
+    assert.ok(report.notes.some((n) => /--baseline raw for --generate was skipped: .*needs --servables DIR/.test(n)))
     assert.ok(existsSync(html))
   })
 }
@@ -160,4 +160,23 @@ test('bench parsers: SSE split anywhere, event meanings, perf_analyzer stability
   assert.equal(isStable([w(50, 1), w(100, 1), w(105, 1.05), w(98, 0.97)], 10), true)
   assert.equal(isStable([w(100, 1), w(130, 1), w(100, 1)], 10), false)
   assert.equal(isStable([w(100, 1), w(100, 1), w(100, 1)], 0), false)
+})
+
+test('bench --generate --baseline raw: the real LLM servable against its plain decode loop', { timeout: 180_000 }, async (t) => {
+  const dir = tempServables(t)
+  assert.equal((await runCli(['init', 'llm', '--dir', dir])).code, 0)
+  const json = join(dir, 'gen.json')
+  const r = await runCli(['bench', '--servables', dir, '--servable', 'llm', '--generate', '--concurrency', '1,2', '--duration', '2s', '--warmup', '500ms', '--max-new-tokens', '8', '--baseline', 'raw', '--json', json, '--no-progress'])
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`)
+  const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport
+  assert.equal(report.baseline?.kind, 'raw-decode')
+  assert.deepEqual(report.baseline!.rows.map((x) => x.batch), [1, 2])
+  for (const row of report.baseline!.rows) assert.ok(row.itemsPerSec > 0 && row.runs >= 3)
+  for (const l of report.levels) {
+    assert.equal(l.numErrors, 0, JSON.stringify(l.errors))
+    assert.ok(l.generate!.outputTokensPerSec > 0)
+    assert.ok(l.ratioToRaw! > 0 && Math.abs(l.ratioToRaw! - l.generate!.outputTokensPerSec / report.baseline!.best!.itemsPerSec) < 1e-9)
+  }
+  assert.match(r.stdout, /baseline raw-decode .*plain optimum decode loop/)
+  assert.match(r.stdout, /ms-serve best [\d,]+ tok\/s \(c=\d\) = \d+% of raw/)
 })

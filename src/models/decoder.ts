@@ -27,6 +27,10 @@ export interface DecoderConfig {
   ropeTheta: number
   rmsEps: number
   seed: number
+  /** KV cache dtype on the graph's inputs/outputs (default float32; float16 as some optimum exports). */
+  kvDtype?: 'float32' | 'float16'
+  /** false: no `position_ids` input, positions are past_len..total-1 (older GPT-2 style exports). */
+  positionIds?: boolean
 }
 
 /** `tiny` is for unit tests (~0.1M params); `small` (~25M params) is for benchmarks. */
@@ -61,6 +65,8 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
   const g = new GraphBuilder('dec')
   const F = onnx.TensorProto.DataType.FLOAT
   const I64 = onnx.TensorProto.DataType.INT64
+  const F16 = onnx.TensorProto.DataType.FLOAT16
+  const fp16 = c.kvDtype === 'float16'
 
   // ---- shapes and the additive mask [B,1,S,T] (built from shapes; -1e9 keeps pad rows NaN-free)
   const S = g.op1('Gather', [g.op1('Shape', ['input_ids']), g.i64([1], true)], { axis: { i: 0 } }, 'S')
@@ -77,7 +83,11 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
   // ---- rotary tables from position_ids: cos/sin [B,1,S,hd] (HF "rotate_half" convention)
   const invFreq = new Float32Array(hd / 2)
   for (let i = 0; i < hd / 2; i++) invFreq[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / hd)
-  const pos = g.op1('Unsqueeze', [g.op1('Cast', ['position_ids'], { to: { i: F } }), g.i64([2])]) // [B,S,1]
+  const withPos = c.positionIds !== false
+  // Without position_ids the positions are P..T-1 for every row ([1,S,1], broadcast over the batch).
+  const pos = withPos
+    ? g.op1('Unsqueeze', [g.op1('Cast', ['position_ids'], { to: { i: F } }), g.i64([2])]) // [B,S,1]
+    : g.op1('Unsqueeze', [g.op1('Cast', [g.op1('Range', [P, T, one])], { to: { i: F } }), g.i64([0, 2])])
   const freqs = g.op1('Mul', [pos, g.init('inv_freq', [hd / 2], invFreq)])
   const emb = g.op1('Concat', [freqs, freqs], { axis: { i: -1 } })
   const cos = g.op1('Unsqueeze', [g.op1('Cos', [emb]), g.i64([1])], {}, 'cos')
@@ -110,8 +120,15 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
     const q = rope(toHeads(g.op1('MatMul', [h, g.init(`l${l}_wq`, [d, c.numHeads * hd], weight(d, c.numHeads * hd))]), c.numHeads))
     const k = rope(toHeads(g.op1('MatMul', [h, g.init(`l${l}_wk`, [d, c.numKvHeads * hd], weight(d, c.numKvHeads * hd))]), c.numKvHeads))
     const v = toHeads(g.op1('MatMul', [h, g.init(`l${l}_wv`, [d, c.numKvHeads * hd], weight(d, c.numKvHeads * hd))]), c.numKvHeads)
-    const presentK = g.opTo('Concat', [`past_key_values.${l}.key`, k], `present.${l}.key`, { axis: { i: 2 } })
-    const presentV = g.opTo('Concat', [`past_key_values.${l}.value`, v], `present.${l}.value`, { axis: { i: 2 } })
+    // fp16 KV: the cache crosses the graph boundary as float16; attention runs in float32.
+    const kv = (kind: 'key' | 'value', cur: string): string => {
+      if (!fp16) return g.opTo('Concat', [`past_key_values.${l}.${kind}`, cur], `present.${l}.${kind}`, { axis: { i: 2 } })
+      const full = g.op1('Concat', [g.op1('Cast', [`past_key_values.${l}.${kind}`], { to: { i: F } }), cur], { axis: { i: 2 } })
+      g.opTo('Cast', [full], `present.${l}.${kind}`, { to: { i: F16 } })
+      return full
+    }
+    const presentK = kv('key', k)
+    const presentV = kv('value', v)
     // GQA without repeating K/V: fold the G query heads of one kv head into the row axis,
     // [B,H,S,hd] -> [B,KV,G*S,hd] (head h uses kv head floor(h/G), as HF repeat_kv does).
     const qg = g.op1('Reshape', [g.op1('Mul', [q, qScale]), shapeKvGroups])
@@ -138,13 +155,13 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
   const inputs = [
     makeValueInfo('input_ids', I64, ['batch_size', 'sequence_length']),
     makeValueInfo('attention_mask', I64, ['batch_size', 'total_sequence_length']),
-    makeValueInfo('position_ids', I64, ['batch_size', 'sequence_length']),
+    ...(withPos ? [makeValueInfo('position_ids', I64, ['batch_size', 'sequence_length'])] : []),
   ]
   const outputs = [makeValueInfo('logits', F, ['batch_size', 'sequence_length', c.vocabSize])]
   for (let l = 0; l < c.numLayers; l++) {
     for (const kind of ['key', 'value']) {
-      inputs.push(makeValueInfo(`past_key_values.${l}.${kind}`, F, ['batch_size', c.numKvHeads, 'past_sequence_length', hd]))
-      outputs.push(makeValueInfo(`present.${l}.${kind}`, F, ['batch_size', c.numKvHeads, 'total_sequence_length', hd]))
+      inputs.push(makeValueInfo(`past_key_values.${l}.${kind}`, fp16 ? F16 : F, ['batch_size', c.numKvHeads, 'past_sequence_length', hd]))
+      outputs.push(makeValueInfo(`present.${l}.${kind}`, fp16 ? F16 : F, ['batch_size', c.numKvHeads, 'total_sequence_length', hd]))
     }
   }
   const model = onnx.ModelProto.create({

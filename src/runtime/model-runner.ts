@@ -33,6 +33,8 @@ function metaOf(m: ortTypes.InferenceSession.ValueMetadata): TensorMeta {
 export class ModelRunner {
   readonly info: ModelInfo
   private readonly inputs: InputSpec[]
+  /** Inputs with a free (non-batch) dim: their shapes decide which rows may share a batch. */
+  private readonly freeDimInputs: number[]
   private queue: Pending[] = []
   private scheduled = false
   /** Run statistics since the last drain (sent to the parent with results). */
@@ -63,6 +65,7 @@ export class ModelRunner {
       const rowBytes = dtype && dims.every((d) => d >= 0) ? shapeSize(dims) * DTYPES[dtype].bytes : -1
       return { name: m.name, dtype, rowShape: dims, rowBytes, shared }
     })
+    this.freeDimInputs = this.inputs.map((s, i) => (s.rowBytes < 0 ? i : -1)).filter((i) => i >= 0)
   }
 
   get numInputs(): number { return this.inputs.length }
@@ -102,13 +105,16 @@ export class ModelRunner {
     const all: Array<{ row: Value[]; p: number; k: number }> = []
     const results = pending.map((p) => new Array<Value[] | ServeError>(p.rows.length))
     pending.forEach((p, pi) => p.rows.forEach((row, k) => all.push({ row, p: pi, k })))
-    // Rows with different shapes on a free dim cannot share a batch.
+    // Rows with different shapes on a free dim cannot share a batch (all-static models: one group).
     const groups = new Map<string, typeof all>()
-    for (const item of all) {
-      const key = this.inputs.map((s, i) => (s.rowBytes >= 0 ? '' : (item.row[i] as Tensor).shape.join('x'))).join('|')
-      let g = groups.get(key)
-      if (!g) groups.set(key, (g = []))
-      g.push(item)
+    if (this.freeDimInputs.length === 0) groups.set('', all)
+    else {
+      for (const item of all) {
+        const key = this.freeDimInputs.map((i) => (item.row[i] as Tensor).shape.join('x')).join('|')
+        let g = groups.get(key)
+        if (!g) groups.set(key, (g = []))
+        g.push(item)
+      }
     }
     const max = this.info.maxBatchSize
     for (const g of groups.values()) {

@@ -13,6 +13,7 @@ import { writeFile } from 'node:fs/promises'
 import { LlmEngine } from '../../src/llm/engine.ts'
 import type { DoneEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../src/llm/types.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
+import { greedyNoCache as referenceGreedy } from '../helpers/llm.ts'
 
 const cfg = DECODER_CONFIGS.tiny
 const hd = cfg.hiddenSize / cfg.numHeads
@@ -31,24 +32,8 @@ before(async () => {
 after(async () => { await refSession.release(); rmSync(dir, { recursive: true, force: true }) })
 
 /** Greedy decoding recomputing the whole sequence each step (no KV cache at all). */
-async function greedyNoCache(prompt: number[], n: number): Promise<number[]> {
-  const seq = [...prompt]
-  for (let i = 0; i < n; i++) {
-    const L = seq.length
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(seq.map(BigInt)), [1, L]),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(L).fill(1n), [1, L]),
-      position_ids: new ort.Tensor('int64', BigInt64Array.from(seq.map((_, j) => BigInt(j))), [1, L]),
-    }
-    for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [1, cfg.numKvHeads, 0, hd])
-    const out = await refSession.run(feeds, ['logits'])
-    const lg = out.logits!.data as Float32Array
-    const off = (L - 1) * cfg.vocabSize
-    let best = 0
-    for (let v = 1; v < cfg.vocabSize; v++) if (lg[off + v]! > lg[off + best]!) best = v
-    seq.push(best)
-  }
-  return seq.slice(prompt.length)
+function greedyNoCache(prompt: number[], n: number): Promise<number[]> {
+  return referenceGreedy(refSession, cfg, prompt, n)
 }
 
 interface Result { tokens: number[]; events: GenerateEvent[]; done: DoneEvent | null; error: string | null }

@@ -13,6 +13,7 @@ import { buildDecoder, DECODER_CONFIGS, type DecoderConfig } from '../../src/mod
 import { LlmEngine } from '../../src/llm/engine.ts'
 import { describeModel } from '../../src/llm/model-spec.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
+import { greedyNoCache as referenceGreedy } from '../helpers/llm.ts'
 
 const tok = new ByteLevelTokenizer()
 let dir: string
@@ -36,30 +37,13 @@ function greedy(engine: LlmEngine, inputs: string, n: number): Promise<number[]>
   })
 }
 
-/** Greedy by full recomputation (no cache), feeding position_ids only if the model has them. */
 async function greedyNoCache(path: string, c: DecoderConfig, prompt: number[], n: number): Promise<number[]> {
   const s = await ort.InferenceSession.create(path)
-  const hd = c.hiddenSize / c.numHeads
-  const seq = [...prompt]
-  for (let i = 0; i < n; i++) {
-    const L = seq.length
-    const feeds: Record<string, ort.Tensor> = {
-      input_ids: new ort.Tensor('int64', BigInt64Array.from(seq.map(BigInt)), [1, L]),
-      attention_mask: new ort.Tensor('int64', new BigInt64Array(L).fill(1n), [1, L]),
-    }
-    if (s.inputNames.includes('position_ids')) feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from(seq.map((_, j) => BigInt(j))), [1, L])
-    const kvType = c.kvDtype === 'float16' ? 'float16' : 'float32'
-    for (let l = 0; l < c.numLayers; l++) for (const k of ['key', 'value']) {
-      feeds[`past_key_values.${l}.${k}`] = new ort.Tensor(kvType, kvType === 'float16' ? new Uint16Array(0) : new Float32Array(0), [1, c.numKvHeads, 0, hd])
-    }
-    const lg = (await s.run(feeds, ['logits'])).logits!.data as Float32Array
-    const off = (L - 1) * c.vocabSize
-    let best = 0
-    for (let v = 1; v < c.vocabSize; v++) if (lg[off + v]! > lg[off + best]!) best = v
-    seq.push(best)
+  try {
+    return await referenceGreedy(s, c, prompt, n)
+  } finally {
+    await s.release()
   }
-  await s.release()
-  return seq.slice(prompt.length)
 }
 
 test('float16 KV export: discovered as float16; the cache path matches the plain optimum loop and full recompute', async () => {

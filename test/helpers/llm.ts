@@ -1,0 +1,27 @@
+/** Reference decoding for LLM tests: greedy by full recomputation, no KV cache at all. */
+import ort from 'onnxruntime-node'
+import type { DecoderConfig } from '../../src/models/decoder.ts'
+
+/** Feeds position_ids only if the model has them, and empty past tensors in the model's KV dtype. */
+export async function greedyNoCache(session: ort.InferenceSession, c: DecoderConfig, prompt: number[], n: number): Promise<number[]> {
+  const hd = c.hiddenSize / c.numHeads
+  const fp16 = c.kvDtype === 'float16'
+  const seq = [...prompt]
+  for (let i = 0; i < n; i++) {
+    const L = seq.length
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', BigInt64Array.from(seq.map(BigInt)), [1, L]),
+      attention_mask: new ort.Tensor('int64', new BigInt64Array(L).fill(1n), [1, L]),
+    }
+    if (session.inputNames.includes('position_ids')) feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from(seq.map((_, j) => BigInt(j))), [1, L])
+    for (let l = 0; l < c.numLayers; l++) for (const k of ['key', 'value']) {
+      feeds[`past_key_values.${l}.${k}`] = fp16 ? new ort.Tensor('float16', new Uint16Array(0), [1, c.numKvHeads, 0, hd]) : new ort.Tensor('float32', new Float32Array(0), [1, c.numKvHeads, 0, hd])
+    }
+    const lg = (await session.run(feeds, ['logits'])).logits!.data as Float32Array
+    const off = (L - 1) * c.vocabSize
+    let best = 0
+    for (let v = 1; v < c.vocabSize; v++) if (lg[off + v]! > lg[off + best]!) best = v
+    seq.push(best)
+  }
+  return seq.slice(prompt.length)
+}

@@ -9,7 +9,8 @@
  *
  *   npm run bench:llm  [-- --new 64 --prompt 128 --rounds 2]
  */
-import { spawn, spawnSync } from 'node:child_process'
+import { spawnSync } from 'node:child_process'
+import { startServer } from '../src/bench/spawn-server.ts'
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -46,19 +47,6 @@ export default defineServable((s) => {
 })
 `)
   return dir
-}
-
-async function startServer(dir: string): Promise<{ url: string; stop: () => Promise<void> }> {
-  const proc = spawn(process.execPath, [join(root, 'bin', 'ms-serve.js'), 'start', dir, '--devices', '0', '--rest', '127.0.0.1:0', '--no-grpc-server'], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  proc.stdout!.on('data', (d) => { out += d })
-  for (let i = 0; i < 1200; i++) {
-    const m = /RESTful server start success, listening on (\S+)/.exec(out)
-    if (m) return { url: `http://${m[1]}`, stop: async () => { proc.kill('SIGTERM'); await new Promise((r) => proc.once('exit', r)) } }
-    if (proc.exitCode !== null) throw new Error(`server exited: ${out}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-  throw new Error('server did not start')
 }
 
 /** Byte-level prompt of exactly P-1 bytes (+ BOS = P tokens), different per stream. */
@@ -118,11 +106,11 @@ process.stderr.write(`decoder ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M par
 const results: Record<string, unknown> = { model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, rounds: ROUNDS, staggerMs: STAGGER_MS }
 
 for (const [label, maxBatch] of (args['served-only'] ? [['served', 16]] : [['served', 16], ['seq', 1]]) as Array<['served' | 'seq', number]>) {
-  const srv = await startServer(servableDir(label, maxBatch))
+  const srv = await startServer(servableDir(label, maxBatch), { devices: '0', timeoutMs: 120_000 })
   const rows = []
   for (const s of STREAMS) {
     process.stderr.write(`${label}: ${s} stream(s)...\n`)
-    rows.push(await measure(srv.url, s))
+    rows.push(await measure(srv.restOrigin, s))
   }
   results[label] = rows
   await srv.stop()

@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { join } from 'node:path'
 import { ServeError } from '../errors.ts'
-import { findPackageRoot } from '../protocol/grpc/ms-service.ts'
+import { findPackageRoot } from '../paths.ts'
 
 export interface StartedServer {
   restOrigin: string

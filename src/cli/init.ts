@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSy
 import { dirname, join, relative, resolve } from 'node:path'
 import { ServeError } from '../errors.ts'
 import { BUILTIN_MODELS } from '../models/index.ts'
-import { findPackageRoot } from '../protocol/grpc/ms-service.ts'
+import { findPackageRoot } from '../paths.ts'
 
 interface TemplateMeta { description: string; models: Record<string, string>; try?: string }
 

@@ -3,9 +3,8 @@
  * application errors always travel in `PredictReply.error_msg` with gRPC status OK; only the
  * transport (size limits, unknown methods) produces non-OK statuses.
  */
-import { existsSync } from 'node:fs'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
+import { findPackageRoot } from '../../paths.ts'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { MS_STATUS, toServeError } from '../../errors.ts'
@@ -24,6 +23,8 @@ export const MS_PROTO_LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 }
 
+export { findPackageRoot }
+
 export const MS_SERVICE_NAME = 'mindspore.serving.proto.MSService'
 export const MS_PREDICT_PATH = `/${MS_SERVICE_NAME}/Predict`
 
@@ -36,20 +37,6 @@ export interface MsPredictCall {
   signal?: AbortSignal
 }
 export type MsPredictHandler = (req: MsPredictCall) => Promise<PredictResultShape>
-
-/**
- * The package root is the nearest ancestor holding package.json and proto/: this file may run
- * from src/protocol/grpc (tsx), from a dist/ chunk (esbuild) or from an installed package.
- */
-export function findPackageRoot(start: string = dirname(fileURLToPath(import.meta.url))): string {
-  let dir = start
-  for (;;) {
-    if (existsSync(join(dir, 'package.json')) && existsSync(join(dir, 'proto', 'ms_service.proto'))) return dir
-    const up = dirname(dir)
-    if (up === dir) throw new Error(`ms-serve: cannot find the package root (package.json + proto/ms_service.proto) above ${start}`)
-    dir = up
-  }
-}
 
 /** Absolute path of the directory holding ms-serve's .proto files. */
 export function protoDir(): string {

@@ -3,7 +3,9 @@
  * mapping and collecting a whole generation from the event stream.
  */
 import { ServeError } from '../../errors.ts'
-import type { DoneEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../llm/types.ts'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { DoneEvent, ErrorEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../llm/types.ts'
+import { openSse, type SseWriter } from './sse.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
 
@@ -91,4 +93,46 @@ export async function firstEvent(llm: LlmDispatcher, req: LlmWireRequest, signal
   if (r.done) throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
   if (r.value.type === 'error') throw new ServeError(r.value.code, r.value.message)
   return { first: r.value, rest: it }
+}
+
+/** How one route family writes a generation as server-sent events. */
+export interface SseRelay {
+  /** Written when the stream opens (OpenAI's role chunk). */
+  open?(sse: SseWriter): void
+  /** A token; with `holdLast`, every token but the last, which `done` receives instead. */
+  token(sse: SseWriter, t: TokenEvent): void
+  done(sse: SseWriter, ev: DoneEvent, last: TokenEvent | null): void
+  error(sse: SseWriter, ev: ErrorEvent): void
+  /** Written after the final event (OpenAI's `[DONE]`). */
+  close?(sse: SseWriter): void
+  /** Hold each token until the next event, for formats whose last token event carries the final text. */
+  holdLast?: boolean
+}
+
+/**
+ * Streams a request as SSE: waits for the first event (errors before it keep their HTTP status,
+ * thrown as ServeError), then opens the stream; a client that disconnects cancels the request.
+ */
+export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, req: FastifyRequest, reply: FastifyReply, r: SseRelay): Promise<void> {
+  const ac = new AbortController()
+  const { first, rest } = await firstEvent(llm, wire, ac.signal)
+  const sse = openSse(req, reply, () => ac.abort())
+  r.open?.(sse)
+  let held: TokenEvent | null = null
+  const step = (ev: GenerateEvent): boolean => {
+    if (ev.type === 'token') {
+      if (!r.holdLast) r.token(sse, ev)
+      else {
+        if (held) r.token(sse, held)
+        held = ev
+      }
+      return true
+    }
+    if (ev.type === 'done') r.done(sse, ev, held)
+    else r.error(sse, ev)
+    return false
+  }
+  if (step(first)) for await (const ev of rest) if (!step(ev)) break
+  r.close?.(sse)
+  sse.end()
 }

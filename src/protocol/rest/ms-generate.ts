@@ -5,12 +5,11 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
-import type { GenerateEvent } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
-import { collect, engineParameters, firstEvent, parseJson, tgiParameters } from './llm-common.ts'
+import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
 import { renderError } from './ms-json.ts'
-import { clientGone, openSse } from './sse.ts'
+import { clientGone } from './sse.ts'
 
 export const LLM_METHODS = ['generate', 'generated_stream'] as const
 
@@ -52,24 +51,12 @@ export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: 
       return reply.code(200).type('application/json').send(JSON.stringify({ instances: results }))
     }
     if (instances.length !== 1) throw new ServeError('INVALID_REQUEST', `generated_stream takes one instance per request (got ${instances.length})`)
-    const ac = new AbortController()
-    const { first, rest } = await firstEvent(llm, instances[0]!, ac.signal)
-    const sse = openSse(req, reply, () => ac.abort())
-    let held: GenerateEvent | null = null
-    const emit = (ev: GenerateEvent): boolean => {
-      if (ev.type === 'token') {
-        if (held && held.type === 'token') sse.send({ index: held.index, token: held.text, token_id: held.id })
-        held = ev
-        return true
-      }
-      if (ev.type === 'done') {
-        const last = held && held.type === 'token' ? held : null
-        sse.send({ index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens })
-      } else sse.send({ error_msg: ev.message })
-      return false
-    }
-    if (emit(first)) for await (const ev of rest) if (!emit(ev)) break
-    sse.end()
+    await relaySse(llm, instances[0]!, req, reply, {
+      holdLast: true,
+      token: (sse, t) => sse.send({ index: t.index, token: t.text, token_id: t.id }),
+      done: (sse, ev, last) => sse.send({ index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens }),
+      error: (sse, ev) => sse.send({ error_msg: ev.message }),
+    })
     return reply
   } catch (e) {
     if (reply.sent || reply.raw.headersSent) return reply

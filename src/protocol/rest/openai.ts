@@ -7,12 +7,12 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { ChatMessage } from '../../llm/chat-template.ts'
-import type { FinishReason, GenerateEvent, GenerateParameters } from '../../llm/types.ts'
+import type { FinishReason, GenerateParameters } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { collect, firstEvent, parseJson } from './llm-common.ts'
-import { clientGone, openSse } from './sse.ts'
+import { collect, parseJson, relaySse } from './llm-common.ts'
+import { clientGone } from './sse.ts'
 import { tgiError } from './tgi.ts'
 
 const CREATED = Math.floor(Date.now() / 1000)
@@ -110,28 +110,20 @@ function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: stri
   return { id: k.id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: content.text ?? '', logprobs: null, finish_reason: finish }] }
 }
 
-async function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage: boolean, req: FastifyRequest, reply: FastifyReply) {
-  const ac = new AbortController()
-  const { first, rest } = await firstEvent(llm, wire, ac.signal)
-  const sse = openSse(req, reply, () => ac.abort())
-  if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null))
-  const emit = (ev: GenerateEvent): boolean => {
-    if (ev.type === 'token') {
-      if (!ev.special && ev.text) sse.send(chunk(k, { text: ev.text }, null))
-      return true
-    }
-    if (ev.type === 'done') {
+function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage: boolean, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  return relaySse(llm, wire, req, reply, {
+    open: (sse) => { if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null)) },
+    token: (sse, t) => { if (!t.special && t.text) sse.send(chunk(k, { text: t.text }, null)) },
+    done: (sse, ev) => {
       sse.send(chunk(k, k.chat ? {} : { text: '' }, openAiFinish(ev.finishReason)))
       if (includeUsage) sse.send({ id: k.id, object: k.chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, choices: [], usage: { prompt_tokens: ev.inputTokens, completion_tokens: ev.generatedTokens, total_tokens: ev.inputTokens + ev.generatedTokens } })
-    } else {
+    },
+    error: (sse, ev) => {
       const { status, body } = errorBody(new ServeError(ev.code, ev.message))
       sse.send({ error: { ...body.error, http_status_code: status } })
-    }
-    return false
-  }
-  if (emit(first)) for await (const ev of rest) if (!emit(ev)) break
-  sse.send('[DONE]', true)
-  sse.end()
+    },
+    close: (sse) => { sse.send('[DONE]', true) },
+  })
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableRegistry): void {

@@ -5,11 +5,11 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
-import type { DoneEvent, GenerateEvent, TokenEvent } from '../../llm/types.ts'
+import type { DoneEvent, TokenEvent } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { collect, engineParameters, firstEvent, parseJson, tgiParameters } from './llm-common.ts'
-import { clientGone, openSse } from './sse.ts'
+import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
+import { clientGone } from './sse.ts'
 
 const VERSION = '0.1.0'
 
@@ -83,32 +83,18 @@ async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   return reply.send(asArray ? [res] : res)
 }
 
-async function generateStream(call: TgiCall, req: FastifyRequest, reply: FastifyReply) {
-  const ac = new AbortController()
-  const { first, rest } = await firstEvent(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, ac.signal)
-  const sse = openSse(req, reply, () => ac.abort())
-  // The last token event carries generated_text and details, so hold each token until the next event.
-  let held: TokenEvent | null = null
-  const emit = (ev: GenerateEvent): boolean => {
-    if (ev.type === 'token') {
-      if (held) sse.send({ index: held.index, token: tokenJson(held), generated_text: null, details: null })
-      held = ev
-      return true
-    }
-    if (ev.type === 'done') {
+function generateStream(call: TgiCall, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  return relaySse(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, req, reply, {
+    // The last token event carries generated_text and details.
+    holdLast: true,
+    token: (sse, t) => sse.send({ index: t.index, token: tokenJson(t), generated_text: null, details: null }),
+    done: (sse, ev, held) => {
       const last = held ?? { index: ev.generatedTokens, id: -1, text: '', logprob: 0, special: true }
       const details = call.params.details ? { finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens, seed: ev.seed, input_length: ev.inputTokens } : null
       sse.send({ index: last.index, token: tokenJson(last as TokenEvent), generated_text: fullText(call, ev), details })
-      return false
-    }
-    const { body } = tgiError(new ServeError(ev.code, ev.message))
-    sse.send(body)
-    return false
-  }
-  if (emit(first)) {
-    for await (const ev of rest) if (!emit(ev)) break
-  }
-  sse.end()
+    },
+    error: (sse, ev) => sse.send(tgiError(new ServeError(ev.code, ev.message)).body),
+  })
 }
 
 export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegistry): void {

@@ -1,11 +1,13 @@
 /**
  * Trivial model over REST and gRPC against the protocol ceiling, all in one run:
  *   echo     bare fastify JSON echo and bare grpc-js Predict echo (bench/echo-servers.ts)
- *   ms-serve the add servable (add_common: one ONNX Add per batch in a replica process)
+ *   ms-serve the add servable (add_common: one ONNX Add per batch), once per replica isolation
+ *            (--isolation, default process,thread,inline: a replica process, a worker thread, or
+ *            the listeners' thread), each its own server
  * each at concurrency 1 and 16 with the same load generator (`ms-serve bench`, its own process),
  * plus a wrk cross-check of the REST numbers when wrk is installed.
  *
- *   node scripts/build.mjs && node --import tsx bench/add.ts [--duration 10s] [--concurrency 1,16] [--reps 1] [--profile 0|1]
+ *   node scripts/build.mjs && node --import tsx bench/add.ts [--duration 10s] [--concurrency 1,16] [--reps 1] [--isolation process,thread,inline] [--profile 0|1]
  *
  * Before each measurement it waits until the machine is >= --quiet-idle % idle (other work shares the cores).
  * --no-spin 1 turns off ORT's intra-op spinning in the add replica (a what-if, not the default).
@@ -19,8 +21,9 @@ import { startServer } from '../src/bench/spawn-server.ts'
 import type { BenchReport } from '../src/bench/types.ts'
 import { BIN, build, flags, fmt, level, pct, RESULTS, ROOT, runBenchClean, runWrk, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
 
-const f = flags({ duration: '10s', warmup: '2s', concurrency: '1,16', reps: '1', profile: '0', 'wrk-seconds': '8', 'quiet-idle': '90', floors: '1', 'no-spin': '0' })
+const f = flags({ duration: '10s', warmup: '2s', concurrency: '1,16', reps: '1', profile: '0', 'wrk-seconds': '8', 'quiet-idle': '90', floors: '1', 'no-spin': '0', isolation: 'process,thread,inline' })
 const levels = f.concurrency.split(',').map((c) => `c=${c}`)
+const ISOLATIONS = f.isolation.split(',')
 build()
 
 const servables = tempDir('ms-serve-bench-add-')
@@ -40,7 +43,8 @@ const echoAddr = await new Promise<{ rest: string; grpc: string; restProcessHop:
 
 const profDir = join(RESULTS, 'prof-add')
 if (f.profile === '1') mkdirSync(profDir, { recursive: true })
-const server = await startServer(servables.dir, { nodeArgs: f.profile === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] })
+const servers = new Map<string, Awaited<ReturnType<typeof startServer>>>()
+for (const iso of ISOLATIONS) servers.set(iso, await startServer(servables.dir, { isolation: iso, nodeArgs: f.profile === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] }))
 
 /**
  * Each measurement waits for a quiet machine first (--quiet-idle 0 to skip) and is repeated when
@@ -51,18 +55,23 @@ function bench(args: string[], check = true): Promise<BenchReport> {
   return runBenchClean(args, { quietIdle: Number(f['quiet-idle']), maxOther: check ? 0.3 : 0 })
 }
 const common = ['--servable', 'add', '--method', 'add_common', '--concurrency', f.concurrency, '--duration', f.duration, '--warmup', f.warmup]
-const runs: Record<string, BenchReport[]> = { 'rest-echo': [], 'rest-ms-serve': [], 'grpc-echo': [], 'grpc-ms-serve': [], 'rest-process-hop': [], 'rest-worker-hop': [] }
+const runs: Record<string, BenchReport[]> = { 'rest-echo': [], 'grpc-echo': [], 'rest-process-hop': [], 'rest-worker-hop': [] }
+for (const iso of ISOLATIONS) for (const proto of ['rest', 'grpc']) runs[`${proto}-ms-serve-${iso}`] = []
 const wrk: Record<string, { reqPerSec: number; latency: string }> = {}
 try {
   for (let rep = 0; rep < Number(f.reps); rep++) {
     process.stderr.write(`rep ${rep + 1}: REST echo\n`)
     runs['rest-echo']!.push(await bench([...common, '--url', `http://${echoAddr.rest}`, '--server-pid', String(echoAddr.pid)]))
-    process.stderr.write(`rep ${rep + 1}: REST ms-serve\n`)
-    runs['rest-ms-serve']!.push(await bench([...common, '--url', server.restOrigin, '--server-pid', String(server.pid)]))
+    for (const [iso, server] of servers) {
+      process.stderr.write(`rep ${rep + 1}: REST ms-serve (${iso})\n`)
+      runs[`rest-ms-serve-${iso}`]!.push(await bench([...common, '--url', server.restOrigin, '--server-pid', String(server.pid)]))
+    }
     process.stderr.write(`rep ${rep + 1}: gRPC echo\n`)
     runs['grpc-echo']!.push(await bench([...common, '--grpc', echoAddr.grpc, '--server-pid', String(echoAddr.pid)]))
-    process.stderr.write(`rep ${rep + 1}: gRPC ms-serve\n`)
-    runs['grpc-ms-serve']!.push(await bench([...common, '--grpc', server.grpcAddress, '--url', server.restOrigin, '--server-pid', String(server.pid)]))
+    for (const [iso, server] of servers) {
+      process.stderr.write(`rep ${rep + 1}: gRPC ms-serve (${iso})\n`)
+      runs[`grpc-ms-serve-${iso}`]!.push(await bench([...common, '--grpc', server.grpcAddress, '--url', server.restOrigin, '--server-pid', String(server.pid)]))
+    }
     if (f.floors === '1') {
       process.stderr.write(`rep ${rep + 1}: REST echo behind a process hop, behind a worker hop\n`)
       runs['rest-process-hop']!.push(await bench([...common, '--url', `http://${echoAddr.restProcessHop}`, '--server-pid', String(echoAddr.pid)], false))
@@ -75,16 +84,16 @@ try {
       process.stderr.write(`wrk -t1 -c${c}: echo, ms-serve\n`)
       if (Number(f['quiet-idle']) > 0) await waitQuiet(Number(f['quiet-idle']))
       wrk[`rest-echo c=${c}`] = runWrk(`http://${echoAddr.rest}/model/add:add_common`, body, c, Number(f['wrk-seconds']))
-      wrk[`rest-ms-serve c=${c}`] = runWrk(`${server.restOrigin}/model/add:add_common`, body, c, Number(f['wrk-seconds']))
+      for (const [iso, server] of servers) wrk[`rest-ms-serve (${iso}) c=${c}`] = runWrk(`${server.restOrigin}/model/add:add_common`, body, c, Number(f['wrk-seconds']))
     }
   } else {
     process.stderr.write('wrk is not installed: no independent cross-check (apt-get install -y wrk)\n')
   }
 } catch (e) {
-  process.stderr.write(`ms-serve output:\n${server.output()}\n`)
+  for (const [iso, server] of servers) process.stderr.write(`ms-serve (${iso}) output:\n${server.output()}\n`)
   throw e
 } finally {
-  await server.stop()
+  await Promise.all([...servers.values()].map((server) => server.stop()))
   echo.kill('SIGTERM')
   servables.remove()
 }
@@ -95,25 +104,29 @@ function pick(key: string, label: string) {
   return list[Math.floor(list.length / 2)]!
 }
 const rows: Array<Record<string, string | number>> = []
-const lines = ['| protocol | c | echo req/s | ms-serve req/s | ms-serve / echo | ms-serve p50 ms | p99 ms | echo p50 ms | p99 ms | avg batch |', '|---|---|---|---|---|---|---|---|---|---|']
+const lines = ['| protocol | c | isolation | echo req/s | ms-serve req/s | ms-serve / echo | ms-serve p50 ms | p99 ms | echo p50 ms | p99 ms | avg batch |', '|---|---|---|---|---|---|---|---|---|---|---|']
 for (const proto of ['rest', 'grpc']) {
   for (const label of levels) {
     const e = pick(`${proto}-echo`, label)
-    const m = pick(`${proto}-ms-serve`, label)
-    const ratio = m.reqPerSec / e.reqPerSec
-    rows.push({ protocol: proto, level: label, echoReqPerSec: e.reqPerSec, msServeReqPerSec: m.reqPerSec, ratio, msServeP50: m.latencyMs.p50, msServeP99: m.latencyMs.p99, echoP50: e.latencyMs.p50, echoP99: e.latencyMs.p99, avgBatch: m.server?.avgBatchSize ?? 0 })
-    lines.push(`| ${proto === 'rest' ? 'REST' : 'gRPC'} | ${label.slice(2)} | ${fmt(e.reqPerSec)} | ${fmt(m.reqPerSec)} | **${pct(ratio)}** | ${m.latencyMs.p50.toFixed(2)} | ${m.latencyMs.p99.toFixed(2)} | ${e.latencyMs.p50.toFixed(2)} | ${e.latencyMs.p99.toFixed(2)} | ${(m.server?.avgBatchSize ?? 0).toFixed(1)} |`)
+    for (const iso of ISOLATIONS) {
+      const m = pick(`${proto}-ms-serve-${iso}`, label)
+      const ratio = m.reqPerSec / e.reqPerSec
+      rows.push({ protocol: proto, level: label, isolation: iso, echoReqPerSec: e.reqPerSec, msServeReqPerSec: m.reqPerSec, ratio, msServeP50: m.latencyMs.p50, msServeP99: m.latencyMs.p99, echoP50: e.latencyMs.p50, echoP99: e.latencyMs.p99, avgBatch: m.server?.avgBatchSize ?? 0 })
+      lines.push(`| ${proto === 'rest' ? 'REST' : 'gRPC'} | ${label.slice(2)} | ${iso} | ${fmt(e.reqPerSec)} | ${fmt(m.reqPerSec)} | **${pct(ratio)}** | ${m.latencyMs.p50.toFixed(2)} | ${m.latencyMs.p99.toFixed(2)} | ${e.latencyMs.p50.toFixed(2)} | ${e.latencyMs.p99.toFixed(2)} | ${(m.server?.avgBatchSize ?? 0).toFixed(1)} |`)
+    }
   }
 }
 if (f.floors === '1') {
-  lines.push('', '| REST, c | echo | echo + process hop | echo + worker hop | ms-serve | ms-serve / process-hop echo |', '|---|---|---|---|---|---|')
+  // Each isolation against the echo with the same hop: how much of its own ceiling ms-serve reaches.
+  lines.push('', '| REST, c | echo | echo + process hop | echo + worker hop | ms-serve process / process-hop echo | ms-serve thread / worker-hop echo |', '|---|---|---|---|---|---|')
   for (const label of levels) {
     const e = pick('rest-echo', label).reqPerSec
     const p = pick('rest-process-hop', label).reqPerSec
     const w = pick('rest-worker-hop', label).reqPerSec
-    const m = pick('rest-ms-serve', label).reqPerSec
-    rows.push({ protocol: 'rest-floors', level: label, echoReqPerSec: e, processHopReqPerSec: p, workerHopReqPerSec: w, msServeReqPerSec: m, ratioToProcessHop: m / p })
-    lines.push(`| ${label.slice(2)} | ${fmt(e)} | ${fmt(p)} (${pct(p / e)}) | ${fmt(w)} (${pct(w / e)}) | ${fmt(m)} (${pct(m / e)}) | **${pct(m / p)}** |`)
+    const mp = runs['rest-ms-serve-process'] ? pick('rest-ms-serve-process', label).reqPerSec : NaN
+    const mt = runs['rest-ms-serve-thread'] ? pick('rest-ms-serve-thread', label).reqPerSec : NaN
+    rows.push({ protocol: 'rest-floors', level: label, echoReqPerSec: e, processHopReqPerSec: p, workerHopReqPerSec: w, msServeProcessReqPerSec: mp, msServeThreadReqPerSec: mt })
+    lines.push(`| ${label.slice(2)} | ${fmt(e)} | ${fmt(p)} (${pct(p / e)}) | ${fmt(w)} (${pct(w / e)}) | ${Number.isNaN(mp) ? '-' : pct(mp / p)} | ${Number.isNaN(mt) ? '-' : pct(mt / w)} |`)
   }
 }
 if (Object.keys(wrk).length) {

@@ -8,6 +8,8 @@
  * Each server runs alone with one replica (2 intra-op threads), the same as the raw runs.
  *
  *   npm run bench:llm  [-- --new 64 --prompt 128 --rounds 2]
+ *   scheduler options: --ratio X (waitingServedRatio), --prefill-tokens N (maxBatchPrefillTokens),
+ *   --consecutive-prefills N (maxConsecutivePrefills); --served-only, --streams 1,4,16
  */
 import { spawnSync } from 'node:child_process'
 import { startServer } from '../src/bench/spawn-server.ts'
@@ -20,7 +22,7 @@ const { values: args } = parseArgs({ options: {
   prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' }, rounds: { type: 'string', default: '4' },
   stagger: { type: 'string', default: '40' },
   spin: { type: 'string', default: 'false' },
-  ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
+  ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'consecutive-prefills': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
   streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' },
 } })
 const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds), STAGGER_MS = Number(args.stagger)
@@ -43,7 +45,7 @@ function servableDir(name: string, maxBatchSize: number): string {
   linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
   writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
 export default defineServable((s) => {
-  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''} })
+  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''}${args['consecutive-prefills'] ? `, maxConsecutivePrefills: ${args['consecutive-prefills']}` : ''} })
 })
 `)
   return dir
@@ -66,6 +68,7 @@ async function streamOnce(url: string, k: number): Promise<Req> {
     if (n > 0 && ttft === 0) ttft = performance.now() - t0
     tokens += n
   }
+  if (process.env.LLM_BENCH_TRACE) (await import('node:fs')).appendFileSync(process.env.LLM_BENCH_TRACE, JSON.stringify({ t0: performance.timeOrigin + t0, ttft, e2e: performance.now() - t0, k }) + '\n')
   return { ttft, e2e: performance.now() - t0, tokens }
 }
 

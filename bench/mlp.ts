@@ -7,7 +7,7 @@
  * --profile 1 runs each server's main process with --cpu-prof (bench/results/prof-mlp/).
  *
  *   node scripts/build.mjs && node --import tsx bench/mlp.ts [--duration 10s] [--concurrency 1..64] [--max-batch 64] [--wait-ms 0]
- *     [--instances-per-request 1] [--no-spin 0|1] [--protocol rest|grpc] [--profile 0|1]
+ *     [--instances-per-request 1] [--no-spin 0|1] [--protocol rest|grpc] [--isolation process|thread|inline] [--profile 0|1]
  *
  * --no-spin 1 turns off ORT's intra-op thread spinning in the replicas (a what-if, not the default).
  */
@@ -18,7 +18,7 @@ import type { BenchReport } from '../src/bench/types.ts'
 import { startServer } from '../src/bench/spawn-server.ts'
 import { build, flags, fmt, pct, RESULTS, runBenchClean, tempDir, writeResult } from './lib.ts'
 
-const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0' })
+const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0', isolation: 'process' })
 build()
 
 const root = tempDir('ms-serve-bench-mlp-')
@@ -46,7 +46,7 @@ const common = ['--servable', 'mlp', '--method', 'predict', '--concurrency', f.c
 
 /** Starts one server on `dir` (main process profiled with --profile 1), benches it, stops it. */
 async function benchServer(dir: string, extra: string[]): Promise<BenchReport> {
-  const server = await startServer(dir, { nodeArgs: f.profile === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] })
+  const server = await startServer(dir, { isolation: f.isolation, nodeArgs: f.profile === '1' ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [] })
   try {
     // --servables with --url: the bench reads DIR (inputs, raw baseline) but does not start another server.
     const target = f.protocol === 'grpc' ? ['--grpc', server.grpcAddress, '--url', server.restOrigin] : ['--url', server.restOrigin]
@@ -86,5 +86,5 @@ const rows = withBatching.levels.map((b) => {
 })
 const top = rows[rows.length - 1]!
 lines.push('', `At ${top.level}: ${pct(top.ratioToRaw)} of raw onnxruntime at B=${best.batch} (goal >= 80%), ${top.speedup.toFixed(2)}x no batching (goal >= 3x), p95 ${top.batchedP95.toFixed(2)} vs ${top.unbatchedP95.toFixed(2)} ms (goal: no worse).`)
-const file = writeResult(`mlp-ipr${f['instances-per-request']}${f['no-spin'] === '1' ? '-nospin' : ''}`, { args: f, rows, raw, reports: { batching: withBatching, noBatching: without } })
+const file = writeResult(`mlp-ipr${f['instances-per-request']}-${f.protocol}-${f.isolation}${f['no-spin'] === '1' ? '-nospin' : ''}`, { args: f, rows, raw, reports: { batching: withBatching, noBatching: without } })
 process.stdout.write(lines.join('\n') + `\nwrote ${file}\n`)

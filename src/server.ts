@@ -9,7 +9,7 @@ import { chooseVersions, scanServables } from './config/scan.ts'
 import { validateServable, type ValidServable } from './config/validate.ts'
 import { join } from 'node:path'
 import { ServeError } from './errors.ts'
-import { planDevices, type DeviceType } from './runtime/devices.ts'
+import { planDevices, type DeviceType, type Isolation } from './runtime/devices.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
 import { addMsService } from './protocol/grpc/ms-service.ts'
@@ -26,6 +26,8 @@ export interface ServeOptions {
   dir: string
   devices: number[]
   deviceType: DeviceType
+  /** Where replicas run: 'process' (default), 'thread' or 'inline' (see runtime/replica.ts). */
+  isolation?: Isolation
   grpc: HostPort | null
   rest: HostPort | null
   /** Largest request body / message, MiB (MindSpore default 100). */
@@ -73,7 +75,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     registry.defaultLlm = opts.defaultLlm
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
-  const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length)
+  const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
   const live = servables.map((s) => new LiveServable(s, plans))
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
   try {

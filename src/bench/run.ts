@@ -94,8 +94,8 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
     let restOrigin = o.url
     let grpcAddress = o.grpc
     if (o.servablesDir && !o.url && !o.grpc) {
-      io.progress.log(`starting ms-serve on ${o.servablesDir}${o.devices ? ` (devices ${o.devices})` : ''} ...`)
-      server = await startServer(o.servablesDir, { devices: o.devices })
+      io.progress.log(`starting ms-serve on ${o.servablesDir}${o.devices ? ` (devices ${o.devices})` : ''}${o.isolation ? ` (isolation ${o.isolation})` : ''} ...`)
+      server = await startServer(o.servablesDir, { devices: o.devices, isolation: o.isolation })
       restOrigin = server.restOrigin
       grpcAddress = server.grpcAddress
       io.progress.log(`server pid ${server.pid}: REST ${restOrigin}, gRPC ${grpcAddress}`)
@@ -155,7 +155,10 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
     const levels: LevelResult[] = []
     // Process ids are only ours to read when the server runs on this machine.
     const onThisMachine = server !== null || /^https?:\/\/(127\.0\.0\.1|localhost|\[::1\])(:|$)/.test(restOrigin ?? '')
-    const replicaPids = onThisMachine ? (entry?.replicas ?? []).map((r) => r.pid).filter((p): p is number => typeof p === 'number' && p > 0) : []
+    // Replicas in threads or inline report the server's own pid: count that CPU as the server's.
+    const reps = onThisMachine ? (entry?.replicas ?? []) : []
+    const serverPid = server?.pid ?? o.serverPid ?? reps.find((r) => r.isolation !== undefined && r.isolation !== 'process')?.pid ?? null
+    const replicaPids = reps.map((r) => r.pid).filter((p): p is number => typeof p === 'number' && p > 0 && p !== serverPid)
     const unit = o.generate ? 'tok/s' : 'req/s'
     for (const plan of plans) {
       let before: ServableEntry | null = null
@@ -173,10 +176,10 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
         onTick: (t) => io.progress.tick(t, unit),
         beforeMeasure: async () => {
           if (restOrigin && stats) before = findServable(await fetchStats(restOrigin), servableName, o.version)
-          cpu0 = cpuSnapshot(server?.pid ?? o.serverPid, replicaPids)
+          cpu0 = cpuSnapshot(serverPid, replicaPids)
         },
         afterMeasure: async () => {
-          cpu1 = cpuSnapshot(server?.pid ?? o.serverPid, replicaPids)
+          cpu1 = cpuSnapshot(serverPid, replicaPids)
           if (restOrigin && stats) after = findServable(await fetchStats(restOrigin), servableName, o.version)
         },
       })

@@ -39,6 +39,8 @@ export interface ValidBenchOptions {
   htmlOut: string | null
   baseline: 'raw' | null
   devices: string | null
+  /** `ms-serve start --isolation` for the server started with --servables. */
+  isolation: string | null
   /** Main process of a server on this machine that the bench did not start, for CPU accounting. */
   serverPid: number | null
   progress: boolean

@@ -55,6 +55,7 @@ export function toBenchOptions(f: Flags, concurrencyGiven: boolean): ValidBenchO
     htmlOut: str('html') ?? null,
     baseline: str('baseline') === 'raw' ? 'raw' : null,
     devices: str('devices') ?? null,
+    isolation: str('isolation') ?? null,
     serverPid: str('serverPid') ? intFlag('--server-pid', str('serverPid'), 1, 0) : null,
     progress: f['progress'] !== false,
     maxNewTokens: intFlag('--max-new-tokens', str('maxNewTokens'), 1, 64),
@@ -106,6 +107,7 @@ export function registerBenchCommand(program: Command): void {
     .addOption(new Option('--baseline <kind>', 'also run the model in-process with onnxruntime-node (same inputs, batch sizes 1..max) and report ms-serve as a ratio of it').choices(['raw']))
     .option('--baseline-time <time>', 'measuring time per batch size in the raw baseline', '1s')
     .option('--devices <ids>', 'device ids for the server started with --servables (ms-serve start --devices)')
+    .addOption(new Option('--isolation <where>', 'replica isolation for the server started with --servables (ms-serve start --isolation)').choices(['process', 'thread', 'inline']))
     .option('--max-new-tokens <n>', 'generate: tokens per request', '64')
     .option('--prompt <text>', 'generate: the prompt (default: a fixed 45-word prompt)')
     .option('--goodput <slos>', 'generate: SLOs in ms for goodput, e.g. ttft:500,tpot:50 (also e2el)')

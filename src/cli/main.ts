@@ -3,7 +3,7 @@ import { Command, Option } from 'commander'
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { isServeError, ServeError } from '../errors.ts'
-import { parseDeviceIds, type DeviceType } from '../runtime/devices.ts'
+import { ISOLATIONS, parseDeviceIds, parseIsolation, type DeviceType } from '../runtime/devices.ts'
 import { serve, type HostPort } from '../server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
@@ -24,6 +24,7 @@ interface ServerFile {
   rest?: string | null
   devices?: number[] | string
   device_type?: DeviceType
+  isolation?: string
   max_msg_mb?: number
   servables?: Record<string, { version?: number; versions?: number[] | 'all' }>
 }
@@ -55,6 +56,7 @@ program
   .argument('<dir>', 'servable directory: DIR/<name>/servable_config.ts + DIR/<name>/<version>/<model files>')
   .option('--devices <ids>', 'comma list of device ids; one replica per id per servable', '0')
   .addOption(new Option('--device-type <type>', 'execution provider for the device ids').choices(['cpu', 'cuda']).default('cpu'))
+  .addOption(new Option('--isolation <where>', 'where replicas run: process (a child process per replica: crash-isolated), thread (a worker thread), inline (the listeners\' thread: fastest for models that run in microseconds; LLMs then use a thread)').choices([...ISOLATIONS]).default('process'))
   .option('--grpc <host:port>', 'gRPC listen address (port 0 = any free port)', '127.0.0.1:5500')
   .option('--rest <host:port>', 'REST listen address (port 0 = any free port)', '127.0.0.1:1500')
   .option('--no-grpc-server', 'do not start the gRPC listener')
@@ -63,7 +65,7 @@ program
   .option('--rest-always-200', 'answer REST errors with HTTP 200 like MindSpore Serving (default: 4xx/5xx)')
   .option('--no-watch', 'do not watch DIR for changes (default: changed servables are hot-reloaded)')
   .option('--default-llm <name>', 'LLM servable for routes that name no model (TGI /generate, OpenAI without model)')
-  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, max_msg_mb, servables.<name>.version(s)')
+  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, servables.<name>.version(s)')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {
       const file = o.config ? readServerFile(String(o.config)) : {}
@@ -82,6 +84,7 @@ program
         dir,
         devices: parseDeviceIds(devicesText),
         deviceType: (src('deviceType') || !file.device_type ? o.deviceType : file.device_type) as DeviceType,
+        isolation: parseIsolation(String(src('isolation') || file.isolation === undefined ? o.isolation : file.isolation)),
         grpc: o.grpcServer === false || grpcText === null ? null : parseHostPort('--grpc', grpcText),
         rest: o.restServer === false || restText === null ? null : parseHostPort('--rest', restText),
         maxMsgMb,

@@ -177,6 +177,8 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
     const v = intOpt(o[k], `declareLlm ${k}`, 1, configFile, site)
     if (v !== undefined) options[k] = v
   }
+  const mcp = intOpt(o.maxConsecutivePrefills, 'declareLlm maxConsecutivePrefills', 0, configFile, site)
+  if (mcp !== undefined) options.maxConsecutivePrefills = mcp
   if (o.waitingServedRatio !== undefined) {
     if (typeof o.waitingServedRatio !== 'number' || !(o.waitingServedRatio >= 0)) fail(configFile, site, `declareLlm waitingServedRatio must be a number >= 0 (got ${JSON.stringify(o.waitingServedRatio)})`)
     options.waitingServedRatio = o.waitingServedRatio

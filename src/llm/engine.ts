@@ -25,6 +25,11 @@ import { loadTokenizer } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type { GenerateEvent, GenerateRequest, ValidationLimits } from './types.ts'
 import { validateRequest } from './validate.ts'
+import { appendFileSync } from 'node:fs'
+const TRACE = process.env.MS_SERVE_LLM_TRACE
+const tbuf: string[] = []
+function trace(o: object): void { if (!TRACE) return; tbuf.push(JSON.stringify(o)); if (tbuf.length >= 100) { appendFileSync(TRACE, tbuf.join('\n') + '\n'); tbuf.length = 0 } }
+const abs = (t: number): number => performance.timeOrigin + t
 
 /** Engine options; every field has a default. */
 export interface LlmEngineOptions {
@@ -40,8 +45,24 @@ export interface LlmEngineOptions {
   maxBatchTotalTokens?: number
   /** In-flight (queued + running) limit; beyond it submit throws QUEUE_FULL (default 128). */
   maxConcurrentRequests?: number
+  /** TGI: after this many decode steps without a prefill, any queued request may join (default 20). */
   maxWaitingTokens?: number
+  /**
+   * TGI: while a batch is running, a prefill must add >= ratio x running requests, else the
+   * queue waits (up to maxWaitingTokens steps) for more to batch. Default 0 on CPU (prefill as
+   * soon as a request waits, as vLLM: a compute-bound CPU prefills two prompts in twice the time
+   * of one, so waiting to batch them only adds TTFT) and 0.3 (TGI's) with a GPU provider, where
+   * batched prefills are nearly free.
+   */
   waitingServedRatio?: number
+  /**
+   * Prefills that may run back to back while a batch is running before one decode step must
+   * run (default 1, as TGI's loop; 0 = no limit). With no limit, requests that arrive together
+   * are all prefilled before the batch decodes again, then finish on the same step and, in a
+   * closed loop, return together, so every request of the clump waits for all the prefills
+   * ahead of it; one prefill per decode step spreads them out.
+   */
+  maxConsecutivePrefills?: number
   maxStopSequences?: number
   /** KV capacity growth step in positions (default 64). */
   kvBlock?: number
@@ -83,6 +104,7 @@ export class LlmEngine {
   private readonly inFlight = new Map<string, Sequence>()
   private reservedTokens = 0
   private waitingTokens = 0
+  private prefillsSinceDecode = 0
   private tickPending = false
   private busy = false
   private closed = false
@@ -92,7 +114,7 @@ export class LlmEngine {
 
   private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
-    this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio }
+    this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
     this.chatTemplate = new ChatTemplate(tokenizer.config)
   }
@@ -102,18 +124,20 @@ export class LlmEngine {
     const maxTotalTokens = opts.maxTotalTokens ?? 1024
     const maxInputTokens = opts.maxInputTokens ?? maxTotalTokens - 1
     const maxBatchSize = opts.maxBatchSize ?? 16
+    const onCpu = (opts.executionProviders ?? ['cpu']).every((p) => (typeof p === 'string' ? p : p.name) === 'cpu')
     const o = {
       maxBatchSize, maxTotalTokens, maxInputTokens,
       maxBatchPrefillTokens: opts.maxBatchPrefillTokens ?? maxInputTokens + 50,
       maxBatchTotalTokens: opts.maxBatchTotalTokens ?? maxBatchSize * maxTotalTokens,
       maxConcurrentRequests: opts.maxConcurrentRequests ?? 128,
       maxWaitingTokens: opts.maxWaitingTokens ?? 20,
-      waitingServedRatio: opts.waitingServedRatio ?? 0.3,
+      waitingServedRatio: opts.waitingServedRatio ?? (onCpu ? 0 : 0.3),
+      maxConsecutivePrefills: opts.maxConsecutivePrefills ?? 1,
       maxStopSequences: opts.maxStopSequences ?? 4,
       kvBlock: opts.kvBlock ?? 64,
     }
     const bad = (m: string): never => { throw new ServeError('CONFIG_INVALID', m) }
-    for (const [k, v] of Object.entries(o)) if (!(typeof v === 'number' && v >= (k === 'waitingServedRatio' ? 0 : 1))) bad(`llm.${k} must be a positive number (got ${v})`)
+    for (const [k, v] of Object.entries(o)) if (!(typeof v === 'number' && v >= (k === 'waitingServedRatio' || k === 'maxConsecutivePrefills' ? 0 : 1))) bad(`llm.${k} must be a positive number (got ${v})`)
     if (maxInputTokens >= maxTotalTokens) bad(`maxInputTokens (${maxInputTokens}) must be < maxTotalTokens (${maxTotalTokens})`)
     if (o.maxBatchPrefillTokens < maxInputTokens) bad(`maxBatchPrefillTokens (${o.maxBatchPrefillTokens}) < maxInputTokens (${maxInputTokens}): raise maxBatchPrefillTokens or lower maxInputTokens`)
     if (o.maxBatchTotalTokens < maxTotalTokens) bad(`maxBatchTotalTokens (${o.maxBatchTotalTokens}) < maxTotalTokens (${maxTotalTokens}): raise maxBatchTotalTokens or lower maxTotalTokens`)
@@ -195,14 +219,19 @@ export class LlmEngine {
     let prefillIds: Sequence[] = []
     try {
       this.applyCancels()
-      const plan = planStep({ queue: this.queue.map((q) => q.entry), running: { size: this.rows.length, maxTokens: this.reservedTokens }, waitingTokens: this.waitingTokens }, this.sched, performance.now())
+      const plan = planStep({ queue: this.queue.map((q) => q.entry), running: { size: this.rows.length, maxTokens: this.reservedTokens }, waitingTokens: this.waitingTokens, prefillsSinceDecode: this.prefillsSinceDecode }, this.sched, performance.now())
+      const ts = performance.now()
       if (plan.kind === 'prefill') {
+        trace({ k: 'P', t: abs(ts), n: plan.batch.count, run: this.rows.length, q: this.queue.length })
         prefillIds = this.queue.splice(0, plan.batch.count).map((q) => q.seq)
         await this.prefill(prefillIds)
         this.waitingTokens = 1
+        this.prefillsSinceDecode++
       } else if (plan.kind === 'decode') {
         await this.decode()
+        trace({ k: 'D', t: abs(ts), d: performance.now() - ts, run: this.rows.length, q: this.queue.length })
         this.waitingTokens++
+        this.prefillsSinceDecode = 0
       }
     } catch (e) {
       // A failed run leaves the cache in an unknown state: fail the whole batch (TGI does the same).
@@ -287,6 +316,7 @@ export class LlmEngine {
       moved.row = r
     }
     this.rows.pop()
+    trace({ k: 'R', sub: abs(seq.submittedAt), pre: seq.prefillAt - seq.submittedAt, ft: seq.firstTokenAt - seq.submittedAt, end: performance.now() - seq.submittedAt })
     seq.row = -1
     this.reservedTokens -= seq.reservedTokens
     this.inFlight.delete(seq.id)

@@ -2,8 +2,9 @@
  * Pure continuous-batching policy in the shape of TGI's router (llm-serving.md §2.2-2.3):
  * a FIFO queue, `nextBatch` under prefill/total token budgets (strict FIFO: the first entry
  * that does not fit stops the scan), and `planStep`, which decides between prefilling queued
- * requests and decoding the running batch, using the waiting-served ratio and max waiting
- * tokens. No timers, no model: the engine loop applies the returned plan.
+ * requests and decoding the running batch, using the waiting-served ratio, max waiting tokens
+ * and the limit on back-to-back prefills. No timers, no model: the engine loop applies the
+ * returned plan.
  */
 
 /** Router limits (validated by the engine at load). */
@@ -18,6 +19,15 @@ export interface SchedulerConfig {
   maxWaitingTokens: number
   /** A prefill is only worth pausing decode for if it adds >= ratio x running size requests. */
   waitingServedRatio: number
+  /**
+   * Prefill steps that may run back to back while a batch is running before one decode step
+   * must run (0 = no limit: prefill while anything fits). 1 is TGI's loop: at most one prefill
+   * batch per decode step. Without a limit, requests that arrive together are all prefilled
+   * before the running batch decodes again, then decode in lockstep, finish on the same step
+   * and (in a closed loop) come back together: the clump never dissolves and each of its
+   * requests waits for all the prefills ahead of it.
+   */
+  maxConsecutivePrefills: number
 }
 
 /** A validated request waiting for prefill. */
@@ -35,6 +45,8 @@ export interface SchedulerState {
   running: { size: number; maxTokens: number }
   /** Decode steps since the last prefill (TGI's waiting_tokens). */
   waitingTokens: number
+  /** Prefill steps since the last decode step. */
+  prefillsSinceDecode: number
 }
 
 /** A batch taken from the front of the queue. */
@@ -86,6 +98,8 @@ export function planStep(state: SchedulerState, cfg: SchedulerConfig, now: numbe
   let batch: NextBatch | null
   if (running.size === 0) {
     batch = nextBatch(state.queue, 1, cfg.maxBatchSize, cfg.maxBatchPrefillTokens, cfg.maxBatchTotalTokens)
+  } else if (cfg.maxConsecutivePrefills > 0 && state.prefillsSinceDecode >= cfg.maxConsecutivePrefills) {
+    batch = null // the running rows get their decode step first
   } else {
     const free = cfg.maxBatchSize - running.size
     // Clamped to the free rows (TGI does not clamp, so a nearly full batch would wait for

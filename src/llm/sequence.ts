@@ -71,7 +71,7 @@ export class Sequence {
       }
     }
     if (finish === null && atLimit) finish = 'length'
-    this.emit({ type: 'token', requestId: this.id, index: this.generated.length, id, text, special, logprob })
+    this.emit({ type: 'token', requestId: this.id, index: this.generated.length, id, text, special, logprob, last: finish !== null })
     if (finish !== null) this.finish(finish, now, stopSequence)
     return finish !== null
   }

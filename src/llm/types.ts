@@ -49,6 +49,12 @@ export interface TokenEvent {
   text: string
   special: boolean
   logprob: number
+  /**
+   * True on the request's final token (its done event follows). Relays whose last stream event
+   * must carry the final text hold only this token, so every earlier one, the first included,
+   * is written as soon as it is sampled (not one step later).
+   */
+  last?: boolean
 }
 
 /** Per-request timings in milliseconds. */

@@ -10,12 +10,24 @@ import { ServeError } from '../errors.ts'
 
 export type DeviceType = 'cpu' | 'cuda'
 
+/** Where a replica runs: a child process (default), a worker thread, or the listeners' thread. */
+export type Isolation = 'process' | 'thread' | 'inline'
+export const ISOLATIONS: readonly Isolation[] = ['process', 'thread', 'inline']
+
+/** Parses `--isolation`; the error names the choices. */
+export function parseIsolation(text: string): Isolation {
+  if ((ISOLATIONS as readonly string[]).includes(text)) return text as Isolation
+  throw new ServeError('INVALID_REQUEST', `--isolation must be one of ${ISOLATIONS.join(', ')} (got "${text}")`)
+}
+
 export interface DevicePlan {
   deviceType: DeviceType
   deviceId: number
   intraOpThreads: number
   /** onnxruntime-node `executionProviders` session option. */
   executionProviders: Array<string | { name: string; deviceId?: number }>
+  /** Where the replica runs (see replica.ts). */
+  isolation: Isolation
 }
 
 /** Parses `--devices 0,1` into unique non-negative ids. */
@@ -36,7 +48,7 @@ export function parseDeviceIds(text: string): number[] {
  * One plan per (servable replica, device). On CPU every replica shares the same cores, so each
  * gets floor(cores / replicas) intra-op threads (at least 1).
  */
-export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism()): DevicePlan[] {
+export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism(), isolation: Isolation = 'process'): DevicePlan[] {
   if (deviceType !== 'cpu' && deviceType !== 'cuda') throw new ServeError('INVALID_REQUEST', `--device-type must be cpu or cuda (got "${deviceType}")`)
   const threads = Math.max(1, Math.floor(cores / Math.max(1, numReplicasTotal)))
   return deviceIds.map((id) => ({
@@ -44,6 +56,7 @@ export function planDevices(deviceType: DeviceType, deviceIds: number[], numRepl
     deviceId: id,
     intraOpThreads: threads,
     executionProviders: deviceType === 'cpu' ? ['cpu'] : [{ name: 'cuda', deviceId: id }],
+    isolation,
   }))
 }
 

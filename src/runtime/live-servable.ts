@@ -182,7 +182,7 @@ export class LiveServable {
       version: this.version,
       ready: this.ready,
       restarts: this.restarts,
-      replicas: this.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}`, pid: r.pid, state: r.state, intraOpThreads: r.device.intraOpThreads, inflightInstances: r.inflightInstances, batchesDone: r.groupsDone })),
+      replicas: this.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}`, isolation: r.isolation, pid: r.pid, state: r.state, intraOpThreads: r.device.intraOpThreads, inflightInstances: r.inflightInstances, batchesDone: r.groupsDone })),
       models: this.modelStats.map((m, i) => ({ ...m, maxBatchSize: this.replicas[0]?.models[i]?.maxBatchSize ?? null, avgBatchSize: m.executions ? m.inferences / m.executions : 0 })),
       methods: Object.fromEntries([...this.methodStats].map(([k, v]) => [k, { ...v, queued: this.queues.get(k)?.length ?? 0, avgQueueMs: v.instances ? v.queueMs / v.instances : 0 }])),
     }

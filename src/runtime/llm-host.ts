@@ -76,6 +76,10 @@ export class LlmHost {
     if (engineId) this.engine.cancel(engineId)
   }
 
+  close(): Promise<void> {
+    return this.engine.close()
+  }
+
   stats(): Record<string, number | string> {
     return { ...this.engine.stats() }
   }

@@ -40,6 +40,11 @@ export class ModelRunner {
   /** Run statistics since the last drain (sent to the parent with results). */
   stats: RunStat[] = []
 
+  /** Frees the ORT session (inline replicas on unload; a replica process or thread just exits). */
+  release(): Promise<void> {
+    return this.session.release()
+  }
+
   constructor(private readonly ort: Ort, private readonly session: ortTypes.InferenceSession, readonly model: ValidModel) {
     const inMeta = session.inputMetadata.map(metaOf)
     const outMeta = session.outputMetadata.map(metaOf)

@@ -1,15 +1,22 @@
 /**
- * Parent-side handle of one replica process (one servable version on one device): spawns it,
- * sends groups of instances, settles their promises, and reports crashes. Restart policy lives
- * in live-servable.ts.
+ * Parent-side handle of one replica (one servable version on one device): starts it, sends groups
+ * of instances, settles their promises, and reports crashes. Restart policy lives in
+ * live-servable.ts. Where the replica runs is its DevicePlan's `isolation`:
+ *   process  a child process (default): a native crash or OOM cannot take the listeners down,
+ *            and the malloc tuning env applies (big ORT outputs are copied on every run);
+ *   thread   a worker thread: no cross-process hop (structured clone through memory, no pipe);
+ *   inline   on the listeners' thread: no hop at all. ORT's run() blocks the event loop for the
+ *            length of a batch, so this suits models that run in microseconds (an LLM servable
+ *            asked to run inline runs in a thread instead: its steps take milliseconds).
  */
-import { fork, type ChildProcess } from 'node:child_process'
+import { fork } from 'node:child_process'
+import { Worker } from 'node:worker_threads'
 import { fileURLToPath } from 'node:url'
 import { dirname, join } from 'node:path'
 import { existsSync } from 'node:fs'
 import { ServeError, toServeError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
-import type { DevicePlan } from './devices.ts'
+import type { DevicePlan, Isolation } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage, RunStat } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
 import type { WireInstance, WireResult } from './wire.ts'
@@ -30,6 +37,77 @@ function replicaEntry(): string {
   throw new ServeError('INTERNAL', 'dist/runtime/replica-main.js is missing; run `npm run build`')
 }
 
+/** How messages reach a replica and how it is ended; one per start. */
+interface Channel {
+  readonly pid: number
+  send(msg: ParentMessage): void
+  /** Asks the replica to end after its work (`shutdown`); `exit` follows. */
+  shutdown(): void
+  /** Ends it now. */
+  kill(): void
+}
+
+interface ChannelEvents {
+  message(msg: ReplicaMessage): void
+  exit(why: string): void
+  startError(e: Error): void
+}
+
+function openProcess(label: string, on: ChannelEvents): Channel {
+  const proc = fork(replicaEntry(), [], {
+    serialization: 'advanced',
+    env: { ...process.env, ...MALLOC_ENV, MS_SERVE_REPLICA: label },
+    execArgv: [],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  proc.on('message', on.message)
+  proc.on('exit', (code, signal) => on.exit(signal ? `signal ${signal}` : `exit code ${code}`))
+  proc.on('error', on.startError)
+  return {
+    pid: proc.pid ?? 0,
+    send: (msg) => { if (proc.connected) proc.send(msg) },
+    shutdown: () => { try { proc.send({ type: 'shutdown' } satisfies ParentMessage) } catch { proc.kill('SIGKILL') } },
+    kill: () => { proc.kill('SIGKILL') },
+  }
+}
+
+function openThread(label: string, on: ChannelEvents): Channel {
+  const worker = new Worker(replicaEntry(), { env: { ...process.env, MS_SERVE_REPLICA: label }, execArgv: [] })
+  let lastError = ''
+  worker.on('message', on.message)
+  worker.on('error', (e) => { lastError = e.message })
+  worker.on('exit', (code) => on.exit(lastError ? `thread error: ${lastError}` : `thread exit code ${code}`))
+  return {
+    pid: process.pid,
+    send: (msg) => worker.postMessage(msg),
+    shutdown: () => worker.postMessage({ type: 'shutdown' } satisfies ParentMessage),
+    kill: () => { void worker.terminate() },
+  }
+}
+
+async function openInline(on: ChannelEvents): Promise<Channel> {
+  // Loaded on first use: a server whose replicas all run in processes never loads ORT itself.
+  const { ReplicaCore } = await import('./replica-core.ts')
+  let ended = false
+  const core = new ReplicaCore((msg) => { if (!ended) on.message(msg) }, process.pid)
+  const end = (why: string) => {
+    if (ended) return
+    ended = true
+    void core.close().finally(() => on.exit(why))
+  }
+  return {
+    pid: process.pid,
+    send: (msg) => { if (!ended) core.handle(msg) },
+    shutdown: () => end('exit code 0'),
+    kill: () => end('killed'),
+  }
+}
+
+/** The isolation a servable really gets: LLM engines never run on the listeners' thread. */
+export function effectiveIsolation(servable: ValidServable, asked: Isolation): Isolation {
+  return asked === 'inline' && servable.llm ? 'thread' : asked
+}
+
 export class Replica {
   state: ReplicaState = 'starting'
   models: ModelInfo[] = []
@@ -37,7 +115,10 @@ export class Replica {
   inflightInstances = 0
   inflightGroups = 0
   groupsDone = 0
-  private proc: ChildProcess | null = null
+  readonly isolation: Isolation
+  private channel: Channel | null = null
+  /** Resolves when the current channel has ended (for stop()). */
+  private exited: Promise<void> = Promise.resolve()
   private nextId = 1
   private inflight = new Map<number, Inflight>()
   /** Active LLM streams: id -> event sink. */
@@ -46,90 +127,107 @@ export class Replica {
   llm: LlmInfo | undefined
   onExit: (r: Replica, why: string) => void = () => {}
 
-  constructor(readonly servable: ValidServable, readonly device: DevicePlan) {}
+  constructor(readonly servable: ValidServable, readonly device: DevicePlan) {
+    this.isolation = effectiveIsolation(servable, device.isolation)
+  }
 
   get label(): string { return `${this.servable.name}@${this.servable.version} ${this.device.deviceType}:${this.device.deviceId}` }
 
-  /** Starts the process; resolves when its sessions are loaded, rejects with CONFIG_INVALID or REPLICA_CRASHED. */
-  start(): Promise<void> {
+  /** Starts the replica; resolves when its sessions are loaded, rejects with CONFIG_INVALID or REPLICA_CRASHED. */
+  async start(): Promise<void> {
     this.state = 'starting'
-    return new Promise((resolve, reject) => {
-      const proc = fork(replicaEntry(), [], {
-        serialization: 'advanced',
-        env: { ...process.env, ...MALLOC_ENV, MS_SERVE_REPLICA: this.label },
-        execArgv: [],
-        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      })
-      this.proc = proc
-      this.pid = proc.pid ?? 0
-      let settled = false
-      proc.on('message', (msg: ReplicaMessage) => {
-        if (msg.type === 'event') {
-          const sink = this.streams.get(msg.id)
-          if (msg.event.type !== 'token') this.streams.delete(msg.id)
-          sink?.(msg.event)
-          return
-        }
-        if (msg.type === 'llm-stats') {
-          this.statsWaiters.get(msg.id)?.(msg.stats)
-          this.statsWaiters.delete(msg.id)
-          return
-        }
-        if (msg.type === 'ready') {
-          this.models = msg.models
-          this.llm = msg.llm
-          this.state = 'ready'
-          settled = true
-          resolve()
-        } else if (msg.type === 'init-error') {
-          settled = true
-          this.state = 'failed'
-          proc.kill('SIGKILL')
-          reject(toServeError(msg.error, 'CONFIG_INVALID'))
-        } else if (msg.type === 'result') {
-          const f = this.inflight.get(msg.id)
-          if (!f) return
-          this.inflight.delete(msg.id)
-          this.inflightGroups--
-          this.inflightInstances -= f.size
-          this.groupsDone++
-          f.resolve(msg)
-        }
-      })
-      proc.on('exit', (code, signal) => {
-        const why = signal ? `signal ${signal}` : `exit code ${code}`
+    let settled = false
+    let resolveStart!: () => void
+    let rejectStart!: (e: ServeError) => void
+    const started = new Promise<void>((res, rej) => { resolveStart = res; rejectStart = rej })
+    let markExited!: () => void
+    this.exited = new Promise<void>((r) => { markExited = r })
+    let channel: Channel
+    const events: ChannelEvents = {
+      message: (msg) => this.onMessage(msg, channel, {
+        ready: () => { settled = true; resolveStart() },
+        initError: (e) => { settled = true; rejectStart(e) },
+      }),
+      exit: (why) => {
+        markExited()
+        if (this.channel === channel) this.channel = null
         const wasStopping = this.state === 'stopped'
         if (!wasStopping) this.state = 'failed'
-        this.proc = null
-        const err = new ServeError('REPLICA_CRASHED', `replica ${this.label} exited (${why}) while running this request`)
-        for (const f of this.inflight.values()) f.reject(err)
-        this.inflight.clear()
-        for (const sink of this.streams.values()) sink({ type: 'error', requestId: '', code: 'REPLICA_CRASHED', message: `Request failed during generation: replica ${this.label} exited (${why})` })
-        this.streams.clear()
-        for (const w of this.statsWaiters.values()) w({})
-        this.statsWaiters.clear()
-        this.inflightGroups = 0
-        this.inflightInstances = 0
+        this.failInflight(why)
         if (!settled) {
           settled = true
-          reject(new ServeError('REPLICA_CRASHED', `replica ${this.label} exited (${why}) while loading`))
+          rejectStart(new ServeError('REPLICA_CRASHED', `replica ${this.label} exited (${why}) while loading`))
         }
         if (!wasStopping) this.onExit(this, why)
-      })
-      proc.on('error', (e) => {
-        if (!settled) { settled = true; reject(new ServeError('REPLICA_CRASHED', `cannot start replica ${this.label}: ${e.message}`)) }
-      })
-      this.send({ type: 'init', servable: this.servable, device: this.device })
-    })
+      },
+      startError: (e) => {
+        if (!settled) { settled = true; rejectStart(new ServeError('REPLICA_CRASHED', `cannot start replica ${this.label}: ${e.message}`)) }
+      },
+    }
+    channel = this.isolation === 'process' ? openProcess(this.label, events)
+      : this.isolation === 'thread' ? openThread(this.label, events)
+        : await openInline(events)
+    this.channel = channel
+    this.pid = channel.pid
+    channel.send({ type: 'init', servable: this.servable, device: this.device })
+    return started
+  }
+
+  private onMessage(msg: ReplicaMessage, channel: Channel, start: { ready: () => void; initError: (e: ServeError) => void }): void {
+    switch (msg.type) {
+      case 'event': {
+        const sink = this.streams.get(msg.id)
+        if (msg.event.type !== 'token') this.streams.delete(msg.id)
+        sink?.(msg.event)
+        return
+      }
+      case 'llm-stats':
+        this.statsWaiters.get(msg.id)?.(msg.stats)
+        this.statsWaiters.delete(msg.id)
+        return
+      case 'ready':
+        this.models = msg.models
+        this.llm = msg.llm
+        this.state = 'ready'
+        start.ready()
+        return
+      case 'init-error':
+        this.state = 'failed'
+        channel.kill()
+        start.initError(toServeError(msg.error, 'CONFIG_INVALID'))
+        return
+      case 'result': {
+        const f = this.inflight.get(msg.id)
+        if (!f) return
+        this.inflight.delete(msg.id)
+        this.inflightGroups--
+        this.inflightInstances -= f.size
+        this.groupsDone++
+        f.resolve(msg)
+      }
+    }
+  }
+
+  /** Fails the groups, streams and stats calls the ended replica still owed. */
+  private failInflight(why: string): void {
+    const err = new ServeError('REPLICA_CRASHED', `replica ${this.label} exited (${why}) while running this request`)
+    for (const f of this.inflight.values()) f.reject(err)
+    this.inflight.clear()
+    for (const sink of this.streams.values()) sink({ type: 'error', requestId: '', code: 'REPLICA_CRASHED', message: `Request failed during generation: replica ${this.label} exited (${why})` })
+    this.streams.clear()
+    for (const w of this.statsWaiters.values()) w({})
+    this.statsWaiters.clear()
+    this.inflightGroups = 0
+    this.inflightInstances = 0
   }
 
   private send(msg: ParentMessage): void {
-    this.proc?.send(msg)
+    this.channel?.send(msg)
   }
 
   /** Sends one group of instances of `method`; resolves with per-instance wire results. */
   run(method: string, instances: WireInstance[]): Promise<{ results: WireResult[]; runs: RunStat[]; ms: number }> {
-    if (this.state !== 'ready' || !this.proc) return Promise.reject(new ServeError('SERVABLE_NOT_READY', `replica ${this.label} is not ready`))
+    if (this.state !== 'ready' || !this.channel) return Promise.reject(new ServeError('SERVABLE_NOT_READY', `replica ${this.label} is not ready`))
     const id = this.nextId++
     this.inflightGroups++
     this.inflightInstances += instances.length
@@ -145,7 +243,7 @@ export class Replica {
   /** Starts an LLM request on this replica; events arrive on `onEvent` (tokens, then done or error). */
   generate(request: LlmWireRequest, onEvent: (ev: GenerateEvent) => void): number {
     const id = this.nextId++
-    if (this.state !== 'ready' || !this.proc) {
+    if (this.state !== 'ready' || !this.channel) {
       onEvent({ type: 'error', requestId: '', code: 'SERVABLE_NOT_READY', message: `replica ${this.label} is not ready` })
       return id
     }
@@ -161,7 +259,7 @@ export class Replica {
 
   /** The engine's counters (queue, running, KV, prefill/decode times). */
   llmStats(): Promise<Record<string, number | string>> {
-    if (!this.proc) return Promise.resolve({})
+    if (!this.channel) return Promise.resolve({})
     const id = this.nextId++
     return new Promise((resolve) => {
       this.statsWaiters.set(id, resolve)
@@ -169,19 +267,18 @@ export class Replica {
     })
   }
 
-  /** Stops the process; in-flight groups finish first unless `force`. */
+  /** Stops the replica; in-flight groups finish first unless `force`. */
   async stop(force = false): Promise<void> {
-    const proc = this.proc
-    if (!proc) { this.state = 'stopped'; return }
+    const channel = this.channel
+    if (!channel) { this.state = 'stopped'; return }
     if (!force) {
       const deadline = Date.now() + 30_000
       while ((this.inflight.size > 0 || this.streams.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
     }
     this.state = 'stopped'
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(() => { proc.kill('SIGKILL') }, 2000)
-      proc.once('exit', () => { clearTimeout(t); resolve() })
-      try { proc.send({ type: 'shutdown' } satisfies ParentMessage) } catch { proc.kill('SIGKILL') }
-    })
+    const t = setTimeout(() => channel.kill(), 2000)
+    channel.shutdown()
+    await this.exited
+    clearTimeout(t)
   }
 }

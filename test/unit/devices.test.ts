@@ -1,7 +1,7 @@
 // Device ids -> replica plans: --devices parsing, CPU thread split, the CUDA availability check.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { checkDeviceTypeAvailable, parseDeviceIds, planDevices } from '../../src/runtime/devices.ts'
+import { checkDeviceTypeAvailable, parseDeviceIds, parseIsolation, planDevices } from '../../src/runtime/devices.ts'
 
 test('parseDeviceIds reads a comma list', () => {
   assert.deepEqual(parseDeviceIds('0'), [0])
@@ -19,12 +19,18 @@ test('parseDeviceIds rejects bad lists with a message naming the flag', () => {
 test('planDevices splits CPU cores between all replicas', () => {
   const plans = planDevices('cpu', [0, 1], 4, 16)
   assert.deepEqual(plans, [
-    { deviceType: 'cpu', deviceId: 0, intraOpThreads: 4, executionProviders: ['cpu'] },
-    { deviceType: 'cpu', deviceId: 1, intraOpThreads: 4, executionProviders: ['cpu'] },
+    { deviceType: 'cpu', deviceId: 0, intraOpThreads: 4, executionProviders: ['cpu'], isolation: 'process' },
+    { deviceType: 'cpu', deviceId: 1, intraOpThreads: 4, executionProviders: ['cpu'], isolation: 'process' },
   ])
   assert.equal(planDevices('cpu', [0], 1, 8)[0]!.intraOpThreads, 8)
   assert.equal(planDevices('cpu', [0, 1, 2], 3, 8)[0]!.intraOpThreads, 2, 'floor(8 / 3)')
   assert.equal(planDevices('cpu', [0, 1], 6, 2)[0]!.intraOpThreads, 1, 'never below one thread')
+})
+
+test('planDevices carries the isolation; parseIsolation names the choices', () => {
+  assert.deepEqual(planDevices('cpu', [0, 1], 2, 2, 'inline').map((p) => p.isolation), ['inline', 'inline'])
+  assert.equal(parseIsolation('thread'), 'thread')
+  assert.throws(() => parseIsolation('fiber'), { code: 'INVALID_REQUEST', message: '--isolation must be one of process, thread, inline (got "fiber")' })
 })
 
 test('planDevices maps cuda device ids to the CUDA EP', () => {

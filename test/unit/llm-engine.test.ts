@@ -169,3 +169,30 @@ test('cancel frees the slot at the next step; others continue unchanged', async 
   assert.equal(engine.cancel('victim'), false)
   await engine.close()
 })
+
+test('only the final token event is marked last (relays hold just that one)', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16 })
+  const r = await generate(engine, 'Hello', { maxNewTokens: 5 })
+  const flags = r.events.filter((e): e is TokenEvent => e.type === 'token').map((e) => e.last)
+  assert.deepEqual(flags, [false, false, false, false, true])
+  await engine.close()
+})
+
+test('maxConsecutivePrefills 1 (default): a running batch decodes between two queued prefills; 0 prefills them back to back', async () => {
+  for (const [limit, decodeBetween] of [[undefined, true], [1, true], [0, false]] as const) {
+    // The prefill budget takes one 26-token prompt at a time, so b and c need two prefills.
+    const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, maxInputTokens: 40, maxBatchPrefillTokens: 40, kvBlock: 16, ...(limit === undefined ? {} : { maxConsecutivePrefills: limit }) })
+    const log: string[] = []
+    const prompt = 'x'.repeat(25)
+    const later: Array<Promise<Result>> = []
+    const a = generate(engine, prompt, { maxNewTokens: 8 }, (ev) => {
+      log.push(`a${ev.index}`)
+      if (ev.index === 1) for (const name of ['b', 'c']) later.push(generate(engine, prompt, { maxNewTokens: 3 }, (e) => log.push(`${name}${e.index}`)))
+    })
+    await a
+    await Promise.all(later)
+    const between = log.slice(log.indexOf('b1') + 1, log.indexOf('c1'))
+    assert.equal(between.some((x) => x.startsWith('a')), decodeBetween, `limit ${limit}: ${log.join(' ')}`)
+    await engine.close()
+  }
+})

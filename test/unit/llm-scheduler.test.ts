@@ -4,9 +4,10 @@ import assert from 'node:assert/strict'
 import { nextBatch, planStep } from '../../src/llm/scheduler.ts'
 import type { QueueEntry, SchedulerConfig, SchedulerState } from '../../src/llm/scheduler.ts'
 
-const cfg: SchedulerConfig = { maxBatchPrefillTokens: 100, maxBatchTotalTokens: 1000, maxBatchSize: 8, maxWaitingTokens: 20, waitingServedRatio: 0.5 }
+// maxConsecutivePrefills 0 (no limit) for the TGI rule tests; its own tests set it.
+const cfg: SchedulerConfig = { maxBatchPrefillTokens: 100, maxBatchTotalTokens: 1000, maxBatchSize: 8, maxWaitingTokens: 20, waitingServedRatio: 0.5, maxConsecutivePrefills: 0 }
 const q = (...specs: Array<[number, number]>): QueueEntry[] => specs.map(([inputLength, maxNewTokens], i) => ({ id: `r${i}`, inputLength, maxNewTokens, enqueuedAt: i }))
-const state = (queue: QueueEntry[], size = 0, maxTokens = 0, waitingTokens = 0): SchedulerState => ({ queue, running: { size, maxTokens }, waitingTokens })
+const state = (queue: QueueEntry[], size = 0, maxTokens = 0, waitingTokens = 0, prefillsSinceDecode = 0): SchedulerState => ({ queue, running: { size, maxTokens }, waitingTokens, prefillsSinceDecode })
 
 test('prefill budget is padded: rows x longest prompt', () => {
   // 3 x 30 = 90 fits, the 4th makes 4 x 30 = 120 > 100
@@ -71,4 +72,26 @@ test('the ratio does not hold back a prefill that the budgets already cap below 
   assert.equal(plan.kind === 'prefill' && plan.batch.count, 1)
   // With one queued request and room for more, the ratio still waits (the queue, not a budget, ended the scan).
   assert.equal(planStep(state(q([60, 5]), 4, 40, 3), tight, 0).kind, 'decode')
+})
+
+test('maxConsecutivePrefills: after that many prefills a running batch decodes before the next one', () => {
+  const one = { ...cfg, waitingServedRatio: 0, maxConsecutivePrefills: 1 }
+  const queue = q([60, 5], [60, 5]) // the prefill budget takes one 60-token prompt at a time
+  assert.equal(planStep(state(queue, 4, 40, 3, 0), one, 0).kind, 'prefill')
+  assert.equal(planStep(state(queue, 4, 40, 1, 1), one, 0).kind, 'decode', 'one prefill just ran: decode first')
+  const two = { ...one, maxConsecutivePrefills: 2 }
+  assert.equal(planStep(state(queue, 4, 40, 1, 1), two, 0).kind, 'prefill')
+  assert.equal(planStep(state(queue, 4, 40, 1, 2), two, 0).kind, 'decode')
+  // 0 = no limit: prefill while anything fits
+  assert.equal(planStep(state(queue, 4, 40, 1, 9), { ...one, maxConsecutivePrefills: 0 }, 0).kind, 'prefill')
+  // An idle engine has no rows to starve: the limit does not apply
+  assert.equal(planStep(state(queue, 0, 0, 1, 5), one, 0).kind, 'prefill')
+})
+
+test('waiting-served ratio 0 (the CPU default) prefills a lone waiting request at once', () => {
+  const zero = { ...cfg, waitingServedRatio: 0 }
+  const plan = planStep(state(q([5, 5]), 6, 60, 1), zero, 0)
+  assert.equal(plan.kind === 'prefill' && plan.batch.count, 1)
+  // the same state with a TGI-style ratio waits for more requests (or max waiting tokens)
+  assert.equal(planStep(state(q([5, 5]), 6, 60, 1), { ...zero, waitingServedRatio: 0.5 }, 0).kind, 'decode')
 })

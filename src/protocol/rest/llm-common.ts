@@ -105,7 +105,10 @@ export interface SseRelay {
   error(sse: SseWriter, ev: ErrorEvent): void
   /** Written after the final event (OpenAI's `[DONE]`). */
   close?(sse: SseWriter): void
-  /** Hold each token until the next event, for formats whose last token event carries the final text. */
+  /**
+   * For formats whose last token event carries the final text: the request's last token (the
+   * engine marks it `last`) is held for `done`; every other token is written at once.
+   */
   holdLast?: boolean
 }
 
@@ -115,23 +118,25 @@ export interface SseRelay {
  */
 export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, req: FastifyRequest, reply: FastifyReply, r: SseRelay): Promise<void> {
   const ac = new AbortController()
+  const tArr = performance.now()
   const { first, rest } = await firstEvent(llm, wire, ac.signal)
   const sse = openSse(req, reply, () => ac.abort())
   r.open?.(sse)
   let held: TokenEvent | null = null
   const step = (ev: GenerateEvent): boolean => {
     if (ev.type === 'token') {
-      if (!r.holdLast) r.token(sse, ev)
-      else {
-        if (held) r.token(sse, held)
-        held = ev
-      }
+      // Holding every token until the next event would delay the first one by a whole step
+      // (or by every prefill queued before that step): only the marked last token waits.
+      if (r.holdLast && ev.last) held = ev
+      else r.token(sse, ev)
       return true
     }
     if (ev.type === 'done') r.done(sse, ev, held)
     else r.error(sse, ev)
     return false
   }
+  const tFirst = performance.now()
+  if (process.env.MS_SERVE_SSE_TRACE) (await import('node:fs')).appendFileSync(process.env.MS_SERVE_SSE_TRACE, JSON.stringify({ arr: performance.timeOrigin + tArr, first: tFirst - tArr }) + '\n')
   if (step(first)) for await (const ev of rest) if (!step(ev)) break
   r.close?.(sse)
   sse.end()

@@ -1,0 +1,107 @@
+/**
+ * The replica itself, independent of where it runs: holds the ORT sessions of one servable on one
+ * device and answers ParentMessages with ReplicaMessages through `send`. replica-main.ts runs it
+ * in a child process or a worker thread; replica.ts runs it on the listeners' thread for
+ * `isolation: 'inline'`. The transport decides only how messages travel.
+ */
+import * as ort from 'onnxruntime-node'
+import { importCompiled, relativeSite } from '../config/compile.ts'
+import { toServeError, ServeError } from '../errors.ts'
+import type { ParentMessage, ReplicaMessage } from './messages.ts'
+import { ModelRunner } from './model-runner.ts'
+import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
+import { errorToWire, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
+import type { ValidServable } from '../config/validate.ts'
+import type { DevicePlan } from './devices.ts'
+import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
+import { LlmHost } from './llm-host.ts'
+
+export class ReplicaCore {
+  private runners: ModelRunner[] = []
+  private methods = new Map<string, PreparedMethod>()
+  private llmHost: LlmHost | null = null
+
+  constructor(private readonly send: (msg: ReplicaMessage) => void, private readonly pid: number) {}
+
+  /** Handles one message; `shutdown` is the transport's business and is ignored here. */
+  handle(msg: ParentMessage): void {
+    switch (msg.type) {
+      case 'init':
+        this.init(msg.servable, msg.device).then(
+          () => this.send({ type: 'ready', models: this.runners.map((r) => r.info), pid: this.pid, ...(this.llmHost ? { llm: this.llmHost.info() } : {}) }),
+          (e) => this.send({ type: 'init-error', error: toServeError(e, 'CONFIG_INVALID').toJSON() }),
+        )
+        break
+      case 'run':
+        void this.run(msg.id, msg.method, msg.instances)
+        break
+      case 'generate':
+        if (this.llmHost) this.llmHost.generate(msg.id, msg.request)
+        else this.send({ type: 'event', id: msg.id, event: { type: 'error', requestId: '', code: 'SERVABLE_NOT_FOUND', message: 'this servable has no LLM' } })
+        break
+      case 'cancel':
+        this.llmHost?.cancel(msg.id)
+        break
+      case 'llm-stats':
+        this.send({ type: 'llm-stats', id: msg.id, stats: this.llmHost?.stats() ?? {} })
+        break
+      case 'shutdown':
+        break
+    }
+  }
+
+  /** Releases the sessions (inline replicas; a process or thread just ends). */
+  async close(): Promise<void> {
+    await Promise.all(this.runners.map((r) => r.release()))
+    await this.llmHost?.close()
+    this.llmHost = null
+    this.runners = []
+    this.methods.clear()
+  }
+
+  private async init(servable: ValidServable, device: DevicePlan): Promise<void> {
+    checkDeviceTypeAvailable(device.deviceType, ort.listSupportedBackends(), cudaProviderInstalled())
+    const def = await importCompiled(servable.compiledFile)
+    const runners: ModelRunner[] = []
+    for (const m of servable.models) {
+      let session: ort.InferenceSession
+      try {
+        session = await ort.InferenceSession.create(m.path, {
+          executionProviders: device.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
+          intraOpNumThreads: m.session.intraOpThreads ?? device.intraOpThreads,
+          interOpNumThreads: m.session.interOpThreads ?? 1,
+          graphOptimizationLevel: m.session.graphOptimizationLevel,
+          executionMode: m.session.executionMode,
+          // ORT flattens nested keys with '.', so the user's 'session.x.y' keys pass through as written.
+          // On CPU, intra-op threads do not spin by default: a spinning replica holds its cores
+          // between runs and starves the listeners and the other replicas on the same cores.
+          extra: { ...(device.deviceType === 'cpu' ? { 'session.intra_op.allow_spinning': '0' } : {}), ...m.session.extra } as never,
+        })
+      } catch (e) {
+        await Promise.all(runners.map((r) => r.release()))
+        throw new ServeError('CONFIG_INVALID', `${m.site ? relativeSite(m.site) : servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
+      }
+      runners.push(new ModelRunner(ort, session, m))
+    }
+    this.runners = runners
+    this.methods = prepareMethods(servable, def, runners)
+    if (servable.llm) this.llmHost = await LlmHost.start(servable.llm, device, this.send)
+  }
+
+  private async run(id: number, methodName: string, instances: WireInstance[]): Promise<void> {
+    const t0 = performance.now()
+    let results: WireResult[]
+    const pm = this.methods.get(methodName)
+    if (!pm) results = instances.map(() => errorToWire(new ServeError('INTERNAL', `replica has no method ${methodName}`)))
+    else {
+      try {
+        const out = await runMethod(pm, this.runners, instances.map(instanceFromWire))
+        results = out.map((r) => (r instanceof ServeError ? errorToWire(r) : { o: instanceToWire(r) }))
+      } catch (e) {
+        results = instances.map(() => errorToWire(toServeError(e, 'INFERENCE_FAILED')))
+      }
+    }
+    const runs = this.runners.flatMap((r) => r.stats.splice(0))
+    this.send({ type: 'result', id, results, runs, ms: performance.now() - t0 })
+  }
+}

@@ -68,7 +68,6 @@ async function streamOnce(url: string, k: number): Promise<Req> {
     if (n > 0 && ttft === 0) ttft = performance.now() - t0
     tokens += n
   }
-  if (process.env.LLM_BENCH_TRACE) (await import('node:fs')).appendFileSync(process.env.LLM_BENCH_TRACE, JSON.stringify({ t0: performance.timeOrigin + t0, ttft, e2e: performance.now() - t0, k }) + '\n')
   return { ttft, e2e: performance.now() - t0, tokens }
 }
 

@@ -78,6 +78,9 @@ export class DecoderRunner {
       attention_mask: new ort.Tensor('int64', mask, [n, L]),
     }
     if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [n, L])
+    // Merged (If) decoders: prefill takes the no-past branch, which never reads the (empty) pasts
+    // and expects attention_mask to span just the prompt, as fed here. The with-past branch with
+    // an empty past computes the same thing; [false] is what optimum feeds, so use that.
     if (this.spec.hasUseCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(0), [1])
     for (let l = 0; l < this.spec.numLayers; l++) {
       feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
@@ -120,6 +123,7 @@ export class DecoderRunner {
       attention_mask: new ort.Tensor('int64', mask, [numRows, T]),
     }
     if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [numRows, 1])
+    // Merged decoders: decode must take the with-past branch (the no-past one would drop the cache).
     if (this.spec.hasUseCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(1), [1])
     const views = this.cache.pastViews(numRows)
     for (let l = 0; l < this.spec.numLayers; l++) {

@@ -25,11 +25,6 @@ import { loadTokenizer } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type { GenerateEvent, GenerateRequest, ValidationLimits } from './types.ts'
 import { validateRequest } from './validate.ts'
-import { appendFileSync } from 'node:fs'
-const TRACE = process.env.MS_SERVE_LLM_TRACE
-const tbuf: string[] = []
-function trace(o: object): void { if (!TRACE) return; tbuf.push(JSON.stringify(o)); if (tbuf.length >= 100) { appendFileSync(TRACE, tbuf.join('\n') + '\n'); tbuf.length = 0 } }
-const abs = (t: number): number => performance.timeOrigin + t
 
 /** Engine options; every field has a default. */
 export interface LlmEngineOptions {
@@ -220,16 +215,13 @@ export class LlmEngine {
     try {
       this.applyCancels()
       const plan = planStep({ queue: this.queue.map((q) => q.entry), running: { size: this.rows.length, maxTokens: this.reservedTokens }, waitingTokens: this.waitingTokens, prefillsSinceDecode: this.prefillsSinceDecode }, this.sched, performance.now())
-      const ts = performance.now()
       if (plan.kind === 'prefill') {
-        trace({ k: 'P', t: abs(ts), n: plan.batch.count, run: this.rows.length, q: this.queue.length })
         prefillIds = this.queue.splice(0, plan.batch.count).map((q) => q.seq)
         await this.prefill(prefillIds)
         this.waitingTokens = 1
         this.prefillsSinceDecode++
       } else if (plan.kind === 'decode') {
         await this.decode()
-        trace({ k: 'D', t: abs(ts), d: performance.now() - ts, run: this.rows.length, q: this.queue.length })
         this.waitingTokens++
         this.prefillsSinceDecode = 0
       }
@@ -316,7 +308,6 @@ export class LlmEngine {
       moved.row = r
     }
     this.rows.pop()
-    trace({ k: 'R', sub: abs(seq.submittedAt), pre: seq.prefillAt - seq.submittedAt, ft: seq.firstTokenAt - seq.submittedAt, end: performance.now() - seq.submittedAt })
     seq.row = -1
     this.reservedTokens -= seq.reservedTokens
     this.inFlight.delete(seq.id)

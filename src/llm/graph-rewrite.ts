@@ -8,7 +8,12 @@
  * it), but onnxruntime no longer copies it into a fresh JS buffer every step, which the notes
  * measured as 60-70% of a batch-16 decode step. The engine keeps the cache itself (kv-cache.ts).
  * The rewrite is generic (no knowledge of the attention subgraph), so it also works on merged
- * (`If`) decoders whose presents are outputs of the If node.
+ * (`If`) decoders whose presents are outputs of the If node: the Slices are appended to the main
+ * graph after the If (S comes from the main graph's input_ids, so both branches are covered), and
+ * the logits rename touches only main-graph nodes, i.e. the If's output. The branches' own values
+ * named `logits`/`present.*` (optimum names branch outputs like the If's) are left alone: they are
+ * local to their subgraph, and renaming them would need the branch output lists renamed too.
+ * Tested on src/models/decoder.ts `merged: true` (test/unit/llm-merged.test.ts).
  */
 import { GraphBuilder, makeValueInfo, onnx } from './proto-util.ts'
 import type { O } from './proto-util.ts'
@@ -67,7 +72,8 @@ export function rewriteForNewPositions(bytes: Uint8Array): RewriteResult {
       g.opTo('Slice', [name, negS, ends, axisSeq], newName)
       outputs.push(shapeWithDim({ ...out, name: newName }, 2, 'sequence_length'))
     } else if (name === 'logits') {
-      // Rename the producer's output; consumers inside the main graph are renamed too.
+      // Rename the producer's output; consumers inside the main graph are renamed too (for a
+      // merged decoder the producer is the If node; its subgraphs are deliberately not visited).
       const inner = 'msserve_logits_all'
       for (const n of graph.node) {
         n.output = (n.output ?? []).map((o) => (o === name ? inner : o))

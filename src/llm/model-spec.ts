@@ -102,6 +102,16 @@ export function describeModel(s: SessionLike): ModelSpec {
     const m = meta.get(n)
     if (m && m.isTensor && m.type !== 'int64') reject(`${n} has dtype ${m.type}; expected int64`)
   }
+  // HF optimum merged decoder (decoder_model_merged.onnx): one `If` on use_cache_branch, the
+  // then-branch with past, the else-branch without (it ignores past_key_values). The runner feeds
+  // [false] with empty [B,KV,0,hd] pasts at prefill and [true] with the cache at decode, as
+  // optimum does; present.* and logits are If outputs, which graph-rewrite.ts slices after the If.
+  const ucb = meta.get('use_cache_branch')
+  if (ucb && ucb.isTensor) {
+    if (ucb.type !== 'bool') reject(`use_cache_branch has dtype ${ucb.type}; expected bool (optimum merged decoder)`)
+    const d = ucb.shape
+    if (d.length !== 1 || (typeof d[0] === 'number' && d[0] !== 1)) reject(`use_cache_branch has shape [${d.join(', ')}]; expected [1] (optimum merged decoder)`)
+  }
   const lm = outMeta.get('logits')
   if (lm && lm.isTensor) {
     if (lm.type !== 'float32' && lm.type !== 'float16') reject(`logits has dtype ${lm.type}; expected float32 or float16`)

@@ -7,12 +7,15 @@
  *            position_ids [batch, seq] i64, past_key_values.{i}.key|value [batch, kv, past, hd] f32
  *   outputs: logits [batch, seq, vocab] f32, present.{i}.key|value [batch, kv, past+seq, hd] f32
  *
+ * With `merged: true` the layout is optimum's merged decoder (see DecoderConfig.merged).
+ *
  * The vocabulary is the byte-level one of src/llm/tokenizer.ts (PAD 0, BOS 1, EOS 2, byte b at
  * 3+b; 259 ids). The weights are random: the text is gibberish, but the compute and memory
  * traffic are those of a real model of the same shape.
  */
 import { writeFile } from 'node:fs/promises'
 import { GraphBuilder, makeValueInfo, onnx } from '../llm/proto-util.ts'
+import type { O } from '../llm/proto-util.ts'
 import { mulberry32 } from './onnx-builder.ts'
 
 /** Shape of a generated decoder. `numKvHeads` < `numHeads` gives grouped-query attention. */
@@ -31,6 +34,16 @@ export interface DecoderConfig {
   kvDtype?: 'float32' | 'float16'
   /** false: no `position_ids` input, positions are past_len..total-1 (older GPT-2 style exports). */
   positionIds?: boolean
+  /**
+   * true: HF optimum's merged layout (`decoder_model_merged.onnx`): the same inputs plus
+   * `use_cache_branch` bool [1], and one `If` node on it producing logits and present.*. The
+   * then-branch is the with-past computation; the else-branch the no-past one, which never reads
+   * past_key_values (optimum feeds them as empty [B,KV,0,hd] tensors at prefill). Both branches
+   * reference the weights (main-graph initializers) and the graph inputs from the outer scope,
+   * and name their outputs like the If's (logits, present.*), as optimum's merge_decoders does.
+   * The weights are those of the unmerged model with the same config.
+   */
+  merged?: boolean
 }
 
 /** `tiny` is for unit tests (~0.1M params); `small` (~25M params) is for benchmarks. */
@@ -67,90 +80,143 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
   const I64 = onnx.TensorProto.DataType.INT64
   const F16 = onnx.TensorProto.DataType.FLOAT16
   const fp16 = c.kvDtype === 'float16'
-
-  // ---- shapes and the additive mask [B,1,S,T] (built from shapes; -1e9 keeps pad rows NaN-free)
-  const S = g.op1('Gather', [g.op1('Shape', ['input_ids']), g.i64([1], true)], { axis: { i: 0 } }, 'S')
-  const T = g.op1('Gather', [g.op1('Shape', ['attention_mask']), g.i64([1], true)], { axis: { i: 0 } }, 'T')
-  const P = g.op1('Sub', [T, S], {}, 'P')
-  const one = g.i64([1], true)
-  const keyIdx = g.op1('Unsqueeze', [g.op1('Range', [g.i64([0], true), T, one]), g.i64([0])]) // [1,T]
-  const qryIdx = g.op1('Unsqueeze', [g.op1('Range', [P, T, one]), g.i64([1])]) // [S,1]
-  const causal = g.op1('LessOrEqual', [keyIdx, qryIdx]) // key j visible to query i iff j <= P+i
-  const padOk = g.op1('Unsqueeze', [g.op1('Cast', ['attention_mask'], { to: { i: onnx.TensorProto.DataType.BOOL } }), g.i64([1, 2])])
-  const allowed = g.op1('And', [causal, padOk]) // [B,1,S,T]
-  const bias = g.op1('Where', [allowed, g.f32(0), g.f32(-1e9)], {}, 'mask_bias')
-
-  // ---- rotary tables from position_ids: cos/sin [B,1,S,hd] (HF "rotate_half" convention)
-  const invFreq = new Float32Array(hd / 2)
-  for (let i = 0; i < hd / 2; i++) invFreq[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / hd)
   const withPos = c.positionIds !== false
-  // Without position_ids the positions are P..T-1 for every row ([1,S,1], broadcast over the batch).
-  const pos = withPos
-    ? g.op1('Unsqueeze', [g.op1('Cast', ['position_ids'], { to: { i: F } }), g.i64([2])]) // [B,S,1]
-    : g.op1('Unsqueeze', [g.op1('Cast', [g.op1('Range', [P, T, one])], { to: { i: F } }), g.i64([0, 2])])
-  const freqs = g.op1('Mul', [pos, g.init('inv_freq', [hd / 2], invFreq)])
-  const emb = g.op1('Concat', [freqs, freqs], { axis: { i: -1 } })
-  const cos = g.op1('Unsqueeze', [g.op1('Cos', [emb]), g.i64([1])], {}, 'cos')
-  const sin = g.op1('Unsqueeze', [g.op1('Sin', [emb]), g.i64([1])], {}, 'sin')
-  const halves = g.i64([hd / 2, hd / 2])
-  const rope = (x: string): string => {
-    const [x1, x2] = g.op('Split', [x, halves], { axis: { i: 3 } }, 2) as [string, string]
-    const rot = g.op1('Concat', [g.op1('Neg', [x2]), x1], { axis: { i: 3 } })
-    return g.op1('Add', [g.op1('Mul', [x, cos]), g.op1('Mul', [rot, sin])], {}, 'rope')
-  }
-  const eps = g.f32(c.rmsEps)
-  const rmsNorm = (x: string, hint: string): string => {
-    const ms = g.op1('ReduceMean', [g.op1('Mul', [x, x])], { axes: { ints: [-1] }, keepdims: { i: 1 } })
-    const inv = g.op1('Reciprocal', [g.op1('Sqrt', [g.op1('Add', [ms, eps])])])
-    return g.op1('Mul', [g.op1('Mul', [x, inv]), g.init(`${hint}_w`, [d], new Float32Array(d).fill(1))], {}, hint)
-  }
-  const toHeads = (x: string, heads: number): string =>
-    g.op1('Transpose', [g.op1('Reshape', [x, g.i64([0, 0, heads, hd])])], { perm: { ints: [0, 2, 1, 3] } })
-
-  const embed = weight(c.vocabSize, d, Math.sqrt(c.vocabSize / 3)) // unit-variance embeddings
-  let x = g.op1('Gather', [g.init('embed_tokens', [c.vocabSize, d], embed), 'input_ids'], { axis: { i: 0 } }, 'embeds')
-  const qScale = g.f32(1 / Math.sqrt(hd))
-  const shapeKvGroups = g.i64([0, c.numKvHeads, -1, hd])
-  const shapeScores = g.i64([0, c.numHeads, -1, 0])
-  const shapeScoresGrouped = g.i64([0, c.numKvHeads, -1, 0])
-  const shapeHeads = g.i64([0, c.numHeads, -1, hd])
-  const residualGain = 1 / Math.sqrt(2 * c.numLayers)
-  for (let l = 0; l < c.numLayers; l++) {
-    const h = rmsNorm(x, `l${l}_in_norm`)
-    const q = rope(toHeads(g.op1('MatMul', [h, g.init(`l${l}_wq`, [d, c.numHeads * hd], weight(d, c.numHeads * hd))]), c.numHeads))
-    const k = rope(toHeads(g.op1('MatMul', [h, g.init(`l${l}_wk`, [d, c.numKvHeads * hd], weight(d, c.numKvHeads * hd))]), c.numKvHeads))
-    const v = toHeads(g.op1('MatMul', [h, g.init(`l${l}_wv`, [d, c.numKvHeads * hd], weight(d, c.numKvHeads * hd))]), c.numKvHeads)
-    // fp16 KV: the cache crosses the graph boundary as float16; attention runs in float32.
-    const kv = (kind: 'key' | 'value', cur: string): string => {
-      if (!fp16) return g.opTo('Concat', [`past_key_values.${l}.${kind}`, cur], `present.${l}.${kind}`, { axis: { i: 2 } })
-      const full = g.op1('Concat', [g.op1('Cast', [`past_key_values.${l}.${kind}`], { to: { i: F } }), cur], { axis: { i: 2 } })
-      g.opTo('Cast', [full], `present.${l}.${kind}`, { to: { i: F16 } })
-      return full
+  // Random weights are drawn once, in a fixed order, and shared by both branches of a merged
+  // model (the second emission reuses the initializer names), so a merged model computes exactly
+  // what the unmerged one with the same config does. Drawing the data before `g.init` names it
+  // keeps the default model's bytes as they were before this indirection.
+  const weights = new Map<string, string>()
+  const W = (hint: string, rows: number, cols: number, gain = 1): string => {
+    let n = weights.get(hint)
+    if (n === undefined) {
+      const data = weight(rows, cols, gain)
+      n = g.init(hint, [rows, cols], data)
+      weights.set(hint, n)
     }
-    const presentK = kv('key', k)
-    const presentV = kv('value', v)
-    // GQA without repeating K/V: fold the G query heads of one kv head into the row axis,
-    // [B,H,S,hd] -> [B,KV,G*S,hd] (head h uses kv head floor(h/G), as HF repeat_kv does).
-    const qg = g.op1('Reshape', [g.op1('Mul', [q, qScale]), shapeKvGroups])
-    const kt = g.op1('Transpose', [presentK], { perm: { ints: [0, 1, 3, 2] } })
-    const scores = g.op1('Add', [g.op1('Reshape', [g.op1('MatMul', [qg, kt]), shapeScores]), bias]) // [B,H,S,T]
-    const probs = g.op1('Reshape', [g.op1('Softmax', [scores], { axis: { i: -1 } }), shapeScoresGrouped])
-    const ctx = g.op1('Reshape', [g.op1('MatMul', [probs, presentV]), shapeHeads]) // [B,H,S,hd]
-    const merged = g.op1('Reshape', [g.op1('Transpose', [ctx], { perm: { ints: [0, 2, 1, 3] } }), g.i64([0, 0, c.numHeads * hd])])
-    x = g.op1('Add', [x, g.op1('MatMul', [merged, g.init(`l${l}_wo`, [c.numHeads * hd, d], weight(c.numHeads * hd, d, residualGain))])])
-    const h2 = rmsNorm(x, `l${l}_post_norm`)
-    const gate = g.op1('MatMul', [h2, g.init(`l${l}_wg`, [d, c.intermediateSize], weight(d, c.intermediateSize))])
-    const up = g.op1('MatMul', [h2, g.init(`l${l}_wu`, [d, c.intermediateSize], weight(d, c.intermediateSize))])
-    const act = g.op1('Mul', [g.op1('Mul', [gate, g.op1('Sigmoid', [gate])]), up])
-    x = g.op1('Add', [x, g.op1('MatMul', [act, g.init(`l${l}_wd`, [c.intermediateSize, d], weight(c.intermediateSize, d, residualGain))])])
+    return n
   }
-  const hf = rmsNorm(x, 'final_norm')
-  // Logit scale ~3 and a bias towards printable ASCII make random-weight output readable-ish
-  // and keep greedy margins far above float noise (the cache/no-cache tests rely on that).
-  const logitBias = new Float32Array(c.vocabSize)
-  for (let b = 32; b < 127 && 3 + b < c.vocabSize; b++) logitBias[3 + b] = 3
-  const lm = g.op1('MatMul', [hf, g.init('lm_head', [d, c.vocabSize], weight(d, c.vocabSize, 3))])
-  g.opTo('Add', [lm, g.init('logit_bias', [c.vocabSize], logitBias)], 'logits')
+
+  /**
+   * Emits the whole decoder into `g.nodes`, writing `logits` and `present.*`. `withPast` false is
+   * the no-past decoder: present.* is the step's own K/V and past_key_values are never read.
+   */
+  const emit = (withPast: boolean): void => {
+    // ---- shapes and the additive mask [B,1,S,T] (built from shapes; -1e9 keeps pad rows NaN-free)
+    const S = g.op1('Gather', [g.op1('Shape', ['input_ids']), g.i64([1], true)], { axis: { i: 0 } }, 'S')
+    const T = g.op1('Gather', [g.op1('Shape', ['attention_mask']), g.i64([1], true)], { axis: { i: 0 } }, 'T')
+    const P = g.op1('Sub', [T, S], {}, 'P')
+    const one = g.i64([1], true)
+    const keyIdx = g.op1('Unsqueeze', [g.op1('Range', [g.i64([0], true), T, one]), g.i64([0])]) // [1,T]
+    const qryIdx = g.op1('Unsqueeze', [g.op1('Range', [P, T, one]), g.i64([1])]) // [S,1]
+    const causal = g.op1('LessOrEqual', [keyIdx, qryIdx]) // key j visible to query i iff j <= P+i
+    const padOk = g.op1('Unsqueeze', [g.op1('Cast', ['attention_mask'], { to: { i: onnx.TensorProto.DataType.BOOL } }), g.i64([1, 2])])
+    const allowed = g.op1('And', [causal, padOk]) // [B,1,S,T]
+    const bias = g.op1('Where', [allowed, g.f32(0), g.f32(-1e9)], {}, 'mask_bias')
+
+    // ---- rotary tables from position_ids: cos/sin [B,1,S,hd] (HF "rotate_half" convention)
+    const invFreq = new Float32Array(hd / 2)
+    for (let i = 0; i < hd / 2; i++) invFreq[i] = 1 / Math.pow(c.ropeTheta, (2 * i) / hd)
+    // Without position_ids the positions are P..T-1 for every row ([1,S,1], broadcast over the batch).
+    const pos = withPos
+      ? g.op1('Unsqueeze', [g.op1('Cast', ['position_ids'], { to: { i: F } }), g.i64([2])]) // [B,S,1]
+      : g.op1('Unsqueeze', [g.op1('Cast', [g.op1('Range', [P, T, one])], { to: { i: F } }), g.i64([0, 2])])
+    const freqs = g.op1('Mul', [pos, g.init('inv_freq', [hd / 2], invFreq)])
+    const emb = g.op1('Concat', [freqs, freqs], { axis: { i: -1 } })
+    const cos = g.op1('Unsqueeze', [g.op1('Cos', [emb]), g.i64([1])], {}, 'cos')
+    const sin = g.op1('Unsqueeze', [g.op1('Sin', [emb]), g.i64([1])], {}, 'sin')
+    const halves = g.i64([hd / 2, hd / 2])
+    const rope = (x: string): string => {
+      const [x1, x2] = g.op('Split', [x, halves], { axis: { i: 3 } }, 2) as [string, string]
+      const rot = g.op1('Concat', [g.op1('Neg', [x2]), x1], { axis: { i: 3 } })
+      return g.op1('Add', [g.op1('Mul', [x, cos]), g.op1('Mul', [rot, sin])], {}, 'rope')
+    }
+    const eps = g.f32(c.rmsEps)
+    const rmsNorm = (x: string, hint: string): string => {
+      const ms = g.op1('ReduceMean', [g.op1('Mul', [x, x])], { axes: { ints: [-1] }, keepdims: { i: 1 } })
+      const inv = g.op1('Reciprocal', [g.op1('Sqrt', [g.op1('Add', [ms, eps])])])
+      return g.op1('Mul', [g.op1('Mul', [x, inv]), g.init(`${hint}_w`, [d], new Float32Array(d).fill(1))], {}, hint)
+    }
+    const toHeads = (x: string, heads: number): string =>
+      g.op1('Transpose', [g.op1('Reshape', [x, g.i64([0, 0, heads, hd])])], { perm: { ints: [0, 2, 1, 3] } })
+
+    const embed = W('embed_tokens', c.vocabSize, d, Math.sqrt(c.vocabSize / 3)) // unit-variance embeddings
+    let x = g.op1('Gather', [embed, 'input_ids'], { axis: { i: 0 } }, 'embeds')
+    const qScale = g.f32(1 / Math.sqrt(hd))
+    const shapeKvGroups = g.i64([0, c.numKvHeads, -1, hd])
+    const shapeScores = g.i64([0, c.numHeads, -1, 0])
+    const shapeScoresGrouped = g.i64([0, c.numKvHeads, -1, 0])
+    const shapeHeads = g.i64([0, c.numHeads, -1, hd])
+    const residualGain = 1 / Math.sqrt(2 * c.numLayers)
+    for (let l = 0; l < c.numLayers; l++) {
+      const h = rmsNorm(x, `l${l}_in_norm`)
+      const q = rope(toHeads(g.op1('MatMul', [h, W(`l${l}_wq`, d, c.numHeads * hd)]), c.numHeads))
+      const k = rope(toHeads(g.op1('MatMul', [h, W(`l${l}_wk`, d, c.numKvHeads * hd)]), c.numKvHeads))
+      const v = toHeads(g.op1('MatMul', [h, W(`l${l}_wv`, d, c.numKvHeads * hd)]), c.numKvHeads)
+      // fp16 KV: the cache crosses the graph boundary as float16; attention runs in float32.
+      // No-past branch of a merged model: present is the step's own K/V, the past is not read.
+      const kv = (kind: 'key' | 'value', cur: string): string => {
+        if (!withPast) {
+          if (fp16) g.opTo('Cast', [cur], `present.${l}.${kind}`, { to: { i: F16 } })
+          else g.opTo('Identity', [cur], `present.${l}.${kind}`)
+          return cur
+        }
+        if (!fp16) return g.opTo('Concat', [`past_key_values.${l}.${kind}`, cur], `present.${l}.${kind}`, { axis: { i: 2 } })
+        const full = g.op1('Concat', [g.op1('Cast', [`past_key_values.${l}.${kind}`], { to: { i: F } }), cur], { axis: { i: 2 } })
+        g.opTo('Cast', [full], `present.${l}.${kind}`, { to: { i: F16 } })
+        return full
+      }
+      const presentK = kv('key', k)
+      const presentV = kv('value', v)
+      // GQA without repeating K/V: fold the G query heads of one kv head into the row axis,
+      // [B,H,S,hd] -> [B,KV,G*S,hd] (head h uses kv head floor(h/G), as HF repeat_kv does).
+      const qg = g.op1('Reshape', [g.op1('Mul', [q, qScale]), shapeKvGroups])
+      const kt = g.op1('Transpose', [presentK], { perm: { ints: [0, 1, 3, 2] } })
+      const scores = g.op1('Add', [g.op1('Reshape', [g.op1('MatMul', [qg, kt]), shapeScores]), bias]) // [B,H,S,T]
+      const probs = g.op1('Reshape', [g.op1('Softmax', [scores], { axis: { i: -1 } }), shapeScoresGrouped])
+      const ctx = g.op1('Reshape', [g.op1('MatMul', [probs, presentV]), shapeHeads]) // [B,H,S,hd]
+      const merged = g.op1('Reshape', [g.op1('Transpose', [ctx], { perm: { ints: [0, 2, 1, 3] } }), g.i64([0, 0, c.numHeads * hd])])
+      x = g.op1('Add', [x, g.op1('MatMul', [merged, W(`l${l}_wo`, c.numHeads * hd, d, residualGain)])])
+      const h2 = rmsNorm(x, `l${l}_post_norm`)
+      const gate = g.op1('MatMul', [h2, W(`l${l}_wg`, d, c.intermediateSize)])
+      const up = g.op1('MatMul', [h2, W(`l${l}_wu`, d, c.intermediateSize)])
+      const act = g.op1('Mul', [g.op1('Mul', [gate, g.op1('Sigmoid', [gate])]), up])
+      x = g.op1('Add', [x, g.op1('MatMul', [act, W(`l${l}_wd`, c.intermediateSize, d, residualGain)])])
+    }
+    const hf = rmsNorm(x, 'final_norm')
+    // Logit scale ~3 and a bias towards printable ASCII make random-weight output readable-ish
+    // and keep greedy margins far above float noise (the cache/no-cache tests rely on that).
+    const logitBias = new Float32Array(c.vocabSize)
+    for (let b = 32; b < 127 && 3 + b < c.vocabSize; b++) logitBias[3 + b] = 3
+    const lm = g.op1('MatMul', [hf, W('lm_head', d, c.vocabSize, 3)])
+    g.opTo('Add', [lm, g.init('logit_bias', [c.vocabSize], logitBias)], 'logits')
+  }
+
+  if (!c.merged) {
+    emit(true)
+  } else {
+    // Each branch is emitted into g.nodes and moved out; their initializers (weights, shared;
+    // constants, one copy per branch) stay in the main graph, visible to both as outer scope.
+    emit(true)
+    const withPastNodes = g.nodes.splice(0)
+    emit(false)
+    const noPastNodes = g.nodes.splice(0)
+    const outNames = ['logits']
+    for (let l = 0; l < c.numLayers; l++) outNames.push(`present.${l}.key`, `present.${l}.value`)
+    const branch = (name: string, node: typeof g.nodes, seqDim: string): O.IGraphProto => ({
+      name, node, initializer: [], input: [],
+      output: outNames.map((n) => n === 'logits'
+        ? makeValueInfo(n, F, ['batch_size', 'sequence_length', c.vocabSize])
+        : makeValueInfo(n, fp16 ? F16 : F, ['batch_size', c.numKvHeads, seqDim, hd])),
+    })
+    const GRAPH = onnx.AttributeProto.AttributeType.GRAPH
+    g.nodes.push({
+      opType: 'If', name: 'optimum::if', input: ['use_cache_branch'], output: outNames,
+      attribute: [
+        { name: 'then_branch', type: GRAPH, g: branch('with_past', withPastNodes, 'total_sequence_length') },
+        { name: 'else_branch', type: GRAPH, g: branch('no_past', noPastNodes, 'sequence_length') },
+      ],
+    })
+  }
 
   const inputs = [
     makeValueInfo('input_ids', I64, ['batch_size', 'sequence_length']),
@@ -164,6 +230,7 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
       outputs.push(makeValueInfo(`present.${l}.${kind}`, fp16 ? F16 : F, ['batch_size', c.numKvHeads, 'total_sequence_length', hd]))
     }
   }
+  if (c.merged) inputs.push(makeValueInfo('use_cache_branch', onnx.TensorProto.DataType.BOOL, [1]))
   const model = onnx.ModelProto.create({
     irVersion: 8,
     producerName: 'ms-serve-decoder',

@@ -2,7 +2,10 @@
 import ort from 'onnxruntime-node'
 import type { DecoderConfig } from '../../src/models/decoder.ts'
 
-/** Feeds position_ids only if the model has them, and empty past tensors in the model's KV dtype. */
+/**
+ * Feeds position_ids only if the model has them, empty past tensors in the model's KV dtype, and
+ * use_cache_branch [false] to merged (If) decoders, i.e. runs their no-past branch.
+ */
 export async function greedyNoCache(session: ort.InferenceSession, c: DecoderConfig, prompt: number[], n: number): Promise<number[]> {
   const hd = c.hiddenSize / c.numHeads
   const fp16 = c.kvDtype === 'float16'
@@ -14,6 +17,7 @@ export async function greedyNoCache(session: ort.InferenceSession, c: DecoderCon
       attention_mask: new ort.Tensor('int64', new BigInt64Array(L).fill(1n), [1, L]),
     }
     if (session.inputNames.includes('position_ids')) feeds.position_ids = new ort.Tensor('int64', BigInt64Array.from(seq.map((_, j) => BigInt(j))), [1, L])
+    if (session.inputNames.includes('use_cache_branch')) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(0), [1])
     for (let l = 0; l < c.numLayers; l++) for (const k of ['key', 'value']) {
       feeds[`past_key_values.${l}.${k}`] = fp16 ? new ort.Tensor('float16', new Uint16Array(0), [1, c.numKvHeads, 0, hd]) : new ort.Tensor('float32', new Float32Array(0), [1, c.numKvHeads, 0, hd])
     }

@@ -196,3 +196,22 @@ test('maxConsecutivePrefills 1 (default): a running batch decodes between two qu
     await engine.close()
   }
 })
+
+test('on CPU the default waiting-served ratio is 0: a lone request joins a running batch of 7 at once', async () => {
+  for (const [ratio, joinsAt] of [[undefined, 'soon'], [0.3, 'late']] as const) {
+    const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16, ...(ratio === undefined ? {} : { waitingServedRatio: ratio }) })
+    let aIndex = 0
+    let started = 0
+    let late: Promise<Result> | null = null
+    let joinedAt = -1
+    const first = Array.from({ length: 7 }, (_, i) => generate(engine, `prompt ${i}`, { maxNewTokens: 40 }, (ev) => {
+      if (i === 0) aIndex = ev.index
+      if (ev.index === 1 && ++started === 7) late = generate(engine, 'late', { maxNewTokens: 2 }, (e) => { if (e.index === 1) joinedAt = aIndex })
+    }))
+    await Promise.all(first)
+    await late
+    // TGI's 0.3 x 7 running wants 2 joiners, so a lone one waits maxWaitingTokens (20) steps.
+    assert.ok(joinsAt === 'soon' ? joinedAt <= 3 : joinedAt >= 15, `ratio ${ratio}: joined when the batch was at token ${joinedAt}`)
+    await engine.close()
+  }
+})

@@ -50,6 +50,8 @@ test('rejects what cannot be served, saying why', () => {
   rejects(fake({ kvShape: ['b', 'kv', 'p', 128] }), /symbolic num_kv_heads/)
   rejects(fake({ extraInputs: [t('cache_position', 'int64', ['s'])] }), /unsupported inputs: cache_position/)
   rejects(fake({ extraInputs: [t('past_key_values.0.key_value', 'float32', ['b', 's', 256])] }), /fused key\/value/)
+  rejects(fake({ extraInputs: [t('use_cache_branch', 'int64', [1])] }), /use_cache_branch has dtype int64; expected bool/)
+  rejects(fake({ extraInputs: [t('use_cache_branch', 'bool', [2])] }), /use_cache_branch has shape \[2\]; expected \[1\]/)
 })
 
 test('rewrite outputs only the new KV positions and last logits, same values', async () => {

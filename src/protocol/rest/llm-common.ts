@@ -118,7 +118,6 @@ export interface SseRelay {
  */
 export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, req: FastifyRequest, reply: FastifyReply, r: SseRelay): Promise<void> {
   const ac = new AbortController()
-  const tArr = performance.now()
   const { first, rest } = await firstEvent(llm, wire, ac.signal)
   const sse = openSse(req, reply, () => ac.abort())
   r.open?.(sse)
@@ -135,8 +134,6 @@ export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, req: Fa
     else r.error(sse, ev)
     return false
   }
-  const tFirst = performance.now()
-  if (process.env.MS_SERVE_SSE_TRACE) (await import('node:fs')).appendFileSync(process.env.MS_SERVE_SSE_TRACE, JSON.stringify({ arr: performance.timeOrigin + tArr, first: tFirst - tArr }) + '\n')
   if (step(first)) for await (const ev of rest) if (!step(ev)) break
   r.close?.(sse)
   sse.end()

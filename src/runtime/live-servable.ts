@@ -8,11 +8,19 @@ import type { ValidMethod, ValidServable } from '../config/validate.ts'
 import type { Value } from '../tensor.ts'
 import type { DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
-import { instanceToWire, fromWire, type WireInstance, type WireResult } from './wire.ts'
+import { fromWire, type WireResult } from './wire.ts'
 
 export type InstanceOutcome = { outputs: Record<string, Value> } | { error: ServeError }
 
-interface Job { wire: WireInstance; resolve: (r: InstanceOutcome) => void }
+/** One request's instances: outcomes fill in as batches finish; it resolves when the last one lands. */
+interface PendingRequest { outcomes: InstanceOutcome[]; remaining: number; resolve: (r: InstanceOutcome[]) => void }
+interface Job { inst: Record<string, Value>; req: PendingRequest; index: number }
+
+function settle(job: Job, outcome: InstanceOutcome): void {
+  const req = job.req
+  req.outcomes[job.index] = outcome
+  if (--req.remaining === 0) req.resolve(req.outcomes)
+}
 
 /** Groups a replica may hold at once: 2 lets the next batch cross the IPC pipe while one runs. */
 const MAX_INFLIGHT_GROUPS = 2
@@ -64,17 +72,16 @@ export class LiveServable {
     const st = this.methodStats.get(method.name)!
     st.requests++
     st.instances += instances.length
-    const promises: Promise<InstanceOutcome>[] = []
-    const jobs: Job[] = []
-    for (const inst of instances) {
-      promises.push(new Promise<InstanceOutcome>((resolve) => jobs.push({ wire: instanceToWire(inst), resolve })))
-    }
-    if (!q.pushAll(jobs, performance.now())) {
-      st.errors++
-      return Promise.reject(new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${q.maxQueueSize}`))
-    }
-    this.pump(method.name)
-    return Promise.all(promises)
+    return new Promise<InstanceOutcome[]>((resolve, reject) => {
+      const req: PendingRequest = { outcomes: new Array<InstanceOutcome>(instances.length), remaining: instances.length, resolve }
+      const jobs = instances.map((inst, index): Job => ({ inst, req, index }))
+      if (!q.pushAll(jobs, performance.now())) {
+        st.errors++
+        reject(new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${q.maxQueueSize}`))
+        return
+      }
+      this.pump(method.name)
+    })
   }
 
   /** Least-busy ready replica with room; ties rotate so idle replicas share sequential load. */
@@ -114,7 +121,7 @@ export class LiveServable {
     st.batches++
     st.batchSizes[items.length] = (st.batchSizes[items.length] ?? 0) + 1
     for (const it of items) st.queueMs += now - it.enqueuedAt
-    replica.run(method, items.map((i) => i.value.wire)).then(
+    replica.run(method, items.map((i) => i.value.inst)).then(
       ({ results, runs }) => {
         for (const r of runs) {
           const ms = this.modelStats[r.model]!
@@ -124,14 +131,14 @@ export class LiveServable {
           ms.computeMs += r.ms
           ms.batchSizes[r.batch] = (ms.batchSizes[r.batch] ?? 0) + 1
         }
-        results.forEach((r, i) => items[i]!.value.resolve(toOutcome(r)))
+        results.forEach((r, i) => settle(items[i]!.value, toOutcome(r)))
         if (results.some((r) => 'e' in r)) st.errors++
         this.pumpAll()
       },
       (e) => {
         st.errors++
         const err = toServeError(e)
-        for (const it of items) it.value.resolve({ error: err })
+        for (const it of items) settle(it.value, { error: err })
         this.pumpAll()
       },
     )
@@ -158,7 +165,7 @@ export class LiveServable {
   }
 
   private failQueued(err: ServeError): void {
-    for (const q of this.queues.values()) for (const it of q.drain()) it.value.resolve({ error: err })
+    for (const q of this.queues.values()) for (const it of q.drain()) settle(it.value, { error: err })
   }
 
   /** Waits until every queued and in-flight instance and LLM stream has finished (or `timeoutMs` passed). */

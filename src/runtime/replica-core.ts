@@ -10,7 +10,7 @@ import { toServeError, ServeError } from '../errors.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import { ModelRunner } from './model-runner.ts'
 import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
-import { errorToWire, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
+import { errorToWire, instanceAsIs, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
@@ -21,7 +21,12 @@ export class ReplicaCore {
   private methods = new Map<string, PreparedMethod>()
   private llmHost: LlmHost | null = null
 
-  constructor(private readonly send: (msg: ReplicaMessage) => void, private readonly pid: number) {}
+  private readonly outputToWire: typeof instanceToWire
+
+  /** `inline`: the parent shares this thread, so results are handed over as they are (no copies). */
+  constructor(private readonly send: (msg: ReplicaMessage) => void, private readonly pid: number, inline = false) {
+    this.outputToWire = inline ? instanceAsIs : instanceToWire
+  }
 
   /** Handles one message; `shutdown` is the transport's business and is ignored here. */
   handle(msg: ParentMessage): void {
@@ -96,7 +101,7 @@ export class ReplicaCore {
     else {
       try {
         const out = await runMethod(pm, this.runners, instances.map(instanceFromWire))
-        results = out.map((r) => (r instanceof ServeError ? errorToWire(r) : { o: instanceToWire(r) }))
+        results = out.map((r) => (r instanceof ServeError ? errorToWire(r) : { o: this.outputToWire(r) }))
       } catch (e) {
         results = instances.map(() => errorToWire(toServeError(e, 'INFERENCE_FAILED')))
       }

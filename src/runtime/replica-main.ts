@@ -8,12 +8,27 @@
 import { isMainThread, parentPort } from 'node:worker_threads'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import { ReplicaCore } from './replica-core.ts'
+import type { WireResult } from './wire.ts'
 
 process.setSourceMapsEnabled(true)
 
+function resultBuffers(results: WireResult[]): ArrayBuffer[] {
+  const bufs = new Set<ArrayBuffer>()
+  for (const r of results) {
+    if (!('o' in r)) continue
+    for (const k in r.o) {
+      const v = r.o[k]!
+      const d = typeof v === 'string' ? null : v instanceof Uint8Array ? v : 'd' in v ? v.d : null
+      if (d && d.buffer instanceof ArrayBuffer) bufs.add(d.buffer)
+    }
+  }
+  return [...bufs]
+}
+
 if (!isMainThread && parentPort) {
   const port = parentPort
-  const core = new ReplicaCore((msg: ReplicaMessage) => port.postMessage(msg), process.pid)
+  // Result tensors are fresh buffers owned by this thread: move them instead of copying.
+  const core = new ReplicaCore((msg: ReplicaMessage) => port.postMessage(msg, msg.type === 'result' ? resultBuffers(msg.results) : undefined), process.pid)
   port.on('message', (msg: ParentMessage) => {
     if (msg.type === 'shutdown') void core.close().finally(() => port.close())
     else core.handle(msg)

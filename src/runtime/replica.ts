@@ -19,7 +19,8 @@ import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan, Isolation } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage, RunStat } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
-import type { WireInstance, WireResult } from './wire.ts'
+import { instanceAsIs, instanceToWire, type WireResult } from './wire.ts'
+import type { Value } from '../tensor.ts'
 
 /** glibc malloc settings that keep big ORT outputs off fresh mmaps (see onnxruntime-node notes). */
 export const MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '33554432', MALLOC_TRIM_THRESHOLD_: '4294967296' }
@@ -89,7 +90,7 @@ async function openInline(on: ChannelEvents): Promise<Channel> {
   // Loaded on first use: a server whose replicas all run in processes never loads ORT itself.
   const { ReplicaCore } = await import('./replica-core.ts')
   let ended = false
-  const core = new ReplicaCore((msg) => { if (!ended) on.message(msg) }, process.pid)
+  const core = new ReplicaCore((msg) => { if (!ended) on.message(msg) }, process.pid, true)
   const end = (why: string) => {
     if (ended) return
     ended = true
@@ -127,8 +128,12 @@ export class Replica {
   llm: LlmInfo | undefined
   onExit: (r: Replica, why: string) => void = () => {}
 
+  /** Inline replicas take values as they are; the others get compact copies that clone cheaply. */
+  private readonly toWire: typeof instanceToWire
+
   constructor(readonly servable: ValidServable, readonly device: DevicePlan) {
     this.isolation = effectiveIsolation(servable, device.isolation)
+    this.toWire = this.isolation === 'inline' ? instanceAsIs : instanceToWire
   }
 
   get label(): string { return `${this.servable.name}@${this.servable.version} ${this.device.deviceType}:${this.device.deviceId}` }
@@ -226,14 +231,14 @@ export class Replica {
   }
 
   /** Sends one group of instances of `method`; resolves with per-instance wire results. */
-  run(method: string, instances: WireInstance[]): Promise<{ results: WireResult[]; runs: RunStat[]; ms: number }> {
+  run(method: string, instances: Array<Record<string, Value>>): Promise<{ results: WireResult[]; runs: RunStat[]; ms: number }> {
     if (this.state !== 'ready' || !this.channel) return Promise.reject(new ServeError('SERVABLE_NOT_READY', `replica ${this.label} is not ready`))
     const id = this.nextId++
     this.inflightGroups++
     this.inflightInstances += instances.length
     return new Promise((resolve, reject) => {
       this.inflight.set(id, { size: instances.length, resolve, reject })
-      this.send({ type: 'run', id, method, instances })
+      this.send({ type: 'run', id, method, instances: instances.map(this.toWire) })
     })
   }
 

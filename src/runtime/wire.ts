@@ -6,7 +6,8 @@
 import { Tensor, type NumericDType, type TypedArray, type Value } from '../tensor.ts'
 import { toServeError, type SerializedError } from '../errors.ts'
 
-export type WireValue = string | Uint8Array | { t: NumericDType; s: number[]; d: TypedArray }
+/** A Tensor itself only on the inline path (no boundary to cross, nothing is copied). */
+export type WireValue = string | Uint8Array | Tensor | { t: NumericDType; s: number[]; d: TypedArray }
 export type WireInstance = Record<string, WireValue>
 export type WireResult = { o: WireInstance } | { e: SerializedError }
 
@@ -22,7 +23,7 @@ export function toWire(v: Value): WireValue {
 }
 
 export function fromWire(w: WireValue): Value {
-  if (typeof w === 'string' || w instanceof Uint8Array) return w
+  if (typeof w === 'string' || w instanceof Uint8Array || w instanceof Tensor) return w
   return new Tensor(w.t, w.s, w.d)
 }
 
@@ -30,6 +31,11 @@ export function instanceToWire(inst: Record<string, Value>): WireInstance {
   const out: WireInstance = {}
   for (const k in inst) out[k] = toWire(inst[k]!)
   return out
+}
+
+/** The inline path: values stay as they are (same thread, no clone). */
+export function instanceAsIs(inst: Record<string, Value>): WireInstance {
+  return inst
 }
 
 export function instanceFromWire(inst: WireInstance): Record<string, Value> {

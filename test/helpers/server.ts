@@ -19,7 +19,9 @@ export interface StartedServer {
 
 /** Runs `ms-serve start DIR` and resolves once both success lines show the bound ports. */
 export async function startServer(dir: string, extra: string[] = [], timeoutMs = 60_000): Promise<StartedServer> {
-  const proc = spawn(process.execPath, [BIN, 'start', dir, '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
+  // MS_SERVE_TEST_ISOLATION=thread|inline reruns a suite with replicas off the process boundary.
+  const iso = process.env.MS_SERVE_TEST_ISOLATION && !extra.includes('--isolation') ? ['--isolation', process.env.MS_SERVE_TEST_ISOLATION] : []
+  const proc = spawn(process.execPath, [BIN, 'start', dir, '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', ...iso, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   proc.stdout!.on('data', (d) => { out += d })
   proc.stderr!.on('data', (d) => { out += d })

@@ -9,7 +9,8 @@
  *
  *   npm run bench:llm  [-- --new 64 --prompt 128 --rounds 2]
  *   scheduler options: --ratio X (waitingServedRatio), --prefill-tokens N (maxBatchPrefillTokens),
- *   --consecutive-prefills N (maxConsecutivePrefills); --served-only, --streams 1,4,16
+ *   --consecutive-prefills N (maxConsecutivePrefills); --served-only, --streams 1,4,16;
+ *   --isolation process|thread (where the replica runs; ms-serve start --isolation)
  */
 import { spawnSync } from 'node:child_process'
 import { startServer } from '../src/bench/spawn-server.ts'
@@ -23,7 +24,7 @@ const { values: args } = parseArgs({ options: {
   stagger: { type: 'string', default: '40' },
   spin: { type: 'string', default: 'false' },
   ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'consecutive-prefills': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
-  streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' },
+  streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' }, isolation: { type: 'string', default: 'process' },
 } })
 const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds), STAGGER_MS = Number(args.stagger)
 // ORT's spinning intra-op threads compete with the HTTP side and the load generator on 2 cores.
@@ -108,7 +109,7 @@ process.stderr.write(`decoder ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M par
 const results: Record<string, unknown> = { model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, rounds: ROUNDS, staggerMs: STAGGER_MS }
 
 for (const [label, maxBatch] of (args['served-only'] ? [['served', 16]] : [['served', 16], ['seq', 1]]) as Array<['served' | 'seq', number]>) {
-  const srv = await startServer(servableDir(label, maxBatch), { devices: '0', timeoutMs: 120_000 })
+  const srv = await startServer(servableDir(label, maxBatch), { devices: '0', isolation: args.isolation!, timeoutMs: 120_000 })
   const rows = []
   for (const s of STREAMS) {
     process.stderr.write(`${label}: ${s} stream(s)...\n`)

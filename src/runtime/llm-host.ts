@@ -8,9 +8,13 @@ import { toServeError } from '../errors.ts'
 import type { ValidLlm } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ReplicaMessage } from './messages.ts'
+import type { GenerateEvent } from '../llm/types.ts'
 
 export class LlmHost {
   private readonly ids = new Map<number, string>()
+  /** Events produced in this turn (a step emits one per running request); sent as one message. */
+  private pendingIds: number[] = []
+  private pendingEvents: GenerateEvent[] = []
 
   private constructor(readonly engine: LlmEngine, readonly llm: ValidLlm, private readonly send: (m: ReplicaMessage) => void) {}
 
@@ -60,7 +64,7 @@ export class LlmHost {
           ...(req.parameters ? { parameters: req.parameters } : {}),
         },
         (event) => {
-          this.send({ type: 'event', id, event })
+          this.queueEvent(id, event)
           if (event.type !== 'token') this.ids.delete(id)
         },
       )
@@ -69,6 +73,21 @@ export class LlmHost {
       const err = toServeError(e, 'VALIDATION')
       this.send({ type: 'event', id, event: { type: 'error', requestId: `r${id}`, code: err.code, message: err.message } })
     }
+  }
+
+  private queueEvent(id: number, event: GenerateEvent): void {
+    if (this.pendingIds.length === 0) queueMicrotask(() => this.flushEvents())
+    this.pendingIds.push(id)
+    this.pendingEvents.push(event)
+  }
+
+  private flushEvents(): void {
+    const ids = this.pendingIds
+    const events = this.pendingEvents
+    this.pendingIds = []
+    this.pendingEvents = []
+    if (ids.length === 1) this.send({ type: 'event', id: ids[0]!, event: events[0]! })
+    else if (ids.length > 1) this.send({ type: 'events', ids, events })
   }
 
   cancel(id: number): void {

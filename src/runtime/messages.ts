@@ -57,6 +57,8 @@ export type ParentMessage =
 export type ReplicaMessage =
   | { type: 'ready'; models: ModelInfo[]; pid: number; llm?: LlmInfo }
   | { type: 'event'; id: number; event: GenerateEvent }
+  /** The events of one engine step (one token per running request), in order: one message, not one each. */
+  | { type: 'events'; ids: number[]; events: GenerateEvent[] }
   | { type: 'llm-stats'; id: number; stats: Record<string, number | string> }
   | { type: 'init-error'; error: SerializedError }
   | { type: 'result'; id: number; results: WireResult[]; runs: RunStat[]; ms: number }

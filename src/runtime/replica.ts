@@ -180,12 +180,12 @@ export class Replica {
 
   private onMessage(msg: ReplicaMessage, channel: Channel, start: { ready: () => void; initError: (e: ServeError) => void }): void {
     switch (msg.type) {
-      case 'event': {
-        const sink = this.streams.get(msg.id)
-        if (msg.event.type !== 'token') this.streams.delete(msg.id)
-        sink?.(msg.event)
+      case 'event':
+        this.deliver(msg.id, msg.event)
         return
-      }
+      case 'events':
+        for (let i = 0; i < msg.ids.length; i++) this.deliver(msg.ids[i]!, msg.events[i]!)
+        return
       case 'llm-stats':
         this.statsWaiters.get(msg.id)?.(msg.stats)
         this.statsWaiters.delete(msg.id)
@@ -211,6 +211,12 @@ export class Replica {
         f.resolve(msg)
       }
     }
+  }
+
+  private deliver(id: number, event: GenerateEvent): void {
+    const sink = this.streams.get(id)
+    if (event.type !== 'token') this.streams.delete(id)
+    sink?.(event)
   }
 
   /** Fails the groups, streams and stats calls the ended replica still owed. */

@@ -19,7 +19,10 @@ import { join } from 'node:path'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { startServer } from '../src/bench/spawn-server.ts'
 import type { BenchReport } from '../src/bench/types.ts'
-import { BIN, build, flags, fmt, level, pct, RESULTS, ROOT, runBenchClean, runWrk, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
+import { BIN, build, flags, fmt, h2loadPath, level, pct, RESULTS, ROOT, runBenchClean, runH2loadGrpc, runWrk, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
+import { loadMsServiceDefinition } from '../src/protocol/grpc/ms-service.ts'
+import { encodeRequest } from '../src/protocol/grpc/ms-codec.ts'
+import { tensor } from '../src/tensor.ts'
 
 const f = flags({ duration: '10s', warmup: '2s', concurrency: '1,16', reps: '1', profile: '0', 'wrk-seconds': '8', 'quiet-idle': '90', floors: '1', 'no-spin': '0', isolation: 'process,thread,inline' })
 const levels = f.concurrency.split(',').map((c) => `c=${c}`)
@@ -58,6 +61,7 @@ const common = ['--servable', 'add', '--method', 'add_common', '--concurrency', 
 const runs: Record<string, BenchReport[]> = { 'rest-echo': [], 'grpc-echo': [], 'rest-process-hop': [], 'rest-worker-hop': [] }
 for (const iso of ISOLATIONS) for (const proto of ['rest', 'grpc']) runs[`${proto}-ms-serve-${iso}`] = []
 const wrk: Record<string, { reqPerSec: number; latency: string }> = {}
+const h2: Record<string, { reqPerSec: number; latency: string }> = {}
 try {
   for (let rep = 0; rep < Number(f.reps); rep++) {
     process.stderr.write(`rep ${rep + 1}: REST echo\n`)
@@ -88,6 +92,22 @@ try {
     }
   } else {
     process.stderr.write('wrk is not installed: no independent cross-check (apt-get install -y wrk)\n')
+  }
+  if (h2loadPath()) {
+    // The same Predict call as the grpc-js client sends, as one length-prefixed gRPC frame.
+    const predict = loadMsServiceDefinition()['Predict']!
+    const msg = predict.requestSerialize(encodeRequest('add', 'add_common', 0, [{ x1: tensor('float32', [2, 2], [1, 2, 3, 4]), x2: tensor('float32', [2, 2], [5, 6, 7, 8]) }]))
+    const frame = Buffer.alloc(5 + msg.length)
+    frame.writeUInt32BE(msg.length, 1)
+    msg.copy(frame, 5)
+    for (const c of f.concurrency.split(',').map(Number)) {
+      process.stderr.write(`h2load 1 connection x ${c} streams: gRPC echo, ms-serve\n`)
+      if (Number(f['quiet-idle']) > 0) await waitQuiet(Number(f['quiet-idle']))
+      h2[`grpc-echo c=${c}`] = runH2loadGrpc(echoAddr.grpc, '/mindspore.serving.proto.MSService/Predict', frame, c, Number(f['wrk-seconds']))
+      for (const [iso, server] of servers) h2[`grpc-ms-serve (${iso}) c=${c}`] = runH2loadGrpc(server.grpcAddress, '/mindspore.serving.proto.MSService/Predict', frame, c, Number(f['wrk-seconds']))
+    }
+  } else {
+    process.stderr.write('h2load is not installed: no independent gRPC cross-check (apt-get install -y nghttp2-client)\n')
   }
 } catch (e) {
   for (const [iso, server] of servers) process.stderr.write(`ms-serve (${iso}) output:\n${server.output()}\n`)
@@ -133,5 +153,9 @@ if (Object.keys(wrk).length) {
   lines.push('', '| wrk -t1 (POST, keep-alive) | req/s | latency |', '|---|---|---|')
   for (const [k, v] of Object.entries(wrk)) lines.push(`| ${k} | ${fmt(v.reqPerSec)} | ${v.latency} |`)
 }
-const file = writeResult(f['no-spin'] === '1' ? 'add-nospin' : 'add', { args: f, rows, wrk, reports: runs })
+if (Object.keys(h2).length) {
+  lines.push('', '| h2load -c1 -m C (gRPC Predict) | req/s | time for request |', '|---|---|---|')
+  for (const [k, v] of Object.entries(h2)) lines.push(`| ${k} | ${fmt(v.reqPerSec)} | ${v.latency} |`)
+}
+const file = writeResult(f['no-spin'] === '1' ? 'add-nospin' : 'add', { args: f, rows, wrk, h2load: h2, reports: runs })
 process.stdout.write(lines.join('\n') + `\n\nGoal: ms-serve >= 70% of the echo over REST and gRPC.\nwrote ${file}\n`)

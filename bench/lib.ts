@@ -104,6 +104,34 @@ export function runWrk(url: string, body: string, connections: number, seconds: 
   }
 }
 
+export function h2loadPath(): string | null {
+  const r = spawnSync('sh', ['-c', 'command -v h2load'], { encoding: 'utf8' })
+  return r.status === 0 ? r.stdout.trim() : null
+}
+
+/**
+ * h2load (nghttp2-client, a C HTTP/2 client) sending one gRPC unary call body again and again:
+ * `frame` is the length-prefixed message, sent as POST to `http://{address}{path}` over one
+ * connection with `streams` concurrent streams for `seconds`. h2load cannot read gRPC trailers, so
+ * the caller checks the server with a real client before trusting the rate.
+ */
+export function runH2loadGrpc(address: string, path: string, frame: Uint8Array, streams: number, seconds: number): { reqPerSec: number; latency: string } {
+  const { dir, remove } = tempDir('ms-serve-h2load-')
+  try {
+    const body = join(dir, 'body.bin')
+    writeFileSync(body, frame)
+    const r = spawnSync('h2load', ['-c', '1', '-m', String(streams), '-D', String(seconds), '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-d', body, `http://${address}${path}`], { encoding: 'utf8' })
+    const rps = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(r.stdout)?.[1]
+    const codes = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(r.stdout)
+    const failed = /requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed/.exec(r.stdout)?.[1]
+    if (!rps || !codes || Number(codes[3]) + Number(codes[4]) > 0 || Number(failed) > 0) throw new Error(`h2load failed: ${r.stdout}\n${r.stderr}`)
+    const lat = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)/.exec(r.stdout)
+    return { reqPerSec: Number(rps), latency: lat ? `min ${lat[1]}, max ${lat[2]}, mean ${lat[3]}` : '' }
+  } finally {
+    remove()
+  }
+}
+
 /**
  * Waits until the machine is quiet (other sessions' tests and benchmarks share these cores):
  * at least `idlePct` of CPU idle over 2 s samples, up to `timeoutMs`. Returns the idle share seen.

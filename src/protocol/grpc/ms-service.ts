@@ -90,10 +90,10 @@ export async function handlePredict(req: WirePredictRequest, handler: MsPredictH
 export function addMsService(server: grpc.Server, handler: MsPredictHandler): void {
   server.addService(loadMsServiceDefinition(), {
     Predict: (call: grpc.ServerUnaryCall<WirePredictRequest, WirePredictReply>, callback: grpc.sendUnaryData<WirePredictReply>) => {
-      const ac = new AbortController()
-      call.once('cancelled', () => ac.abort())
+      // No AbortSignal: a predict's instances run in shared batches that cannot be withdrawn, and
+      // grpc-js reports 'cancelled' at the end of every call (an AbortError costs a stack capture).
       // handlePredict never rejects; the catch only guards against grpc-js itself throwing in callback.
-      handlePredict(call.request, handler, ac.signal).then((reply) => callback(null, reply)).catch(() => undefined)
+      handlePredict(call.request, handler).then((reply) => callback(null, reply)).catch(() => undefined)
     },
   })
 }

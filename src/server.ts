@@ -9,7 +9,7 @@ import { chooseVersions, scanServables } from './config/scan.ts'
 import { validateServable, type ValidServable } from './config/validate.ts'
 import { join } from 'node:path'
 import { ServeError } from './errors.ts'
-import { planDevices, type DeviceType, type Isolation } from './runtime/devices.ts'
+import { planDevices, withIsolation, type DeviceType, type Isolation } from './runtime/devices.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
 import { addMsService } from './protocol/grpc/ms-service.ts'
@@ -28,6 +28,8 @@ export interface ServeOptions {
   deviceType: DeviceType
   /** Where replicas run: 'process' (default), 'thread' or 'inline' (see runtime/replica.ts). */
   isolation?: Isolation
+  /** Per-servable isolation (server YAML `servables.<name>.isolation`), over `isolation`. */
+  isolationOf?: Record<string, Isolation>
   grpc: HostPort | null
   rest: HostPort | null
   /** Largest request body / message, MiB (MindSpore default 100). */
@@ -76,7 +78,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
-  const live = servables.map((s) => new LiveServable(s, plans))
+  const live = servables.map((s) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name])))
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
   try {
     await Promise.all(live.map(async (l) => {
@@ -90,7 +92,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     throw e
   }
 
-  const reloader = new Reloader(registry, { dir: opts.dir, plans, versions: opts.versions ?? {}, log })
+  const reloader = new Reloader(registry, { dir: opts.dir, plans, isolationOf: opts.isolationOf ?? {}, versions: opts.versions ?? {}, log })
   const watcher = opts.watch === false ? null : watchServables(opts.dir, (names) => { void reloader.reload(names) })
   // Watching before the success lines print: a change made right after start is not missed.
   await watcher?.ready

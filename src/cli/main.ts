@@ -3,7 +3,7 @@ import { Command, Option } from 'commander'
 import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { isServeError, ServeError } from '../errors.ts'
-import { ISOLATIONS, parseDeviceIds, parseIsolation, type DeviceType } from '../runtime/devices.ts'
+import { ISOLATIONS, parseDeviceIds, parseIsolation, type DeviceType, type Isolation } from '../runtime/devices.ts'
 import { serve, type HostPort } from '../server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
@@ -26,7 +26,7 @@ interface ServerFile {
   device_type?: DeviceType
   isolation?: string
   max_msg_mb?: number
-  servables?: Record<string, { version?: number; versions?: number[] | 'all' }>
+  servables?: Record<string, { version?: number; versions?: number[] | 'all'; isolation?: string }>
 }
 
 function readServerFile(path: string): ServerFile {
@@ -76,9 +76,11 @@ program
       const grpcText = src('grpc') || file.grpc === undefined ? String(o.grpc) : file.grpc
       const restText = src('rest') || file.rest === undefined ? String(o.rest) : file.rest
       const versions: Record<string, number[] | 'all'> = {}
+      const isolationOf: Record<string, Isolation> = {}
       for (const [name, s] of Object.entries(file.servables ?? {})) {
         if (s.versions !== undefined) versions[name] = s.versions
         else if (s.version !== undefined) versions[name] = [s.version]
+        if (s.isolation !== undefined) isolationOf[name] = parseIsolation(String(s.isolation), `servables.${name}.isolation`)
       }
       const server = await serve({
         dir,
@@ -92,6 +94,7 @@ program
         watch: o.watch !== false,
         ...(o.defaultLlm ? { defaultLlm: String(o.defaultLlm) } : {}),
         versions,
+        isolationOf,
       })
       let closing = false
       const shutdown = (sig: string) => {

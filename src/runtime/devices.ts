@@ -15,9 +15,14 @@ export type Isolation = 'process' | 'thread' | 'inline'
 export const ISOLATIONS: readonly Isolation[] = ['process', 'thread', 'inline']
 
 /** Parses `--isolation`; the error names the choices. */
-export function parseIsolation(text: string): Isolation {
+export function parseIsolation(text: string, what = '--isolation'): Isolation {
   if ((ISOLATIONS as readonly string[]).includes(text)) return text as Isolation
-  throw new ServeError('INVALID_REQUEST', `--isolation must be one of ${ISOLATIONS.join(', ')} (got "${text}")`)
+  throw new ServeError('INVALID_REQUEST', `${what} must be one of ${ISOLATIONS.join(', ')} (got "${text}")`)
+}
+
+/** The plans with another isolation (a per-servable override of the server's). */
+export function withIsolation(plans: DevicePlan[], isolation: Isolation | undefined): DevicePlan[] {
+  return isolation === undefined ? plans : plans.map((p) => ({ ...p, isolation }))
 }
 
 export interface DevicePlan {

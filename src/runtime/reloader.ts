@@ -8,13 +8,15 @@ import { join, resolve } from 'node:path'
 import { compileServableConfig } from '../config/compile.ts'
 import { CONFIG_FILES, chooseVersions, listVersions } from '../config/scan.ts'
 import { validateServable } from '../config/validate.ts'
-import type { DevicePlan } from './devices.ts'
+import { withIsolation, type DevicePlan, type Isolation } from './devices.ts'
 import { LiveServable } from './live-servable.ts'
 import type { ServableRegistry } from './registry.ts'
 
 export interface ReloaderOptions {
   dir: string
   plans: DevicePlan[]
+  /** Per-servable isolation overrides (server YAML). */
+  isolationOf: Record<string, Isolation>
   versions: Record<string, number[] | 'all'>
   log: (line: string) => void
 }
@@ -62,7 +64,7 @@ export class Reloader {
       const wanted = chooseVersions({ name, dir, configFile, versions: listVersions(dir) }, this.opts.versions[name])
       for (const v of wanted) {
         const valid = validateServable(definition, { name, version: v, dir, versionDir: join(dir, String(v)), configFile, compiledFile })
-        fresh.push(new LiveServable(valid, this.opts.plans))
+        fresh.push(new LiveServable(valid, withIsolation(this.opts.plans, this.opts.isolationOf[valid.name])))
       }
       const t0 = performance.now()
       await Promise.all(fresh.map((f) => f.start()))

@@ -4,7 +4,7 @@
 // servable asked to run inline runs in a thread. A thread that ends is restarted like a process.
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { postJson, runCli, startServer, type StartedServer } from '../helpers/server.ts'
@@ -125,3 +125,28 @@ for (const isolation of ['thread', 'inline'] as const) {
     })
   })
 }
+
+describe('isolation in the server YAML', () => {
+  test('a per-servable isolation overrides the server-wide one; a bad value exits 2 naming the key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ms-serve-iso-yaml-'))
+    const servables = join(dir, 'servables')
+    addServable(servables)
+    FIXTURE_SERVABLES['batching']!(servables)
+    writeFileSync(join(dir, 'server.yaml'), 'isolation: thread\nservables:\n  add: { isolation: inline }\n')
+    const server = await startServer(servables, ['--config', join(dir, 'server.yaml'), '--no-watch'])
+    try {
+      const all = await (await fetch(`${server.rest}/stats`)).json() as { servables: ServableStats[] }
+      const where = Object.fromEntries(all.servables.map((s) => [s.name, s.replicas.map((r) => r.isolation)]))
+      assert.deepEqual(where, { add: ['inline'], batching: ['thread'] })
+      assertClose((await postJson(`${server.rest}/model/add:add_common`, one(4))).json, { instances: [{ y: sumOf(4) }] })
+      assertClose((await postJson(`${server.rest}/model/batching:add_common`, one(5))).json, { instances: [{ y: sumOf(5) }] })
+    } finally {
+      await server.stop()
+    }
+    writeFileSync(join(dir, 'bad.yaml'), 'servables:\n  add: { isolation: fiber }\n')
+    const r = await runCli(['start', servables, '--config', join(dir, 'bad.yaml'), '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'])
+    assert.equal(r.code, 2, r.stdout + r.stderr)
+    assert.match(r.stderr, /servables\.add\.isolation must be one of process, thread, inline \(got "fiber"\)/)
+    rmSync(dir, { recursive: true, force: true })
+  })
+})

@@ -151,12 +151,12 @@ function decodeB64(b64: unknown): Uint8Array {
   // Node's decoder skips characters outside the alphabet, so an invalid string decodes to fewer
   // bytes than its length implies; that check (plus the url-safe letters Node also accepts) is
   // much cheaper than a regex over large payloads.
-  const buf = Buffer.from(b64, 'base64')
   const pad = b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0
-  if (buf.length !== (b64.length / 4) * 3 - pad || b64.includes('-') || b64.includes('_')) bad('decode base64 failed, size is not matched.')
-  if (buf.byteOffset === 0 && buf.buffer.byteLength === buf.length) return new Uint8Array(buf.buffer, 0, buf.length)
-  const out = new Uint8Array(buf.length)
-  out.set(buf)
+  const size = (b64.length / 4) * 3 - pad
+  // Decoded straight into a buffer of its own (Buffer.from would use the shared pool, then a copy).
+  const out = new Uint8Array(size)
+  const written = Buffer.from(out.buffer, 0, size).write(b64, 'base64')
+  if (written !== size || b64.includes('-') || b64.includes('_')) bad('decode base64 failed, size is not matched.')
   return out
 }
 

@@ -29,3 +29,27 @@ export async function greedyNoCache(session: ort.InferenceSession, c: DecoderCon
   }
   return seq.slice(prompt.length)
 }
+
+/**
+ * The join-mid-batch scenario of the engine tests: every prompt alone first (max new tokens
+ * 24, 30, 36, 42), then A and B start together (different prompt lengths), C joins after A's 5th
+ * token, D after its 12th, and B finishes first, so rows are compacted while the others go on.
+ * `gen(prompt, maxNewTokens, onIndex)` runs one request and resolves with its token ids.
+ */
+export async function joinMidBatch(
+  gen: (prompt: string, maxNewTokens: number, onIndex?: (index: number) => void) => Promise<number[]>,
+  prompts: readonly string[],
+): Promise<{ together: number[][]; alone: number[][] }> {
+  const alone: number[][] = []
+  for (const [i, p] of prompts.slice(0, 4).entries()) alone.push(await gen(p, 24 + 6 * i))
+  const late: Array<Promise<number[]>> = []
+  const a = gen(prompts[0]!, 24, (index) => {
+    if (index === 5) late.push(gen(prompts[2]!, 36))
+    if (index === 12) late.push(gen(prompts[3]!, 42))
+  })
+  const b = gen(prompts[1]!, 30)
+  const [ra, rb] = await Promise.all([a, b])
+  while (late.length < 2) await new Promise((r) => setImmediate(r))
+  const [rc, rd] = await Promise.all(late)
+  return { together: [ra, rb, rc!, rd!], alone }
+}

@@ -87,3 +87,11 @@ export async function startServers(specs: Array<[dir: string, extra?: string[]]>
   }
   return settled.map((s) => (s as PromiseFulfilledResult<StartedServer>).value)
 }
+
+/** One servable's entry of GET /stats (the first version listed under `name`). */
+export async function servableStats<T = Record<string, unknown>>(rest: string, name: string): Promise<T> {
+  const all = await (await fetch(`${rest}/stats`)).json() as { servables: Array<{ name: string }> }
+  const s = all.servables.find((x) => x.name === name)
+  if (!s) throw new Error(`no stats for ${name} in ${JSON.stringify(all.servables.map((x) => x.name))}`)
+  return s as T
+}

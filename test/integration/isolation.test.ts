@@ -7,7 +7,7 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { postJson, runCli, startServer, type StartedServer } from '../helpers/server.ts'
+import { postJson, servableStats, runCli, startServer, type StartedServer } from '../helpers/server.ts'
 import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, X2 } from '../helpers/fixtures.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
 import { tensor } from '../../src/tensor.ts'
@@ -40,12 +40,7 @@ for (const isolation of ['thread', 'inline'] as const) {
       if (dir) rmSync(dir, { recursive: true, force: true })
     })
 
-    async function stats(name: string): Promise<ServableStats> {
-      const all = await (await fetch(`${server.rest}/stats`)).json() as { servables: ServableStats[] }
-      const s = all.servables.find((x) => x.name === name)
-      assert.ok(s, `no stats for ${name}`)
-      return s
-    }
+    const stats = (name: string) => servableStats<ServableStats>(server.rest, name)
 
     test('replicas run inside the server process; the LLM never runs inline', async () => {
       const add = await stats('add')

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import { postJson, startServer, type StartedServer } from '../helpers/server.ts'
+import { postJson, servableStats, startServer, type StartedServer } from '../helpers/server.ts'
 import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
 
 interface ReplicaStats { device: string; pid: number; state: string; batchesDone: number }
@@ -33,12 +33,7 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
-async function stats(name: string): Promise<ServableStats> {
-  const all = await (await fetch(`${server.rest}/stats`)).json() as { servables: ServableStats[] }
-  const s = all.servables.find((x) => x.name === name)
-  assert.ok(s, `no stats for ${name}`)
-  return s
-}
+const stats = (name: string) => servableStats<ServableStats>(server.rest, name)
 
 /** One single-instance add request: x1 = [[k,k],[k,k]] + X2. */
 const one = (k: number) => floatJson({ instances: [{ x1: [[k, k], [k, k]], x2: X2 }] })

@@ -13,7 +13,7 @@ import { writeFile } from 'node:fs/promises'
 import { LlmEngine } from '../../src/llm/engine.ts'
 import type { DoneEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../src/llm/types.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
-import { greedyNoCache as referenceGreedy } from '../helpers/llm.ts'
+import { greedyNoCache as referenceGreedy, joinMidBatch } from '../helpers/llm.ts'
 
 const cfg = DECODER_CONFIGS.tiny
 const hd = cfg.hiddenSize / cfg.numHeads
@@ -77,23 +77,8 @@ test('plain optimum I/O mode (kvMode full) gives the same tokens', async () => {
 
 test('a request joining a running batch mid-way matches its lone output', async () => {
   const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16, waitingServedRatio: 0 })
-  const alone: number[][] = []
-  for (const [i, p] of PROMPTS.entries()) alone.push((await generate(engine, p, { maxNewTokens: 24 + 6 * i })).tokens)
-  // A and B start together (different prompt lengths); C joins after A's 5th token, D after 12th;
-  // B finishes first, so rows are compacted while the others keep going.
-  const late: Array<Promise<Result>> = []
-  const a = generate(engine, PROMPTS[0]!, { maxNewTokens: 24 }, (ev) => {
-    if (ev.index === 5) late.push(generate(engine, PROMPTS[2]!, { maxNewTokens: 36 }))
-    if (ev.index === 12) late.push(generate(engine, PROMPTS[3]!, { maxNewTokens: 42 }))
-  })
-  const b = generate(engine, PROMPTS[1]!, { maxNewTokens: 30 })
-  const [ra, rb] = await Promise.all([a, b])
-  while (late.length < 2) await new Promise((r) => setImmediate(r))
-  const [rc, rd] = await Promise.all(late)
-  assert.deepEqual(ra.tokens, alone[0])
-  assert.deepEqual(rb.tokens, alone[1])
-  assert.deepEqual(rc!.tokens, alone[2])
-  assert.deepEqual(rd!.tokens, alone[3])
+  const { together, alone } = await joinMidBatch((p, n, on) => generate(engine, p, { maxNewTokens: n }, on && ((ev) => on(ev.index))).then((r) => r.tokens), PROMPTS)
+  assert.deepEqual(together, alone)
   assert.ok(engine.stats().numPrefills >= 4 + 3)
   await engine.close()
 })

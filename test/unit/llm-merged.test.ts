@@ -18,7 +18,7 @@ import { describeModel } from '../../src/llm/model-spec.ts'
 import { onnx, type O } from '../../src/llm/proto-util.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
 import type { GenerateParameters, TokenEvent } from '../../src/llm/types.ts'
-import { greedyNoCache as referenceGreedy } from '../helpers/llm.ts'
+import { greedyNoCache as referenceGreedy, joinMidBatch } from '../helpers/llm.ts'
 
 const tok = new ByteLevelTokenizer()
 const cfg = DECODER_CONFIGS.tiny
@@ -195,19 +195,8 @@ test('engine on the merged export: KV-cache greedy == full recomputation == the 
 test('engine on the merged export: a request joining a running batch mid-way matches its lone output', async () => {
   const engine = await LlmEngine.load(mergedPath, { maxTotalTokens: 200, kvBlock: 16, waitingServedRatio: 0 })
   try {
-    const alone: number[][] = []
-    for (const [i, p] of PROMPTS.entries()) alone.push(await generate(engine, p, { maxNewTokens: 24 + 6 * i }))
-    // A and B start together; C joins after A's 5th token, D after its 12th; B finishes first.
-    const late: Array<Promise<number[]>> = []
-    const a = generate(engine, PROMPTS[0]!, { maxNewTokens: 24 }, (ev) => {
-      if (ev.index === 5) late.push(generate(engine, PROMPTS[2]!, { maxNewTokens: 36 }))
-      if (ev.index === 12) late.push(generate(engine, PROMPTS[3]!, { maxNewTokens: 42 }))
-    })
-    const b = generate(engine, PROMPTS[1]!, { maxNewTokens: 30 })
-    const [ra, rb] = await Promise.all([a, b])
-    while (late.length < 2) await new Promise((r) => setImmediate(r))
-    const [rc, rd] = await Promise.all(late)
-    assert.deepEqual([ra, rb, rc, rd], alone)
+    const { together, alone } = await joinMidBatch((p, n, on) => generate(engine, p, { maxNewTokens: n }, on && ((ev) => on(ev.index))), PROMPTS)
+    assert.deepEqual(together, alone)
     assert.ok(engine.stats().numPrefills >= 4 + 3, 'C and D were prefilled separately while A ran')
   } finally {
     await engine.close()

@@ -186,3 +186,17 @@ test('scanServables and chooseVersions', () => {
   assert.throws(() => scanServables(join(root, 'nope')), { code: 'CONFIG_INVALID', message: `servable directory ${join(root, 'nope')} does not exist. Create one with: npx ms-serve init add --dir ${join(root, 'nope')}` })
   assert.throws(() => scanServables(join(dir, 'not-a-servable')), { code: 'CONFIG_INVALID', message: /no servable found in .*expected .*\/<name>\/servable_config\.ts/ })
 })
+
+test('declareLlm: scheduler options are checked and kept (maxConsecutivePrefills, waitingServedRatio, budgets)', async () => {
+  const llm = (opts: string) => `${HEADER}export default defineServable((s) => {
+  s.declareLlm({ file: 'model.onnx', ${opts} })
+})
+`
+  const ok = await load(llm('maxConsecutivePrefills: 0, waitingServedRatio: 1.2, maxBatchSize: 8'), ['model.onnx'])
+  assert.equal(ok.llm?.options.maxConsecutivePrefills, 0, '0 = no limit is allowed')
+  assert.equal(ok.llm?.options.waitingServedRatio, 1.2)
+  assert.equal(ok.llm?.options.maxBatchSize, 8)
+  assert.match(await configError(load(llm('maxConsecutivePrefills: -1'), ['model.onnx'])), /servable_config\.ts:3: declareLlm maxConsecutivePrefills must be an integer >= 0 \(got -1\)$/)
+  assert.match(await configError(load(llm('maxConsecutivePrefills: 1.5'), ['model.onnx'])), /declareLlm maxConsecutivePrefills must be an integer >= 0 \(got 1\.5\)$/)
+  assert.match(await configError(load(llm('waitingServedRatio: -0.5'), ['model.onnx'])), /declareLlm waitingServedRatio must be a number >= 0 \(got -0\.5\)$/)
+})

@@ -10,7 +10,7 @@
  *   npm run bench:llm  [-- --new 64 --prompt 128 --rounds 2]
  *   scheduler options: --ratio X (waitingServedRatio), --prefill-tokens N (maxBatchPrefillTokens),
  *   --consecutive-prefills N (maxConsecutivePrefills); --served-only, --streams 1,4,16;
- *   --isolation process|thread (where the replica runs; ms-serve start --isolation)
+ *   --isolation process|thread (where the replica runs; ms-serve start --isolation); --intra N (the LLM's intra-op threads)
  */
 import { spawnSync } from 'node:child_process'
 import { startServer } from '../src/bench/spawn-server.ts'
@@ -24,7 +24,7 @@ const { values: args } = parseArgs({ options: {
   stagger: { type: 'string', default: '40' },
   spin: { type: 'string', default: 'false' },
   ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'consecutive-prefills': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
-  streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' }, isolation: { type: 'string', default: 'process' },
+  streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' }, isolation: { type: 'string', default: 'process' }, intra: { type: 'string' },
 } })
 const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds), STAGGER_MS = Number(args.stagger)
 // ORT's spinning intra-op threads compete with the HTTP side and the load generator on 2 cores.
@@ -46,7 +46,7 @@ function servableDir(name: string, maxBatchSize: number): string {
   linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
   writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
 export default defineServable((s) => {
-  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''}${args['consecutive-prefills'] ? `, maxConsecutivePrefills: ${args['consecutive-prefills']}` : ''} })
+  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''}${args.intra ? `, intraOpThreads: ${args.intra}` : ''}${args['consecutive-prefills'] ? `, maxConsecutivePrefills: ${args['consecutive-prefills']}` : ''} })
 })
 `)
   return dir

@@ -85,7 +85,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       const t0 = performance.now()
       await l.start()
       registry.add(l)
-      log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${Math.round(performance.now() - t0)} ms`)
+      log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${Math.round(performance.now() - t0)} ms (isolation: ${l.replicas[0]?.isolation ?? 'process'})`)
     }))
   } catch (e) {
     await stopAll()

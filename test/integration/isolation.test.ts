@@ -48,6 +48,8 @@ for (const isolation of ['thread', 'inline'] as const) {
       assert.ok(add.replicas.every((r) => r.pid === server.proc.pid), `pids ${add.replicas.map((r) => r.pid)} vs server ${server.proc.pid}`)
       const llm = await stats('llm')
       assert.deepEqual(llm.replicas.map((r) => r.isolation), ['thread', 'thread'])
+      assert.match(server.output(), new RegExp(`servable add version 1: 2 replica\\(s\\) on cpu:0,1 ready in \\d+ ms \\(isolation: ${isolation}\\)`))
+      assert.match(server.output(), /servable llm version 1: 2 replica\(s\) on cpu:0,1 ready in \d+ ms \(isolation: thread\)/)
     })
 
     test('REST and gRPC predict give the right sums under concurrent load, spread over both replicas', async () => {

@@ -48,7 +48,7 @@ function generateRows(levels: LevelResult[]): string {
 export function renderTextReport(r: BenchReport): string {
   const out: string[] = []
   const t = r.target
-  out.push(`ms-serve bench: ${t.servable}${t.method ? `:${t.method}` : ''} over ${t.protocol === 'generate' ? `${t.route} stream` : t.protocol.toUpperCase()} at ${t.address}${t.startedServer ? ' (server started by bench)' : ''}`)
+  out.push(`ms-serve bench: ${t.servable}${t.method ? `:${t.method}` : ''} over ${t.protocol === 'generate' ? `${t.route} stream` : t.protocol.toUpperCase()} at ${t.address}${t.startedServer ? ' (server started by bench)' : ''}${t.replicas?.length ? `; ${t.replicas.length} replica(s): ${t.replicas.map((x) => `${x.device} ${x.isolation}`).join(', ')}` : ''}`)
   out.push(`machine: ${r.machine.cpus} x ${r.machine.cpuModel}, node ${r.machine.node}; load ${r.load.mode} loop, warm-up ${r.load.warmupMs / 1000}s, windows ${r.load.windowMs / 1000}s up to ${r.load.durationMs / 1000}s (stable = 3 windows within ${r.load.stabilityPct}%), ${r.load.instancesPerRequest} instance(s)/request, inputs: ${r.load.inputs}`)
   out.push('')
   const gen = r.levels.some((l) => l.generate)

@@ -258,6 +258,7 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
         version: o.version,
         route: o.generate ? o.route : null,
         startedServer: server !== null,
+        replicas: entry?.replicas ? entry.replicas.map((r) => ({ device: String(r.device ?? '?'), isolation: String(r.isolation ?? 'process') })) : null,
       },
       load: { mode: o.rates.length ? 'open' : 'closed', durationMs: o.durationMs, warmupMs: o.warmupMs, windowMs: o.windowMs, stabilityPct: o.stabilityPct, instancesPerRequest: o.generate ? 1 : o.instancesPerRequest, inputs },
       levels,

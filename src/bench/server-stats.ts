@@ -12,7 +12,7 @@ export interface ServableEntry {
   name: string
   version: number
   ready?: boolean
-  replicas?: Array<{ intraOpThreads?: number; state?: string; pid?: number; isolation?: string }>
+  replicas?: Array<{ intraOpThreads?: number; state?: string; pid?: number; isolation?: string; device?: string }>
   models?: ModelEntry[]
   methods?: Record<string, MethodEntry>
   [k: string]: unknown

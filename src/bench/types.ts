@@ -161,6 +161,8 @@ export interface BenchReport {
     version: number
     route: GenerateRoute | null
     startedServer: boolean
+    /** The server's replicas as /stats lists them (device and isolation), when it has /stats. */
+    replicas: Array<{ device: string; isolation: string }> | null
   }
   load: {
     mode: 'closed' | 'open'

@@ -25,9 +25,10 @@ test('bench --servables: starts a server, sweeps concurrency, writes JSON and HT
   assert.equal(init.code, 0, init.stderr)
   const json = join(dir, 'out.json')
   const html = join(dir, 'out.html')
-  const r = await runCli(['bench', '--servables', dir, '--servable', 'add', '--method', 'add_common', '--duration', '2s', '--concurrency', '1,2', '--json', json, '--html', html])
+  const r = await runCli(['bench', '--servables', dir, '--servable', 'add', '--method', 'add_common', '--duration', '2s', '--concurrency', '1,2', '--isolation', 'thread', '--json', json, '--html', html])
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`)
   assert.match(r.stdout, /level\s+req\/s\s+items\/s\s+p50 ms/)
+  assert.match(r.stdout, /\(server started by bench\); 1 replica\(s\): cpu:0 thread/, 'the started server got --isolation thread')
 
   const report = JSON.parse(readFileSync(json, 'utf8')) as BenchReport
   assert.equal(report.tool, 'ms-serve bench')
@@ -35,6 +36,7 @@ test('bench --servables: starts a server, sweeps concurrency, writes JSON and HT
   assert.equal(report.target.method, 'add_common')
   assert.equal(report.target.protocol, 'rest')
   assert.equal(report.target.startedServer, true)
+  assert.deepEqual(report.target.replicas, [{ device: 'cpu:0', isolation: 'thread' }])
   assert.equal(report.load.mode, 'closed')
   assert.ok(report.machine.cpus >= 1 && report.machine.node.startsWith('v'))
   assert.deepEqual(report.levels.map((l) => l.label), ['c=1', 'c=2'])

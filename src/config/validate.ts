@@ -179,6 +179,8 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
   }
   const mcp = intOpt(o.maxConsecutivePrefills, 'declareLlm maxConsecutivePrefills', 0, configFile, site)
   if (mcp !== undefined) options.maxConsecutivePrefills = mcp
+  const mtn = intOpt(o.maxTopNTokens, 'declareLlm maxTopNTokens', 0, configFile, site)
+  if (mtn !== undefined) options.maxTopNTokens = mtn
   if (o.waitingServedRatio !== undefined) {
     if (typeof o.waitingServedRatio !== 'number' || !(o.waitingServedRatio >= 0)) fail(configFile, site, `declareLlm waitingServedRatio must be a number >= 0 (got ${JSON.stringify(o.waitingServedRatio)})`)
     options.waitingServedRatio = o.waitingServedRatio

@@ -59,6 +59,8 @@ export interface LlmEngineOptions {
    */
   maxConsecutivePrefills?: number
   maxStopSequences?: number
+  /** Upper bound for a request's `top_n_tokens` (default 5, TGI's `--max-top-n-tokens`; 0 disables them). */
+  maxTopNTokens?: number
   /** KV capacity growth step in positions (default 64). */
   kvBlock?: number
   /** 'new' (default): rewrite the graph to output only new KV positions; 'full': plain optimum I/O. */
@@ -108,7 +110,7 @@ export class LlmEngine {
   private readonly counters = { numPrefills: 0, numDecodes: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 }
 
   private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
-    this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
+    this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
     this.chatTemplate = new ChatTemplate(tokenizer.config)
@@ -129,10 +131,11 @@ export class LlmEngine {
       waitingServedRatio: opts.waitingServedRatio ?? (onCpu ? 0 : 0.3),
       maxConsecutivePrefills: opts.maxConsecutivePrefills ?? 1,
       maxStopSequences: opts.maxStopSequences ?? 4,
+      maxTopNTokens: opts.maxTopNTokens ?? 5,
       kvBlock: opts.kvBlock ?? 64,
     }
     const bad = (m: string): never => { throw new ServeError('CONFIG_INVALID', m) }
-    for (const [k, v] of Object.entries(o)) if (!(typeof v === 'number' && v >= (k === 'waitingServedRatio' || k === 'maxConsecutivePrefills' ? 0 : 1))) bad(`llm.${k} must be a positive number (got ${v})`)
+    for (const [k, v] of Object.entries(o)) if (!(typeof v === 'number' && v >= (k === 'waitingServedRatio' || k === 'maxConsecutivePrefills' || k === 'maxTopNTokens' ? 0 : 1))) bad(`llm.${k} must be a positive number (got ${v})`)
     if (maxInputTokens >= maxTotalTokens) bad(`maxInputTokens (${maxInputTokens}) must be < maxTotalTokens (${maxTotalTokens})`)
     if (o.maxBatchPrefillTokens < maxInputTokens) bad(`maxBatchPrefillTokens (${o.maxBatchPrefillTokens}) < maxInputTokens (${maxInputTokens}): raise maxBatchPrefillTokens or lower maxInputTokens`)
     if (o.maxBatchTotalTokens < maxTotalTokens) bad(`maxBatchTotalTokens (${o.maxBatchTotalTokens}) < maxTotalTokens (${maxTotalTokens}): raise maxBatchTotalTokens or lower maxTotalTokens`)

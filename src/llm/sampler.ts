@@ -1,6 +1,7 @@
 /**
  * Next-token choice: repetition/frequency penalties, then greedy or temperature + top-k + top-p
- * sampling with a caller-supplied seeded RNG (same seed, same logits -> same tokens).
+ * + typical-p sampling (TGI's warper order) with a caller-supplied seeded RNG (same seed, same
+ * logits -> same tokens). Optionally the top-n alternatives (TGI `top_n_tokens`).
  * Pure functions over one logits row; the engine owns the per-request state (RNG, counts).
  */
 
@@ -13,6 +14,8 @@ export interface SamplingParams {
   topK: number
   /** 1 = off. */
   topP: number
+  /** 1 = off. Locally typical sampling (TGI/transformers TypicalLogitsWarper, mass = typicalP). */
+  typicalP: number
   /** 1 = off. Divides positive logits of seen tokens, multiplies negative ones (HF/TGI). */
   repetitionPenalty: number
   /** 0 = off. Subtracts penalty x count of each seen token. */
@@ -20,7 +23,7 @@ export interface SamplingParams {
 }
 
 /** Parameters for plain greedy decoding. */
-export const GREEDY: SamplingParams = { doSample: false, temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1, frequencyPenalty: 0 }
+export const GREEDY: SamplingParams = { doSample: false, temperature: 1, topK: 0, topP: 1, typicalP: 1, repetitionPenalty: 1, frequencyPenalty: 0 }
 
 /** A uniform [0,1) generator. */
 export type Rng = () => number
@@ -63,14 +66,44 @@ export function countToken(counts: TokenCounts, id: number): void {
   counts.set(id, (counts.get(id) ?? 0) + 1)
 }
 
-/** The chosen token and its log-probability under the (penalised, temperature-scaled) distribution. */
-export interface SampledToken { id: number; logprob: number }
+/** A token id and its log-probability. */
+export interface TokenLogprob { id: number; logprob: number }
+
+/**
+ * The chosen token and its log-probability under the (penalised, temperature-scaled) distribution;
+ * with `topN` > 0 also the `top` alternatives, most likely first, from that same distribution.
+ */
+export interface SampledToken { id: number; logprob: number; top?: TokenLogprob[] }
+
+/**
+ * The n highest entries of `x` (ids, most likely first; ties: lower id first, as greedy's argmax),
+ * with logprob x[i] / t - logZ. One pass with an insertion into an n-long list: O(V) compares, no
+ * sort of the vocabulary. Only called for requests that ask for top tokens.
+ */
+export function topTokens(x: Float32Array, n: number, t: number, logZ: number): TokenLogprob[] {
+  const k = Math.min(n, x.length)
+  if (k <= 0) return []
+  const ids = new Int32Array(k)
+  const vals = new Float64Array(k)
+  let filled = 0
+  for (let i = 0; i < x.length; i++) {
+    const z = x[i]!
+    if (filled === k && !(z > vals[k - 1]!)) continue
+    let j = filled < k ? filled++ : k - 1
+    while (j > 0 && z > vals[j - 1]!) { vals[j] = vals[j - 1]!; ids[j] = ids[j - 1]!; j-- }
+    vals[j] = z
+    ids[j] = i
+  }
+  const out: TokenLogprob[] = new Array(filled)
+  for (let j = 0; j < filled; j++) out[j] = { id: ids[j]!, logprob: vals[j]! / t - logZ }
+  return out
+}
 
 /**
  * Picks the next token from one logits row. `scratch` (same length as the row) is overwritten;
  * `logits` itself is left untouched.
  */
-export function sampleToken(logits: Float32Array, params: SamplingParams, counts: TokenCounts, rng: Rng, scratch?: Float32Array): SampledToken {
+export function sampleToken(logits: Float32Array, params: SamplingParams, counts: TokenCounts, rng: Rng, scratch?: Float32Array, topN = 0): SampledToken {
   const v = logits.length
   const x = scratch && scratch.length >= v ? scratch.subarray(0, v) : new Float32Array(v)
   x.set(logits)
@@ -89,7 +122,16 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, counts
   let sum = 0
   for (let i = 0; i < v; i++) sum += Math.exp(x[i]! / t - maxZ)
   const logZ = maxZ + Math.log(sum)
-  if (!params.doSample) return { id: best, logprob: x[best]! - logZ }
+  // Top-n alternatives come from the same distribution as the chosen token's `logprob`: after the
+  // logits processors (penalties) and temperature, before the truncating warpers (top-k, top-p,
+  // typical-p). Temperature is monotone, so the set and order are those of the unwarped
+  // (processors-only) distribution TGI's CausalLM reports, while each value matches the chosen
+  // token's own `logprob` (the chosen token, when among them, shows the same number). TGI's flash
+  // models instead report the fully warped distribution, where truncated alternatives are -inf
+  // and dropped, so fewer than n come back; that would hide exactly the alternatives a caller
+  // asks about.
+  const top = topN > 0 ? topTokens(x, topN, t, logZ) : undefined
+  if (!params.doSample) return top ? { id: best, logprob: x[best]! - logZ, top } : { id: best, logprob: x[best]! - logZ }
 
   // Candidates: tokens within exp(-20) of the max (the rest hold < V*2e-9 of the mass, so
   // top-p over them is exact to float precision), sorted by probability.
@@ -98,7 +140,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, counts
   for (let i = 0; i < v; i++) if (x[i]! / t >= floor) cand.push(i)
   cand.sort((i, j) => x[j]! - x[i]! || i - j)
   if (params.topK > 0 && cand.length > params.topK) cand = cand.slice(0, params.topK)
-  const probs = cand.map((i) => Math.exp(x[i]! / t - maxZ))
+  let probs = cand.map((i) => Math.exp(x[i]! / t - maxZ))
   let total = probs.reduce((a, b) => a + b, 0)
   if (params.topP < 1) {
     let acc = 0
@@ -111,11 +153,57 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, counts
     probs.length = keep
     total = probs.reduce((a, b) => a + b, 0)
   }
+  if (params.typicalP < 1 && cand.length > 1) {
+    const kept = typicalFilter(probs, total, params.typicalP)
+    if (kept.length < cand.length) {
+      const c = cand, pr = probs
+      cand = kept.map((k) => c[k]!)
+      probs = kept.map((k) => pr[k]!)
+      total = probs.reduce((a, b) => a + b, 0)
+    }
+  }
   let u = rng() * total
   let pick = cand[cand.length - 1]!
   for (let k = 0; k < cand.length; k++) {
     u -= probs[k]!
     if (u < 0) { pick = cand[k]!; break }
   }
-  return { id: pick, logprob: x[pick]! / t - logZ }
+  const logprob = x[pick]! / t - logZ
+  return top ? { id: pick, logprob, top } : { id: pick, logprob }
+}
+
+/**
+ * Locally typical sampling, as transformers' TypicalLogitsWarper (which TGI applies last, after
+ * temperature, top-k and top-p) with min_tokens_to_keep = 1, over the current candidates'
+ * unnormalised probabilities `probs` (sum `total`): H = entropy of the renormalised distribution;
+ * sort by |-log p - H| ascending; i* = number of leading tokens whose cumulative probability is
+ * < mass (clamped to the last index); keep every token whose score is <= the score at i* (ties
+ * with it included). Returns the kept positions in their original (most likely first) order.
+ * Tokens outside the candidate floor (below exp(-20) of the max, < V x 2e-9 of the mass) are left
+ * out of the entropy and ordering, as they are for top-p.
+ */
+export function typicalFilter(probs: readonly number[], total: number, mass: number): number[] {
+  const n = probs.length
+  const logTotal = Math.log(total)
+  let ent = 0
+  const lp = new Float64Array(n)
+  for (let k = 0; k < n; k++) {
+    const p = probs[k]! / total
+    lp[k] = Math.log(probs[k]!) - logTotal
+    if (p > 0) ent -= p * lp[k]!
+  }
+  const score = new Float64Array(n)
+  for (let k = 0; k < n; k++) score[k] = Math.abs(-lp[k]! - ent)
+  const order = Array.from({ length: n }, (_, k) => k).sort((a, b) => score[a]! - score[b]! || a - b)
+  let acc = 0
+  let last = 0
+  while (last < n - 1) {
+    acc += probs[order[last]!]! / total
+    if (acc >= mass) break
+    last++
+  }
+  const cut = score[order[last]!]!
+  const kept: number[] = []
+  for (let k = 0; k < n; k++) if (score[k]! <= cut) kept.push(k)
+  return kept
 }

@@ -7,7 +7,7 @@ import { countToken, createRng, sampleToken } from './sampler.ts'
 import type { Rng, TokenCounts } from './sampler.ts'
 import { DetokenizeStream } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
-import type { DoneEvent, FinishReason, GenerateEvent, ValidGenerateRequest } from './types.ts'
+import type { DoneEvent, FinishReason, GenerateEvent, TokenEvent, ValidGenerateRequest } from './types.ts'
 
 /** One request from submit to its final event. */
 export class Sequence {
@@ -45,7 +45,7 @@ export class Sequence {
    * event. Returns true when the sequence finished. `scratch` is a reusable vocab-sized buffer.
    */
   step(logits: Float32Array, now: number, scratch: Float32Array): boolean {
-    const { id, logprob } = sampleToken(logits, this.req.sampling, this.counts, this.rng, scratch)
+    const { id, logprob, top } = sampleToken(logits, this.req.sampling, this.counts, this.rng, scratch, this.req.topNTokens)
     countToken(this.counts, id)
     this.generated.push(id)
     this.lastToken = id
@@ -71,7 +71,12 @@ export class Sequence {
       }
     }
     if (finish === null && atLimit) finish = 'length'
-    this.emit({ type: 'token', requestId: this.id, index: this.generated.length, id, text, special, logprob, last: finish !== null })
+    const ev: TokenEvent = { type: 'token', requestId: this.id, index: this.generated.length, id, text, special, logprob, last: finish !== null }
+    if (top) {
+      // Each alternative decoded on its own, special tokens kept (TGI: batch_decode of the ids).
+      ev.topTokens = top.map((c) => ({ id: c.id, text: this.tok.decode([c.id], false), logprob: c.logprob, special: this.tok.isSpecial(c.id) }))
+    }
+    this.emit(ev)
     if (finish !== null) this.finish(finish, now, stopSequence)
     return finish !== null
   }

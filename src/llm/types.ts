@@ -12,9 +12,11 @@ export interface GenerateParameters {
   temperature?: number
   topK?: number
   topP?: number
+  /** Locally typical sampling mass, 0 < typicalP < 1 (TGI `typical_p`); implies sampling. */
+  typicalP?: number
   repetitionPenalty?: number
   frequencyPenalty?: number
-  /** false (default) -> greedy unless temperature/topK/topP ask for sampling (as TGI). */
+  /** false (default) -> greedy unless temperature/topK/topP/typicalP ask for sampling (as TGI). */
   doSample?: boolean
   seed?: number | bigint
   /** Stop sequences; generation ends when the output text contains one. */
@@ -23,6 +25,8 @@ export interface GenerateParameters {
   truncate?: number
   /** Do not stop at EOS (benchmarks). */
   ignoreEos?: boolean
+  /** TGI `top_n_tokens`: each token event carries this many alternatives (0..maxTopNTokens; 0 = none). */
+  topNTokens?: number
 }
 
 /** One generation request. Either `inputs` (text) or `inputIds` (pre-tokenized). */
@@ -39,6 +43,17 @@ export interface GenerateRequest {
 /** Why generation ended (TGI names). */
 export type FinishReason = 'length' | 'eos_token' | 'stop_sequence'
 
+/**
+ * One alternative for a generated position (TGI's Token): `text` is the token decoded on its own
+ * (special tokens included), `logprob` under the same distribution as TokenEvent.logprob.
+ */
+export interface TopToken {
+  id: number
+  text: string
+  logprob: number
+  special: boolean
+}
+
 /** One generated token. `text` is "" while a UTF-8 sequence is incomplete. */
 export interface TokenEvent {
   type: 'token'
@@ -49,6 +64,8 @@ export interface TokenEvent {
   text: string
   special: boolean
   logprob: number
+  /** The request's `topNTokens` most likely tokens for this position, most likely first; only when asked for. */
+  topTokens?: TopToken[]
   /**
    * True on the request's final token (its done event follows). Relays whose last stream event
    * must carry the final text hold only this token, so every earlier one, the first included,
@@ -103,6 +120,8 @@ export interface ValidGenerateRequest {
   seeded: boolean
   stop: string[]
   ignoreEos: boolean
+  /** Alternatives per token event (0 = none). */
+  topNTokens: number
 }
 
 /** Limits validation checks against (also reported by /info). */
@@ -110,4 +129,6 @@ export interface ValidationLimits {
   maxInputTokens: number
   maxTotalTokens: number
   maxStopSequences: number
+  /** Upper bound for `top_n_tokens` (TGI's max_top_n_tokens, default 5). */
+  maxTopNTokens: number
 }

@@ -35,8 +35,13 @@ export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokeni
   if (frequencyPenalty !== undefined && (frequencyPenalty < -2 || frequencyPenalty > 2)) fail('`frequency_penalty` must be >= -2.0 and <= 2.0')
   const topP = checkNumber('top_p', p.topP)
   if (topP !== undefined && (topP <= 0 || topP >= 1)) fail('`top_p` must be > 0.0 and < 1.0')
+  const typicalP = checkNumber('typical_p', p.typicalP)
+  if (typicalP !== undefined && (typicalP <= 0 || typicalP >= 1)) fail('`typical_p` must be > 0.0 and < 1.0')
   const topK = checkInt('top_k', p.topK)
   if (topK !== undefined && topK <= 0) fail('`top_k` must be strictly positive')
+  const topNTokens = checkInt('top_n_tokens', p.topNTokens) ?? 0
+  // TGI's field is a u32, so a negative value fails deserialization there; the range text covers it.
+  if (topNTokens < 0 || topNTokens > limits.maxTopNTokens) fail(`\`top_n_tokens\` must be >= 0 and <= ${limits.maxTopNTokens}. Given: ${topNTokens}`)
   const stop = p.stop ?? []
   if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string')) fail('`stop` must be a list of strings')
   if (stop.length > limits.maxStopSequences) fail(`\`stop\` supports up to ${limits.maxStopSequences} stop sequences. Given: ${stop.length}`)
@@ -71,14 +76,15 @@ export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokeni
     fail(`\`inputs\` tokens + \`max_new_tokens\` must be <= ${limits.maxTotalTokens}. Given: ${n} \`inputs\` tokens and ${maxNewTokens} \`max_new_tokens\``)
   }
 
-  const doSample = p.doSample === true || (temperature !== undefined && temperature !== 1) || topK !== undefined || topP !== undefined
+  const doSample = p.doSample === true || (temperature !== undefined && temperature !== 1) || topK !== undefined || topP !== undefined || typicalP !== undefined
   const sampling: SamplingParams = {
     doSample,
     temperature: temperature ?? 1,
     topK: topK ?? 0,
     topP: topP ?? 1,
+    typicalP: typicalP ?? 1,
     repetitionPenalty: repetitionPenalty ?? 1,
     frequencyPenalty: frequencyPenalty ?? 0,
   }
-  return { id, inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true }
+  return { id, inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true, topNTokens }
 }

@@ -102,6 +102,43 @@ describe('LLM routes', () => {
     assert.ok(Array.isArray(compat.json) && compat.json[0].generated_text === a.json.generated_text)
   })
 
+  test('TGI top_n_tokens: details.top_tokens per token, top_tokens on stream events; typical_p samples', async () => {
+    const body = { inputs: 'Top tokens', parameters: { max_new_tokens: 6, details: true, ignore_eos: true, top_n_tokens: 3 } }
+    const a = await post(`${srv.rest}/generate`, body)
+    assert.equal(a.status, 200)
+    const d = a.json.details
+    assert.equal(d.top_tokens.length, 6, 'one list per generated token')
+    d.top_tokens.forEach((top: any[], i: number) => {
+      assert.equal(top.length, 3)
+      for (const t of top) assert.deepEqual(Object.keys(t).sort(), ['id', 'logprob', 'special', 'text'])
+      assert.ok(top[0].logprob >= top[1].logprob && top[1].logprob >= top[2].logprob)
+      assert.equal(top[0].id, d.tokens[i].id, 'greedy: the chosen token is the first alternative')
+      assert.equal(top[0].logprob, d.tokens[i].logprob)
+    })
+    const plain = await post(`${srv.rest}/generate`, { ...body, parameters: { ...body.parameters, top_n_tokens: undefined } })
+    assert.equal(plain.json.generated_text, a.json.generated_text)
+    assert.equal('top_tokens' in plain.json.details, false, 'omitted when not asked for')
+    const s = await sse(`${srv.rest}/generate_stream`, body)
+    assert.equal(s.events.length, 6)
+    assert.deepEqual(s.events.map((e) => e.top_tokens), d.top_tokens, 'every event, the last included, carries its top tokens')
+    const ps = await sse(`${srv.rest}/generate_stream`, { ...body, parameters: { ...body.parameters, top_n_tokens: 0 } })
+    assert.ok(ps.events.every((e) => !('top_tokens' in e)))
+    // typical_p implies sampling (seed reported) and is reproducible with a seed.
+    const t = { inputs: 'Typical', parameters: { max_new_tokens: 10, typical_p: 0.5, seed: 3, details: true, ignore_eos: true } }
+    const [t1, t2] = await Promise.all([post(`${srv.rest}/generate`, t), post(`${srv.rest}/generate`, t)])
+    assert.equal(t1.status, 200)
+    assert.equal(t1.json.generated_text, t2.json.generated_text)
+    assert.equal(t1.json.details.seed, 3)
+    // decoder_input_details stays unsupported; the MindSpore-style route has no place for top tokens.
+    const di = await post(`${srv.rest}/generate`, { inputs: 'x', parameters: { decoder_input_details: true } })
+    assert.deepEqual(di.json, { error: 'Input validation error: `decoder_input_details` == true is not supported by ms-serve', error_type: 'validation' })
+    const dis = await post(`${srv.rest}/generate_stream`, { inputs: 'x', parameters: { decoder_input_details: true } })
+    assert.equal(dis.json.error, 'Input validation error: `decoder_input_details` == true is not supported when streaming tokens')
+    const ms = await post(`${srv.rest}/model/llm:generate`, { instances: { prompt: 'x', top_n_tokens: 2 } })
+    assert.equal(ms.status, 422)
+    assert.equal(ms.json.error_msg, '`top_n_tokens` != 0 is not allowed for this endpoint')
+  })
+
   test('greedy output is the same alone and when joining a running batch beside other prompt lengths', async () => {
     const prompts = ['a', 'a somewhat longer prompt', 'mid length', 'x'.repeat(70)]
     const body = (p: string, n: number) => ({ inputs: p, parameters: { max_new_tokens: n, ignore_eos: true } })
@@ -141,6 +178,11 @@ describe('LLM routes', () => {
       [{ inputs: 'x', parameters: { max_new_tokens: 0 } }, 'Input validation error: `max_new_tokens` must be strictly positive'],
       [{ inputs: 'x', parameters: { temperature: -1 } }, 'Input validation error: `temperature` must be strictly positive'],
       [{ inputs: 'x', parameters: { top_p: 1.5 } }, 'Input validation error: `top_p` must be > 0.0 and < 1.0'],
+      [{ inputs: 'x', parameters: { typical_p: 1.0 } }, 'Input validation error: `typical_p` must be > 0.0 and < 1.0'],
+      [{ inputs: 'x', parameters: { typical_p: 0 } }, 'Input validation error: `typical_p` must be > 0.0 and < 1.0'],
+      [{ inputs: 'x', parameters: { top_n_tokens: 6 } }, 'Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 6'],
+      [{ inputs: 'x', parameters: { best_of: 2 } }, 'Input validation error: `best_of` != 1 is not supported by ms-serve'],
+      [{ inputs: 'x', parameters: { watermark: true } }, 'Input validation error: `watermark` is not supported by ms-serve'],
       [{ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }, 'Input validation error: `stop` supports up to 4 stop sequences. Given: 5'],
       [{ inputs: 'x'.repeat(600) }, 'Input validation error: `inputs` must have less than 511 tokens. Given: 601'],
       [{ inputs: 'hello', parameters: { max_new_tokens: 510 } }, 'Input validation error: `inputs` tokens + `max_new_tokens` must be <= 512. Given: 6 `inputs` tokens and 510 `max_new_tokens`'],
@@ -219,6 +261,36 @@ describe('LLM routes', () => {
     let ctext = ''
     for await (const c of cs) ctext += c.choices[0]?.text ?? ''
     assert.equal(ctext, comp.choices[0]!.text)
+    // Logprobs (OpenAI shapes): chat logprobs + top_logprobs, completions logprobs N.
+    const lc = await client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2 })
+    assert.equal(lc.choices[0]!.message.content, chat.choices[0]!.message.content)
+    const content = lc.choices[0]!.logprobs!.content!
+    assert.equal(content.map((c) => c.token).join(''), lc.choices[0]!.message.content)
+    for (const c of content) {
+      assert.equal(c.top_logprobs.length, 2)
+      assert.equal(c.top_logprobs[0]!.logprob, c.logprob, 'greedy: the chosen token is the most likely')
+      assert.deepEqual(c.bytes, [...Buffer.from(c.token, 'utf8')])
+    }
+    const lcs = await client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 6, temperature: 0, logprobs: true, top_logprobs: 2, stream: true })
+    const streamed: any[] = []
+    for await (const c of lcs) for (const ch of c.choices) if (ch.logprobs?.content) streamed.push(...ch.logprobs.content)
+    assert.deepEqual(streamed, content)
+    await assert.rejects(client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'Hi' }], logprobs: true, top_logprobs: 6 }),
+      (e: any) => e.status === 422 && e.error.message === 'Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 6')
+    const lcomp = await client.completions.create({ model: 'llm', prompt: 'Once', max_tokens: 5, temperature: 0, logprobs: 3 })
+    const l = lcomp.choices[0]!.logprobs!
+    assert.equal(l.tokens!.join(''), lcomp.choices[0]!.text)
+    assert.equal(l.token_logprobs!.length, l.tokens!.length)
+    assert.deepEqual(l.text_offset, l.tokens!.map((_, i) => l.tokens!.slice(0, i).join('').length))
+    l.top_logprobs!.forEach((o, i) => {
+      assert.ok(Object.keys(o).length >= 1 && Object.keys(o).length <= 4)
+      assert.equal(Math.max(...Object.values(o)), l.token_logprobs![i])
+    })
+    const lcompS = await client.completions.create({ model: 'llm', prompt: 'Once', max_tokens: 5, temperature: 0, logprobs: 3, stream: true })
+    const st: any = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] }
+    for await (const c of lcompS) { const x = c.choices[0]?.logprobs; if (x) for (const k of Object.keys(st)) st[k].push(...(x as any)[k]) }
+    assert.deepEqual(st, l)
+    await assert.rejects(client.completions.create({ model: 'llm', prompt: 'x', logprobs: 6 }), (e: any) => e.status === 422)
     await assert.rejects(client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }), (e: any) => e.status === 404)
     await assert.rejects(client.completions.create({ model: 'llm', prompt: '', max_tokens: 5 }), (e: any) => e.status === 422)
   })
@@ -229,7 +301,7 @@ describe('LLM routes', () => {
     const client = new Svc.v1.MsServe(srv.grpc, grpc.credentials.createInsecure())
     const events: any[] = await new Promise((resolve, reject) => {
       const out: any[] = []
-      const call = client.Generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 5 })
+      const call = client.Generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 5, typical_p: 0.9, seed: 1 })
       call.on('data', (e: any) => out.push(e))
       call.on('error', reject)
       call.on('end', () => resolve(out))

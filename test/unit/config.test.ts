@@ -199,4 +199,7 @@ test('declareLlm: scheduler options are checked and kept (maxConsecutivePrefills
   assert.match(await configError(load(llm('maxConsecutivePrefills: -1'), ['model.onnx'])), /servable_config\.ts:3: declareLlm maxConsecutivePrefills must be an integer >= 0 \(got -1\)$/)
   assert.match(await configError(load(llm('maxConsecutivePrefills: 1.5'), ['model.onnx'])), /declareLlm maxConsecutivePrefills must be an integer >= 0 \(got 1\.5\)$/)
   assert.match(await configError(load(llm('waitingServedRatio: -0.5'), ['model.onnx'])), /declareLlm waitingServedRatio must be a number >= 0 \(got -0\.5\)$/)
+  assert.equal((await load(llm('maxTopNTokens: 0'), ['model.onnx'])).llm?.options.maxTopNTokens, 0, 'top_n_tokens can be disabled')
+  assert.equal((await load(llm('maxTopNTokens: 20'), ['model.onnx'])).llm?.options.maxTopNTokens, 20)
+  assert.match(await configError(load(llm('maxTopNTokens: -1'), ['model.onnx'])), /declareLlm maxTopNTokens must be an integer >= 0 \(got -1\)$/)
 })

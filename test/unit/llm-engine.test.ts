@@ -133,12 +133,45 @@ test('validation errors are thrown synchronously with TGI messages; overload is 
   bad({ topK: 0 }, /^`top_k` must be strictly positive$/)
   bad({ repetitionPenalty: 0 }, /^`repetition_penalty` must be strictly positive$/)
   bad({ stop: ['a', 'b', 'c', 'd', 'e'] }, /^`stop` supports up to 4 stop sequences\. Given: 5$/)
+  bad({ typicalP: 1 }, /^`typical_p` must be > 0\.0 and < 1\.0$/)
+  bad({ typicalP: 0 }, /^`typical_p` must be > 0\.0 and < 1\.0$/)
+  bad({ topNTokens: 6 }, /^`top_n_tokens` must be >= 0 and <= 5\. Given: 6$/)
+  bad({ topNTokens: -1 }, /^`top_n_tokens` must be >= 0 and <= 5\. Given: -1$/)
+  bad({ topNTokens: 1.5 }, /^`top_n_tokens` must be an integer$/)
   const p1 = generate(engine, 'one', { maxNewTokens: 20 })
   const p2 = generate(engine, 'two', { maxNewTokens: 20 })
   assert.throws(() => engine.submit({ inputs: 'three' }, noop), (e: Error & { code?: string }) => e.code === 'QUEUE_FULL' && e.message === 'Model is overloaded')
   await Promise.all([p1, p2])
   await generate(engine, 'four', { maxNewTokens: 2 }) // capacity freed again
   await engine.close()
+})
+
+test('top_n_tokens: every token event carries n alternatives; greedy picks the first; typical_p samples reproducibly', async () => {
+  const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 200, kvBlock: 16 })
+  const plain = await generate(engine, 'Hello', { maxNewTokens: 8, ignoreEos: true })
+  const r = await generate(engine, 'Hello', { maxNewTokens: 8, ignoreEos: true, topNTokens: 3 })
+  assert.deepEqual(r.tokens, plain.tokens, 'asking for top tokens does not change the output')
+  const evs = r.events.filter((e): e is TokenEvent => e.type === 'token')
+  assert.equal(evs.length, 8)
+  for (const e of evs) {
+    assert.equal(e.topTokens?.length, 3)
+    assert.equal(e.topTokens![0]!.id, e.id)
+    assert.equal(e.topTokens![0]!.logprob, e.logprob)
+    assert.ok(e.topTokens![0]!.logprob >= e.topTokens![1]!.logprob && e.topTokens![1]!.logprob >= e.topTokens![2]!.logprob)
+    for (const t of e.topTokens!) { assert.equal(t.text, tok.decode([t.id], false)); assert.equal(t.special, tok.isSpecial(t.id)) }
+  }
+  assert.ok(plain.events.every((e) => e.type !== 'token' || e.topTokens === undefined))
+  const p: GenerateParameters = { maxNewTokens: 12, typicalP: 0.6, seed: 5, ignoreEos: true }
+  const [a, b] = await Promise.all([generate(engine, 'Typical', p), generate(engine, 'Typical', p)])
+  assert.deepEqual(a.tokens, b.tokens)
+  assert.equal(a.done?.seed, 5, 'typical_p implies sampling (the seed is reported)')
+  await engine.close()
+  // maxTopNTokens raises (or, at 0, disables) the bound.
+  const wide = await LlmEngine.load(modelPath, { maxTotalTokens: 64, maxTopNTokens: 20 })
+  const w = await generate(wide, 'Hi', { maxNewTokens: 2, topNTokens: 20 })
+  assert.equal((w.events[0] as TokenEvent).topTokens?.length, 20)
+  assert.throws(() => wide.submit({ inputs: 'Hi', parameters: { topNTokens: 21 } }, () => {}), (e: Error) => e.message === '`top_n_tokens` must be >= 0 and <= 20. Given: 21')
+  await wide.close()
 })
 
 test('cancel frees the slot at the next step; others continue unchanged', async () => {

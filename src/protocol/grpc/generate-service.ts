@@ -18,6 +18,7 @@ interface WireGenerateRequest {
   temperature?: number
   top_k?: number
   top_p?: number
+  typical_p?: number
   repetition_penalty?: number
   seed?: number
   stop?: string[]
@@ -40,6 +41,7 @@ function parameters(r: WireGenerateRequest): GenerateParameters {
   if (r.temperature !== undefined && r.temperature !== null) p.temperature = r.temperature
   if (r.top_k !== undefined && r.top_k !== null) p.topK = r.top_k
   if (r.top_p !== undefined && r.top_p !== null) p.topP = r.top_p
+  if (r.typical_p !== undefined && r.typical_p !== null) p.typicalP = r.typical_p
   if (r.repetition_penalty !== undefined && r.repetition_penalty !== null) p.repetitionPenalty = r.repetition_penalty
   if (r.seed !== undefined && r.seed !== null) p.seed = r.seed
   if (r.do_sample !== undefined && r.do_sample !== null) p.doSample = r.do_sample

@@ -40,7 +40,9 @@ function typed(obj: Record<string, unknown>, key: string, kind: Kind, path: stri
 export type RouteParameters = GenerateParameters & { details?: boolean; returnFullText?: boolean; decoderInputDetails?: boolean }
 
 export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'): RouteParameters {
-  for (const k of ['typical_p', 'watermark', 'grammar', 'adapter_id', 'top_n_tokens'] as const) {
+  // Still unsupported (422 naming the field): watermark, grammar, adapter_id, best_of > 1, and
+  // decoder_input_details (rejected by the TGI routes, tgi.ts).
+  for (const k of ['watermark', 'grammar', 'adapter_id'] as const) {
     if (p[k] !== undefined && p[k] !== null && p[k] !== false && p[k] !== 0) throw new ServeError('VALIDATION', `\`${k}\` is not supported by ms-serve`)
   }
   const bestOf = typed(p, 'best_of', 'integer', path) as number | undefined
@@ -51,6 +53,8 @@ export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'):
   set('temperature', typed(p, 'temperature', 'number', path))
   set('topK', typed(p, 'top_k', 'integer', path))
   set('topP', typed(p, 'top_p', 'number', path))
+  set('typicalP', typed(p, 'typical_p', 'number', path))
+  set('topNTokens', typed(p, 'top_n_tokens', 'integer', path))
   set('repetitionPenalty', typed(p, 'repetition_penalty', 'number', path))
   set('frequencyPenalty', typed(p, 'frequency_penalty', 'number', path))
   set('doSample', typed(p, 'do_sample', 'boolean', path))

@@ -28,7 +28,10 @@ function instancesOf(body: unknown): Record<string, unknown>[] {
 function toWire(inst: Record<string, unknown>): LlmWireRequest {
   const { prompt, ...rest } = inst
   if (typeof prompt !== 'string') throw new ServeError('VALIDATION', 'Cannot find input prompt in instance input: send {"prompt": "<text>"}')
-  return { inputs: prompt, parameters: engineParameters(tgiParameters(rest, '')) }
+  const params = tgiParameters(rest, '')
+  // The MindSpore-style answers have no place for alternatives: TGI's text for such endpoints.
+  if (params.topNTokens) throw new ServeError('VALIDATION', '`top_n_tokens` != 0 is not allowed for this endpoint')
+  return { inputs: prompt, parameters: engineParameters(params) }
 }
 
 /** Handles :generate and :generated_stream for an LLM servable. */

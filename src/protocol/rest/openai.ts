@@ -7,7 +7,7 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { ChatMessage } from '../../llm/chat-template.ts'
-import type { FinishReason, GenerateParameters } from '../../llm/types.ts'
+import type { FinishReason, GenerateParameters, TokenEvent } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
@@ -70,6 +70,57 @@ function samplingFrom(b: Record<string, unknown>, defaultMaxTokens?: number): Ge
   return p
 }
 
+/**
+ * `logprobs` as asked: completions `logprobs: N` (0..5; null/absent = off); chat `logprobs: true`
+ * with `top_logprobs: N` (0..20; ignored without logprobs, as TGI). N becomes the engine's
+ * top_n_tokens, so the server's max_top_n_tokens (TGI default 5) also caps it, with TGI's 422.
+ * Returns N, or null when no logprobs are wanted.
+ */
+function logprobsFrom(b: Record<string, unknown>, chat: boolean): number | null {
+  const lp = b.logprobs
+  if (lp === undefined || lp === null) return null
+  if (!chat) {
+    if (!Number.isInteger(lp) || (lp as number) < 0 || (lp as number) > 5) bad('`logprobs` must be an integer between 0 and 5')
+    return lp as number
+  }
+  if (typeof lp !== 'boolean') bad('`logprobs` must be a boolean')
+  if (!lp) return null
+  const top = b.top_logprobs
+  if (top === undefined || top === null) return 0
+  if (!Number.isInteger(top) || (top as number) < 0 || (top as number) > 20) bad('`top_logprobs` must be an integer between 0 and 20')
+  return top as number
+}
+
+const utf8 = new TextEncoder()
+
+/** Chat `logprobs.content` entry for one token (OpenAI shape). The token string is the text it added. */
+function chatLogprob(t: TokenEvent) {
+  return {
+    token: t.text,
+    logprob: t.logprob,
+    bytes: [...utf8.encode(t.text)],
+    top_logprobs: (t.topTokens ?? []).map((c) => ({ token: c.text, logprob: c.logprob, bytes: [...utf8.encode(c.text)] })),
+  }
+}
+
+/** Legacy completions `logprobs` for some tokens; `offset` is the first token's offset in the text. */
+function completionLogprobs(ts: TokenEvent[], offset: number) {
+  const text_offset: number[] = []
+  for (const t of ts) { text_offset.push(offset); offset += t.text.length }
+  return {
+    tokens: ts.map((t) => t.text),
+    token_logprobs: ts.map((t) => t.logprob),
+    // The top N plus the chosen token (OpenAI: up to logprobs + 1 entries).
+    top_logprobs: ts.map((t) => {
+      const o: Record<string, number> = {}
+      for (const c of t.topTokens ?? []) if (!(c.text in o)) o[c.text] = c.logprob
+      if (!(t.text in o)) o[t.text] = t.logprob
+      return o
+    }),
+    text_offset,
+  }
+}
+
 function pickModel(registry: ServableRegistry, b: Record<string, unknown>): LlmDispatcher {
   const model = b.model
   if (model !== undefined && model !== null && typeof model !== 'string') bad('`model` must be a string')
@@ -100,20 +151,28 @@ function chatMessages(b: Record<string, unknown>): ChatMessage[] {
 
 interface Kind { chat: boolean; id: string; model: string }
 
-function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: string | null) {
+function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: string | null, logprobs: unknown = null) {
   if (k.chat) {
     const delta: Record<string, string> = {}
     if (content.role) delta.role = 'assistant'
     if (content.text !== undefined) delta.content = content.text
-    return { id: k.id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] }
+    return { id: k.id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, delta, logprobs, finish_reason: finish }] }
   }
-  return { id: k.id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: content.text ?? '', logprobs: null, finish_reason: finish }] }
+  return { id: k.id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: content.text ?? '', logprobs, finish_reason: finish }] }
 }
 
-function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage: boolean, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage: boolean, withLogprobs: boolean, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+  let offset = 0
   return relaySse(llm, wire, req, reply, {
     open: (sse) => { if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null)) },
-    token: (sse, t) => { if (!t.special && t.text) sse.send(chunk(k, { text: t.text }, null)) },
+    token: (sse, t) => {
+      if (t.special) return
+      // With logprobs every text token gets its chunk, even one that adds no text yet (mid-character).
+      if (withLogprobs) {
+        sse.send(chunk(k, { text: t.text }, null, k.chat ? { content: [chatLogprob(t)], refusal: null } : completionLogprobs([t], offset)))
+        offset += t.text.length
+      } else if (t.text) sse.send(chunk(k, { text: t.text }, null))
+    },
     done: (sse, ev) => {
       sse.send(chunk(k, k.chat ? {} : { text: '' }, openAiFinish(ev.finishReason)))
       if (includeUsage) sse.send({ id: k.id, object: k.chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, choices: [], usage: { prompt_tokens: ev.inputTokens, completion_tokens: ev.generatedTokens, total_tokens: ev.inputTokens + ev.generatedTokens } })
@@ -133,9 +192,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
       const llm = pickModel(registry, b)
       const k: Kind = { chat, id: `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`, model: llm.info.modelId }
       let wire: LlmWireRequest
+      let lp: number | null
       if (chat) {
         if (b.tools !== undefined || b.response_format !== undefined && (b.response_format as { type?: string })?.type !== 'text') bad('`tools` and `response_format` are not supported by ms-serve')
         wire = { messages: chatMessages(b), parameters: samplingFrom(b) }
+        lp = logprobsFrom(b, true)
       } else {
         if (b.suffix !== undefined && b.suffix !== null) bad('`suffix` is not supported')
         let prompt = b.prompt
@@ -145,17 +206,21 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
         }
         if (typeof prompt !== 'string') bad('`prompt` must be a string')
         wire = { inputs: prompt, parameters: samplingFrom(b, 16) }
+        lp = logprobsFrom(b, false)
       }
+      if (lp) wire.parameters = { ...wire.parameters, topNTokens: lp }
       const opts = b.stream_options as { include_usage?: unknown } | undefined
-      if (b.stream === true) return await stream(k, llm, wire, opts?.include_usage === true, req, reply)
+      if (b.stream === true) return await stream(k, llm, wire, opts?.include_usage === true, lp !== null, req, reply)
       const ac = clientGone(reply)
-      const { done } = await collect(llm, wire, ac.signal)
+      const { tokens, done } = await collect(llm, wire, ac.signal)
+      // Logprobs cover the tokens of the text (special ones such as EOS are not in it).
+      const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)
       const usage = { prompt_tokens: done.inputTokens, completion_tokens: done.generatedTokens, total_tokens: done.inputTokens + done.generatedTokens }
       const created = Math.floor(Date.now() / 1000)
       if (chat) {
-        return reply.send({ id: k.id, object: 'chat.completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, message: { role: 'assistant', content: done.generatedText }, logprobs: null, finish_reason: openAiFinish(done.finishReason) }], usage })
+        return reply.send({ id: k.id, object: 'chat.completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, message: { role: 'assistant', content: done.generatedText }, logprobs: lp === null ? null : { content: textTokens.map(chatLogprob), refusal: null }, finish_reason: openAiFinish(done.finishReason) }], usage })
       }
-      return reply.send({ id: k.id, object: 'text_completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: done.generatedText, logprobs: null, finish_reason: openAiFinish(done.finishReason) }], usage })
+      return reply.send({ id: k.id, object: 'text_completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: done.generatedText, logprobs: lp === null ? null : completionLogprobs(textTokens, 0), finish_reason: openAiFinish(done.finishReason) }], usage })
     } catch (e) {
       if (reply.sent || reply.raw.headersSent) return
       const { status, body } = errorBody(toServeError(e))

@@ -5,7 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
-import type { DoneEvent, TokenEvent } from '../../llm/types.ts'
+import type { DoneEvent, TokenEvent, TopToken } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
@@ -50,11 +50,25 @@ function parseCall(registry: ServableRegistry, body: unknown, route: string): Tg
   if (p === undefined || p === null) params.doSample = true
   const stream = route === '/generate_stream' || (route === '/' && b.stream === true)
   if (stream && params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported when streaming tokens')
+  // Prompt-token logprobs would need the prefill's logits for every position; not implemented.
+  if (params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported by ms-serve')
   return { llm, inputs: b.inputs, params, stream }
 }
 
-function tokenJson(t: TokenEvent) {
+function tokenJson(t: TokenEvent | TopToken) {
   return { id: t.id, text: t.text, logprob: t.logprob, special: t.special }
+}
+
+/** TGI's `top_tokens` of one position (empty when not asked for). */
+function topTokensJson(t: TokenEvent) {
+  return t.topTokens ? t.topTokens.map(tokenJson) : []
+}
+
+/** A stream event; `top_tokens` only when asked for (TGI skips the field when empty). */
+function streamEvent(t: TokenEvent, generatedText: string | null, details: unknown) {
+  const ev: Record<string, unknown> = { index: t.index, token: tokenJson(t), generated_text: generatedText, details }
+  if (t.topTokens?.length) ev.top_tokens = topTokensJson(t)
+  return ev
 }
 
 function fullText(call: TgiCall, done: DoneEvent): string {
@@ -78,7 +92,10 @@ async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   })
   const res: Record<string, unknown> = { generated_text: fullText(call, done) }
   if (call.params.details) {
-    res.details = { finish_reason: done.finishReason, generated_tokens: done.generatedTokens, seed: done.seed, prefill: [], tokens: tokens.map(tokenJson) }
+    const details: Record<string, unknown> = { finish_reason: done.finishReason, generated_tokens: done.generatedTokens, seed: done.seed, prefill: [], tokens: tokens.map(tokenJson) }
+    // One list per generated token; the field is left out when top_n_tokens was not asked for.
+    if (call.params.topNTokens) details.top_tokens = tokens.map(topTokensJson)
+    res.details = details
   }
   return reply.send(asArray ? [res] : res)
 }
@@ -87,11 +104,11 @@ function generateStream(call: TgiCall, req: FastifyRequest, reply: FastifyReply)
   return relaySse(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, req, reply, {
     // The last token event carries generated_text and details.
     holdLast: true,
-    token: (sse, t) => sse.send({ index: t.index, token: tokenJson(t), generated_text: null, details: null }),
+    token: (sse, t) => sse.send(streamEvent(t, null, null)),
     done: (sse, ev, held) => {
       const last = held ?? { index: ev.generatedTokens, id: -1, text: '', logprob: 0, special: true }
       const details = call.params.details ? { finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens, seed: ev.seed, input_length: ev.inputTokens } : null
-      sse.send({ index: last.index, token: tokenJson(last as TokenEvent), generated_text: fullText(call, ev), details })
+      sse.send(streamEvent(last as TokenEvent, fullText(call, ev), details))
     },
     error: (sse, ev) => sse.send(tgiError(new ServeError(ev.code, ev.message)).body),
   })

@@ -309,6 +309,25 @@ describe('LLM routes', () => {
     assert.equal(events.length, 5)
     assert.equal(events.at(-1).generated_tokens, 5)
     assert.ok(['length', 'eos_token'].includes(events.at(-1).finish_reason))
+    assert.deepEqual(events.map((e) => e.generated_tokens), [1, 2, 3, 4, 5])
+    assert.ok(events.every((e) => e.top_tokens.length === 0), 'no top tokens unless asked for')
+    // Greedy with top_n_tokens: each event carries the alternatives, the chosen token first.
+    const greedy: any[] = await new Promise((resolve, reject) => {
+      const out: any[] = []
+      const call = client.Generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 4, top_n_tokens: 3, do_sample: false })
+      call.on('data', (e: any) => out.push(e))
+      call.on('error', reject)
+      call.on('end', () => resolve(out))
+    })
+    assert.equal(greedy.length, 4)
+    for (const e of greedy) {
+      assert.equal(e.top_tokens.length, 3)
+      assert.equal(e.top_tokens[0].id, e.token_id)
+      assert.ok(Math.abs(e.top_tokens[0].logprob - e.logprob) < 1e-5 && e.logprob <= 0, JSON.stringify(e))
+      assert.ok(e.top_tokens[0].logprob >= e.top_tokens[1].logprob && e.top_tokens[1].logprob >= e.top_tokens[2].logprob)
+    }
+    const rest = await post(`${srv.rest}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 4, top_n_tokens: 3, details: true } })
+    assert.deepEqual(greedy.map((e) => e.token_id), rest.json.details.tokens.map((t: any) => t.id), 'gRPC and REST agree under greedy decoding')
     const err: any = await new Promise((resolve) => {
       const call = client.Generate({ servable: 'llm', prompt: '' })
       call.on('data', () => {})

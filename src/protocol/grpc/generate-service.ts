@@ -19,6 +19,7 @@ interface WireGenerateRequest {
   top_k?: number
   top_p?: number
   typical_p?: number
+  top_n_tokens?: number
   repetition_penalty?: number
   seed?: number
   stop?: string[]
@@ -42,6 +43,7 @@ function parameters(r: WireGenerateRequest): GenerateParameters {
   if (r.top_k !== undefined && r.top_k !== null) p.topK = r.top_k
   if (r.top_p !== undefined && r.top_p !== null) p.topP = r.top_p
   if (r.typical_p !== undefined && r.typical_p !== null) p.typicalP = r.typical_p
+  if (r.top_n_tokens !== undefined && r.top_n_tokens !== null) p.topNTokens = r.top_n_tokens
   if (r.repetition_penalty !== undefined && r.repetition_penalty !== null) p.repetitionPenalty = r.repetition_penalty
   if (r.seed !== undefined && r.seed !== null) p.seed = r.seed
   if (r.do_sample !== undefined && r.do_sample !== null) p.doSample = r.do_sample
@@ -67,13 +69,18 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
       call.on('cancelled', () => ac.abort())
       void (async () => {
         try {
-          let count = 0
-          let last: { index: number; token_id: number; token_text: string } | null = null
+          // Every token is written as soon as it arrives, except the final one (`last`), which goes
+          // out with the done event's text and finish reason.
+          let last: object | null = null
           for await (const ev of llm.stream({ inputs: r.prompt ?? '', parameters: parameters(r) }, ac.signal)) {
             if (ev.type === 'token') {
-              if (last) call.write({ ...last, generated_tokens: count })
-              count = ev.index
-              last = { index: ev.index - 1, token_id: ev.id, token_text: ev.text }
+              const e = {
+                index: ev.index - 1, token_id: ev.id, token_text: ev.text, logprob: ev.logprob,
+                ...(ev.topTokens ? { top_tokens: ev.topTokens.map((t) => ({ id: t.id, text: t.text, logprob: t.logprob, special: t.special })) } : {}),
+              }
+              if (last) call.write({ ...last, generated_tokens: ev.index - 1 })
+              if (ev.last) last = e
+              else { last = null; call.write({ ...e, generated_tokens: ev.index }) }
             } else if (ev.type === 'done') {
               call.write({ ...(last ?? { index: 0, token_id: -1, token_text: '' }), generated_text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens })
               call.end()

@@ -53,6 +53,11 @@ export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' |
   tokenizerDir?: string
   /** Name reported by /info and /v1/models (default: the servable name). */
   modelId?: string
+  /**
+   * Upper bound for TGI's `best_of` on /generate (default 2, TGI's `--max-best-of`; 1 disables
+   * it). Each of a request's sequences counts as one request against maxConcurrentRequests.
+   */
+  maxBestOf?: number
 }
 
 export interface StageOptions {

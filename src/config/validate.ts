@@ -165,7 +165,7 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
   return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods, llm })
 }
 
-const LLM_INT_OPTIONS = ['intraOpThreads', 'maxBatchSize', 'maxTotalTokens', 'maxInputTokens', 'maxBatchPrefillTokens', 'maxBatchTotalTokens', 'maxConcurrentRequests', 'maxWaitingTokens', 'maxStopSequences'] as const
+const LLM_INT_OPTIONS = ['intraOpThreads', 'maxBatchSize', 'maxTotalTokens', 'maxInputTokens', 'maxBatchPrefillTokens', 'maxBatchTotalTokens', 'maxConcurrentRequests', 'maxWaitingTokens', 'maxStopSequences', 'maxBestOf'] as const
 
 function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: string; versionDir: string; configFile: string }): ValidLlm {
   const { configFile } = ctx

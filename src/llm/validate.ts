@@ -6,7 +6,7 @@
 import { ServeError } from '../errors.ts'
 import type { SamplingParams } from './sampler.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
-import type { GenerateRequest, ValidGenerateRequest, ValidationLimits } from './types.ts'
+import type { GenerateParameters, GenerateRequest, ValidGenerateRequest, ValidationLimits } from './types.ts'
 
 function fail(msg: string): never {
   throw new ServeError('VALIDATION', msg)
@@ -21,6 +21,29 @@ function checkNumber(name: string, v: unknown): number | undefined {
 function checkInt(name: string, v: unknown): number | undefined {
   const n = checkNumber(name, v)
   if (n !== undefined && !Number.isInteger(n)) fail(`\`${name}\` must be an integer`)
+  return n
+}
+
+/**
+ * Whether a request samples (TGI's rule, as validateRequest applies it): `do_sample`, or any of
+ * `temperature` (other than 1), `top_k`, `top_p`, `typical_p`.
+ */
+export function impliesSampling(p: GenerateParameters): boolean {
+  return p.doSample === true || (p.temperature != null && p.temperature !== 1) || p.topK != null || p.topP != null || p.typicalP != null
+}
+
+/**
+ * TGI's `best_of` rules (a router-level parameter: the engine runs each sequence as its own
+ * request). Returns the number of sequences (1 when absent). Checked in TGI's order: on a stream
+ * any best_of > 1 is refused first; then the range, sampling, and no fixed seed.
+ */
+export function validateBestOf(bestOf: unknown, p: GenerateParameters, maxBestOf: number, stream: boolean): number {
+  const n = checkInt('best_of', bestOf)
+  if (n === undefined) return 1
+  if (stream && n > 1) fail('`best_of` != 1 is not supported when streaming tokens')
+  if (n <= 0 || n > maxBestOf) fail(`\`best_of\` must be > 0 and <= ${maxBestOf}. Given: ${n}`)
+  if (n > 1 && !impliesSampling(p)) fail('you must use sampling when `best_of` is > 1')
+  if (n > 1 && p.seed !== undefined && p.seed !== null) fail('`seed` must not be set when `best_of` > 1')
   return n
 }
 
@@ -76,7 +99,7 @@ export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokeni
     fail(`\`inputs\` tokens + \`max_new_tokens\` must be <= ${limits.maxTotalTokens}. Given: ${n} \`inputs\` tokens and ${maxNewTokens} \`max_new_tokens\``)
   }
 
-  const doSample = p.doSample === true || (temperature !== undefined && temperature !== 1) || topK !== undefined || topP !== undefined || typicalP !== undefined
+  const doSample = impliesSampling(p)
   const sampling: SamplingParams = {
     doSample,
     temperature: temperature ?? 1,

@@ -19,7 +19,8 @@ export class LlmHost {
   private constructor(readonly engine: LlmEngine, readonly llm: ValidLlm, private readonly send: (m: ReplicaMessage) => void) {}
 
   static async start(llm: ValidLlm, device: DevicePlan, send: (m: ReplicaMessage) => void): Promise<LlmHost> {
-    const { intraOpThreads, ...options } = llm.options
+    // maxBestOf is the route's limit (TGI's router holds it too); the engine never sees best_of.
+    const { intraOpThreads, maxBestOf: _maxBestOf, ...options } = llm.options
     const engine = await LlmEngine.load(llm.path, {
       ...options,
       intraOpNumThreads: intraOpThreads ?? device.intraOpThreads,
@@ -39,6 +40,7 @@ export class LlmHost {
       maxInputTokens: l.maxInputTokens,
       maxTotalTokens: l.maxTotalTokens,
       maxStopSequences: l.maxStopSequences,
+      maxBestOf: this.llm.options.maxBestOf ?? 2,
       maxConcurrentRequests: l.maxConcurrentRequests,
       maxBatchSize: l.maxBatchSize,
       numLayers: s.numLayers,

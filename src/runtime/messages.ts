@@ -12,6 +12,8 @@ export interface LlmInfo {
   maxInputTokens: number
   maxTotalTokens: number
   maxStopSequences: number
+  /** TGI's max_best_of: bound for `best_of` on /generate (default 2). */
+  maxBestOf: number
   maxConcurrentRequests: number
   maxBatchSize: number
   numLayers: number

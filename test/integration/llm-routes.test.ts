@@ -181,7 +181,6 @@ describe('LLM routes', () => {
       [{ inputs: 'x', parameters: { typical_p: 1.0 } }, 'Input validation error: `typical_p` must be > 0.0 and < 1.0'],
       [{ inputs: 'x', parameters: { typical_p: 0 } }, 'Input validation error: `typical_p` must be > 0.0 and < 1.0'],
       [{ inputs: 'x', parameters: { top_n_tokens: 6 } }, 'Input validation error: `top_n_tokens` must be >= 0 and <= 5. Given: 6'],
-      [{ inputs: 'x', parameters: { best_of: 2 } }, 'Input validation error: `best_of` != 1 is not supported by ms-serve'],
       [{ inputs: 'x', parameters: { watermark: true } }, 'Input validation error: `watermark` is not supported by ms-serve'],
       [{ inputs: 'x', parameters: { stop: ['a', 'b', 'c', 'd', 'e'] } }, 'Input validation error: `stop` supports up to 4 stop sequences. Given: 5'],
       [{ inputs: 'x'.repeat(600) }, 'Input validation error: `inputs` must have less than 511 tokens. Given: 601'],
@@ -194,6 +193,25 @@ describe('LLM routes', () => {
         assert.deepEqual(r.json, { error: msg, error_type: 'validation' })
       }
     }
+    // best_of: TGI's texts; on streams the stream rule comes first.
+    const sampled = { inputs: 'x', parameters: { do_sample: true } }
+    const bestOfCases: Array<[unknown, string, string]> = [
+      [{ inputs: 'x', parameters: { best_of: 2 } }, 'you must use sampling when `best_of` is > 1', '`best_of` != 1 is not supported when streaming tokens'],
+      [{ ...sampled, parameters: { do_sample: true, best_of: 3 } }, '`best_of` must be > 0 and <= 2. Given: 3', '`best_of` != 1 is not supported when streaming tokens'],
+      [{ ...sampled, parameters: { do_sample: true, best_of: 0 } }, '`best_of` must be > 0 and <= 2. Given: 0', '`best_of` must be > 0 and <= 2. Given: 0'],
+      [{ ...sampled, parameters: { temperature: 0.8, best_of: 2, seed: 5 } }, '`seed` must not be set when `best_of` > 1', '`best_of` != 1 is not supported when streaming tokens'],
+    ]
+    for (const [body, msg, streamMsg] of bestOfCases) {
+      for (const [route, m] of [['/generate', msg], ['/', msg], ['/generate_stream', streamMsg]] as const) {
+        const r = await post(`${srv.rest}${route}`, route === '/' ? { ...(body as object), stream: false } : body)
+        assert.equal(r.status, 422, `${route} ${JSON.stringify(body)}`)
+        assert.deepEqual(r.json, { error: `Input validation error: ${m}`, error_type: 'validation' })
+      }
+    }
+    const onStreamFlag = await post(`${srv.rest}/`, { inputs: 'x', stream: true, parameters: { do_sample: true, best_of: 2 } })
+    assert.equal(onStreamFlag.json.error, 'Input validation error: `best_of` != 1 is not supported when streaming tokens')
+    const msBestOf = await post(`${srv.rest}/model/llm:generate`, { instances: { prompt: 'x', do_sample: true, best_of: 2 } })
+    assert.equal(msBestOf.json.error_msg, '`best_of` != 1 is not allowed for this endpoint')
     const badJson = await fetch(`${srv.rest}/generate`, { method: 'POST', body: '{"inputs":' })
     assert.equal(badJson.status, 422)
     const missing = await post(`${srv.rest}/generate`, { parameters: {} })
@@ -352,5 +370,32 @@ describe('LLM routes', () => {
     assert.equal(info.max_total_tokens, 512)
     assert.equal(info.max_input_tokens, 511)
     assert.equal(info.model_pipeline_tag, 'text-generation')
+    assert.equal(info.max_best_of, 2)
+  })
+
+  test('TGI best_of: the sequence with the highest summed logprob answers; the others are in best_of_sequences', async () => {
+    const sum = (tokens: Array<{ logprob: number }>) => tokens.reduce((a, t) => a + t.logprob, 0)
+    const body = { inputs: 'Best of', parameters: { max_new_tokens: 10, do_sample: true, temperature: 1.5, best_of: 2, details: true, top_n_tokens: 2 } }
+    const r = await post(`${srv.rest}/generate`, body)
+    assert.equal(r.status, 200, JSON.stringify(r.json))
+    const d = r.json.details
+    assert.equal(typeof r.json.generated_text, 'string')
+    assert.equal(typeof d.seed, 'number')
+    assert.equal(d.best_of_sequences.length, 1)
+    const other = d.best_of_sequences[0]
+    assert.deepEqual(Object.keys(other), ['generated_text', 'finish_reason', 'generated_tokens', 'seed', 'prefill', 'tokens', 'top_tokens'])
+    assert.equal(typeof other.seed, 'number')
+    assert.notEqual(other.seed, d.seed, 'each sequence draws its own seed')
+    assert.equal(other.tokens.length, other.generated_tokens)
+    assert.equal(other.top_tokens.length, other.generated_tokens)
+    assert.ok(sum(d.tokens) >= sum(other.tokens), `chosen ${sum(d.tokens)} < other ${sum(other.tokens)}`)
+    // Without details there is no best_of_sequences; POST / answers an array; return_full_text applies to every sequence.
+    const plain = await post(`${srv.rest}/generate`, { inputs: 'Best of', parameters: { max_new_tokens: 4, do_sample: true, best_of: 2 } })
+    assert.deepEqual(Object.keys(plain.json), ['generated_text'])
+    const arr = await post(`${srv.rest}/`, { inputs: 'Best of', parameters: { max_new_tokens: 4, top_k: 10, best_of: 2, details: true, return_full_text: true } })
+    assert.equal(arr.status, 200)
+    assert.ok(arr.json[0].generated_text.startsWith('Best of'))
+    assert.ok(arr.json[0].details.best_of_sequences[0].generated_text.startsWith('Best of'))
+    assert.equal(arr.json[0].details.top_tokens, undefined)
   })
 })

@@ -202,4 +202,7 @@ test('declareLlm: scheduler options are checked and kept (maxConsecutivePrefills
   assert.equal((await load(llm('maxTopNTokens: 0'), ['model.onnx'])).llm?.options.maxTopNTokens, 0, 'top_n_tokens can be disabled')
   assert.equal((await load(llm('maxTopNTokens: 20'), ['model.onnx'])).llm?.options.maxTopNTokens, 20)
   assert.match(await configError(load(llm('maxTopNTokens: -1'), ['model.onnx'])), /declareLlm maxTopNTokens must be an integer >= 0 \(got -1\)$/)
+  assert.equal((await load(llm('maxBestOf: 3'), ['model.onnx'])).llm?.options.maxBestOf, 3)
+  assert.equal((await load(llm('maxBestOf: 1'), ['model.onnx'])).llm?.options.maxBestOf, 1, 'best_of can be disabled')
+  assert.match(await configError(load(llm('maxBestOf: 0'), ['model.onnx'])), /declareLlm maxBestOf must be an integer >= 1 \(got 0\)$/)
 })

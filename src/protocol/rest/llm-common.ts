@@ -37,16 +37,15 @@ function typed(obj: Record<string, unknown>, key: string, kind: Kind, path: stri
 }
 
 /** Maps TGI-style snake_case `parameters` onto the engine's GenerateParameters. */
-export type RouteParameters = GenerateParameters & { details?: boolean; returnFullText?: boolean; decoderInputDetails?: boolean }
+export type RouteParameters = GenerateParameters & { details?: boolean; returnFullText?: boolean; decoderInputDetails?: boolean; bestOf?: number }
 
 export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'): RouteParameters {
-  // Still unsupported (422 naming the field): watermark, grammar, adapter_id, best_of > 1, and
-  // decoder_input_details (rejected by the TGI routes, tgi.ts).
+  // Still unsupported (422 naming the field): watermark, grammar, adapter_id, and
+  // decoder_input_details (rejected by the TGI routes, tgi.ts). `best_of` is only parsed here:
+  // the TGI routes run it (tgi.ts), the MindSpore-style route refuses it.
   for (const k of ['watermark', 'grammar', 'adapter_id'] as const) {
     if (p[k] !== undefined && p[k] !== null && p[k] !== false && p[k] !== 0) throw new ServeError('VALIDATION', `\`${k}\` is not supported by ms-serve`)
   }
-  const bestOf = typed(p, 'best_of', 'integer', path) as number | undefined
-  if (bestOf !== undefined && bestOf !== 1) throw new ServeError('VALIDATION', '`best_of` != 1 is not supported by ms-serve')
   const out: RouteParameters = {}
   const set = <K extends keyof typeof out>(k: K, v: unknown) => { if (v !== undefined) out[k] = v as (typeof out)[K] }
   set('maxNewTokens', typed(p, 'max_new_tokens', 'integer', path))
@@ -65,12 +64,13 @@ export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'):
   set('details', typed(p, 'details', 'boolean', path))
   set('returnFullText', typed(p, 'return_full_text', 'boolean', path))
   set('decoderInputDetails', typed(p, 'decoder_input_details', 'boolean', path))
+  set('bestOf', typed(p, 'best_of', 'integer', path))
   return out
 }
 
 /** Only the fields the engine reads (drops route-level flags such as `details`). */
 export function engineParameters(p: RouteParameters): GenerateParameters {
-  const { details: _d, returnFullText: _r, decoderInputDetails: _i, ...rest } = p
+  const { details: _d, returnFullText: _r, decoderInputDetails: _i, bestOf: _b, ...rest } = p
   return rest
 }
 
@@ -78,13 +78,43 @@ export interface Collected { tokens: TokenEvent[]; done: DoneEvent }
 
 /** Runs a request to completion; a final error event is thrown as its ServeError. */
 export async function collect(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<Collected> {
+  return drain(llm.stream(req, signal))
+}
+
+async function drain(events: AsyncIterableIterator<GenerateEvent>): Promise<Collected> {
   const tokens: TokenEvent[] = []
-  for await (const ev of llm.stream(req, signal)) {
+  for await (const ev of events) {
     if (ev.type === 'token') tokens.push(ev)
     else if (ev.type === 'done') return { tokens, done: ev }
     else throw new ServeError(ev.code, ev.message)
   }
   throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
+}
+
+/**
+ * Runs `n` sequences of one request concurrently (TGI's best_of): each is a request of its own
+ * to the dispatcher, so each joins a running batch, draws its own random seed and counts against
+ * maxConcurrentRequests. All are started before any is awaited: if one cannot start (QUEUE_FULL,
+ * "Model is overloaded") the ones already started are cancelled and that error is thrown. If a
+ * sequence fails, the others are cancelled and its error is thrown; aborting `signal` (client
+ * gone) cancels every one. Results are in start order.
+ */
+export async function collectMany(llm: LlmDispatcher, req: LlmWireRequest, n: number, signal?: AbortSignal): Promise<Collected[]> {
+  const all = new AbortController()
+  const onAbort = () => all.abort()
+  if (signal?.aborted) all.abort()
+  else signal?.addEventListener('abort', onAbort, { once: true })
+  try {
+    if (all.signal.aborted) throw new ServeError('CANCELLED', 'request cancelled: the client disconnected')
+    const streams: AsyncIterableIterator<GenerateEvent>[] = []
+    for (let i = 0; i < n; i++) streams.push(llm.stream(req, all.signal))
+    return await Promise.all(streams.map(drain))
+  } catch (e) {
+    all.abort()
+    throw e
+  } finally {
+    signal?.removeEventListener('abort', onAbort)
+  }
 }
 
 /**

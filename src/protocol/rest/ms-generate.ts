@@ -31,6 +31,8 @@ function toWire(inst: Record<string, unknown>): LlmWireRequest {
   const params = tgiParameters(rest, '')
   // The MindSpore-style answers have no place for alternatives: TGI's text for such endpoints.
   if (params.topNTokens) throw new ServeError('VALIDATION', '`top_n_tokens` != 0 is not allowed for this endpoint')
+  // Nor for several sequences (best_of runs on TGI's /generate only).
+  if (params.bestOf !== undefined && params.bestOf !== 1) throw new ServeError('VALIDATION', '`best_of` != 1 is not allowed for this endpoint')
   return { inputs: prompt, parameters: engineParameters(params) }
 }
 

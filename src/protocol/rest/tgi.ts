@@ -2,13 +2,15 @@
  * TGI-compatible routes: POST /generate, /generate_stream, POST / (stream flag), GET /info.
  * Bodies, events, validation messages and status codes follow llm-serving.md §1. Unlike TGI,
  * a stream is opened only after the first token, so errors before it keep their HTTP status.
+ * `best_of` runs on the non-stream routes (/generate, POST / without stream): see generate().
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
 import type { DoneEvent, TokenEvent, TopToken } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
+import { validateBestOf } from '../../llm/validate.ts'
+import { collectMany, engineParameters, parseJson, relaySse, tgiParameters, type Collected } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 
 const VERSION = '0.1.0'
@@ -36,7 +38,7 @@ function sendError(reply: FastifyReply, e: unknown) {
   return reply.code(status).send(body)
 }
 
-interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean }
+interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean; bestOf: number }
 
 function parseCall(registry: ServableRegistry, body: unknown, route: string): TgiCall {
   const llm = registry.llm()
@@ -49,10 +51,13 @@ function parseCall(registry: ServableRegistry, body: unknown, route: string): Tg
   // As TGI: a body without `parameters` samples (its default parameters set do_sample = true).
   if (p === undefined || p === null) params.doSample = true
   const stream = route === '/generate_stream' || (route === '/' && b.stream === true)
+  // best_of: range, sampling, no seed, not on streams (TGI's texts; the other rules are the engine's).
+  // The limit is read only when best_of is sent (with no ready replica, start() answers 503).
+  const bestOf = params.bestOf === undefined ? 1 : validateBestOf(params.bestOf, params, llm.live.replicas.find((r) => r.llm)?.llm?.maxBestOf ?? 2, stream)
   if (stream && params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported when streaming tokens')
   // Prompt-token logprobs would need the prefill's logits for every position; not implemented.
   if (params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported by ms-serve')
-  return { llm, inputs: b.inputs, params, stream }
+  return { llm, inputs: b.inputs, params, stream, bestOf }
 }
 
 function tokenJson(t: TokenEvent | TopToken) {
@@ -75,9 +80,39 @@ function fullText(call: TgiCall, done: DoneEvent): string {
   return call.params.returnFullText ? call.inputs + done.generatedText : done.generatedText
 }
 
+/** Sum of the generated tokens' logprobs (NaN counts as -Infinity). */
+function sumLogprob(c: Collected): number {
+  let s = 0
+  for (const t of c.tokens) s += Number.isNaN(t.logprob) ? -Infinity : t.logprob
+  return s
+}
+
+/**
+ * The sequence to answer with among best_of ones: the highest *sum* of its generated tokens'
+ * logprobs (each token's logprob as reported in details.tokens, i.e. after penalties and
+ * temperature); ties go to the earliest started. TGI divides that sum by the token count (mean
+ * logprob per token); the sum is chosen here, so with different lengths a shorter sequence is
+ * favoured. Returns its index.
+ */
+function pickBest(seqs: Collected[]): number {
+  let best = 0
+  for (let i = 1; i < seqs.length; i++) if (sumLogprob(seqs[i]!) > sumLogprob(seqs[best]!)) best = i
+  return best
+}
+
+function detailsJson(call: TgiCall, c: Collected): Record<string, unknown> {
+  const { tokens, done } = c
+  const details: Record<string, unknown> = { finish_reason: done.finishReason, generated_tokens: done.generatedTokens, seed: done.seed, prefill: [], tokens: tokens.map(tokenJson) }
+  // One list per generated token; the field is left out when top_n_tokens was not asked for.
+  if (call.params.topNTokens) details.top_tokens = tokens.map(topTokensJson)
+  return details
+}
+
 async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   const ac = clientGone(reply)
-  const { tokens, done } = await collect(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, ac.signal)
+  const seqs = await collectMany(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, call.bestOf, ac.signal)
+  const bestIndex = pickBest(seqs)
+  const { done } = seqs[bestIndex]!
   const t = done.timings
   const inferenceMs = t.totalMs - t.queueMs
   void reply.headers({
@@ -92,9 +127,9 @@ async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   })
   const res: Record<string, unknown> = { generated_text: fullText(call, done) }
   if (call.params.details) {
-    const details: Record<string, unknown> = { finish_reason: done.finishReason, generated_tokens: done.generatedTokens, seed: done.seed, prefill: [], tokens: tokens.map(tokenJson) }
-    // One list per generated token; the field is left out when top_n_tokens was not asked for.
-    if (call.params.topNTokens) details.top_tokens = tokens.map(topTokensJson)
+    const details = detailsJson(call, seqs[bestIndex]!)
+    // As TGI: the sequences not chosen, in start order, each with its own text and details.
+    if (call.bestOf > 1) details.best_of_sequences = seqs.filter((_, i) => i !== bestIndex).map((c) => ({ generated_text: fullText(call, c.done), ...detailsJson(call, c) }))
     res.details = details
   }
   return reply.send(asArray ? [res] : res)
@@ -139,7 +174,7 @@ export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegist
       model_device_type: 'cpu',
       model_pipeline_tag: 'text-generation',
       max_concurrent_requests: i.maxConcurrentRequests * llm.live.replicas.length,
-      max_best_of: 1,
+      max_best_of: i.maxBestOf,
       max_stop_sequences: i.maxStopSequences,
       max_input_tokens: i.maxInputTokens,
       max_total_tokens: i.maxTotalTokens,

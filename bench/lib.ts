@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BenchReport, LevelResult } from '../src/bench/types.ts'
 import { machineInfo } from '../src/bench/run.ts'
+import { machineCpuMs } from '../src/bench/cpu.ts'
 
 export const ROOT = join(fileURLToPath(import.meta.url), '..', '..')
 export const BIN = join(ROOT, 'bin', 'ms-serve.js')
@@ -137,16 +138,14 @@ export function runH2loadGrpc(address: string, path: string, frame: Uint8Array, 
  * at least `idlePct` of CPU idle over 2 s samples, up to `timeoutMs`. Returns the idle share seen.
  */
 export async function waitQuiet(idlePct = 90, timeoutMs = 600_000): Promise<number> {
-  const sample = () => readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
   const deadline = Date.now() + timeoutMs
   let said = false
   for (;;) {
-    const a = sample()
+    const a = machineCpuMs()
     await new Promise((r) => setTimeout(r, 2000))
-    const b = sample()
-    const d = b.map((x, i) => x - (a[i] ?? 0))
-    const total = d.slice(0, 8).reduce((x, y) => x + y, 0)
-    const idle = total ? ((d[3]! + d[4]!) / total) * 100 : 100
+    const b = machineCpuMs()
+    const total = a && b ? b.total - a.total : 0
+    const idle = total ? (1 - (b!.busy - a!.busy) / total) * 100 : 100
     if (idle >= idlePct || Date.now() > deadline) {
       if (idle < idlePct) process.stderr.write(`machine still busy (${idle.toFixed(0)}% idle); measuring anyway\n`)
       return idle

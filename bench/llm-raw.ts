@@ -19,7 +19,9 @@ import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
 import ort from 'onnxruntime-node'
 import { LlmEngine } from '../src/llm/engine.ts'
+import { describeModel } from '../src/llm/model-spec.ts'
 import { countDecoderParams, DECODER_CONFIGS, writeDecoder } from '../src/models/decoder.ts'
+import { decodeFeeds, timePlainDecode } from '../src/bench/llm-baseline.ts'
 
 if (!process.env.MALLOC_MMAP_THRESHOLD_) {
   const env = { ...process.env, MALLOC_MMAP_THRESHOLD_: '33554432', MALLOC_TRIM_THRESHOLD_: '4294967296' }
@@ -60,38 +62,15 @@ async function benchEngine(engine: LlmEngine, B: number): Promise<{ msPerStep: n
   return { msPerStep: (s1.decodeMs - s0.decodeMs) / (s1.numDecodes - s0.numDecodes), wallMs, prefillMs: s1.prefillMs - s0.prefillMs }
 }
 
-function baseFeeds(B: number, ids: BigInt64Array, S: number, T: number, pos0: number): Record<string, ort.Tensor> {
-  return {
-    input_ids: new ort.Tensor('int64', ids, [B, S]),
-    attention_mask: new ort.Tensor('int64', new BigInt64Array(B * T).fill(1n), [B, T]),
-    position_ids: new ort.Tensor('int64', BigInt64Array.from({ length: B * S }, (_, i) => BigInt(pos0 + (i % S))), [B, S]),
-  }
-}
-
-/** Plain optimum loop: prefill, then N-1 steps feeding every present back as past. */
-async function benchPlain(s: ort.InferenceSession, B: number): Promise<number> {
-  const prompt = BigInt64Array.from(Array.from({ length: B }, (_, b) => promptIds(b)).flat().map(BigInt))
-  const feeds = baseFeeds(B, prompt, P, P, 0)
-  for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) feeds[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', new Float32Array(0), [B, cfg.numKvHeads, 0, hd])
-  let out = await s.run(feeds)
-  const t0 = performance.now()
-  for (let i = 0; i < N - 1; i++) {
-    const f = baseFeeds(B, new BigInt64Array(B).fill(40n), 1, P + i + 1, P + i)
-    for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) f[`past_key_values.${l}.${k}`] = out[`present.${l}.${k}`] as ort.Tensor
-    out = await s.run(f)
-  }
-  return (performance.now() - t0) / (N - 1)
-}
-
 /** Same past lengths as the plain loop, only logits fetched: the compute floor. */
 async function benchCompute(s: ort.InferenceSession, B: number): Promise<number> {
   const big = new Float32Array(B * cfg.numKvHeads * (P + N) * hd).map((_, i) => Math.sin(i) * 0.5)
   const t0 = performance.now()
   for (let i = 0; i < N - 1; i++) {
     const past = P + i
-    const f = baseFeeds(B, new BigInt64Array(B).fill(40n), 1, past + 1, past)
+    const f = decodeFeeds(ort, spec, B, 1, past + 1, past, () => 40)
     const view = big.subarray(0, B * cfg.numKvHeads * past * hd)
-    for (let l = 0; l < cfg.numLayers; l++) for (const k of ['key', 'value']) f[`past_key_values.${l}.${k}`] = new ort.Tensor('float32', view, [B, cfg.numKvHeads, past, hd])
+    for (const name of [...spec.pastKeyNames, ...spec.pastValueNames]) f[name] = new ort.Tensor('float32', view, [B, cfg.numKvHeads, past, hd])
     await s.run(f, ['logits'])
   }
   return (performance.now() - t0) / (N - 1)
@@ -99,18 +78,21 @@ async function benchCompute(s: ort.InferenceSession, B: number): Promise<number>
 
 console.log(`decoder small: ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params, L${cfg.numLayers} d${cfg.hiddenSize} H${cfg.numHeads} KV${cfg.numKvHeads}; prompt ${P}, ${N} new tokens, intraOp ${THREADS}, kvBlock ${args.block}, reps ${REPS} (median)`)
 const plainSession = await ort.InferenceSession.create(new Uint8Array(await readFile(modelPath)), sessionOptions)
+const spec = describeModel(plainSession)
+/** Plain optimum loop (as --baseline raw): prefill, then N-1 steps feeding every present back as past; ms per step. */
+const benchPlain = async (B: number): Promise<number> => (await timePlainDecode(ort, plainSession, spec, B, P, N - 1)).msPerRun
 const maxB = Math.max(...BATCHES)
 const engine = await LlmEngine.load(modelPath, {
   maxBatchSize: maxB, maxTotalTokens: P + N + 1, maxBatchPrefillTokens: maxB * P, intraOpNumThreads: THREADS, kvBlock: Number(args.block),
 })
 const rows: Array<Record<string, number>> = []
 for (const B of BATCHES) {
-  await benchEngine(engine, B); await benchPlain(plainSession, B); await benchCompute(plainSession, B) // warm-up
+  await benchEngine(engine, B); await benchPlain(B); await benchCompute(plainSession, B) // warm-up
   const e: number[] = [], p: number[] = [], c: number[] = [], wall: number[] = [], pre: number[] = []
   for (let r = 0; r < REPS; r++) {
     const er = await benchEngine(engine, B)
     e.push(er.msPerStep); wall.push(er.wallMs); pre.push(er.prefillMs)
-    p.push(await benchPlain(plainSession, B))
+    p.push(await benchPlain(B))
     c.push(await benchCompute(plainSession, B))
   }
   const row = {

@@ -4,10 +4,8 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import type { FastifyInstance } from 'fastify'
-import { compileServableConfig } from './config/compile.ts'
-import { chooseVersions, scanServables } from './config/scan.ts'
-import { validateServable, type ValidServable } from './config/validate.ts'
-import { join } from 'node:path'
+import { loadServable, scanServables } from './config/scan.ts'
+import type { ValidServable } from './config/validate.ts'
 import { ServeError } from './errors.ts'
 import { planDevices, withIsolation, type DeviceType, type Isolation } from './runtime/devices.ts'
 import { LiveServable } from './runtime/live-servable.ts'
@@ -57,12 +55,7 @@ export interface RunningServer {
 /** Compiles and validates every servable version under `dir` (no replica is started). */
 export async function loadServables(dir: string, versions: ServeOptions['versions'] = {}): Promise<ValidServable[]> {
   const out: ValidServable[] = []
-  for (const found of scanServables(dir)) {
-    const { definition, compiledFile } = await compileServableConfig(found.configFile)
-    for (const v of chooseVersions(found, versions[found.name])) {
-      out.push(validateServable(definition, { name: found.name, version: v, dir: found.dir, versionDir: join(found.dir, String(v)), configFile: found.configFile, compiledFile }))
-    }
-  }
+  for (const found of scanServables(dir)) out.push(...await loadServable(found, versions[found.name]))
   return out
 }
 

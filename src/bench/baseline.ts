@@ -137,32 +137,3 @@ export async function rawOrtBaseline(a: RawOrtArgs): Promise<RawBaselineResult> 
   }
 }
 
-// ---- generate mode: the raw batched decode step -------------------------------------------------
-
-export interface RawDecodeArgs {
-  servablesDir: string | null
-  servable: string
-  /** Stream counts of the bench levels; the hook times a decode step at each as a batch size. */
-  batchSizes: number[]
-  promptTokens: number
-  newTokens: number
-  msPerBatch: number
-  onProgress?: (msg: string) => void
-}
-
-/** Returns rows with itemsPerSec = decoded tokens/s at that batch size. */
-export type RawDecodeBaselineFn = (args: RawDecodeArgs) => Promise<RawBaselineResult>
-
-let rawDecode: RawDecodeBaselineFn | null = null
-
-/**
- * The hook for `--generate --baseline raw`: the LLM engine (issue 3) registers a function that times
- * its batched decode step on the servable's model. Until it does, the report says it is missing.
- */
-export function setRawDecodeBaseline(fn: RawDecodeBaselineFn | null): void {
-  rawDecode = fn
-}
-
-export function rawDecodeBaseline(): RawDecodeBaselineFn | null {
-  return rawDecode
-}

@@ -21,14 +21,17 @@ export function processCpuMs(pid: number): number | null {
   }
 }
 
-/** Busy time of all cores together (everything but idle and iowait) in ms, from /proc/stat. */
-export function machineBusyMs(): number | null {
+/**
+ * Time of all cores together in ms from /proc/stat: `busy` is everything but idle and iowait,
+ * `total` includes them.
+ */
+export function machineCpuMs(): { busy: number; total: number } | null {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!
     const v = line.trim().split(/\s+/).slice(1).map(Number)
     // user nice system idle iowait irq softirq steal (guest time is already inside user)
     const busy = v[0]! + v[1]! + v[2]! + v[5]! + v[6]! + (v[7] ?? 0)
-    return (busy * 1000) / TICKS_PER_SEC
+    return { busy: (busy * 1000) / TICKS_PER_SEC, total: ((busy + v[3]! + v[4]!) * 1000) / TICKS_PER_SEC }
   } catch {
     return null
   }
@@ -44,17 +47,20 @@ export function cpuSnapshot(serverPid: number | null, replicaPids: number[]): Cp
     clientMs: (u.user + u.system) / 1000,
     serverMs: serverPid ? processCpuMs(serverPid) : null,
     replicasMs: replicas.length && replicas.every((x) => x !== null) ? replicas.reduce<number>((a, b) => a + b!, 0) : null,
-    machineMs: machineBusyMs(),
+    machineMs: machineCpuMs()?.busy ?? null,
   }
 }
 
 /** Cores used (1.0 = one core busy) and CPU ms per completed request between two snapshots. */
 export function cpuBetween(a: CpuSnapshot, b: CpuSnapshot, requests: number): CpuBreakdown {
   const wall = Math.max(1, b.at - a.at)
-  const per = (x: number | null, y: number | null) => (x === null || y === null ? null : { cores: (y - x) / wall, msPerRequest: requests ? (y - x) / requests : 0 })
+  const share = (ms: number) => ({ cores: ms / wall, msPerRequest: requests ? ms / requests : 0 })
+  const per = (x: number | null, y: number | null) => (x === null || y === null ? null : share(y - x))
+  const client = share(b.clientMs - a.clientMs)
+  const server = per(a.serverMs, b.serverMs)
+  const replicas = per(a.replicasMs, b.replicasMs)
   const machine = per(a.machineMs, b.machineMs)
-  const ours = [per(a.clientMs, b.clientMs), per(a.serverMs, b.serverMs), per(a.replicasMs, b.replicasMs)].reduce((x, s) => x + (s?.cores ?? 0), 0)
   // What other processes on the machine used meanwhile: a noisy neighbour shows up here.
-  const other = machine ? { cores: Math.max(0, machine.cores - ours), msPerRequest: requests ? (Math.max(0, machine.cores - ours) * wall) / requests : 0 } : null
-  return { client: per(a.clientMs, b.clientMs)!, server: per(a.serverMs, b.serverMs), replicas: per(a.replicasMs, b.replicasMs), other }
+  const other = machine ? share(Math.max(0, machine.cores - client.cores - (server?.cores ?? 0) - (replicas?.cores ?? 0)) * wall) : null
+  return { client, server, replicas, other }
 }

@@ -31,10 +31,6 @@ export class LatencyHistogram {
     this.n += other.n
   }
 
-  percentileMs(p: number): number {
-    return this.n ? Math.min(this.h.getValueAtPercentile(p), this.h.maxValue) / 1000 : 0
-  }
-
   summary(): LatencySummary {
     if (this.n === 0) return { count: 0, mean: 0, stdev: 0, min: 0, p50: 0, p90: 0, p95: 0, p99: 0, max: 0 }
     // HDR returns a bucket's highest equivalent value, which can sit a hair above the recorded max.

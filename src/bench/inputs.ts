@@ -20,14 +20,6 @@ export type InputSpec =
   | { name: string; kind: 'jpeg' }
   | { name: string; kind: 'string' }
 
-export interface BenchInputs {
-  /** Distinct instances; requests take `instancesPerRequest` of them in turn. */
-  instances: Record<string, Value>[]
-  /** Where they came from, for the report. */
-  source: string
-  specs: InputSpec[]
-}
-
 /** Inputs of the example servables, for servers whose config is not on this machine. */
 export const KNOWN_SERVABLE_INPUTS: Record<string, InputSpec[]> = {
   add: [{ name: 'x1', kind: 'tensor', dtype: 'float32', shape: [2, 2] }, { name: 'x2', kind: 'tensor', dtype: 'float32', shape: [2, 2] }],

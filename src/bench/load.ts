@@ -73,11 +73,13 @@ export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig)
     if (measuring) cur.record(t0, performance.now(), out)
   }
 
-  const running: Promise<void>[] = []
-  const arrivals: { timer: NodeJS.Timeout | null } = { timer: null }
+  /** Resolves once every request the level sent has completed (called after `stopping`). */
+  let drain: () => Promise<unknown>
+  let timer: NodeJS.Timeout | null = null
   if (plan.concurrency !== null) {
+    const workers: Promise<void>[] = []
     for (let i = 0; i < plan.concurrency; i++) {
-      running.push((async () => {
+      workers.push((async () => {
         while (!stopping) {
           const t0 = performance.now()
           const out = await target.send()
@@ -87,24 +89,27 @@ export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig)
         }
       })())
     }
+    drain = () => Promise.all(workers)
   } else {
     const rate = plan.rate!
     const rnd = seededRandom(cfg.seed ?? 1)
     let inflight = 0
+    let idle: (() => void) | null = null
     let due = performance.now()
-    const pending = new Set<Promise<void>>()
     const fire = (at: number) => {
       if (inflight >= plan.maxInflight) {
         if (measuring) cur.countError('client_inflight_cap', `more than ${plan.maxInflight} requests in flight; the server is slower than --rate ${rate} (raise --concurrency to allow more)`)
         return
       }
       inflight++
-      const p = target.send().then((out) => { inflight--; record(at, out) })
-      pending.add(p)
-      void p.then(() => pending.delete(p))
+      void target.send().then((out) => {
+        inflight--
+        record(at, out)
+        if (inflight === 0) idle?.()
+      })
     }
     const tick = () => {
-      arrivals.timer = null
+      timer = null
       if (stopping) return
       const now = performance.now()
       // Timers fire late under load: send everything that is due, each timed from its due time.
@@ -112,13 +117,10 @@ export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig)
         fire(due)
         due += exponentialGapMs(rate, rnd())
       }
-      arrivals.timer = setTimeout(tick, due - performance.now())
+      timer = setTimeout(tick, due - performance.now())
     }
     tick()
-    running.push((async () => {
-      while (!stopping) await sleep(50)
-      await Promise.all(pending)
-    })())
+    drain = () => (inflight === 0 ? Promise.resolve() : new Promise<void>((r) => { idle = r }))
   }
 
   const t0 = performance.now()
@@ -154,9 +156,9 @@ export async function runLevel(target: Target, plan: LevelPlan, cfg: LoadConfig)
   } finally {
     measuring = false
     stopping = true
-    if (arrivals.timer) clearTimeout(arrivals.timer)
+    if (timer) clearTimeout(timer)
     if (ticker) clearInterval(ticker)
-    await Promise.all(running)
+    await drain()
   }
   return { windows, used: stable ? windows.slice(-3) : windows, stable, allFailed }
 }

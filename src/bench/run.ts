@@ -5,16 +5,12 @@
  */
 import { availableParallelism, cpus, loadavg, totalmem } from 'node:os'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { ServeError } from '../errors.ts'
-import { compileServableConfig } from '../config/compile.ts'
-import { chooseVersions, scanServables } from '../config/scan.ts'
-import { validateServable, type ValidMethod, type ValidServable } from '../config/validate.ts'
+import { loadServable, scanServables } from '../config/scan.ts'
+import type { ValidMethod, ValidServable } from '../config/validate.ts'
 import type { Value } from '../tensor.ts'
-import { loadOrt, rawDecodeBaseline, rawOrtBaseline, setRawDecodeBaseline } from './baseline.ts'
+import { loadOrt, rawOrtBaseline } from './baseline.ts'
 import { plainDecodeBaseline } from './llm-baseline.ts'
-
-setRawDecodeBaseline(plainDecodeBaseline)
 import { cpuBetween, cpuSnapshot, type CpuSnapshot } from './cpu.ts'
 import { generateTarget } from './generate-target.ts'
 import { grpcPredictTarget } from './grpc-target.ts'
@@ -23,7 +19,7 @@ import { runLevel, type LevelPlan } from './load.ts'
 import type { Progress } from './progress.ts'
 import { mergeWindows } from './recorder.ts'
 import { restPredictTarget } from './rest-target.ts'
-import { diffStats, fetchStats, findServable, unreachable, type ServableEntry } from './server-stats.ts'
+import { diffStats, fetchStats, findServable, readStats, type ServableEntry } from './server-stats.ts'
 import { startServer, type StartedServer } from './spawn-server.ts'
 import type { Target } from './target.ts'
 import type { BenchReport, LevelResult, MachineInfo, RawBaselineResult, ValidBenchOptions } from './types.ts'
@@ -40,11 +36,9 @@ export function machineInfo(): MachineInfo {
 
 /** Compiles and validates one servable from a local directory (no replica is started). */
 async function loadLocalServable(dir: string, name: string, version: number): Promise<ValidServable> {
-  const found = scanServables(dir).find((s) => s.name === name)
-  if (!found) invalid(`servable "${name}" is not in ${dir}; it has: ${scanServables(dir).map((s) => s.name).join(', ')}. Pass --servable with one of those`)
-  const v = chooseVersions(found!, version ? [version] : undefined)[0]!
-  const { definition, compiledFile } = await compileServableConfig(found!.configFile)
-  return validateServable(definition, { name, version: v, dir: found!.dir, versionDir: join(found!.dir, String(v)), configFile: found!.configFile, compiledFile })
+  const all = scanServables(dir)
+  const found = all.find((s) => s.name === name) ?? invalid(`servable "${name}" is not in ${dir}; it has: ${all.map((s) => s.name).join(', ')}. Pass --servable with one of those`)
+  return (await loadServable(found, version ? [version] : undefined))[0]!
 }
 
 async function modelInputReader(servable: ValidServable): Promise<(i: number) => Promise<OrtInputMeta[]>> {
@@ -102,11 +96,14 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
     }
     const protocol = o.generate ? 'generate' : o.grpc || o.grpcOnStarted ? 'grpc' : 'rest'
     if (protocol !== 'grpc' && !restOrigin) invalid('REST needs --url http://HOST:PORT')
-    if (!server && restOrigin) {
-      const why = await unreachable(restOrigin)
-      if (why) invalid(`cannot reach ${restOrigin} (${why}). Start a server (npx ms-serve start DIR --rest ${restOrigin.replace(/^https?:\/\//, '')}), or let the bench start one with --servables DIR`)
+    let stats: ServableEntry[] | null = null
+    if (restOrigin) {
+      try {
+        stats = await readStats(restOrigin)
+      } catch (e) {
+        if (!server) invalid(`cannot reach ${restOrigin} (${(e as Error).message}). Start a server (npx ms-serve start DIR --rest ${restOrigin.replace(/^https?:\/\//, '')}), or let the bench start one with --servables DIR`)
+      }
     }
-    const stats = restOrigin ? await fetchStats(restOrigin) : null
     if (!stats) notes.push(restOrigin ? `no /stats at ${restOrigin}: no server-side breakdown` : 'gRPC only: pass --url http://HOST:PORT of the same server for the server-side breakdown from /stats')
     const where = server ? `the started server (${o.servablesDir})` : restOrigin ?? grpcAddress!
     const servableName = pickName('servable', o.servable, [...new Set((stats ?? []).map((s) => s.name))], where)
@@ -219,14 +216,12 @@ export async function runBench(o: ValidBenchOptions, io: BenchIo): Promise<Bench
     let baseline: RawBaselineResult | null = null
     if (o.baseline === 'raw' && levels.length) {
       if (o.generate) {
-        const hook = rawDecodeBaseline()
-        if (!hook) notes.push('--baseline raw for --generate: no raw decode baseline is registered yet (the LLM engine fills the rawDecodeBaseline hook in src/bench/baseline.ts via setRawDecodeBaseline)')
-        else {
-          try {
-            baseline = await hook({ servablesDir: o.servablesDir, servable: servableName, batchSizes: o.concurrency, promptTokens: 0, newTokens: o.maxNewTokens, msPerBatch: o.baselineMs, onProgress: (l) => io.progress.log(l) })
-          } catch (e) {
-            notes.push(`--baseline raw for --generate was skipped: ${(e as Error).message}`)
-          }
+        try {
+          if (!o.servablesDir) throw new Error('--baseline raw with --generate needs --servables DIR: the decoder is read from the servable folder')
+          const llm = await loadLocalServable(o.servablesDir, servableName, o.version)
+          baseline = await plainDecodeBaseline({ servable: llm, batchSizes: o.concurrency, newTokens: o.maxNewTokens, msPerBatch: o.baselineMs, onProgress: (l) => io.progress.log(l) })
+        } catch (e) {
+          notes.push(`--baseline raw for --generate was skipped: ${(e as Error).message}`)
         }
       } else if (local && localMethod) {
         const threads = entry?.replicas?.map((r) => r.intraOpThreads).find((t): t is number => typeof t === 'number') ?? availableParallelism()

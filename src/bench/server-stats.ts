@@ -18,12 +18,15 @@ export interface ServableEntry {
   [k: string]: unknown
 }
 
-/** GET {origin}/stats; null when the server has no such route (e.g. a bare echo server). */
-export async function fetchStats(origin: string, timeoutMs = 5000): Promise<ServableEntry[] | null> {
+/**
+ * GET {origin}/stats; null when the server has no such route (e.g. a bare echo server). Rejects
+ * when nothing answers HTTP at `origin` (connection refused, timeout, ...).
+ */
+export async function readStats(origin: string, timeoutMs = 5000): Promise<ServableEntry[] | null> {
+  const res = await request(`${origin}/stats`, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
+  const text = await res.body.text()
+  if (res.statusCode !== 200) return null
   try {
-    const res = await request(`${origin}/stats`, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
-    const text = await res.body.text()
-    if (res.statusCode !== 200) return null
     const j = JSON.parse(text) as { servables?: ServableEntry[] }
     return Array.isArray(j.servables) ? j.servables : null
   } catch {
@@ -31,15 +34,9 @@ export async function fetchStats(origin: string, timeoutMs = 5000): Promise<Serv
   }
 }
 
-/** null when something answers HTTP at `origin`, else why not (connection refused, timeout, ...). */
-export async function unreachable(origin: string, timeoutMs = 5000): Promise<string | null> {
-  try {
-    const res = await request(`${origin}/stats`, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs })
-    await res.body.dump()
-    return null
-  } catch (e) {
-    return (e as Error).message
-  }
+/** As readStats, null when nothing answers. */
+export function fetchStats(origin: string, timeoutMs = 5000): Promise<ServableEntry[] | null> {
+  return readStats(origin, timeoutMs).catch(() => null)
 }
 
 /** The entry for `name` at `version` (0 = the newest running one). */

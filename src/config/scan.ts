@@ -1,18 +1,26 @@
 /**
  * Finds servables in a servable directory: `DIR/<name>/servable_config.ts` plus numeric version
- * folders `DIR/<name>/<n>/` (positive decimal, no leading zeros, as MindSpore and Triton).
+ * folders `DIR/<name>/<n>/` (positive decimal, no leading zeros, as MindSpore and Triton), and
+ * loads the versions to serve (compiled + validated).
  */
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { ServeError } from '../errors.ts'
+import { compileServableConfig } from './compile.ts'
+import { validateServable, type ValidServable } from './validate.ts'
 
-export const CONFIG_FILES = ['servable_config.ts', 'servable_config.mts', 'servable_config.js', 'servable_config.mjs']
+const CONFIG_FILES = ['servable_config.ts', 'servable_config.mts', 'servable_config.js', 'servable_config.mjs']
 
 export interface FoundServable {
   name: string
   dir: string
   configFile: string
   versions: number[]
+}
+
+/** The servable config file in a servable folder, if there is one. */
+export function findConfigFile(dir: string): string | undefined {
+  return CONFIG_FILES.map((f) => join(dir, f)).find((f) => existsSync(f))
 }
 
 /** Lists the version folders of one servable, ascending. */
@@ -33,7 +41,7 @@ export function scanServables(root: string): FoundServable[] {
   for (const name of readdirSync(dir).sort()) {
     const sdir = join(dir, name)
     if (name.startsWith('.') || !statSync(sdir).isDirectory()) continue
-    const cfg = CONFIG_FILES.map((f) => join(sdir, f)).find((f) => existsSync(f))
+    const cfg = findConfigFile(sdir)
     if (!cfg) continue
     found.push({ name, dir: sdir, configFile: cfg, versions: listVersions(sdir) })
   }
@@ -54,4 +62,10 @@ export function chooseVersions(s: FoundServable, wanted?: number[] | 'all'): num
     if (!s.versions.includes(v)) throw new ServeError('CONFIG_INVALID', `servable ${s.name}: version ${v} was asked for but ${s.dir} has versions [${s.versions.join(', ')}]`)
   }
   return [...wanted]
+}
+
+/** Compiles a found servable's config once and validates it for each version to serve. */
+export async function loadServable(found: FoundServable, wanted?: number[] | 'all'): Promise<ValidServable[]> {
+  const { definition, compiledFile } = await compileServableConfig(found.configFile)
+  return chooseVersions(found, wanted).map((v) => validateServable(definition, { name: found.name, version: v, dir: found.dir, versionDir: join(found.dir, String(v)), configFile: found.configFile, compiledFile }))
 }

@@ -78,7 +78,8 @@ export interface ValidServable {
 
 const LEVELS: GraphOptimizationLevel[] = ['disabled', 'basic', 'extended', 'all']
 
-function fail(configFile: string, site: string, msg: string): never {
+/** Throws CONFIG_INVALID prefixed with the config site (file:line), or the config file without one. */
+export function fail(configFile: string, site: string, msg: string): never {
   throw new ServeError('CONFIG_INVALID', `${site ? relativeSite(site) : configFile}: ${msg}`)
 }
 
@@ -165,7 +166,11 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
   return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods, llm })
 }
 
-const LLM_INT_OPTIONS = ['intraOpThreads', 'maxBatchSize', 'maxTotalTokens', 'maxInputTokens', 'maxBatchPrefillTokens', 'maxBatchTotalTokens', 'maxConcurrentRequests', 'maxWaitingTokens', 'maxStopSequences', 'maxBestOf'] as const
+/** declareLlm's integer options and their minimum, in the order they are checked. */
+const LLM_INT_OPTIONS = {
+  intraOpThreads: 1, maxBatchSize: 1, maxTotalTokens: 1, maxInputTokens: 1, maxBatchPrefillTokens: 1, maxBatchTotalTokens: 1,
+  maxConcurrentRequests: 1, maxWaitingTokens: 1, maxStopSequences: 1, maxBestOf: 1, maxConsecutivePrefills: 0, maxTopNTokens: 0,
+} as const
 
 function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: string; versionDir: string; configFile: string }): ValidLlm {
   const { configFile } = ctx
@@ -173,14 +178,10 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
   const path = join(ctx.versionDir, o.file)
   if (!existsSync(path)) fail(configFile, site, `LLM file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX decoder there, or fix the file name${ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init llm --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
   const options: ValidLlm['options'] = {}
-  for (const k of LLM_INT_OPTIONS) {
-    const v = intOpt(o[k], `declareLlm ${k}`, 1, configFile, site)
+  for (const [k, min] of Object.entries(LLM_INT_OPTIONS) as Array<[keyof typeof LLM_INT_OPTIONS, number]>) {
+    const v = intOpt(o[k], `declareLlm ${k}`, min, configFile, site)
     if (v !== undefined) options[k] = v
   }
-  const mcp = intOpt(o.maxConsecutivePrefills, 'declareLlm maxConsecutivePrefills', 0, configFile, site)
-  if (mcp !== undefined) options.maxConsecutivePrefills = mcp
-  const mtn = intOpt(o.maxTopNTokens, 'declareLlm maxTopNTokens', 0, configFile, site)
-  if (mtn !== undefined) options.maxTopNTokens = mtn
   if (o.waitingServedRatio !== undefined) {
     if (typeof o.waitingServedRatio !== 'number' || !(o.waitingServedRatio >= 0)) fail(configFile, site, `declareLlm waitingServedRatio must be a number >= 0 (got ${JSON.stringify(o.waitingServedRatio)})`)
     options.waitingServedRatio = o.waitingServedRatio

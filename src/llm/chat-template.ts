@@ -5,6 +5,7 @@
  */
 import { Template } from '@huggingface/jinja'
 import { ServeError } from '../errors.ts'
+import { tokenString } from './tokenizer.ts'
 
 /** One chat message (text content only; content parts are joined by the route layer). */
 export interface ChatMessage { role: string; content: string }
@@ -13,12 +14,6 @@ export interface ChatMessage { role: string; content: string }
 export const DEFAULT_CHAT_TEMPLATE =
   "{% for message in messages %}{{ '<|' + message['role'] + '|>\\n' + message['content'] + '\\n' }}{% endfor %}" +
   "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
-
-function specialString(v: unknown): string {
-  if (typeof v === 'string') return v
-  if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content
-  return ''
-}
 
 /** A compiled chat template bound to the tokenizer's special token strings. */
 export class ChatTemplate {
@@ -47,8 +42,8 @@ export class ChatTemplate {
       return this.template.render({
         messages,
         add_generation_prompt: addGenerationPrompt,
-        bos_token: specialString(this.tokenizerConfig.bos_token),
-        eos_token: specialString(this.tokenizerConfig.eos_token),
+        bos_token: tokenString(this.tokenizerConfig.bos_token) ?? '',
+        eos_token: tokenString(this.tokenizerConfig.eos_token) ?? '',
         ...extra,
       })
     } catch (e) {

@@ -5,6 +5,7 @@
  * slot; decode runs every row with `past` = a zero-copy view of the cache (see kv-cache.ts).
  */
 import ort from 'onnxruntime-node'
+import { f16BitsToF32 } from '../tensor.ts'
 import { SlotKvCache } from './kv-cache.ts'
 import type { KvArray } from './kv-cache.ts'
 import type { ModelSpec } from './model-spec.ts'
@@ -12,23 +13,19 @@ import type { ModelSpec } from './model-spec.ts'
 /** Last-position logits of each row, row-major [rows, vocab]. */
 export interface StepLogits { data: Float32Array; vocabSize: number }
 
-function halfToFloat(h: number): number {
-  const s = h & 0x8000 ? -1 : 1
-  const e = (h >> 10) & 0x1f
-  const m = h & 0x3ff
-  if (e === 0) return s * m * 2 ** -24
-  if (e === 31) return m ? NaN : s * Infinity
-  return s * (1 + m / 1024) * 2 ** (e - 15)
-}
-
 /** Owns the session feeds; the engine owns row bookkeeping and `lens`. */
 export class DecoderRunner {
   private readonly emptyPast: KvArray
   private readonly fetches: string[]
+  /** Merged (If) decoders' `use_cache_branch` feeds: [false] for prefill, [true] for decode. */
+  private readonly useCacheBranch: { prefill: ort.Tensor; decode: ort.Tensor } | null
 
   constructor(readonly session: ort.InferenceSession, readonly spec: ModelSpec, readonly cache: SlotKvCache, private readonly padTokenId: number) {
     this.emptyPast = spec.kvDtype === 'float16' ? new Uint16Array(0) : new Float32Array(0)
     this.fetches = [spec.logitsName, ...spec.presentKeyNames, ...spec.presentValueNames]
+    this.useCacheBranch = spec.hasUseCacheBranch
+      ? { prefill: new ort.Tensor('bool', Uint8Array.of(0), [1]), decode: new ort.Tensor('bool', Uint8Array.of(1), [1]) }
+      : null
   }
 
   private kvTensor(data: KvArray, rows: number, len: number): ort.Tensor {
@@ -38,11 +35,14 @@ export class DecoderRunner {
   private lastLogits(t: ort.Tensor, rows: number): StepLogits {
     const [, seq, vocab] = t.dims as [number, number, number]
     const src = t.data as Float32Array | Uint16Array
+    // One position per row (every step of a rewritten graph, decode steps of a plain one):
+    // float32 logits already are [rows, vocab], hand them over without a copy.
+    if (seq === 1 && src instanceof Float32Array) return { data: src, vocabSize: vocab }
     const out = new Float32Array(rows * vocab)
     for (let r = 0; r < rows; r++) {
       const off = (r * seq + seq - 1) * vocab
       if (src instanceof Float32Array) out.set(src.subarray(off, off + vocab), r * vocab)
-      else for (let i = 0; i < vocab; i++) out[r * vocab + i] = halfToFloat(src[off + i]!)
+      else for (let i = 0; i < vocab; i++) out[r * vocab + i] = f16BitsToF32(src[off + i]!)
     }
     return { data: out, vocabSize: vocab }
   }
@@ -81,7 +81,7 @@ export class DecoderRunner {
     // Merged (If) decoders: prefill takes the no-past branch, which never reads the (empty) pasts
     // and expects attention_mask to span just the prompt, as fed here. The with-past branch with
     // an empty past computes the same thing; [false] is what optimum feeds, so use that.
-    if (this.spec.hasUseCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(0), [1])
+    if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.prefill
     for (let l = 0; l < this.spec.numLayers; l++) {
       feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
       feeds[this.spec.pastValueNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
@@ -124,7 +124,7 @@ export class DecoderRunner {
     }
     if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [numRows, 1])
     // Merged decoders: decode must take the with-past branch (the no-past one would drop the cache).
-    if (this.spec.hasUseCacheBranch) feeds.use_cache_branch = new ort.Tensor('bool', Uint8Array.of(1), [1])
+    if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.decode
     const views = this.cache.pastViews(numRows)
     for (let l = 0; l < this.spec.numLayers; l++) {
       feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(views.keys[l]!, numRows, C)

@@ -94,7 +94,8 @@ export class LlmEngine {
   readonly limits: ValidationLimits & { maxConcurrentRequests: number; maxBatchSize: number }
   readonly chatTemplate: ChatTemplate
   private readonly sched: SchedulerConfig
-  private readonly queue: Array<{ entry: QueueEntry; seq: Sequence }> = []
+  /** Waiting requests: the scheduler's entries themselves, each with its sequence. */
+  private readonly queue: Array<QueueEntry & { seq: Sequence }> = []
   private readonly rows: Sequence[] = []
   private readonly lens: Int32Array
   private readonly cancels = new Set<string>()
@@ -175,7 +176,7 @@ export class LlmEngine {
     const now = performance.now()
     const seq = new Sequence(valid, this.tokenizer, onEvent, now)
     this.inFlight.set(id, seq)
-    this.queue.push({ entry: { id, inputLength: valid.inputIds.length, maxNewTokens: valid.maxNewTokens, enqueuedAt: now }, seq })
+    this.queue.push({ id, inputLength: valid.inputIds.length, maxNewTokens: valid.maxNewTokens, enqueuedAt: now, seq })
     this.wake()
     return id
   }
@@ -217,7 +218,7 @@ export class LlmEngine {
     let prefillIds: Sequence[] = []
     try {
       this.applyCancels()
-      const plan = planStep({ queue: this.queue.map((q) => q.entry), running: { size: this.rows.length, maxTokens: this.reservedTokens }, waitingTokens: this.waitingTokens, prefillsSinceDecode: this.prefillsSinceDecode }, this.sched, performance.now())
+      const plan = planStep({ queue: this.queue, running: { size: this.rows.length, maxTokens: this.reservedTokens }, waitingTokens: this.waitingTokens, prefillsSinceDecode: this.prefillsSinceDecode }, this.sched, performance.now())
       if (plan.kind === 'prefill') {
         prefillIds = this.queue.splice(0, plan.batch.count).map((q) => q.seq)
         await this.prefill(prefillIds)

@@ -1,14 +1,12 @@
 /**
- * Minimal ONNX proto helpers shared by the decoder builder (src/models/decoder.ts) and the
- * load-time graph rewrite (graph-rewrite.ts). Kept here, not in src/models/onnx-builder.ts,
- * so the LLM path has no dependency on the generic builder.
+ * The expression-style graph builder of the decoder builder (src/models/decoder.ts) and the
+ * load-time graph rewrite (graph-rewrite.ts). Value infos, tensor protos and the onnx-proto
+ * namespace are src/models/onnx-builder.ts's (that module has no dependency but onnx-proto).
  */
-import p from 'onnx-proto'
 import type { onnx as O } from 'onnx-proto'
+import { makeTensor, makeValueInfo, onnx } from '../models/onnx-builder.ts'
 
-const { onnx } = p
-
-export { onnx }
+export { makeValueInfo, onnx }
 export type { O }
 
 /** Attribute values: a tagged form so ints and floats are never confused. */
@@ -20,33 +18,6 @@ export function makeAttr(name: string, v: AttrValue): O.IAttributeProto {
   if ('f' in v) return { name, type: onnx.AttributeProto.AttributeType.FLOAT, f: v.f }
   if ('ints' in v) return { name, type: onnx.AttributeProto.AttributeType.INTS, ints: v.ints }
   return { name, type: onnx.AttributeProto.AttributeType.TENSOR, t: v.t }
-}
-
-/** A float32 or int64 tensor proto with raw little-endian data. */
-export function makeTensor(name: string, dims: number[], data: Float32Array | BigInt64Array | number[], int64 = false): O.ITensorProto {
-  let arr: Float32Array | BigInt64Array
-  if (Array.isArray(data)) arr = int64 ? BigInt64Array.from(data.map((x) => BigInt(x))) : Float32Array.from(data)
-  else arr = data
-  const isInt = arr instanceof BigInt64Array
-  return {
-    name,
-    dims,
-    dataType: isInt ? onnx.TensorProto.DataType.INT64 : onnx.TensorProto.DataType.FLOAT,
-    rawData: new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength),
-  }
-}
-
-/** A graph input/output declaration; string dims become `dimParam`. */
-export function makeValueInfo(name: string, elemType: number, dims: Array<number | string>): O.IValueInfoProto {
-  return {
-    name,
-    type: {
-      tensorType: {
-        elemType,
-        shape: { dim: dims.map((d) => (typeof d === 'string' ? { dimParam: d } : { dimValue: d })) },
-      },
-    },
-  }
 }
 
 /**
@@ -89,7 +60,8 @@ export class GraphBuilder {
   /** Registers an initializer and returns its name. */
   init(hint: string, dims: number[], data: Float32Array | BigInt64Array | number[], int64 = false): string {
     const n = this.name(hint)
-    this.inits.push(makeTensor(n, dims, data, int64))
+    const arr = !Array.isArray(data) ? data : int64 ? BigInt64Array.from(data, (x) => BigInt(x)) : Float32Array.from(data)
+    this.inits.push(makeTensor(n, arr, dims))
     return n
   }
 

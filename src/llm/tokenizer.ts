@@ -64,7 +64,8 @@ export class ByteLevelTokenizer implements LlmTokenizer {
   tokenText(id: number): string { return this.isSpecial(id) ? SPECIAL_TEXT[id] ?? '' : this.decode([id]) }
 }
 
-function tokenString(v: unknown): string | null {
+/** A special token's string from tokenizer_config.json: plain, or an AddedToken's `content`; null if absent. */
+export function tokenString(v: unknown): string | null {
   if (typeof v === 'string') return v
   if (v && typeof v === 'object' && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content
   return null

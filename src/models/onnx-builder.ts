@@ -6,6 +6,7 @@ import type { onnx as O } from 'onnx-proto';
 
 // onnx-proto is CommonJS; Node's ESM loader cannot detect its named exports.
 const { onnx } = p;
+export { onnx };
 
 /** ONNX IR version written into every model (onnx-proto ships the 1.10 / IR 8 schema). */
 export const IR_VERSION = 8;
@@ -65,16 +66,22 @@ function toAttribute(name: string, value: AttrValue): O.IAttributeProto {
   return { name, type: AttrType.FLOAT, f: (value as FloatAttr).f };
 }
 
-function valueInfo(name: string, elem: ElemType, dims: readonly Dim[]): O.IValueInfoProto {
+/** A graph input/output declaration of any ONNX element type; string dims become `dimParam`. */
+export function makeValueInfo(name: string, elemType: number, dims: readonly Dim[]): O.IValueInfoProto {
   return {
     name,
     type: {
       tensorType: {
-        elemType: ELEM_TYPES[elem],
+        elemType,
         shape: { dim: dims.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
       },
     },
   };
+}
+
+/** A tensor proto whose rawData views `data`'s bytes (little-endian, as the typed-array layout on x86/arm64). */
+export function makeTensor(name: string, data: InitData, dims: readonly number[]): O.ITensorProto {
+  return { name, dims: [...dims], dataType: dataTypeOf(data), rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) };
 }
 
 /** Accumulates nodes, initializers and graph I/O, then encodes a ModelProto. */
@@ -95,13 +102,13 @@ export class OnnxGraphBuilder {
   /** Declares a graph input; string dims become symbolic (`dimParam`). */
   input(name: string, elem: ElemType, dims: readonly Dim[]): string {
     this.claim(name);
-    this.inputs.push(valueInfo(name, elem, dims));
+    this.inputs.push(makeValueInfo(name, ELEM_TYPES[elem], dims));
     return name;
   }
 
   /** Declares a graph output; `name` must be produced by some node. */
   output(name: string, elem: ElemType, dims: readonly Dim[]): string {
-    this.outputs.push(valueInfo(name, elem, dims));
+    this.outputs.push(makeValueInfo(name, ELEM_TYPES[elem], dims));
     return name;
   }
 
@@ -110,9 +117,7 @@ export class OnnxGraphBuilder {
     const count = dims.reduce((a, b) => a * b, 1);
     if (count !== data.length) throw new Error(`initializer ${name}: dims ${dims} need ${count} values, got ${data.length}`);
     this.claim(name);
-    // ONNX rawData is little-endian, which matches the typed-array layout on x86/arm64.
-    const rawData = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice();
-    this.initializers.push({ name, dims: [...dims], dataType: dataTypeOf(data), rawData });
+    this.initializers.push(makeTensor(name, data.slice(), dims));
     return name;
   }
 

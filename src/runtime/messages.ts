@@ -57,7 +57,7 @@ export type ParentMessage =
   | { type: 'shutdown' }
 
 export type ReplicaMessage =
-  | { type: 'ready'; models: ModelInfo[]; pid: number; llm?: LlmInfo }
+  | { type: 'ready'; models: ModelInfo[]; llm?: LlmInfo }
   | { type: 'event'; id: number; event: GenerateEvent }
   /** The events of one engine step (one token per running request), in order: one message, not one each. */
   | { type: 'events'; ids: number[]; events: GenerateEvent[] }

@@ -5,8 +5,7 @@
  */
 import { ServeError } from '../errors.ts'
 import type { BatchStageFn, InstanceStageFn, ServableDefinition } from '../config/define.ts'
-import type { ValidMethod, ValidServable } from '../config/validate.ts'
-import { relativeSite } from '../config/compile.ts'
+import { fail, type ValidMethod, type ValidServable } from '../config/validate.ts'
 import { Tensor, type Value } from '../tensor.ts'
 import type { ModelRunner } from './model-runner.ts'
 
@@ -29,9 +28,9 @@ export function prepareMethods(servable: ValidServable, def: ServableDefinition,
     m.stages.forEach((st, k) => {
       if (st.kind !== 'model') return
       const r = runners[st.model!]!
-      const where = `${st.site ? relativeSite(st.site) : servable.configFile}: method "${m.name}" stage ${k + 1} (model ${r.model.file})`
-      if (st.args.length !== r.numInputs) throw new ServeError('CONFIG_INVALID', `${where} passes ${st.args.length} argument(s) but the model has ${r.numInputs} input(s): [${r.info.inputs.map((x) => x.name).join(', ')}]. Pass one placeholder per model input, in order`)
-      if (st.outputs.length !== r.numOutputs) throw new ServeError('CONFIG_INVALID', `${where} takes ${st.outputs.length} output(s) but the model has ${r.numOutputs}: [${r.info.outputs.map((x) => x.name).join(', ')}]. Use addStage(model, args, { outputs: ${r.numOutputs} })`)
+      const where = `method "${m.name}" stage ${k + 1} (model ${r.model.file})`
+      if (st.args.length !== r.numInputs) fail(servable.configFile, st.site, `${where} passes ${st.args.length} argument(s) but the model has ${r.numInputs} input(s): [${r.info.inputs.map((x) => x.name).join(', ')}]. Pass one placeholder per model input, in order`)
+      if (st.outputs.length !== r.numOutputs) fail(servable.configFile, st.site, `${where} takes ${st.outputs.length} output(s) but the model has ${r.numOutputs}: [${r.info.outputs.map((x) => x.name).join(', ')}]. Use addStage(model, args, { outputs: ${r.numOutputs} })`)
     })
     out.set(m.name, { method: m, fns: decl.stages.map((s) => s.fn), groupSize: sizes.length ? Math.min(...sizes) : 32 })
   }

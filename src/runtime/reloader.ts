@@ -3,11 +3,8 @@
  * entry -> drain and stop the old ones. If any step fails, the old version keeps serving and the
  * error is logged. Reloads run one at a time, in the order the watcher reports them.
  */
-import { existsSync } from 'node:fs'
 import { join, resolve } from 'node:path'
-import { compileServableConfig } from '../config/compile.ts'
-import { CONFIG_FILES, chooseVersions, listVersions } from '../config/scan.ts'
-import { validateServable } from '../config/validate.ts'
+import { findConfigFile, listVersions, loadServable } from '../config/scan.ts'
 import { withIsolation, type DevicePlan, type Isolation } from './devices.ts'
 import { LiveServable } from './live-servable.ts'
 import type { ServableRegistry } from './registry.ts'
@@ -49,7 +46,7 @@ export class Reloader {
     const { log } = this.opts
     const dir = join(resolve(this.opts.dir), name)
     const running = this.registry.all().filter((s) => s.name === name)
-    const configFile = CONFIG_FILES.map((f) => join(dir, f)).find((f) => existsSync(f))
+    const configFile = findConfigFile(dir)
     if (!configFile) {
       for (const s of running) {
         this.registry.remove(name, s.version)
@@ -60,12 +57,10 @@ export class Reloader {
     }
     const fresh: LiveServable[] = []
     try {
-      const { definition, compiledFile } = await compileServableConfig(configFile)
-      const wanted = chooseVersions({ name, dir, configFile, versions: listVersions(dir) }, this.opts.versions[name])
-      for (const v of wanted) {
-        const valid = validateServable(definition, { name, version: v, dir, versionDir: join(dir, String(v)), configFile, compiledFile })
-        fresh.push(new LiveServable(valid, withIsolation(this.opts.plans, this.opts.isolationOf[valid.name])))
+      for (const valid of await loadServable({ name, dir, configFile, versions: listVersions(dir) }, this.opts.versions[name])) {
+        fresh.push(new LiveServable(valid, withIsolation(this.opts.plans, this.opts.isolationOf[name])))
       }
+      const wanted = fresh.map((f) => f.version)
       const t0 = performance.now()
       await Promise.all(fresh.map((f) => f.start()))
       for (const f of fresh) {

@@ -5,13 +5,13 @@
  * `isolation: 'inline'`. The transport decides only how messages travel.
  */
 import * as ort from 'onnxruntime-node'
-import { importCompiled, relativeSite } from '../config/compile.ts'
+import { importCompiled } from '../config/compile.ts'
 import { toServeError, ServeError } from '../errors.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import { ModelRunner } from './model-runner.ts'
 import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
 import { errorToWire, instanceAsIs, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
-import type { ValidServable } from '../config/validate.ts'
+import { fail, type ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
 import { LlmHost } from './llm-host.ts'
@@ -24,7 +24,7 @@ export class ReplicaCore {
   private readonly outputToWire: typeof instanceToWire
 
   /** `inline`: the parent shares this thread, so results are handed over as they are (no copies). */
-  constructor(private readonly send: (msg: ReplicaMessage) => void, private readonly pid: number, inline = false) {
+  constructor(private readonly send: (msg: ReplicaMessage) => void, inline = false) {
     this.outputToWire = inline ? instanceAsIs : instanceToWire
   }
 
@@ -33,7 +33,7 @@ export class ReplicaCore {
     switch (msg.type) {
       case 'init':
         this.init(msg.servable, msg.device).then(
-          () => this.send({ type: 'ready', models: this.runners.map((r) => r.info), pid: this.pid, ...(this.llmHost ? { llm: this.llmHost.info() } : {}) }),
+          () => this.send({ type: 'ready', models: this.runners.map((r) => r.info), ...(this.llmHost ? { llm: this.llmHost.info() } : {}) }),
           (e) => this.send({ type: 'init-error', error: toServeError(e, 'CONFIG_INVALID').toJSON() }),
         )
         break
@@ -84,7 +84,7 @@ export class ReplicaCore {
         })
       } catch (e) {
         await Promise.all(runners.map((r) => r.release()))
-        throw new ServeError('CONFIG_INVALID', `${m.site ? relativeSite(m.site) : servable.configFile}: cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
+        fail(servable.configFile, m.site, `cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
       }
       runners.push(new ModelRunner(ort, session, m))
     }

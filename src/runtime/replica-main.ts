@@ -28,13 +28,13 @@ function resultBuffers(results: WireResult[]): ArrayBuffer[] {
 if (!isMainThread && parentPort) {
   const port = parentPort
   // Result tensors are fresh buffers owned by this thread: move them instead of copying.
-  const core = new ReplicaCore((msg: ReplicaMessage) => port.postMessage(msg, msg.type === 'result' ? resultBuffers(msg.results) : undefined), process.pid)
+  const core = new ReplicaCore((msg: ReplicaMessage) => port.postMessage(msg, msg.type === 'result' ? resultBuffers(msg.results) : undefined))
   port.on('message', (msg: ParentMessage) => {
     if (msg.type === 'shutdown') void core.close().finally(() => port.close())
     else core.handle(msg)
   })
 } else {
-  const core = new ReplicaCore((msg: ReplicaMessage) => process.send!(msg), process.pid)
+  const core = new ReplicaCore((msg: ReplicaMessage) => process.send!(msg))
   process.on('message', (msg: ParentMessage) => {
     if (msg.type === 'shutdown') process.exit(0)
     else core.handle(msg)

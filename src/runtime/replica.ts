@@ -90,7 +90,7 @@ async function openInline(on: ChannelEvents): Promise<Channel> {
   // Loaded on first use: a server whose replicas all run in processes never loads ORT itself.
   const { ReplicaCore } = await import('./replica-core.ts')
   let ended = false
-  const core = new ReplicaCore((msg) => { if (!ended) on.message(msg) }, process.pid, true)
+  const core = new ReplicaCore((msg) => { if (!ended) on.message(msg) }, true)
   const end = (why: string) => {
     if (ended) return
     ended = true
@@ -105,7 +105,7 @@ async function openInline(on: ChannelEvents): Promise<Channel> {
 }
 
 /** The isolation a servable really gets: LLM engines never run on the listeners' thread. */
-export function effectiveIsolation(servable: ValidServable, asked: Isolation): Isolation {
+function effectiveIsolation(servable: ValidServable, asked: Isolation): Isolation {
   return asked === 'inline' && servable.llm ? 'thread' : asked
 }
 
@@ -114,7 +114,6 @@ export class Replica {
   models: ModelInfo[] = []
   pid = 0
   inflightInstances = 0
-  inflightGroups = 0
   groupsDone = 0
   readonly isolation: Isolation
   private channel: Channel | null = null
@@ -205,7 +204,6 @@ export class Replica {
         const f = this.inflight.get(msg.id)
         if (!f) return
         this.inflight.delete(msg.id)
-        this.inflightGroups--
         this.inflightInstances -= f.size
         this.groupsDone++
         f.resolve(msg)
@@ -228,9 +226,11 @@ export class Replica {
     this.streams.clear()
     for (const w of this.statsWaiters.values()) w({})
     this.statsWaiters.clear()
-    this.inflightGroups = 0
     this.inflightInstances = 0
   }
+
+  /** Groups sent and not yet answered. */
+  get inflightGroups(): number { return this.inflight.size }
 
   private send(msg: ParentMessage): void {
     this.channel?.send(msg)
@@ -240,7 +240,6 @@ export class Replica {
   run(method: string, instances: Array<Record<string, Value>>): Promise<{ results: WireResult[]; runs: RunStat[]; ms: number }> {
     if (this.state !== 'ready' || !this.channel) return Promise.reject(new ServeError('SERVABLE_NOT_READY', `replica ${this.label} is not ready`))
     const id = this.nextId++
-    this.inflightGroups++
     this.inflightInstances += instances.length
     return new Promise((resolve, reject) => {
       this.inflight.set(id, { size: instances.length, resolve, reject })

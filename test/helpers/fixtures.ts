@@ -60,6 +60,33 @@ export const FIXTURE_SERVABLES: Record<string, (dir: string) => string> = {
 export const X1 = [[1.0, 2.0], [3.0, 4.0]]
 export const X2 = [[5.0, 6.0], [7.0, 8.0]]
 
+/** One add_common instance, X1 + X2, as MindSpore REST JSON (floats written as `1.0`). */
+export const ADD_BODY = floatJson({ instances: [{ x1: X1, x2: X2 }] })
+
+/** The k-th add instance of the load tests: x1 = [[k,k],[k,k]], x2 = X2. */
+export const kInstance = (k: number) => ({ x1: [[k, k], [k, k]], x2: X2 })
+/** A REST body holding kInstance(k) alone. */
+export const kRequest = (k: number) => floatJson({ instances: [kInstance(k)] })
+/** y of kInstance(k). */
+export const kSum = (k: number) => [[k + 5, k + 6], [k + 7, k + 8]]
+
+/**
+ * The servables of the predict suites (REST and gRPC): DIR/servables holds add, image, addv
+ * (versions 1 and 2 loaded through DIR/server.yaml) and errors; DIR/small holds add alone.
+ */
+export function predictServables(dir: string): { servables: string; config: string; small: string } {
+  const servables = join(dir, 'servables')
+  addServable(servables)
+  imageServable(servables)
+  FIXTURE_SERVABLES['addv']!(servables)
+  FIXTURE_SERVABLES['errors']!(servables)
+  const config = join(dir, 'server.yaml')
+  writeFileSync(config, 'servables:\n  addv:\n    versions: [1, 2]\n')
+  const small = join(dir, 'small')
+  addServable(small)
+  return { servables, config, small }
+}
+
 /** Compares nested number arrays within float32 precision. */
 export function assertClose(actual: unknown, expected: unknown, eps = 1e-5, path = '$'): void {
   if (typeof expected === 'number') {

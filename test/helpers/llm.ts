@@ -1,6 +1,8 @@
 /** Reference decoding for LLM tests: greedy by full recomputation, no KV cache at all. */
 import ort from 'onnxruntime-node'
 import type { DecoderConfig } from '../../src/models/decoder.ts'
+import type { LlmEngine } from '../../src/llm/engine.ts'
+import type { GenerateParameters, TokenEvent } from '../../src/llm/types.ts'
 
 /**
  * Feeds position_ids only if the model has them, empty past tensors in the model's KV dtype, and
@@ -28,6 +30,27 @@ export async function greedyNoCache(session: ort.InferenceSession, c: DecoderCon
     seq.push(best)
   }
   return seq.slice(prompt.length)
+}
+
+/** greedyNoCache on a session of its own for the model at `model` (a path or the bytes), released after. */
+export async function greedyNoCacheOf(model: string | Uint8Array, c: DecoderConfig, prompt: number[], n: number): Promise<number[]> {
+  const s = typeof model === 'string' ? await ort.InferenceSession.create(model) : await ort.InferenceSession.create(model)
+  try {
+    return await greedyNoCache(s, c, prompt, n)
+  } finally {
+    await s.release()
+  }
+}
+
+/** Runs one request through the engine (ignoreEos unless `parameters` says otherwise); resolves with its token ids. */
+export function generateIds(engine: LlmEngine, inputs: string, parameters: GenerateParameters, onToken?: (ev: TokenEvent) => void): Promise<number[]> {
+  return new Promise((resolve, reject) => {
+    const ids: number[] = []
+    engine.submit({ inputs, parameters: { ignoreEos: true, ...parameters } }, (ev) => {
+      if (ev.type === 'token') { ids.push(ev.id); onToken?.(ev) } else if (ev.type === 'done') resolve(ids)
+      else reject(new Error(ev.message))
+    })
+  })
 }
 
 /**

@@ -2,7 +2,7 @@
 // must exit 2 with a message naming the file, line and fix, and --help listing every flag.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { once } from 'node:events'
@@ -11,6 +11,22 @@ import { addServable, writeServable } from '../helpers/fixtures.ts'
 import { buildAddModel } from '../../src/models/index.ts'
 
 const TEMPLATE_ADD = readFileSync(join(ROOT, 'templates', 'add', 'servable_config.ts'), 'utf8')
+
+/** `ms-serve start DIR` on free ports, run in `cwd`; `extra` flags come last (and win). */
+const start = (cwd: string, dir: string, ...extra: string[]) => runCli(['start', dir, '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', ...extra], cwd)
+
+/**
+ * A temp cwd with servables/add from the add template, its servable_config.ts edited (`from`
+ * replaced by `to`); `line` is the 1-based line holding `marker` (0 if there is none).
+ */
+function editedAdd(t: { after: (fn: () => void) => void }, from: string, to: string, marker: string): { cwd: string; cfg: string; line: number } {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
+  writeFileSync(cfg, TEMPLATE_ADD.replace(from, to))
+  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes(marker)) + 1
+  return { cwd, cfg, line }
+}
 
 test('init add creates the servable, prints the next command; re-running is a no-op', async (t) => {
   const cwd = tempServables(t)
@@ -35,7 +51,6 @@ test('init fills in a missing model file of an unchanged servable', async (t) =>
   writeFileSync(onnx, '')
   const r = await runCli(['init', 'add', 'calc', '--dir', 'models'], cwd)
   assert.equal(r.code, 2, 'a changed model file counts as a modification')
-  const { rmSync } = await import('node:fs')
   rmSync(onnx)
   const r2 = await runCli(['init', 'add', 'calc', '--dir', 'models'], cwd)
   assert.equal(r2.code, 0, r2.stderr)
@@ -79,7 +94,7 @@ test('init with an unknown template lists the available ones', async (t) => {
 
 test('start on a missing dir exits 2 with the command to create one', async (t) => {
   const cwd = tempServables(t)
-  const r = await runCli(['start', 'nowhere', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const r = await start(cwd, 'nowhere')
   assert.equal(r.code, 2)
   assert.equal(r.stderr, 'ms-serve: servable directory nowhere does not exist. Create one with: npx ms-serve init add --dir nowhere\n')
 })
@@ -87,19 +102,15 @@ test('start on a missing dir exits 2 with the command to create one', async (t) 
 test('start on a dir without servables exits 2', async (t) => {
   const cwd = tempServables(t)
   mkdirSync(join(cwd, 'empty'))
-  const r = await runCli(['start', 'empty', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const r = await start(cwd, 'empty')
   assert.equal(r.code, 2)
   assert.match(r.stderr, /^ms-serve: no servable found in empty: expected empty\/<name>\/servable_config\.ts\. Create one with: npx ms-serve init add --dir empty\n$/)
 })
 
 test('start with a syntax error in servable_config.ts exits 2 naming file and line', async (t) => {
-  const cwd = tempServables(t)
-  addServable(join(cwd, 'servables'))
-  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
-  writeFileSync(cfg, TEMPLATE_ADD.replace("s.declareModel({ file: 'add.onnx', withBatchDim: true, maxBatchSize: 32, maxWaitMs: 0 })", "s.declareModel({ file: 'add.onnx', withBatchDim: true,, })"))
-  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes(',,')) + 1
+  const { cwd, cfg, line } = editedAdd(t, "s.declareModel({ file: 'add.onnx', withBatchDim: true, maxBatchSize: 32, maxWaitMs: 0 })", "s.declareModel({ file: 'add.onnx', withBatchDim: true,, })", ',,')
   assert.ok(line > 0)
-  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const r = await start(cwd, 'servables')
   assert.equal(r.code, 2, r.stdout + r.stderr)
   // The first line names the file as found; the esbuild location is relative to the working dir.
   assert.match(r.stderr, new RegExp(`^ms-serve: ${cfg.replaceAll('.', '\\.')} does not compile:\\nservables/add/servable_config\\.ts:${line}:\\d+: Expected identifier but found ","\\n`))
@@ -107,12 +118,8 @@ test('start with a syntax error in servable_config.ts exits 2 naming file and li
 })
 
 test('start with a validation error exits 2 naming file:line and the fix', async (t) => {
-  const cwd = tempServables(t)
-  addServable(join(cwd, 'servables'))
-  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
-  writeFileSync(cfg, TEMPLATE_ADD.replace('maxBatchSize: 32', 'maxBatchSize: 0'))
-  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes('maxBatchSize: 0')) + 1
-  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const { cwd, line } = editedAdd(t, 'maxBatchSize: 32', 'maxBatchSize: 0', 'maxBatchSize: 0')
+  const r = await start(cwd, 'servables')
   assert.equal(r.code, 2)
   assert.equal(r.stderr, `ms-serve: servables/add/servable_config.ts:${line}: maxBatchSize must be an integer >= 1 (got 0)\n`)
 })
@@ -120,18 +127,14 @@ test('start with a validation error exits 2 naming file:line and the fix', async
 test('start with a missing model file exits 2 naming the file and the fix', async (t) => {
   const cwd = tempServables(t)
   writeServable(join(cwd, 'servables'), 'calc', join(ROOT, 'templates', 'add', 'servable_config.ts'), { 1: {} })
-  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const r = await start(cwd, 'servables')
   assert.equal(r.code, 2)
   assert.match(r.stderr, /^ms-serve: servables\/calc\/servable_config\.ts:\d+: model file "add\.onnx" not found in \S+\/calc\/1\. Put the ONNX file there, or fix the file name\.\n$/)
 })
 
 test('start with a model stage whose args do not match the model inputs exits 2 naming the method and the fix', async (t) => {
-  const cwd = tempServables(t)
-  addServable(join(cwd, 'servables'))
-  const cfg = join(cwd, 'servables', 'add', 'servable_config.ts')
-  writeFileSync(cfg, TEMPLATE_ADD.replace('const y = s.addStage(add, [x1, x2])', 'const y = s.addStage(add, [x1])'))
-  const line = readFileSync(cfg, 'utf8').split('\n').findIndex((l) => l.includes('s.addStage(add, [x1])')) + 1
-  const r = await runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const { cwd, line } = editedAdd(t, 'const y = s.addStage(add, [x1, x2])', 'const y = s.addStage(add, [x1])', 's.addStage(add, [x1])')
+  const r = await start(cwd, 'servables')
   assert.equal(r.code, 2, r.stdout + r.stderr)
   assert.match(r.stderr, new RegExp(`^ms-serve: servables/add/servable_config\\.ts:${line}: method "add_common" stage 1 \\(model add\\.onnx\\) passes 1 argument\\(s\\) but the model has 2 input\\(s\\): \\[x1, x2\\]\\. Pass one placeholder per model input, in order\\n$`))
 })
@@ -139,7 +142,7 @@ test('start with a model stage whose args do not match the model inputs exits 2 
 test('start with bad flags exits 2 naming the flag', async (t) => {
   const cwd = tempServables(t)
   addServable(join(cwd, 'servables'))
-  const run = (...extra: string[]) => runCli(['start', 'servables', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', ...extra], cwd)
+  const run = (...extra: string[]) => start(cwd, 'servables', ...extra)
   const d = await run('--devices', '0,x')
   assert.equal(d.code, 2)
   assert.equal(d.stderr, 'ms-serve: --devices: "x" is not a device id; use non-negative integers, e.g. --devices 0,1\n')
@@ -161,7 +164,7 @@ test('start --config: a version that does not exist, or a broken YAML, exits 2',
   const cwd = tempServables(t)
   addServable(join(cwd, 'servables'))
   writeFileSync(join(cwd, 'v.yaml'), 'servables:\n  add:\n    versions: [1, 3]\n')
-  const v = await runCli(['start', 'servables', '--config', 'v.yaml', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'], cwd)
+  const v = await start(cwd, 'servables', '--config', 'v.yaml')
   assert.equal(v.code, 2)
   assert.match(v.stderr, /^ms-serve: servable add: version 3 was asked for but \S+\/servables\/add has versions \[1\]\n$/)
   writeFileSync(join(cwd, 'bad.yaml'), 'servables: [\n')

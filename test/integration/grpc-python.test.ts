@@ -3,21 +3,16 @@
 // from OUR proto/ms_service.proto. Needs Debian's python3-grpcio, python3-grpc-tools, python3-numpy.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile, spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import * as grpc from '@grpc/grpc-js'
 import { ServeError } from '../../src/errors.ts'
 import { Tensor, tensor, type Value } from '../../src/tensor.ts'
 import type { MsInstanceResult } from '../../src/protocol/grpc/ms-codec.ts'
-import { addMsService, findPackageRoot, msServerOptions, protoDir, type MsPredictCall } from '../../src/protocol/grpc/ms-service.ts'
+import { addMsService, findPackageRoot, msServerOptions, type MsPredictCall } from '../../src/protocol/grpc/ms-service.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
-
-const PYTHON = '/usr/bin/python3'
-const INSTALL_HINT = 'run `apt-get install -y python3-grpcio python3-grpc-tools python3-numpy` (Debian packages for /usr/bin/python3)'
-const execFileAsync = promisify(execFile)
+import { pyFloat2x2 as y, runPythonClient } from '../helpers/python.ts'
 
 /** Fake servable `add`: add_common(x1, x2) -> y = x1 + x2 (float32 2x2), echo(text, raw) -> text!, reversed raw. */
 async function fakeHandler({ name, method, version, instances }: MsPredictCall): Promise<{ instances: MsInstanceResult[] }> {
@@ -65,29 +60,10 @@ after(() => {
   if (workDir) rmSync(workDir, { recursive: true, force: true })
 })
 
-/** Generates ms_service_pb2*.py from our proto into workDir, failing with the apt hint if impossible. */
-function generateStubs(): void {
-  const check = spawnSync(PYTHON, ['-c', 'import grpc, numpy, google.protobuf'], { encoding: 'utf8' })
-  if (check.status !== 0) assert.fail(`${PYTHON} cannot import grpc/numpy/protobuf (${(check.stderr || String(check.error)).trim()}); ${INSTALL_HINT}`)
-  const args = [`-I${protoDir()}`, `--python_out=${workDir}`, 'ms_service.proto']
-  const tools = spawnSync(PYTHON, ['-m', 'grpc_tools.protoc', ...args, `--grpc_python_out=${workDir}`], { encoding: 'utf8' })
-  if (tools.status === 0) return
-  const protoc = spawnSync('protoc', [...args, `--grpc_out=${workDir}`, '--plugin=protoc-gen-grpc=/usr/bin/grpc_python_plugin'], { encoding: 'utf8' })
-  if (protoc.status === 0) return
-  assert.fail(`cannot generate Python stubs: grpc_tools.protoc said ${tools.stderr.trim()}; protoc said ${(protoc.stderr || String(protoc.error)).trim()}; ${INSTALL_HINT}`)
-}
-
-interface PyTensor { dtype: number; dims: number[]; values?: unknown; text?: string[]; hex?: string[] }
-interface PyReply { spec: { name: string; method: string; version: number }; instances: Record<string, PyTensor>[]; errors: { code: number; msg: string }[] }
-
 test('Python grpcio client against addMsService', async () => {
-  generateStubs()
-  const script = join(findPackageRoot(), 'test', 'fixtures', 'python', 'ms_client.py')
   // Async exec: the server runs on this process's event loop.
-  const { stdout } = await execFileAsync(PYTHON, [script, address], { env: { ...process.env, PYTHONPATH: workDir }, timeout: 60_000 })
-  const r = JSON.parse(stdout) as Record<string, PyReply>
+  const r = await runPythonClient(address, workDir, findPackageRoot())
 
-  const y = (v: number[][]): PyTensor => ({ dtype: 11, dims: [2, 2], values: v })
   assert.deepEqual(r['add'], { spec: { name: 'add', method: 'add_common', version: 0 }, instances: [{ y: y([[6, 8], [10, 12]]) }], errors: [] })
   assert.deepEqual(r['multi']!.spec.version, 1, 'reply copies the request spec')
   assert.deepEqual(r['multi']!.instances, [{ y: y([[6, 8], [10, 12]]) }, { y: y([[10, 12], [14, 16]]) }])

@@ -7,9 +7,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { runCli, startServer, postJson, type StartedServer } from '../helpers/server.ts'
-
-// A string: JSON.stringify would print 1.0 as 1, which MindSpore's format reads as int32.
-const body = '{"instances":[{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[5.0,6.0],[7.0,8.0]]}]}'
+import { ADD_BODY as body } from '../helpers/fixtures.ts'
 
 async function waitFor(srv: StartedServer, re: RegExp, from: number, timeoutMs = 30_000): Promise<string> {
   const deadline = Date.now() + timeoutMs

@@ -7,16 +7,13 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { postJson, servableStats, runCli, startServer, type StartedServer } from '../helpers/server.ts'
-import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, X2 } from '../helpers/fixtures.ts'
+import { postJson, servableStats, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, kInstance, kRequest as one, kSum as sumOf, X2 } from '../helpers/fixtures.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
 import { tensor } from '../../src/tensor.ts'
 
 interface ReplicaStats { device: string; isolation: string; pid: number; state: string; batchesDone: number }
 interface ServableStats { name: string; restarts: number; replicas: ReplicaStats[]; models: Array<{ inferences: number; executions: number; padded: number; batchSizes: Record<string, number> }> }
-
-const one = (k: number, name = 'x1') => floatJson({ instances: [{ [name]: [[k, k], [k, k]], x2: X2 }] })
-const sumOf = (k: number) => [[k + 5, k + 6], [k + 7, k + 8]]
 
 for (const isolation of ['thread', 'inline'] as const) {
   describe(`--isolation ${isolation}`, () => {
@@ -69,13 +66,13 @@ for (const isolation of ['thread', 'inline'] as const) {
       replies.forEach((r, k) => assertClose(r.json, { instances: [{ y: sumOf(k) }] }))
       let m = (await stats('batching')).models[0]!
       assert.ok(Object.keys(m.batchSizes).map(Number).some((b) => b > 1), JSON.stringify(m.batchSizes))
-      const instances = Array.from({ length: 20 }, (_, k) => ({ x1: [[k, k], [k, k]], x2: X2 }))
+      const instances = Array.from({ length: 20 }, (_, k) => kInstance(k))
       const before = m.executions
       const big = await postJson(`${server.rest}/model/batching:add_common`, floatJson({ instances }))
       assertClose(big.json, { instances: instances.map((_, k) => ({ y: sumOf(k) })) })
       m = (await stats('batching')).models[0]!
       assert.equal(m.executions - before, 3, '8 + 8 + 4')
-      const three = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2].map((k) => ({ x1: [[k, k], [k, k]], x2: X2 })) }))
+      const three = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2].map(kInstance) }))
       assertClose(three.json, { instances: [0, 1, 2].map((k) => ({ y: sumOf(k) })) })
       assert.equal((await stats('fixed4')).models[0]!.padded, 1)
     })
@@ -124,8 +121,8 @@ for (const isolation of ['thread', 'inline'] as const) {
 }
 
 describe('isolation in the server YAML', () => {
-  test('a per-servable isolation overrides the server-wide one; a bad value exits 2 naming the key', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ms-serve-iso-yaml-'))
+  test('a per-servable isolation overrides the server-wide one; a bad value exits 2 naming the key', async (t) => {
+    const dir = tempServables(t)
     const servables = join(dir, 'servables')
     addServable(servables)
     FIXTURE_SERVABLES['batching']!(servables)
@@ -144,6 +141,5 @@ describe('isolation in the server YAML', () => {
     const r = await runCli(['start', servables, '--config', join(dir, 'bad.yaml'), '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'])
     assert.equal(r.code, 2, r.stdout + r.stderr)
     assert.match(r.stderr, /servables\.add\.isolation must be one of process, thread, inline \(got "fiber"\)/)
-    rmSync(dir, { recursive: true, force: true })
   })
 })

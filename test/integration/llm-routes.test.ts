@@ -2,13 +2,14 @@
 // validation errors, overload, cancellation. Uses the tiny seeded decoder from `init llm`.
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, mkdirSync, writeFileSync, copyFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import OpenAI from 'openai'
-import { ROOT, runCli, startServer, type StartedServer } from '../helpers/server.ts'
+import { ROOT, postJson as post, runCli, startServer, type StartedServer } from '../helpers/server.ts'
+import { FIXTURES, writeServable } from '../helpers/fixtures.ts'
 import { BUILTIN_MODELS } from '../../src/models/index.ts'
 
 interface SseEvent { data: string }
@@ -38,11 +39,6 @@ async function sse(url: string, body: unknown, opts: { signal?: AbortSignal; max
   return { status: res.status, events, raw }
 }
 
-async function post(url: string, body: unknown) {
-  const res = await fetch(url, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } })
-  return { status: res.status, json: await res.json() as any }
-}
-
 describe('LLM routes', () => {
   let dir: string
   let srv: StartedServer
@@ -50,10 +46,7 @@ describe('LLM routes', () => {
     dir = mkdtempSync(join(tmpdir(), 'ms-serve-llm-'))
     const r = await runCli(['init', 'llm', '--dir', dir])
     assert.equal(r.code, 0, r.stderr)
-    const lim = join(dir, 'limited')
-    mkdirSync(join(lim, '1'), { recursive: true })
-    copyFileSync(join(ROOT, 'test/fixtures/servables/llm_small_limits/servable_config.ts'), join(lim, 'servable_config.ts'))
-    writeFileSync(join(lim, '1', 'model.onnx'), BUILTIN_MODELS.decoder_tiny!())
+    writeServable(dir, 'limited', join(FIXTURES, 'llm_small_limits', 'servable_config.ts'), { 1: { 'model.onnx': BUILTIN_MODELS.decoder_tiny!() } })
     srv = await startServer(dir, ['--devices', '0,1', '--default-llm', 'llm'])
   })
   after(async () => {
@@ -317,26 +310,22 @@ describe('LLM routes', () => {
     const pkg = protoLoader.loadSync(join(ROOT, 'proto', 'ms_serve.proto'), { keepCase: true, longs: Number, defaults: true })
     const Svc = grpc.loadPackageDefinition(pkg).msserve as any
     const client = new Svc.v1.MsServe(srv.grpc, grpc.credentials.createInsecure())
-    const events: any[] = await new Promise((resolve, reject) => {
+    /** Every event of one Generate stream; rejects on a gRPC error. */
+    const generate = (req: object): Promise<any[]> => new Promise((resolve, reject) => {
       const out: any[] = []
-      const call = client.Generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 5, typical_p: 0.9, seed: 1 })
+      const call = client.Generate(req)
       call.on('data', (e: any) => out.push(e))
       call.on('error', reject)
       call.on('end', () => resolve(out))
     })
+    const events = await generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 5, typical_p: 0.9, seed: 1 })
     assert.equal(events.length, 5)
     assert.equal(events.at(-1).generated_tokens, 5)
     assert.ok(['length', 'eos_token'].includes(events.at(-1).finish_reason))
     assert.deepEqual(events.map((e) => e.generated_tokens), [1, 2, 3, 4, 5])
     assert.ok(events.every((e) => e.top_tokens.length === 0), 'no top tokens unless asked for')
     // Greedy with top_n_tokens: each event carries the alternatives, the chosen token first.
-    const greedy: any[] = await new Promise((resolve, reject) => {
-      const out: any[] = []
-      const call = client.Generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 4, top_n_tokens: 3, do_sample: false })
-      call.on('data', (e: any) => out.push(e))
-      call.on('error', reject)
-      call.on('end', () => resolve(out))
-    })
+    const greedy = await generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 4, top_n_tokens: 3, do_sample: false })
     assert.equal(greedy.length, 4)
     for (const e of greedy) {
       assert.equal(e.top_tokens.length, 3)

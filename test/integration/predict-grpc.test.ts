@@ -3,13 +3,13 @@
 // status and exact text. Application errors always come with gRPC status OK.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
 import { status as GrpcStatus } from '@grpc/grpc-js'
 import { startServers, type StartedServer } from '../helpers/server.ts'
-import { addServable, FIXTURE_SERVABLES, imageServable } from '../helpers/fixtures.ts'
+import { predictServables } from '../helpers/fixtures.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
 import { encodeRequest, type PredictResultShape } from '../../src/protocol/grpc/ms-codec.ts'
 import { tensor, type Tensor, type Value } from '../../src/tensor.ts'
@@ -22,16 +22,9 @@ let client: MsGrpcClient
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ms-serve-grpc-'))
-  const servables = join(dir, 'servables')
-  addServable(servables)
-  imageServable(servables)
-  FIXTURE_SERVABLES['addv']!(servables)
-  FIXTURE_SERVABLES['errors']!(servables)
-  writeFileSync(join(dir, 'server.yaml'), 'servables:\n  addv:\n    versions: [1, 2]\n')
-  const smallDir = join(dir, 'small')
-  addServable(smallDir)
+  const { servables, config, small: smallDir } = predictServables(dir)
   ;[server, small] = await startServers([
-    [servables, ['--devices', '0', '--config', join(dir, 'server.yaml')]],
+    [servables, ['--devices', '0', '--config', config]],
     [smallDir, ['--devices', '0', '--max-msg-mb', '1']],
   ])
   client = new MsGrpcClient(server.grpc)

@@ -3,12 +3,12 @@
 // After every bad request a good one must still succeed (server and replicas stay up).
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import sharp from 'sharp'
 import { postJson, startServers, type StartedServer } from '../helpers/server.ts'
-import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, imageServable, X1, X2 } from '../helpers/fixtures.ts'
+import { ADD_BODY, assertClose, floatJson, predictServables, X1, X2 } from '../helpers/fixtures.ts'
 import { IMAGE_CNN_LABELS } from '../../src/models/index.ts'
 
 let dir = ''
@@ -18,16 +18,9 @@ let compat: StartedServer
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ms-serve-rest-'))
-  const servables = join(dir, 'servables')
-  addServable(servables)
-  imageServable(servables)
-  FIXTURE_SERVABLES['addv']!(servables)
-  FIXTURE_SERVABLES['errors']!(servables)
-  writeFileSync(join(dir, 'server.yaml'), 'servables:\n  addv:\n    versions: [1, 2]\n')
-  const smallDir = join(dir, 'small')
-  addServable(smallDir)
+  const { servables, config, small: smallDir } = predictServables(dir)
   ;[server, small, compat] = await startServers([
-    [servables, ['--devices', '0', '--config', join(dir, 'server.yaml')]],
+    [servables, ['--devices', '0', '--config', config]],
     [smallDir, ['--devices', '0', '--max-msg-mb', '1']],
     [smallDir, ['--devices', '0', '--max-msg-mb', '1', '--rest-always-200']],
   ])
@@ -39,7 +32,6 @@ after(async () => {
 })
 
 const url = (path: string, s = server) => `${s.rest}${path}`
-const ADD_BODY = floatJson({ instances: [{ x1: X1, x2: X2 }] })
 const ADD_REPLY = '{"instances":[{"y":[[6.0,8.0],[10.0,12.0]]}]}'
 
 /** The canonical request still works (run after every bad request). */
@@ -65,20 +57,22 @@ test('add_common: the README request and its exact reply', async () => {
   assert.equal(r.text, ADD_REPLY)
 })
 
+// Spec §6 V2, sent to add_common and add_cast alike: non-integral floats, then the README instance.
+const V2_BODY = '{"instances":[{"x1":[[1.1,2.2],[3.3,4.4]],"x2":[[5.5,6.6],[7.7,8.8]]},{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[5.0,6.0],[7.0,8.0]]}]}'
+const V2_Y = { instances: [{ y: [[6.599999904632568, 8.800000190734863], [11.0, 13.200000762939453]] }, { y: [[6, 8], [10, 12]] }] }
+
 test('add_common V2: two instances, float32 widened to double, integral floats as 11.0', async () => {
-  const body = '{"instances":[{"x1":[[1.1,2.2],[3.3,4.4]],"x2":[[5.5,6.6],[7.7,8.8]]},{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[5.0,6.0],[7.0,8.0]]}]}'
-  const r = await postJson(url('/model/add:add_common'), body)
+  const r = await postJson(url('/model/add:add_common'), V2_BODY)
   assert.equal(r.status, 200)
-  assertClose(r.json, { instances: [{ y: [[6.599999904632568, 8.800000190734863], [11.0, 13.200000762939453]] }, { y: [[6, 8], [10, 12]] }] }, 1e-9)
+  assertClose(r.json, V2_Y, 1e-9)
   assert.ok(r.text.includes('[11.0,13.200000762939453]'), r.text)
   assert.ok(r.text.endsWith('{"y":[[6.0,8.0],[10.0,12.0]]}]}'), r.text)
 })
 
 test('add_cast V2: float inputs pass through the cast stage unchanged', async () => {
-  const body = '{"instances":[{"x1":[[1.1,2.2],[3.3,4.4]],"x2":[[5.5,6.6],[7.7,8.8]]},{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[5.0,6.0],[7.0,8.0]]}]}'
-  const r = await postJson(url('/model/add:add_cast'), body)
+  const r = await postJson(url('/model/add:add_cast'), V2_BODY)
   assert.equal(r.status, 200)
-  assertClose(r.json, { instances: [{ y: [[6.599999904632568, 8.800000190734863], [11.0, 13.200000762939453]] }, { y: [[6, 8], [10, 12]] }] }, 1e-9)
+  assertClose(r.json, V2_Y, 1e-9)
   assert.ok(r.text.includes('[11.0,13.200000762939453]'), r.text)
 })
 

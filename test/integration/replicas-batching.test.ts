@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { postJson, servableStats, startServer, type StartedServer } from '../helpers/server.ts'
-import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
+import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, kInstance, kRequest as one, kSum, X1, X2 } from '../helpers/fixtures.ts'
 
 interface ReplicaStats { device: string; pid: number; state: string; batchesDone: number }
 interface ModelStats { executions: number; inferences: number; padded: number; batchSizes: Record<string, number>; maxBatchSize: number; avgBatchSize: number }
@@ -35,9 +35,8 @@ after(async () => {
 
 const stats = (name: string) => servableStats<ServableStats>(server.rest, name)
 
-/** One single-instance add request: x1 = [[k,k],[k,k]] + X2. */
-const one = (k: number) => floatJson({ instances: [{ x1: [[k, k], [k, k]], x2: X2 }] })
-const sumOf = (k: number) => ({ instances: [{ y: [[k + 5, k + 6], [k + 7, k + 8]] }] })
+/** The reply to one(k), the single-instance add request x1 = [[k,k],[k,k]] + X2. */
+const sumOf = (k: number) => ({ instances: [{ y: kSum(k) }] })
 
 async function fire(path: string, n: number): Promise<void> {
   const replies = await Promise.all(Array.from({ length: n }, (_, k) => postJson(`${server.rest}${path}`, one(k))))
@@ -90,7 +89,7 @@ test('dynamic batching: concurrent single-instance requests run together (maxBat
 
 test('a request with more instances than maxBatchSize is split into batches and recombined in order', async () => {
   const before = (await stats('batching')).models[0]!
-  const instances = Array.from({ length: 20 }, (_, k) => ({ x1: [[k, k], [k, k]], x2: X2 }))
+  const instances = Array.from({ length: 20 }, (_, k) => kInstance(k))
   const r = await postJson(`${server.rest}/model/batching:add_common`, floatJson({ instances }))
   assertClose(r.json, { instances: instances.map((_, k) => sumOf(k).instances[0]) })
   const m = (await stats('batching')).models[0]!
@@ -106,14 +105,14 @@ test('maxBatchSize 1: every batch holds one instance', async () => {
 })
 
 test('a model with a fixed batch dim of 4 pads partial batches; results stay right', async () => {
-  const r = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2].map((k) => ({ x1: [[k, k], [k, k]], x2: X2 })) }))
+  const r = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2].map(kInstance) }))
   assert.equal(r.status, 200, r.text)
   assertClose(r.json, { instances: [0, 1, 2].map((k) => sumOf(k).instances[0]) })
   let m = (await stats('fixed4')).models[0]!
   assert.equal(m.maxBatchSize, 4)
   assert.deepEqual(m.batchSizes, { 3: 1 })
   assert.equal(m.padded, 1)
-  const six = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2, 3, 4, 5].map((k) => ({ x1: [[k, k], [k, k]], x2: X2 })) }))
+  const six = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2, 3, 4, 5].map(kInstance) }))
   assertClose(six.json, { instances: [0, 1, 2, 3, 4, 5].map((k) => sumOf(k).instances[0]) })
   m = (await stats('fixed4')).models[0]!
   assert.equal(m.padded, 1 + 2, 'the batch of 4 is full, the batch of 2 gets 2 padding rows')

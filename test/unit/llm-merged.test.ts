@@ -17,8 +17,7 @@ import { rewriteForNewPositions } from '../../src/llm/graph-rewrite.ts'
 import { describeModel } from '../../src/llm/model-spec.ts'
 import { onnx, type O } from '../../src/llm/proto-util.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
-import type { GenerateParameters, TokenEvent } from '../../src/llm/types.ts'
-import { greedyNoCache as referenceGreedy, joinMidBatch } from '../helpers/llm.ts'
+import { generateIds as generate, greedyNoCacheOf as greedyNoCache, joinMidBatch } from '../helpers/llm.ts'
 
 const tok = new ByteLevelTokenizer()
 const cfg = DECODER_CONFIGS.tiny
@@ -43,21 +42,6 @@ function readsOf(g: O.IGraphProto): Set<string> {
     for (const a of n.attribute ?? []) if (a.g) for (const i of readsOf(a.g)) out.add(i)
   }
   return out
-}
-
-function generate(engine: LlmEngine, inputs: string, parameters: GenerateParameters, onToken?: (ev: TokenEvent) => void): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const ids: number[] = []
-    engine.submit({ inputs, parameters: { ignoreEos: true, ...parameters } }, (ev) => {
-      if (ev.type === 'token') { ids.push(ev.id); onToken?.(ev) } else if (ev.type === 'done') resolve(ids)
-      else reject(new Error(ev.message))
-    })
-  })
-}
-
-async function greedyNoCache(bytesOrPath: string | Uint8Array, c: DecoderConfig, prompt: number[], n: number): Promise<number[]> {
-  const s = typeof bytesOrPath === 'string' ? await ort.InferenceSession.create(bytesOrPath) : await ort.InferenceSession.create(bytesOrPath)
-  try { return await referenceGreedy(s, c, prompt, n) } finally { await s.release() }
 }
 
 function maxAbsDiff(a: ort.Tensor, b: ort.Tensor): number {

@@ -13,7 +13,7 @@ import { buildDecoder, DECODER_CONFIGS, type DecoderConfig } from '../../src/mod
 import { LlmEngine } from '../../src/llm/engine.ts'
 import { describeModel } from '../../src/llm/model-spec.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
-import { greedyNoCache as referenceGreedy } from '../helpers/llm.ts'
+import { generateIds, greedyNoCacheOf as greedyNoCache } from '../helpers/llm.ts'
 
 const tok = new ByteLevelTokenizer()
 let dir: string
@@ -26,25 +26,7 @@ async function write(name: string, c: DecoderConfig): Promise<string> {
   return path
 }
 
-function greedy(engine: LlmEngine, inputs: string, n: number): Promise<number[]> {
-  return new Promise((resolve, reject) => {
-    const ids: number[] = []
-    engine.submit({ inputs, parameters: { maxNewTokens: n, ignoreEos: true } }, (ev) => {
-      if (ev.type === 'token') ids.push(ev.id)
-      else if (ev.type === 'done') resolve(ids)
-      else reject(new Error(ev.message))
-    })
-  })
-}
-
-async function greedyNoCache(path: string, c: DecoderConfig, prompt: number[], n: number): Promise<number[]> {
-  const s = await ort.InferenceSession.create(path)
-  try {
-    return await referenceGreedy(s, c, prompt, n)
-  } finally {
-    await s.release()
-  }
-}
+const greedy = (engine: LlmEngine, inputs: string, n: number) => generateIds(engine, inputs, { maxNewTokens: n })
 
 test('float16 KV export: discovered as float16; the cache path matches the plain optimum loop and full recompute', async () => {
   const c: DecoderConfig = { ...DECODER_CONFIGS.tiny, kvDtype: 'float16' }

@@ -1,13 +1,18 @@
 /**
- * Shared by the LLM route families (TGI, OpenAI, MindSpore-style): body parsing, parameter
- * mapping and collecting a whole generation from the event stream.
+ * Shared by the LLM route families (TGI, OpenAI, MindSpore-style, gRPC Generate): body parsing,
+ * parameter mapping, collecting a whole generation and relaying its events as they come.
  */
 import { ServeError } from '../../errors.ts'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { DoneEvent, ErrorEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../llm/types.ts'
-import { openSse, type SseWriter } from './sse.ts'
+import { clientGone, openSse, type SseWriter } from './sse.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
+
+/** SERVABLE_NOT_FOUND for routes that need an LLM when none is loaded. */
+export function noLlm(): ServeError {
+  return new ServeError('SERVABLE_NOT_FOUND', 'no LLM servable is loaded; add one with: npx ms-serve init llm')
+}
 
 /** Parses a JSON request body; errors are 422 like TGI's deserialization failures. */
 export function parseJson(body: unknown): Record<string, unknown> {
@@ -39,6 +44,20 @@ function typed(obj: Record<string, unknown>, key: string, kind: Kind, path: stri
 /** Maps TGI-style snake_case `parameters` onto the engine's GenerateParameters. */
 export type RouteParameters = GenerateParameters & { details?: boolean; returnFullText?: boolean; decoderInputDetails?: boolean; bestOf?: number }
 
+/**
+ * TGI's snake_case parameter names, the RouteParameters field each maps to and its JSON type,
+ * in the order they are checked (the first bad one is the one reported). Shared with the gRPC
+ * Generate request, whose fields carry the same names.
+ */
+export const PARAMETER_FIELDS: ReadonlyArray<readonly [wire: string, key: keyof RouteParameters, kind: Kind]> = [
+  ['max_new_tokens', 'maxNewTokens', 'integer'], ['temperature', 'temperature', 'number'], ['top_k', 'topK', 'integer'],
+  ['top_p', 'topP', 'number'], ['typical_p', 'typicalP', 'number'], ['top_n_tokens', 'topNTokens', 'integer'],
+  ['repetition_penalty', 'repetitionPenalty', 'number'], ['frequency_penalty', 'frequencyPenalty', 'number'],
+  ['do_sample', 'doSample', 'boolean'], ['seed', 'seed', 'integer'], ['stop', 'stop', 'strings'], ['truncate', 'truncate', 'integer'],
+  ['ignore_eos', 'ignoreEos', 'boolean'], ['details', 'details', 'boolean'], ['return_full_text', 'returnFullText', 'boolean'],
+  ['decoder_input_details', 'decoderInputDetails', 'boolean'], ['best_of', 'bestOf', 'integer'],
+]
+
 export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'): RouteParameters {
   // Still unsupported (422 naming the field): watermark, grammar, adapter_id, and
   // decoder_input_details (rejected by the TGI routes, tgi.ts). `best_of` is only parsed here:
@@ -46,26 +65,12 @@ export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'):
   for (const k of ['watermark', 'grammar', 'adapter_id'] as const) {
     if (p[k] !== undefined && p[k] !== null && p[k] !== false && p[k] !== 0) throw new ServeError('VALIDATION', `\`${k}\` is not supported by ms-serve`)
   }
-  const out: RouteParameters = {}
-  const set = <K extends keyof typeof out>(k: K, v: unknown) => { if (v !== undefined) out[k] = v as (typeof out)[K] }
-  set('maxNewTokens', typed(p, 'max_new_tokens', 'integer', path))
-  set('temperature', typed(p, 'temperature', 'number', path))
-  set('topK', typed(p, 'top_k', 'integer', path))
-  set('topP', typed(p, 'top_p', 'number', path))
-  set('typicalP', typed(p, 'typical_p', 'number', path))
-  set('topNTokens', typed(p, 'top_n_tokens', 'integer', path))
-  set('repetitionPenalty', typed(p, 'repetition_penalty', 'number', path))
-  set('frequencyPenalty', typed(p, 'frequency_penalty', 'number', path))
-  set('doSample', typed(p, 'do_sample', 'boolean', path))
-  set('seed', typed(p, 'seed', 'integer', path))
-  set('stop', typed(p, 'stop', 'strings', path))
-  set('truncate', typed(p, 'truncate', 'integer', path))
-  set('ignoreEos', typed(p, 'ignore_eos', 'boolean', path))
-  set('details', typed(p, 'details', 'boolean', path))
-  set('returnFullText', typed(p, 'return_full_text', 'boolean', path))
-  set('decoderInputDetails', typed(p, 'decoder_input_details', 'boolean', path))
-  set('bestOf', typed(p, 'best_of', 'integer', path))
-  return out
+  const out: Record<string, unknown> = {}
+  for (const [wire, key, kind] of PARAMETER_FIELDS) {
+    const v = typed(p, wire, kind, path)
+    if (v !== undefined) out[key] = v
+  }
+  return out as RouteParameters
 }
 
 /** Only the fields the engine reads (drops route-level flags such as `details`). */
@@ -121,7 +126,7 @@ export async function collectMany(llm: LlmDispatcher, req: LlmWireRequest, n: nu
  * Starts a stream and waits for its first event, so callers can still answer errors with an
  * HTTP status. Returns the first event and the iterator to continue from.
  */
-export async function firstEvent(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<{ first: GenerateEvent; rest: AsyncIterableIterator<GenerateEvent> }> {
+async function firstEvent(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<{ first: GenerateEvent; rest: AsyncIterableIterator<GenerateEvent> }> {
   const it = llm.stream(req, signal)
   const r = await it.next()
   if (r.done) throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
@@ -129,16 +134,12 @@ export async function firstEvent(llm: LlmDispatcher, req: LlmWireRequest, signal
   return { first: r.value, rest: it }
 }
 
-/** How one route family writes a generation as server-sent events. */
-export interface SseRelay {
-  /** Written when the stream opens (OpenAI's role chunk). */
-  open?(sse: SseWriter): void
+/** How one route family writes a generation's events to its writer `W` (an SSE response, a gRPC call). */
+export interface EventRelay<W> {
   /** A token; with `holdLast`, every token but the last, which `done` receives instead. */
-  token(sse: SseWriter, t: TokenEvent): void
-  done(sse: SseWriter, ev: DoneEvent, last: TokenEvent | null): void
-  error(sse: SseWriter, ev: ErrorEvent): void
-  /** Written after the final event (OpenAI's `[DONE]`). */
-  close?(sse: SseWriter): void
+  token(w: W, t: TokenEvent): void
+  done(w: W, ev: DoneEvent, last: TokenEvent | null): void
+  error(w: W, ev: ErrorEvent): void
   /**
    * For formats whose last token event carries the final text: the request's last token (the
    * engine marks it `last`) is held for `done`; every other token is written at once.
@@ -146,29 +147,47 @@ export interface SseRelay {
   holdLast?: boolean
 }
 
+/** How one route family writes a generation as server-sent events. */
+export interface SseRelay extends EventRelay<SseWriter> {
+  /** Written when the stream opens (OpenAI's role chunk). */
+  open?(sse: SseWriter): void
+  /** Written after the final event (OpenAI's `[DONE]`). */
+  close?(sse: SseWriter): void
+}
+
 /**
- * Streams a request as SSE: waits for the first event (errors before it keep their HTTP status,
- * thrown as ServeError), then opens the stream; a client that disconnects cancels the request.
+ * Hands `first` (if given), then the rest of `events`, to `r` until the done or error event.
+ * Returns false if the events ended without one.
  */
-export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, req: FastifyRequest, reply: FastifyReply, r: SseRelay): Promise<void> {
-  const ac = new AbortController()
-  const { first, rest } = await firstEvent(llm, wire, ac.signal)
-  const sse = openSse(req, reply, () => ac.abort())
-  r.open?.(sse)
+export async function relayEvents<W>(w: W, events: AsyncIterable<GenerateEvent>, r: EventRelay<W>, first?: GenerateEvent): Promise<boolean> {
   let held: TokenEvent | null = null
   const step = (ev: GenerateEvent): boolean => {
     if (ev.type === 'token') {
       // Holding every token until the next event would delay the first one by a whole step
       // (or by every prefill queued before that step): only the marked last token waits.
       if (r.holdLast && ev.last) held = ev
-      else r.token(sse, ev)
+      else r.token(w, ev)
       return true
     }
-    if (ev.type === 'done') r.done(sse, ev, held)
-    else r.error(sse, ev)
+    if (ev.type === 'done') r.done(w, ev, held)
+    else r.error(w, ev)
     return false
   }
-  if (step(first)) for await (const ev of rest) if (!step(ev)) break
+  if (first !== undefined && !step(first)) return true
+  for await (const ev of events) if (!step(ev)) return true
+  return false
+}
+
+/**
+ * Streams a request as SSE: waits for the first event (errors before it keep their HTTP status,
+ * thrown as ServeError), then opens the stream; a client that disconnects cancels the request.
+ */
+export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, _req: FastifyRequest, reply: FastifyReply, r: SseRelay): Promise<void> {
+  const ac = clientGone(reply)
+  const { first, rest } = await firstEvent(llm, wire, ac.signal)
+  const sse = openSse(reply)
+  r.open?.(sse)
+  await relayEvents(sse, rest, r, first)
   r.close?.(sse)
   sse.end()
 }

@@ -28,12 +28,10 @@ type EngineCounters = Record<string, number | string>
 export async function renderLlmPrometheus(registry: ServableRegistry): Promise<string> {
   const llms = registry.llms()
   if (llms.length === 0) return ''
-  const rows: Array<{ labels: string; e: EngineCounters; active: number }> = []
-  for (const l of llms) {
-    for (const r of l.live.replicas) {
-      rows.push({ labels: `servable="${l.name}",version="${l.version}",device="${r.device.deviceType}:${r.device.deviceId}"`, e: await r.llmStats(), active: r.activeStreams })
-    }
-  }
+  // One stats round trip per replica, all at once.
+  const rows: Array<{ labels: string; e: EngineCounters; active: number }> = await Promise.all(llms.flatMap((l) => l.live.replicas.map(async (r) => (
+    { labels: `servable="${l.name}",version="${l.version}",device="${r.device.deviceType}:${r.device.deviceId}"`, e: await r.llmStats(), active: r.activeStreams }
+  ))))
   const lines: string[] = []
   const series = (name: string, type: string, help: string, get: (x: (typeof rows)[number]) => number | string | undefined) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)

@@ -4,11 +4,10 @@
  * full text and finish reason. Instances: `{"prompt": "...", "max_new_tokens": 32, ...sampling}`.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
+import { ServeError, toServeError } from '../../errors.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
 import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
-import { renderError } from './ms-json.ts'
 import { clientGone } from './sse.ts'
 
 export const LLM_METHODS = ['generate', 'generated_stream'] as const
@@ -36,13 +35,9 @@ function toWire(inst: Record<string, unknown>): LlmWireRequest {
   return { inputs: prompt, parameters: engineParameters(params) }
 }
 
-/** Handles :generate and :generated_stream for an LLM servable. */
-export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: FastifyRequest, reply: FastifyReply, always200: boolean): Promise<unknown> {
-  const status = (e: ServeError) => (always200 ? 200 : ERROR_CODES[e.code].http)
-  const fail = (e: unknown) => {
-    const se = toServeError(e)
-    return reply.code(status(se)).type('application/json').send(renderError(se.message))
-  }
+/** Handles :generate and :generated_stream for an LLM servable; `sendError` writes MindSpore's error body. */
+export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: FastifyRequest, reply: FastifyReply, sendError: (reply: FastifyReply, e: ServeError) => unknown): Promise<unknown> {
+  const fail = (e: unknown) => sendError(reply, toServeError(e))
   try {
     const instances = instancesOf(req.body).map(toWire)
     if (method === 'generate') {

@@ -5,13 +5,13 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ServeError, toServeError } from '../../errors.ts'
+import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
 import type { ChatMessage } from '../../llm/chat-template.ts'
 import type { FinishReason, GenerateParameters, TokenEvent } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { LlmWireRequest } from '../../runtime/messages.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { collect, parseJson, relaySse } from './llm-common.ts'
+import { collect, noLlm, parseJson, relaySse } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 import { tgiError } from './tgi.ts'
 
@@ -21,7 +21,7 @@ function openAiFinish(r: FinishReason): 'stop' | 'length' {
   return r === 'length' ? 'length' : 'stop'
 }
 
-function errorBody(e: ServeError) {
+function errorBody(e: { code: ErrorCode; message: string }) {
   const { status, body } = tgiError(e)
   const type = status === 429 ? 'server_overloaded' : status >= 500 ? 'server_error' : 'invalid_request_error'
   return { status, body: { error: { message: body.error, type, param: null, code: e.code === 'SERVABLE_NOT_FOUND' ? 'model_not_found' : null } } }
@@ -125,7 +125,7 @@ function pickModel(registry: ServableRegistry, b: Record<string, unknown>): LlmD
   const model = b.model
   if (model !== undefined && model !== null && typeof model !== 'string') bad('`model` must be a string')
   const byName = typeof model === 'string' && model !== '' && model !== 'tgi' ? registry.llm(model) ?? registry.llms().find((l) => l.info.modelId === model) : registry.llm()
-  if (!byName) throw new ServeError('SERVABLE_NOT_FOUND', typeof model === 'string' && model ? `The model \`${model}\` does not exist` : 'no LLM servable is loaded; add one with: npx ms-serve init llm')
+  if (!byName) throw typeof model === 'string' && model ? new ServeError('SERVABLE_NOT_FOUND', `The model \`${model}\` does not exist`) : noLlm()
   return byName
 }
 
@@ -178,7 +178,7 @@ function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage:
       if (includeUsage) sse.send({ id: k.id, object: k.chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, choices: [], usage: { prompt_tokens: ev.inputTokens, completion_tokens: ev.generatedTokens, total_tokens: ev.inputTokens + ev.generatedTokens } })
     },
     error: (sse, ev) => {
-      const { status, body } = errorBody(new ServeError(ev.code, ev.message))
+      const { status, body } = errorBody(ev)
       sse.send({ error: { ...body.error, http_status_code: status } })
     },
     close: (sse) => { sse.send('[DONE]', true) },

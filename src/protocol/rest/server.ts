@@ -6,6 +6,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { registerMindSporeRoutes } from './mindspore.ts'
+import { renderError } from './ms-render.ts'
 import { renderLlmPrometheus, renderPrometheus } from './metrics.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
@@ -32,7 +33,7 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
       ? new ServeError('PAYLOAD_TOO_LARGE', `http message is bigger than ${bodyLimit}`)
       : toServeError(err)
     const status = opts.always200 ? 200 : ERROR_CODES[e.code].http
-    if (req.url.startsWith('/model') || req.url.startsWith('/version')) void reply.code(status).type('application/json').send(JSON.stringify({ error_msg: e.message }))
+    if (req.url.startsWith('/model') || req.url.startsWith('/version')) void reply.code(status).type('application/json').send(renderError(e.message))
     else void reply.code(status).send({ error: e.message, error_type: e.code.toLowerCase() })
   })
 

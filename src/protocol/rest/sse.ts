@@ -2,17 +2,16 @@
  * Server-sent events on a hijacked fastify reply. A stream is only opened once the first engine
  * event is known to be a token, so validation and overload errors still get real HTTP statuses.
  */
-import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyReply } from 'fastify'
 
 export interface SseWriter {
-  /** Writes `data: <json>\n\n` (or the literal text when `raw`). Returns false once the client is gone. */
-  send(data: unknown, raw?: boolean): boolean
+  /** Writes `data: <json>\n\n` (or the literal text when `raw`); nothing once the client is gone. */
+  send(data: unknown, raw?: boolean): void
   end(): void
-  readonly closed: boolean
 }
 
-/** Starts an SSE response; `onClose` fires if the client disconnects before `end()`. */
-export function openSse(req: FastifyRequest, reply: FastifyReply, onClose: () => void): SseWriter {
+/** Starts an SSE response. Cancelling on disconnect is the caller's (see clientGone). */
+export function openSse(reply: FastifyReply): SseWriter {
   reply.hijack()
   const res = reply.raw
   res.writeHead(200, {
@@ -21,23 +20,14 @@ export function openSse(req: FastifyRequest, reply: FastifyReply, onClose: () =>
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   })
-  let closed = false
-  res.on('close', () => {
-    if (!res.writableFinished) onClose()
-    closed = true
-  })
-  void req
+  const open = () => !res.destroyed && !res.writableEnded
   return {
     send(data, raw = false) {
-      if (closed || res.destroyed) return false
-      res.write(`data: ${raw ? String(data) : JSON.stringify(data)}\n\n`)
-      return true
+      if (open()) res.write(`data: ${raw ? String(data) : JSON.stringify(data)}\n\n`)
     },
     end() {
-      if (!closed && !res.destroyed) res.end()
-      closed = true
+      if (open()) res.end()
     },
-    get closed() { return closed || res.destroyed },
   }
 }
 

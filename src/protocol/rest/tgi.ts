@@ -10,7 +10,7 @@ import type { DoneEvent, TokenEvent, TopToken } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { validateBestOf } from '../../llm/validate.ts'
-import { collectMany, engineParameters, parseJson, relaySse, tgiParameters, type Collected } from './llm-common.ts'
+import { collectMany, engineParameters, noLlm, parseJson, relaySse, tgiParameters, type Collected } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 
 const VERSION = '0.1.0'
@@ -26,8 +26,8 @@ const TGI_ERRORS: Partial<Record<ErrorCode, { status: number; type: string; pref
   CANCELLED: { status: 499, type: 'cancelled' },
 }
 
-/** TGI's error body and status for a ServeError. */
-export function tgiError(e: ServeError): { status: number; body: { error: string; error_type: string } } {
+/** TGI's error body and status for a ServeError (or an engine error event). */
+export function tgiError(e: { code: ErrorCode; message: string }): { status: number; body: { error: string; error_type: string } } {
   const m = TGI_ERRORS[e.code] ?? { status: 500, type: 'incomplete_generation' }
   const text = m.prefix && !e.message.startsWith(m.prefix) && !e.message.startsWith('Failed to') ? m.prefix + e.message : e.message
   return { status: m.status, body: { error: text, error_type: m.type } }
@@ -42,7 +42,7 @@ interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeo
 
 function parseCall(registry: ServableRegistry, body: unknown, route: string): TgiCall {
   const llm = registry.llm()
-  if (!llm) throw new ServeError('SERVABLE_NOT_FOUND', 'no LLM servable is loaded; add one with: npx ms-serve init llm')
+  if (!llm) throw noLlm()
   const b = parseJson(body)
   if (typeof b.inputs !== 'string') throw new ServeError('VALIDATION', b.inputs === undefined ? 'Failed to deserialize the JSON body into the target type: missing field `inputs`' : 'Failed to deserialize the JSON body into the target type: inputs: expected a string')
   const p = b.parameters
@@ -53,7 +53,7 @@ function parseCall(registry: ServableRegistry, body: unknown, route: string): Tg
   const stream = route === '/generate_stream' || (route === '/' && b.stream === true)
   // best_of: range, sampling, no seed, not on streams (TGI's texts; the other rules are the engine's).
   // The limit is read only when best_of is sent (with no ready replica, start() answers 503).
-  const bestOf = params.bestOf === undefined ? 1 : validateBestOf(params.bestOf, params, llm.live.replicas.find((r) => r.llm)?.llm?.maxBestOf ?? 2, stream)
+  const bestOf = params.bestOf === undefined ? 1 : validateBestOf(params.bestOf, params, llm.info.maxBestOf, stream)
   if (stream && params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported when streaming tokens')
   // Prompt-token logprobs would need the prefill's logits for every position; not implemented.
   if (params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported by ms-serve')
@@ -145,7 +145,7 @@ function generateStream(call: TgiCall, req: FastifyRequest, reply: FastifyReply)
       const details = call.params.details ? { finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens, seed: ev.seed, input_length: ev.inputTokens } : null
       sse.send(streamEvent(last as TokenEvent, fullText(call, ev), details))
     },
-    error: (sse, ev) => sse.send(tgiError(new ServeError(ev.code, ev.message)).body),
+    error: (sse, ev) => sse.send(tgiError(ev).body),
   })
 }
 
@@ -165,7 +165,7 @@ export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegist
   app.post('/', handle('/'))
   app.get('/info', async (_req, reply) => {
     const llm = registry.llm()
-    if (!llm) return sendError(reply, new ServeError('SERVABLE_NOT_FOUND', 'no LLM servable is loaded; add one with: npx ms-serve init llm'))
+    if (!llm) return sendError(reply, noLlm())
     const i = llm.info
     return {
       model_id: i.modelId,

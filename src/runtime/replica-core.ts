@@ -107,6 +107,12 @@ export class ReplicaCore {
       }
     }
     const runs = this.runners.flatMap((r) => r.stats.splice(0))
-    this.send({ type: 'result', id, results, runs, ms: performance.now() - t0 })
+    try {
+      this.send({ type: 'result', id, results, runs, ms: performance.now() - t0 })
+    } catch (e) {
+      // A result the channel cannot carry must still answer its request, not leave it waiting.
+      const err = errorToWire(new ServeError('INFERENCE_FAILED', `replica could not send the result of ${methodName}: ${(e as Error).message}`))
+      this.send({ type: 'result', id, results: instances.map(() => err), runs, ms: performance.now() - t0 })
+    }
   }
 }

@@ -8,27 +8,14 @@
 import { isMainThread, parentPort } from 'node:worker_threads'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import { ReplicaCore } from './replica-core.ts'
-import type { WireResult } from './wire.ts'
 
 process.setSourceMapsEnabled(true)
 
-function resultBuffers(results: WireResult[]): ArrayBuffer[] {
-  const bufs = new Set<ArrayBuffer>()
-  for (const r of results) {
-    if (!('o' in r)) continue
-    for (const k in r.o) {
-      const v = r.o[k]!
-      const d = typeof v === 'string' ? null : v instanceof Uint8Array ? v : 'd' in v ? v.d : null
-      if (d && d.buffer instanceof ArrayBuffer) bufs.add(d.buffer)
-    }
-  }
-  return [...bufs]
-}
-
 if (!isMainThread && parentPort) {
   const port = parentPort
-  // Result tensors are fresh buffers owned by this thread: move them instead of copying.
-  const core = new ReplicaCore((msg: ReplicaMessage) => port.postMessage(msg, msg.type === 'result' ? resultBuffers(msg.results) : undefined))
+  // Results are copied, not transferred: a stage may return a tensor its config keeps (a module
+  // constant), and moving its buffer would empty it for the next request.
+  const core = new ReplicaCore((msg: ReplicaMessage) => port.postMessage(msg))
   port.on('message', (msg: ParentMessage) => {
     if (msg.type === 'shutdown') void core.close().finally(() => port.close())
     else core.handle(msg)

@@ -24,7 +24,7 @@ for (const isolation of ['thread', 'inline'] as const) {
     before(async () => {
       dir = mkdtempSync(join(tmpdir(), `ms-serve-iso-${isolation}-`))
       addServable(dir)
-      for (const name of ['batching', 'fixed4', 'errors', ...(isolation === 'thread' ? ['crashy'] : [])]) FIXTURE_SERVABLES[name]!(dir)
+      for (const name of ['batching', 'fixed4', 'errors', 'constant', ...(isolation === 'thread' ? ['crashy'] : [])]) FIXTURE_SERVABLES[name]!(dir)
       const r = await runCli(['init', 'llm', '--dir', dir])
       assert.equal(r.code, 0, r.stderr)
       server = await startServer(dir, ['--devices', '0,1', '--isolation', isolation, '--no-watch'])
@@ -75,6 +75,14 @@ for (const isolation of ['thread', 'inline'] as const) {
       const three = await postJson(`${server.rest}/model/fixed4:add_common`, floatJson({ instances: [0, 1, 2].map(kInstance) }))
       assertClose(three.json, { instances: [0, 1, 2].map((k) => ({ y: sumOf(k) })) })
       assert.equal((await stats('fixed4')).models[0]!.padded, 1)
+    })
+
+    test('a stage returning a tensor its config keeps answers every request the same', async () => {
+      for (let k = 0; k < 3; k++) {
+        const r = await postJson(`${server.rest}/model/constant:add_k`, one(k))
+        assert.equal(r.status, 200, r.text)
+        assertClose(r.json, { instances: [{ k: [1, 2], y: sumOf(k) }] })
+      }
     })
 
     test('a failing stage fails only its instance; the replica keeps serving', async () => {

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
 const entries = ['src/api.ts', 'src/cli/main.ts']
-for (const dir of ['src/runtime', 'src/llm', 'src/bench']) {
+for (const dir of ['src/runtime', 'src/llm', 'src/bench', 'src/protocol']) {
   if (!existsSync(join(root, dir))) continue
   for (const f of readdirSync(join(root, dir))) if (f.endsWith('-main.ts')) entries.push(`${dir}/${f}`)
 }

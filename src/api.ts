@@ -6,3 +6,4 @@ export type {
 export { Tensor, tensor, tensorFromBytes, castTensor, isTensor, shapeSize, f16BitsToF32, f32ToF16Bits } from './tensor.ts'
 export type { Value, DType, NumericDType, TypedArray } from './tensor.ts'
 export { ServeError } from './errors.ts'
+export { InvalidInputError } from './stage-errors.ts'

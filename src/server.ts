@@ -3,17 +3,19 @@
  * registry -> one gRPC listener and one REST listener shared by every servable.
  */
 import * as grpc from '@grpc/grpc-js'
-import type { FastifyInstance } from 'fastify'
-import { loadServable, scanServables } from './config/scan.ts'
+import { loadServable, scanServables, type FoundServable } from './config/scan.ts'
 import type { ValidServable } from './config/validate.ts'
-import { ServeError } from './errors.ts'
+import { ServeError, toServeError } from './errors.ts'
+import { policyFor, type ServingPolicy } from './runtime/policy.ts'
+import { BodyParser } from './protocol/body-parse.ts'
+import { loadMsServiceDefinition } from './protocol/grpc/ms-service.ts'
 import { planDevices, withIsolation, type DeviceType, type Isolation } from './runtime/devices.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
 import { addMsService } from './protocol/grpc/ms-service.ts'
 import { msServerOptions } from './protocol/grpc/ms-service.ts'
 import { addMsServeService } from './protocol/grpc/generate-service.ts'
-import { buildRestServer } from './protocol/rest/server.ts'
+import { buildRestServer, type RestServer } from './protocol/rest/server.ts'
 import { predictForProtocol } from './protocol/predict.ts'
 import { Reloader } from './runtime/reloader.ts'
 import { watchServables } from './config/watch.ts'
@@ -40,7 +42,23 @@ export interface ServeOptions {
   versions?: Record<string, number[] | 'all'>
   /** Watch the servable directory and hot-reload changed servables (default true). */
   watch?: boolean
+  /** Server-wide limits (timeouts, instances per request, watchdog) and per-servable overrides. */
+  policy?: Partial<ServingPolicy>
+  policyOf?: Record<string, Partial<ServingPolicy>>
+  /** Exit when any servable fails to load (default: serve the others, report it unavailable). */
+  strict?: boolean
+  /** REST connection limits (see protocol/rest/server.ts). */
+  http?: HttpLimits
   log?: (line: string) => void
+}
+
+export interface HttpLimits {
+  /** Most open REST connections; 0 = no limit. */
+  maxConnections?: number
+  /** A request whose headers have not all arrived after this long is answered 408 and closed. */
+  headersTimeoutMs?: number
+  /** A request whose body has not all arrived after this long is answered 408 and closed. */
+  bodyTimeoutMs?: number
 }
 
 export interface RunningServer {
@@ -50,20 +68,42 @@ export interface RunningServer {
   grpcAddress: string | null
   restAddress: string | null
   close(): Promise<void>
+  /** Ends every replica at once, without draining (a second shutdown signal). */
+  kill(): void
 }
 
-/** Compiles and validates every servable version under `dir` (no replica is started). */
-export async function loadServables(dir: string, versions: ServeOptions['versions'] = {}): Promise<ValidServable[]> {
-  const out: ValidServable[] = []
-  for (const found of scanServables(dir)) out.push(...await loadServable(found, versions[found.name]))
-  return out
+/** A servable that could not be loaded: reported unavailable, the others serve. */
+export interface LoadFailure { name: string; error: ServeError }
+
+/**
+ * Compiles and validates every servable version under `dir` (no replica is started). A servable
+ * that fails goes to `failures` (or, with `strict`, stops everything).
+ */
+export async function loadServables(dir: string, versions: ServeOptions['versions'] = {}, strict = true): Promise<{ servables: ValidServable[]; failures: LoadFailure[] }> {
+  const servables: ValidServable[] = []
+  const failures: LoadFailure[] = []
+  for (const found of scanServables(dir)) {
+    try {
+      servables.push(...await loadServable(found, versions[found.name]))
+    } catch (e) {
+      if (strict) throw e
+      failures.push({ name: found.name, error: toServeError(e, 'CONFIG_INVALID') })
+    }
+  }
+  return { servables, failures }
+}
+
+function failureLine(f: LoadFailure): string {
+  return `ms-serve: servable ${f.name} is unavailable, it failed to load: ${f.error.message}`
 }
 
 /** Starts everything; resolves once both listeners are bound and every replica is ready. */
 export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((l: string) => process.stdout.write(l + '\n'))
-  const servables = await loadServables(opts.dir, opts.versions)
+  const strict = opts.strict ?? false
+  const { servables, failures } = await loadServables(opts.dir, opts.versions, strict)
   const registry = new ServableRegistry()
+  const policyOf = (name: string) => policyFor(name, opts.policy, opts.policyOf)
   if (opts.defaultLlm) {
     const s = servables.find((x) => x.name === opts.defaultLlm)
     if (!s?.llm) throw new ServeError('CONFIG_INVALID', `--default-llm ${opts.defaultLlm}: no LLM servable of that name in ${opts.dir} (LLM servables: ${servables.filter((x) => x.llm).map((x) => x.name).join(', ') || 'none'})`)
@@ -71,34 +111,51 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
-  const live = servables.map((s) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name])))
+  const live = servables.map((s) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), policyOf(s.name)))
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
-  try {
-    await Promise.all(live.map(async (l) => {
-      const t0 = performance.now()
+  const started = await Promise.allSettled(live.map(async (l) => {
+    const t0 = performance.now()
+    try {
       await l.start()
-      registry.add(l)
-      log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${Math.round(performance.now() - t0)} ms (isolation: ${l.replicas[0]?.isolation ?? 'process'})`)
-    }))
-  } catch (e) {
+    } catch (e) {
+      await l.stop(true)
+      throw e
+    }
+    registry.add(l)
+    log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${Math.round(performance.now() - t0)} ms (isolation: ${l.replicas[0]?.isolation ?? 'process'})`)
+  }))
+  started.forEach((r, i) => {
+    if (r.status === 'rejected') failures.push({ name: live[i]!.name, error: toServeError(r.reason, 'CONFIG_INVALID') })
+  })
+  if (failures.length > 0 && (strict || registry.all().length === 0)) {
     await stopAll()
-    throw e
+    // One failure: its own message (it names file and fix). Several: one line each, named.
+    if (failures.length === 1) throw failures[0]!.error
+    const why = failures.map((f) => (f.error.message.includes(f.name) ? f.error.message : `servable ${f.name}: ${f.error.message}`)).join('\n')
+    throw new ServeError('CONFIG_INVALID', strict ? why : `no servable could be loaded:\n${why}`)
+  }
+  for (const f of failures) {
+    registry.markFailed(f.name, f.error.message)
+    process.stderr.write(failureLine(f) + '\n')
   }
 
-  const reloader = new Reloader(registry, { dir: opts.dir, plans, isolationOf: opts.isolationOf ?? {}, versions: opts.versions ?? {}, log })
+  const reloader = new Reloader(registry, { dir: opts.dir, plans, isolationOf: opts.isolationOf ?? {}, versions: opts.versions ?? {}, policyOf, log })
   const watcher = opts.watch === false ? null : watchServables(opts.dir, (names) => { void reloader.reload(names) })
   // Watching before the success lines print: a change made right after start is not missed.
   await watcher?.ready
 
   let grpcServer: grpc.Server | null = null
-  let rest: FastifyInstance | null = null
+  let rest: RestServer | null = null
   let grpcAddress: string | null = null
   let restAddress: string | null = null
   const handler = predictForProtocol(registry)
+  // One parse worker for large MindSpore bodies of both listeners (started on the first one).
+  const limits = { fallback: opts.policy?.maxInstancesPerRequest ?? policyFor('').maxInstancesPerRequest, byName: Object.fromEntries(Object.entries(opts.policyOf ?? {}).flatMap(([k, v]) => (v.maxInstancesPerRequest === undefined ? [] : [[k, v.maxInstancesPerRequest]]))) }
+  const bodies = new BodyParser(loadMsServiceDefinition().Predict!.requestDeserialize as never)
   try {
     if (opts.grpc) {
       grpcServer = new grpc.Server(msServerOptions(opts.maxMsgMb))
-      addMsService(grpcServer, handler)
+      addMsService(grpcServer, handler, { bodies, limits })
       addMsServeService(grpcServer, registry)
       const port = await new Promise<number>((resolve, reject) => {
         grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)))
@@ -107,7 +164,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       log(`Serving gRPC server start success, listening on ${grpcAddress}`)
     }
     if (opts.rest) {
-      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false })
+      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {} })
       await rest.listen({ host: opts.rest.host, port: opts.rest.port })
       const addr = rest.server.address()
       const port = typeof addr === 'object' && addr ? addr.port : opts.rest.port
@@ -118,6 +175,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     grpcServer?.forceShutdown()
     await rest?.close()
     await watcher?.close()
+    await bodies.close()
     await stopAll()
     const err = e as NodeJS.ErrnoException
     if (err.code === 'EADDRINUSE' || /address already in use|No address added/i.test(err.message)) {
@@ -137,10 +195,14 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       await reloader.settle()
       // Stop accepting, let in-flight requests finish, then stop replicas.
       await Promise.all([
-        rest?.close(),
+        rest?.closeGracefully(),
         grpcServer ? new Promise<void>((r) => grpcServer!.tryShutdown(() => r())) : undefined,
       ])
+      await bodies.close()
       await Promise.all(registry.all().map((l) => l.stop()))
+    },
+    kill() {
+      for (const l of registry.all()) l.kill()
     },
   }
 }

@@ -56,6 +56,14 @@ export class BatchQueue<T> {
     return { kind: 'wait', ms: this.maxWaitMs - waited }
   }
 
+  /** Drops the queued items `dead` selects (a timed-out or cancelled request's); returns how many. O(n). */
+  remove(dead: (value: T) => boolean): number {
+    const before = this.length
+    this.items = this.items.slice(this.head).filter((it) => !dead(it.value))
+    this.head = 0
+    return before - this.length
+  }
+
   /** Removes and returns everything (used when a servable is unloaded). */
   drain(): QueuedItem<T>[] {
     const all = this.items.slice(this.head)

@@ -1,42 +1,13 @@
 /** The `ms-serve` command line: flags -> serve()/initServable(), errors -> messages and exit codes. */
 import { Command, Option } from 'commander'
-import { readFileSync } from 'node:fs'
-import { parse as parseYaml } from 'yaml'
 import { isServeError, ServeError } from '../errors.ts'
+import { parseHostPort, parseMaxMsgMb, readServerFile, type ServerFile } from '../config/server-file.ts'
 import { ISOLATIONS, parseDeviceIds, parseIsolation, type DeviceType, type Isolation } from '../runtime/devices.ts'
-import { serve, type HostPort } from '../server.ts'
+import { serve } from '../server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
 
 process.setSourceMapsEnabled(true)
-
-/** Parses `HOST:PORT` (port 0 = any free port). */
-export function parseHostPort(flag: string, text: string): HostPort {
-  const m = /^(.*):(\d+)$/.exec(text.trim())
-  if (!m || !m[1]) throw new ServeError('INVALID_REQUEST', `${flag} expects HOST:PORT, e.g. ${flag} 127.0.0.1:${flag === '--grpc' ? 5500 : 1500} (got "${text}")`)
-  const port = Number(m[2])
-  if (port > 65535) throw new ServeError('INVALID_REQUEST', `${flag}: port ${port} is out of range 0..65535`)
-  return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port }
-}
-
-interface ServerFile {
-  grpc?: string | null
-  rest?: string | null
-  devices?: number[] | string
-  device_type?: DeviceType
-  isolation?: string
-  max_msg_mb?: number
-  servables?: Record<string, { version?: number; versions?: number[] | 'all'; isolation?: string }>
-}
-
-function readServerFile(path: string): ServerFile {
-  try {
-    const doc = parseYaml(readFileSync(path, 'utf8')) as ServerFile | null
-    return doc ?? {}
-  } catch (e) {
-    throw new ServeError('CONFIG_INVALID', `cannot read server config ${path}: ${(e as Error).message}`)
-  }
-}
 
 function fail(e: unknown): never {
   if (isServeError(e)) {
@@ -65,30 +36,52 @@ program
   .option('--rest-always-200', 'answer REST errors with HTTP 200 like MindSpore Serving (default: 4xx/5xx)')
   .option('--no-watch', 'do not watch DIR for changes (default: changed servables are hot-reloaded)')
   .option('--default-llm <name>', 'LLM servable for routes that name no model (TGI /generate, OpenAI without model)')
+  .option('--strict', 'exit when any servable fails to load (default: serve the others and report it unavailable)')
+  .option('--request-timeout-ms <n>', 'longest a request may take, arrival to answer (504); 0 = no limit; a request may ask for less with x-request-timeout-ms or a gRPC deadline', '0')
+  .option('--max-instances-per-request <n>', 'most instances in one predict request, checked while the body is read', '10000')
+  .option('--watchdog-ms <n>', 'a replica silent this long (stopped, or a stage that never returns) is killed and restarted; 0 = off', '4000')
+  .option('--max-connections <n>', 'most open REST connections; 0 = no limit', '0')
+  .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', '10000')
+  .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', '60000')
   .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, servables.<name>.version(s)')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {
-      const file = o.config ? readServerFile(String(o.config)) : {}
+      // The YAML is checked whole (keys and values) in config/server-file.ts; flags given on the command line win.
+      const file: ServerFile = o.config ? readServerFile(String(o.config)) : {}
       const src = (k: string) => cmd.getOptionValueSource(k) === 'cli'
-      const devicesText = src('devices') || file.devices === undefined ? String(o.devices) : Array.isArray(file.devices) ? file.devices.join(',') : String(file.devices)
-      const maxMsgMb = Number(src('maxMsgMb') || file.max_msg_mb === undefined ? o.maxMsgMb : file.max_msg_mb)
-      if (!Number.isInteger(maxMsgMb) || maxMsgMb < 1 || maxMsgMb > 512) throw new ServeError('INVALID_REQUEST', `--max-msg-mb must be an integer in 1..512 (got ${o.maxMsgMb})`)
-      const grpcText = src('grpc') || file.grpc === undefined ? String(o.grpc) : file.grpc
-      const restText = src('rest') || file.rest === undefined ? String(o.rest) : file.rest
+      const devices = src('devices') || file.devices === undefined ? parseDeviceIds(String(o.devices)) : file.devices
+      const maxMsgMb = src('maxMsgMb') || file.max_msg_mb === undefined ? parseMaxMsgMb(String(o.maxMsgMb)) : file.max_msg_mb
+      const grpc = src('grpc') || file.grpc === undefined ? parseHostPort('--grpc', String(o.grpc)) : file.grpc
+      const rest = src('rest') || file.rest === undefined ? parseHostPort('--rest', String(o.rest)) : file.rest
       const versions: Record<string, number[] | 'all'> = {}
       const isolationOf: Record<string, Isolation> = {}
       for (const [name, s] of Object.entries(file.servables ?? {})) {
         if (s.versions !== undefined) versions[name] = s.versions
-        else if (s.version !== undefined) versions[name] = [s.version]
-        if (s.isolation !== undefined) isolationOf[name] = parseIsolation(String(s.isolation), `servables.${name}.isolation`)
+        if (s.isolation !== undefined) isolationOf[name] = s.isolation
+      }
+      const int = (flag: string, key: string, min: number) => {
+        const v = Number(o[key])
+        if (!Number.isInteger(v) || v < min) throw new ServeError('INVALID_REQUEST', `${flag} must be an integer >= ${min} (got ${o[key]})`)
+        return v
       }
       const server = await serve({
+        strict: Boolean(o.strict),
+        policy: {
+          timeoutMs: int('--request-timeout-ms', 'requestTimeoutMs', 0),
+          maxInstancesPerRequest: int('--max-instances-per-request', 'maxInstancesPerRequest', 1),
+          watchdogMs: int('--watchdog-ms', 'watchdogMs', 0),
+        },
+        http: {
+          maxConnections: int('--max-connections', 'maxConnections', 0),
+          headersTimeoutMs: int('--headers-timeout-ms', 'headersTimeoutMs', 1),
+          bodyTimeoutMs: int('--body-timeout-ms', 'bodyTimeoutMs', 1),
+        },
         dir,
-        devices: parseDeviceIds(devicesText),
+        devices,
         deviceType: (src('deviceType') || !file.device_type ? o.deviceType : file.device_type) as DeviceType,
-        isolation: parseIsolation(String(src('isolation') || file.isolation === undefined ? o.isolation : file.isolation)),
-        grpc: o.grpcServer === false || grpcText === null ? null : parseHostPort('--grpc', grpcText),
-        rest: o.restServer === false || restText === null ? null : parseHostPort('--rest', restText),
+        isolation: src('isolation') || file.isolation === undefined ? parseIsolation(String(o.isolation)) : file.isolation,
+        grpc: o.grpcServer === false ? null : grpc,
+        rest: o.restServer === false ? null : rest,
         maxMsgMb,
         restAlways200: Boolean(o.restAlways200),
         watch: o.watch !== false,
@@ -98,7 +91,8 @@ program
       })
       let closing = false
       const shutdown = (sig: string) => {
-        if (closing) process.exit(130)
+        // A second signal: end the replicas too (not left to notice the dead parent), then exit.
+        if (closing) { server.kill(); process.exit(130) }
         closing = true
         process.stdout.write(`ms-serve: ${sig} received, draining in-flight requests (send again to exit now)\n`)
         server.close().then(() => process.exit(0), () => process.exit(1))

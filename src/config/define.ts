@@ -5,6 +5,7 @@
  */
 import type { Value } from '../tensor.ts'
 import type { LlmEngineOptions } from '../llm/engine.ts'
+import { checkOptionKeys } from './suggest.ts'
 
 export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all'
 
@@ -65,6 +66,31 @@ export interface StageOptions {
   batchSize?: number
   /** Shown in errors, e.g. `Call Preprocess Failed`. Defaults to the function name. */
   tag?: string
+}
+
+/** The keys of an options type, in the order messages list them; the Record type keeps the list complete. */
+function optionKeys<T>(all: Record<keyof T, true>): readonly string[] {
+  return Object.freeze(Object.keys(all))
+}
+
+/** Every declareModel option; an option added to ModelOptions does not compile until it is listed here. */
+export const MODEL_OPTION_KEYS = optionKeys<ModelOptions>({
+  file: true, maxBatchSize: true, maxWaitMs: true, maxQueueSize: true, withBatchDim: true, withoutBatchDimInputs: true, session: true, name: true,
+})
+export const SESSION_OPTION_KEYS = optionKeys<SessionOptions>({
+  intraOpThreads: true, interOpThreads: true, graphOptimizationLevel: true, executionMode: true, extra: true,
+})
+export const LLM_OPTION_KEYS = optionKeys<LlmOptions>({
+  file: true, maxBatchSize: true, maxTotalTokens: true, maxInputTokens: true, maxBatchPrefillTokens: true, maxBatchTotalTokens: true,
+  maxConcurrentRequests: true, maxWaitingTokens: true, waitingServedRatio: true, maxConsecutivePrefills: true, maxStopSequences: true,
+  maxTopNTokens: true, maxBestOf: true, kvMode: true, allowSpinning: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
+})
+export const METHOD_SPEC_KEYS = optionKeys<{ inputs: unknown; outputs: unknown }>({ inputs: true, outputs: true })
+export const STAGE_OPTION_KEYS = optionKeys<StageOptions & { outputs?: number }>({ outputs: true, batchSize: true, tag: true })
+
+/** Whether `v` can be an options object (not null, an array, or a primitive passed by mistake). */
+export function isOptionsObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
 
 /** A per-instance function stage: receives one instance's values, returns one value or a tuple. */
@@ -152,13 +178,19 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
 
   const builder: ServableBuilder = {
     declareModel(options) {
-      const ref = new ModelRef(models.length, { ...options }, callSite())
+      const site = callSite()
+      if (!isOptionsObject(options)) {
+        problems.push({ message: `declareModel() takes an options object, e.g. declareModel({ file: 'model.onnx' }) (got ${JSON.stringify(options)})`, site })
+      }
+      const ref = new ModelRef(models.length, { ...(isOptionsObject(options) ? options : {}) } as ModelOptions, site)
       models.push(ref)
       return ref
     },
     declareLlm(options) {
       const site = callSite()
-      if (llm) problems.push({ message: 'declareLlm() was called twice; a servable serves one LLM', site })
+      if (!isOptionsObject(options)) {
+        problems.push({ message: `declareLlm() takes an options object, e.g. declareLlm({ file: 'model.onnx' }) (got ${JSON.stringify(options)})`, site })
+      } else if (llm) problems.push({ message: 'declareLlm() was called twice; a servable serves one LLM', site })
       else llm = { options: { ...options }, site }
     },
     registerMethod(name, spec, body) {
@@ -167,8 +199,19 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
         problems.push({ message: `registerMethod("${name}") was called inside the body of method "${current.name}"; register methods at the top level`, site })
         return
       }
-      const inputs = [...spec.inputs] as string[]
-      const outputs = [...spec.outputs] as string[]
+      // Checked here, not in validate.ts: the spec object itself is not recorded.
+      if (!isOptionsObject(spec)) {
+        problems.push({ message: `registerMethod("${name}") needs { inputs: [...], outputs: [...] } as its second argument`, site })
+        return
+      }
+      const badKey = checkOptionKeys(spec, METHOD_SPEC_KEYS, `registerMethod("${name}") option`)
+      if (badKey) problems.push({ message: badKey, site })
+      for (const k of ['inputs', 'outputs'] as const) {
+        if (Array.isArray(spec[k])) continue
+        problems.push({ message: `registerMethod("${name}") ${k} must be a list of names, e.g. { ${k}: ['x'] } (got ${JSON.stringify(spec[k])})`, site })
+      }
+      const inputs = Array.isArray(spec.inputs) ? [...spec.inputs] as string[] : []
+      const outputs = Array.isArray(spec.outputs) ? [...spec.outputs] as string[] : []
       const phs: Record<string, Placeholder> = {}
       const known = new Set<number>()
       for (const n of inputs) {
@@ -200,6 +243,15 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
     },
     addStage(target: ModelRef | InstanceStageFn | BatchStageFn, args: Placeholder[], options: StageOptions & { outputs?: number } = {}): never {
       const site = callSite()
+      if (!isOptionsObject(options)) {
+        problems.push({ message: `addStage options must be an object, e.g. { outputs: 2, tag: 'Preprocess' } (got ${JSON.stringify(options)})`, site })
+        options = {}
+      }
+      const badKey = checkOptionKeys(options, STAGE_OPTION_KEYS, 'addStage option')
+      if (badKey) problems.push({ message: badKey, site })
+      if (options.tag !== undefined && typeof options.tag !== 'string') {
+        problems.push({ message: `addStage tag must be a string (got ${JSON.stringify(options.tag)})`, site })
+      }
       const n = options.outputs ?? 1
       const outs = Array.from({ length: Math.max(0, n) }, (_, i) => new Placeholder(nextId++, `stage output ${i}`))
       if (!current) {

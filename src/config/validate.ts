@@ -6,8 +6,11 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ServeError } from '../errors.ts'
+import { isOptionsObject, LLM_OPTION_KEYS, MODEL_OPTION_KEYS, SESSION_OPTION_KEYS } from './define.ts'
 import type { GraphOptimizationLevel, LlmOptions, ServableDefinition } from './define.ts'
 import { relativeSite } from './compile.ts'
+import { checkOptionKeys } from './suggest.ts'
+import { resolveLlmBudgets, type LlmBudgets } from '../llm/budgets.ts'
 
 export interface ValidSession {
   intraOpThreads?: number
@@ -99,12 +102,31 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
   const models: ValidModel[] = def.models.map((m, i) => {
     const o = m.options
     const site = m.site
+    // Unknown keys first: a misspelt `fille` is better reported as a typo than as a missing file.
+    const badKey = checkOptionKeys(o, MODEL_OPTION_KEYS, 'declareModel option')
+    if (badKey) fail(configFile, site, badKey)
     if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareModel({ file }) needs the ONNX file name inside the version folder, e.g. { file: 'model.onnx' }`)
     const path = join(ctx.versionDir, o.file)
     if (!existsSync(path)) {
       fail(configFile, site, `model file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX file there, or fix the file name${ctx.name === 'add' || ctx.name === 'image' || ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init ${ctx.name} --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
     }
     const s = o.session ?? {}
+    if (!isOptionsObject(s as unknown)) {
+      fail(configFile, site, `session must be an object, e.g. session: { intraOpThreads: 2 } (got ${JSON.stringify(s)})`)
+    }
+    const badSessionKey = checkOptionKeys(s, SESSION_OPTION_KEYS, 'declareModel session option')
+    if (badSessionKey) fail(configFile, site, badSessionKey)
+    const extra: unknown = s.extra ?? {}
+    if (!isOptionsObject(extra) || Object.values(extra).some((v) => typeof v !== 'string')) {
+      const example = `{ 'session.intra_op.allow_spinning': '1' }`
+      fail(configFile, site, `session.extra must map ORT config keys to string values, e.g. ${example} (got ${JSON.stringify(s.extra)})`)
+    }
+    if (o.withBatchDim !== undefined && typeof o.withBatchDim !== 'boolean') {
+      fail(configFile, site, `withBatchDim must be true or false (got ${JSON.stringify(o.withBatchDim)})`)
+    }
+    if (o.name !== undefined && (typeof o.name !== 'string' || !o.name)) {
+      fail(configFile, site, `name must be a non-empty string (got ${JSON.stringify(o.name)})`)
+    }
     const level = s.graphOptimizationLevel ?? 'all'
     if (!LEVELS.includes(level)) fail(configFile, site, `session.graphOptimizationLevel must be one of ${LEVELS.join(', ')} (got ${JSON.stringify(level)})`)
     const mode = s.executionMode ?? 'sequential'
@@ -131,7 +153,7 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
         interOpThreads: intOpt(s.interOpThreads, 'session.interOpThreads', 1, configFile, site),
         graphOptimizationLevel: level,
         executionMode: mode,
-        extra: { ...(s.extra ?? {}) },
+        extra: { ...(extra as Record<string, string>) },
       },
       site,
     }
@@ -174,6 +196,8 @@ const LLM_INT_OPTIONS = {
 
 function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: string; versionDir: string; configFile: string }): ValidLlm {
   const { configFile } = ctx
+  const badKey = checkOptionKeys(o, LLM_OPTION_KEYS, 'declareLlm option')
+  if (badKey) fail(configFile, site, badKey)
   if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareLlm({ file }) needs the ONNX decoder file inside the version folder, e.g. { file: 'model.onnx' }`)
   const path = join(ctx.versionDir, o.file)
   if (!existsSync(path)) fail(configFile, site, `LLM file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX decoder there, or fix the file name${ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init llm --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
@@ -194,9 +218,36 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
     if (o.kvMode !== 'new' && o.kvMode !== 'full') fail(configFile, site, `declareLlm kvMode must be 'new' or 'full' (got ${JSON.stringify(o.kvMode)})`)
     options.kvMode = o.kvMode
   }
+  checkLlmBudgets(options, configFile, site)
+  if (o.tokenizerDir !== undefined && (typeof o.tokenizerDir !== 'string' || !o.tokenizerDir)) {
+    fail(configFile, site, `declareLlm tokenizerDir must be a folder path relative to the servable folder (got ${JSON.stringify(o.tokenizerDir)})`)
+  }
+  if (o.modelId !== undefined && (typeof o.modelId !== 'string' || !o.modelId)) {
+    fail(configFile, site, `declareLlm modelId must be a non-empty string (got ${JSON.stringify(o.modelId)})`)
+  }
   const tokenizerDir = o.tokenizerDir === undefined ? undefined : join(ctx.dir, o.tokenizerDir)
-  if (tokenizerDir && !existsSync(tokenizerDir)) fail(configFile, site, `tokenizerDir ${tokenizerDir} does not exist`)
+  if (tokenizerDir && !existsSync(tokenizerDir)) {
+    fail(configFile, site, `declareLlm tokenizerDir ${tokenizerDir} does not exist; create it or fix the path (it is relative to ${ctx.dir})`)
+  }
   return { file: o.file, path, ...(tokenizerDir ? { tokenizerDir } : {}), options, modelId: o.modelId ?? ctx.name, site }
+}
+
+/**
+ * declareLlm's token budgets against each other, with the engine's defaults filled in (TGI's
+ * startup checks). Runs at load, so a bad combination never reaches a replica; says what to change.
+ */
+function checkLlmBudgets(given: Partial<LlmBudgets>, configFile: string, site: string): void {
+  const b = resolveLlmBudgets(given)
+  const show = (k: keyof LlmBudgets) => `${k} (${b[k]}${given[k] === undefined ? ', the default' : ''})`
+  if (b.maxInputTokens >= b.maxTotalTokens) {
+    fail(configFile, site, `declareLlm ${show('maxInputTokens')} must be < ${show('maxTotalTokens')}: raise maxTotalTokens or lower maxInputTokens`)
+  }
+  if (b.maxBatchPrefillTokens < b.maxInputTokens) {
+    fail(configFile, site, `declareLlm ${show('maxBatchPrefillTokens')} < ${show('maxInputTokens')}: raise maxBatchPrefillTokens or lower maxInputTokens`)
+  }
+  if (b.maxBatchTotalTokens < b.maxTotalTokens) {
+    fail(configFile, site, `declareLlm ${show('maxBatchTotalTokens')} < ${show('maxTotalTokens')}: raise maxBatchTotalTokens or lower maxTotalTokens`)
+  }
 }
 
 function deepFreeze<T>(o: T): T {

@@ -16,6 +16,7 @@ import { ChatTemplate } from './chat-template.ts'
 import { DecoderRunner } from './decoder-runner.ts'
 import { rewriteForNewPositions } from './graph-rewrite.ts'
 import { SlotKvCache } from './kv-cache.ts'
+import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
 import type { ModelSpec } from './model-spec.ts'
 import { planStep } from './scheduler.ts'
@@ -119,14 +120,13 @@ export class LlmEngine {
 
   /** Loads the model (rewriting its KV outputs unless kvMode 'full'), tokenizer and chat template. */
   static async load(modelPath: string, opts: LlmEngineOptions = {}): Promise<LlmEngine> {
-    const maxTotalTokens = opts.maxTotalTokens ?? 1024
-    const maxInputTokens = opts.maxInputTokens ?? maxTotalTokens - 1
-    const maxBatchSize = opts.maxBatchSize ?? 16
+    // Option values and budgets were checked by config validation (config/validate.ts) at load,
+    // before any replica started; only checks that need the model or tokenizer are made here.
+    const budgets = resolveLlmBudgets(opts)
+    const { maxBatchSize, maxTotalTokens } = budgets
     const onCpu = (opts.executionProviders ?? ['cpu']).every((p) => (typeof p === 'string' ? p : p.name) === 'cpu')
     const o = {
-      maxBatchSize, maxTotalTokens, maxInputTokens,
-      maxBatchPrefillTokens: opts.maxBatchPrefillTokens ?? maxInputTokens + 50,
-      maxBatchTotalTokens: opts.maxBatchTotalTokens ?? maxBatchSize * maxTotalTokens,
+      ...budgets,
       maxConcurrentRequests: opts.maxConcurrentRequests ?? 128,
       maxWaitingTokens: opts.maxWaitingTokens ?? 20,
       waitingServedRatio: opts.waitingServedRatio ?? (onCpu ? 0 : 0.3),
@@ -135,11 +135,6 @@ export class LlmEngine {
       maxTopNTokens: opts.maxTopNTokens ?? 5,
       kvBlock: opts.kvBlock ?? 64,
     }
-    const bad = (m: string): never => { throw new ServeError('CONFIG_INVALID', m) }
-    for (const [k, v] of Object.entries(o)) if (!(typeof v === 'number' && v >= (k === 'waitingServedRatio' || k === 'maxConsecutivePrefills' || k === 'maxTopNTokens' ? 0 : 1))) bad(`llm.${k} must be a positive number (got ${v})`)
-    if (maxInputTokens >= maxTotalTokens) bad(`maxInputTokens (${maxInputTokens}) must be < maxTotalTokens (${maxTotalTokens})`)
-    if (o.maxBatchPrefillTokens < maxInputTokens) bad(`maxBatchPrefillTokens (${o.maxBatchPrefillTokens}) < maxInputTokens (${maxInputTokens}): raise maxBatchPrefillTokens or lower maxInputTokens`)
-    if (o.maxBatchTotalTokens < maxTotalTokens) bad(`maxBatchTotalTokens (${o.maxBatchTotalTokens}) < maxTotalTokens (${maxTotalTokens}): raise maxBatchTotalTokens or lower maxTotalTokens`)
 
     const original = new Uint8Array(await readFile(modelPath))
     const bytes = opts.kvMode === 'full' ? original : rewriteForNewPositions(original).bytes
@@ -153,7 +148,8 @@ export class LlmEngine {
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
     if (spec.vocabSize !== null && tokenizer.vocabSize > spec.vocabSize) {
-      bad(`tokenizer has ${tokenizer.vocabSize} tokens but the model's logits have ${spec.vocabSize}`)
+      throw new ServeError('CONFIG_INVALID', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's logits have ${spec.vocabSize}: `
+        + `point declareLlm tokenizerDir at the folder with this model's tokenizer.json (or put it next to the model)`)
     }
     const cache = new SlotKvCache({
       numLayers: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, dtype: spec.kvDtype,

@@ -156,6 +156,8 @@ export class OnnxGraphBuilder {
     const model = onnx.ModelProto.create({
       irVersion: IR_VERSION,
       producerName: 'ms-serve',
+      // The builder's format version, not the package's (src/version.ts): a release must not change
+      // the bytes of generated models, which `init` compares with the files on disk.
       producerVersion: '0.1.0',
       domain: 'ms-serve.builtin',
       modelVersion: 1,

@@ -9,17 +9,41 @@ import type { Value } from '../tensor.ts'
 import type { DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
 import { fromWire, type WireResult } from './wire.ts'
+import { policyFor, type ServingPolicy } from './policy.ts'
 
 export type InstanceOutcome = { outputs: Record<string, Value> } | { error: ServeError }
 
-/** One request's instances: outcomes fill in as batches finish; it resolves when the last one lands. */
-interface PendingRequest { outcomes: InstanceOutcome[]; remaining: number; resolve: (r: InstanceOutcome[]) => void }
+/**
+ * One request's instances: outcomes fill in as batches finish; it resolves when the last one lands.
+ * `done` is set once it is answered (or timed out / cancelled): its still-queued jobs are dropped.
+ */
+interface PendingRequest {
+  outcomes: InstanceOutcome[]
+  remaining: number
+  done: boolean
+  resolve: (r: InstanceOutcome[]) => void
+  timer?: NodeJS.Timeout
+}
 interface Job { inst: Record<string, Value>; req: PendingRequest; index: number }
 
 function settle(job: Job, outcome: InstanceOutcome): void {
   const req = job.req
+  if (req.done) return
   req.outcomes[job.index] = outcome
-  if (--req.remaining === 0) req.resolve(req.outcomes)
+  if (--req.remaining === 0) finish(req)
+}
+
+function finish(req: PendingRequest): void {
+  req.done = true
+  if (req.timer) clearTimeout(req.timer)
+  req.resolve(req.outcomes)
+}
+
+/** How one predict may end early: a deadline, or the client going away. */
+export interface PredictOptions {
+  /** 0 or absent: no deadline. */
+  timeoutMs?: number
+  signal?: AbortSignal
 }
 
 /** Groups a replica may hold at once: 2 lets the next batch cross the IPC pipe while one runs. */
@@ -38,9 +62,11 @@ export class LiveServable {
   private rr = 0
   private crashStreak = new Map<Replica, number>()
   restarts = 0
+  /** Resolves waiters of drain() when the last queued or in-flight work finishes. */
+  private idleWaiters: Array<() => void> = []
 
-  constructor(readonly servable: ValidServable, devices: DevicePlan[]) {
-    this.replicas = devices.map((d) => new Replica(servable, d))
+  constructor(readonly servable: ValidServable, devices: DevicePlan[], readonly policy: ServingPolicy = policyFor(servable.name)) {
+    this.replicas = devices.map((d) => new Replica(servable, d, policy.watchdogMs))
     this.modelStats = servable.models.map((m) => ({ name: m.name, executions: 0, inferences: 0, padded: 0, computeMs: 0, batchSizes: {} }))
     for (const m of servable.methods) this.methodStats.set(m.name, { requests: 0, instances: 0, errors: 0, batches: 0, queueMs: 0, batchSizes: {} })
   }
@@ -59,27 +85,59 @@ export class LiveServable {
       const limits = m.models.map((i) => this.servable.models[i]!.maxQueueSize)
       this.queues.set(m.name, new BatchQueue<Job>(sizes.length ? Math.min(...sizes) : 32, waits.length ? Math.min(...waits) : 0, limits.length ? Math.min(...limits) : 10000))
     }
-    for (const r of this.replicas) r.onExit = (rep, why) => this.onReplicaExit(rep, why)
+    for (const r of this.replicas) {
+      r.onExit = (rep, why) => this.onReplicaExit(rep, why)
+      r.onIdle = () => this.checkIdle()
+    }
+  }
+
+  /** True when `method`'s queue cannot take one more instance (checked before a body is read). */
+  queueFull(method: string): boolean {
+    const q = this.queues.get(method)
+    return q !== undefined && q.length >= q.maxQueueSize
+  }
+
+  queueLimit(method: string): number {
+    return this.queues.get(method)?.maxQueueSize ?? 0
   }
 
   method(name: string): ValidMethod | undefined {
     return this.servable.methods.find((m) => m.name === name)
   }
 
-  /** Queues the instances of one request and resolves with one outcome per instance, in order. */
-  predict(method: ValidMethod, instances: Record<string, Value>[]): Promise<InstanceOutcome[]> {
+  /**
+   * Queues the instances of one request and resolves with one outcome per instance, in order.
+   * A deadline or an aborted signal rejects it (TIMEOUT / CANCELLED); its jobs still queued are
+   * then dropped, not run. Jobs already sent to a replica finish there and are ignored.
+   */
+  predict(method: ValidMethod, instances: Record<string, Value>[], opts: PredictOptions = {}): Promise<InstanceOutcome[]> {
     const q = this.queues.get(method.name)!
     const st = this.methodStats.get(method.name)!
     st.requests++
     st.instances += instances.length
     return new Promise<InstanceOutcome[]>((resolve, reject) => {
-      const req: PendingRequest = { outcomes: new Array<InstanceOutcome>(instances.length), remaining: instances.length, resolve }
+      const req: PendingRequest = { outcomes: new Array<InstanceOutcome>(instances.length), remaining: instances.length, done: false, resolve }
       const jobs = instances.map((inst, index): Job => ({ inst, req, index }))
       if (!q.pushAll(jobs, performance.now())) {
         st.errors++
         reject(new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${q.maxQueueSize}`))
         return
       }
+      const abandon = (err: ServeError) => {
+        if (req.done) return
+        req.done = true
+        if (req.timer) clearTimeout(req.timer)
+        st.errors++
+        // Free its queue places at once: the queue limit counts live work only.
+        q.remove((job) => job.req === req)
+        reject(err)
+        this.checkIdle()
+      }
+      const timeoutMs = opts.timeoutMs ?? 0
+      if (timeoutMs > 0) {
+        req.timer = setTimeout(() => abandon(new ServeError('TIMEOUT', `request to servable ${this.name} method ${method.name} did not finish within its timeout of ${timeoutMs} ms`)), timeoutMs)
+      }
+      opts.signal?.addEventListener('abort', () => abandon(new ServeError('CANCELLED', 'the client cancelled the request')), { once: true })
       this.pump(method.name)
     })
   }
@@ -113,7 +171,10 @@ export class LiveServable {
     }
   }
 
-  private dispatch(replica: Replica, method: string, items: QueuedItem<Job>[]): void {
+  private dispatch(replica: Replica, method: string, all: QueuedItem<Job>[]): void {
+    // Jobs of requests already answered (timed out, cancelled) are dropped here, never run.
+    const items = all.some((i) => i.value.req.done) ? all.filter((i) => !i.value.req.done) : all
+    if (items.length === 0) { this.checkIdle(); return }
     // Rotate only when a batch really goes out: pump() also picks a replica before finding the queue empty.
     this.rr = (this.replicas.indexOf(replica) + 1) % this.replicas.length
     const st = this.methodStats.get(method)!
@@ -146,6 +207,7 @@ export class LiveServable {
 
   private pumpAll(): void {
     for (const m of this.queues.keys()) this.pump(m)
+    this.checkIdle()
   }
 
   private onReplicaExit(r: Replica, why: string): void {
@@ -168,11 +230,33 @@ export class LiveServable {
     for (const q of this.queues.values()) for (const it of q.drain()) settle(it.value, { error: err })
   }
 
-  /** Waits until every queued and in-flight instance and LLM stream has finished (or `timeoutMs` passed). */
-  async drain(timeoutMs = 30_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs
-    const busy = () => [...this.queues.values()].some((q) => q.length > 0) || this.replicas.some((r) => r.inflightGroups > 0 || r.activeStreams > 0)
-    while (busy() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+  private busy(): boolean {
+    for (const q of this.queues.values()) if (q.length > 0) return true
+    return this.replicas.some((r) => r.inflightGroups > 0 || r.activeStreams > 0)
+  }
+
+  /** Wakes drain() waiters once nothing is queued or in flight (called on every completion). */
+  private checkIdle(): void {
+    if (this.idleWaiters.length === 0 || this.busy()) return
+    const waiters = this.idleWaiters
+    this.idleWaiters = []
+    for (const w of waiters) w()
+  }
+
+  /** Resolves once every queued and in-flight instance and LLM stream has finished (or `timeoutMs` passed). */
+  drain(timeoutMs = 30_000): Promise<void> {
+    if (!this.busy()) return Promise.resolve()
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(done, timeoutMs)
+      function done() { clearTimeout(t); resolve() }
+      this.idleWaiters.push(done)
+    })
+  }
+
+  /** Ends every replica now (a second shutdown signal): no draining, no restarts. */
+  kill(): void {
+    this.stopped = true
+    for (const r of this.replicas) r.kill()
   }
 
   /** Stops replicas after in-flight work; queued work fails with SERVABLE_NOT_READY. */

@@ -5,7 +5,7 @@
  */
 import { LlmEngine } from '../llm/engine.ts'
 import { toServeError } from '../errors.ts'
-import type { ValidLlm } from '../config/validate.ts'
+import { fail, type ValidLlm } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ReplicaMessage } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
@@ -21,14 +21,22 @@ export class LlmHost {
   static async start(llm: ValidLlm, device: DevicePlan, send: (m: ReplicaMessage) => void): Promise<LlmHost> {
     // maxBestOf is the route's limit (TGI's router holds it too); the engine never sees best_of.
     const { intraOpThreads, maxBestOf: _maxBestOf, ...options } = llm.options
-    const engine = await LlmEngine.load(llm.path, {
-      ...options,
-      intraOpNumThreads: intraOpThreads ?? device.intraOpThreads,
-      // As for model replicas: no spinning on shared CPU cores unless the config asks for it.
-      allowSpinning: options.allowSpinning ?? device.deviceType !== 'cpu',
-      executionProviders: device.executionProviders,
-      ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
-    })
+    let engine: LlmEngine
+    try {
+      engine = await LlmEngine.load(llm.path, {
+        ...options,
+        intraOpNumThreads: intraOpThreads ?? device.intraOpThreads,
+        // As for model replicas: no spinning on shared CPU cores unless the config asks for it.
+        allowSpinning: options.allowSpinning ?? device.deviceType !== 'cpu',
+        executionProviders: device.executionProviders,
+        ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
+      })
+    } catch (e) {
+      // Checks that need the loaded model or tokenizer happen here; name the declareLlm call they concern.
+      const err = toServeError(e, 'CONFIG_INVALID')
+      if (err.code !== 'CONFIG_INVALID') throw err
+      fail(llm.path, llm.site, `declareLlm({ file: '${llm.file}' }): ${err.message}`)
+    }
     return new LlmHost(engine, llm, send)
   }
 

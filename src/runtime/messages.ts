@@ -56,7 +56,11 @@ export type ParentMessage =
   | { type: 'llm-stats'; id: number }
   | { type: 'shutdown' }
 
+/** How often a replica says it is alive (the parent's watchdog counts silence from any message). */
+export const HEARTBEAT_MS = 250
+
 export type ReplicaMessage =
+  | { type: 'beat' }
   | { type: 'ready'; models: ModelInfo[]; llm?: LlmInfo }
   | { type: 'event'; id: number; event: GenerateEvent }
   /** The events of one engine step (one token per running request), in order: one message, not one each. */

@@ -7,6 +7,7 @@ import { ServeError } from '../errors.ts'
 import type { BatchStageFn, InstanceStageFn, ServableDefinition } from '../config/define.ts'
 import { fail, type ValidMethod, type ValidServable } from '../config/validate.ts'
 import { Tensor, type Value } from '../tensor.ts'
+import { isInvalidInputError } from '../stage-errors.ts'
 import type { ModelRunner } from './model-runner.ts'
 
 type StageFn = InstanceStageFn | BatchStageFn
@@ -39,7 +40,8 @@ export function prepareMethods(servable: ValidServable, def: ServableDefinition,
 
 function stageError(tag: string, method: string, k: number, e: unknown): ServeError {
   const msg = e instanceof Error ? e.message : String(e)
-  return new ServeError('STAGE_FAILED', `Call ${tag} Failed, method: '${method}', stage index(begin with 1): ${k}, error msg: ${msg}`)
+  // The stage says the client sent a bad value: 400 / INVALID_ARGUMENT, MindSpore's text otherwise unchanged.
+  return new ServeError(isInvalidInputError(e) ? 'INVALID_REQUEST' : 'STAGE_FAILED', `Call ${tag} Failed, method: '${method}', stage index(begin with 1): ${k}, error msg: ${msg}`)
 }
 
 function asOutputs(v: unknown, n: number, tag: string): Value[] {

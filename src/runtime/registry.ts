@@ -6,16 +6,33 @@ import { ServeError } from '../errors.ts'
 import type { Value } from '../tensor.ts'
 import type { InstanceOutcome, LiveServable } from './live-servable.ts'
 import { LlmDispatcher } from './llm-dispatch.ts'
+import { requestTimeoutMs } from './policy.ts'
 
-export interface PredictCall { name: string; method: string; version: number; instances: Record<string, Value>[] }
+export interface PredictCall {
+  name: string
+  method: string
+  version: number
+  instances: Record<string, Value>[]
+  /** The client's own deadline (REST x-request-timeout-ms, gRPC deadline), capped by the servable's. */
+  timeoutMs?: number
+  /** Aborts when the client goes away: queued instances are dropped. */
+  signal?: AbortSignal
+}
 
 export class ServableRegistry {
   private byName = new Map<string, Map<number, LiveServable>>()
   private llmCache = new WeakMap<LiveServable, LlmDispatcher>()
+  /** Servables that failed to load (name -> why): reported unavailable until a reload serves them. */
+  readonly failed = new Map<string, string>()
   /** The LLM servable that routes without a model name (TGI /generate, OpenAI without `model`) use. */
   defaultLlm: string | undefined
 
+  markFailed(name: string, why: string): void {
+    this.failed.set(name, why)
+  }
+
   add(s: LiveServable): void {
+    this.failed.delete(s.name)
     let m = this.byName.get(s.name)
     if (!m) this.byName.set(s.name, (m = new Map()))
     m.set(s.version, s)
@@ -46,10 +63,14 @@ export class ServableRegistry {
     return best ?? [...m.values()].sort((a, b) => b.version - a.version)[0]
   }
 
-  /** The LLM servable `name` (newest version); without a name, `defaultLlm` or the first LLM servable by name. */
-  llm(name?: string): LlmDispatcher | undefined {
-    const pick = name ?? this.defaultLlm
-    const s = pick ? this.get(pick, 0) : this.all().find((x) => x.servable.llm)
+  /**
+   * The LLM servable `name` at `version` (0 = the newest, as get()); without a name, `defaultLlm`
+   * or the first LLM servable by name. Undefined when that version is not loaded.
+   */
+  llm(name?: string, version = 0): LlmDispatcher | undefined {
+    // The name first, then the version: all() lists the oldest version of a name first.
+    const pick = name || this.defaultLlm || this.all().find((x) => x.servable.llm)?.name
+    const s = pick ? this.get(pick, version) : undefined
     if (!s || !s.servable.llm) return undefined
     let d = this.llmCache.get(s)
     if (!d) this.llmCache.set(s, (d = new LlmDispatcher(s)))
@@ -66,14 +87,19 @@ export class ServableRegistry {
     return [...this.byName.values()].flatMap((m) => [...m.values()]).sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version)
   }
 
+  /** MindSpore's "servable is not available" for a servable (version) that is missing or not serving. */
+  notAvailable(name: string, method: string, version: number): ServeError {
+    const v = version !== 0 ? `  version(${version}) ` : ' '
+    // MindSpore's text either way; the code tells "no such servable" (404) from "replicas restarting" (503).
+    // A servable that failed to load is known, just not serving: 503 like one whose replicas restart.
+    const known = this.get(name, version) !== undefined || this.failed.has(name)
+    return new ServeError(known ? 'SERVABLE_NOT_READY' : 'SERVABLE_NOT_FOUND', `Request servable(${name}) method(${method})${v}, servable is not available`)
+  }
+
   /** Runs a request; per-instance outcomes in order. All failing alike collapses to one thrown error (MindSpore §1.4). */
   async predict(call: PredictCall): Promise<InstanceOutcome[]> {
     const s = this.get(call.name, call.version)
-    if (!s || !s.ready) {
-      const v = call.version !== 0 ? `  version(${call.version}) ` : ' '
-      // MindSpore's text either way; the code tells "no such servable" (404) from "replicas restarting" (503).
-      throw new ServeError(s ? 'SERVABLE_NOT_READY' : 'SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method})${v}, servable is not available`)
-    }
+    if (!s || !s.ready) throw this.notAvailable(call.name, call.method, call.version)
     const method = s.method(call.method)
     if (!method) throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method}) , method is not available`)
     if (call.instances.length === 0) throw new ServeError('INVALID_REQUEST', `Instances count of request cannot be 0, servable: ${call.name}, method: ${call.method}`)
@@ -82,7 +108,7 @@ export class ServableRegistry {
         if (inst[name] === undefined) throw new ServeError('INVALID_REQUEST', `Cannot find input ${name} in instance input , servable ${call.name}, method ${call.method}`)
       }
     }
-    const out = await s.predict(method, call.instances)
+    const out = await s.predict(method, call.instances, { timeoutMs: requestTimeoutMs(s.policy, call.timeoutMs), ...(call.signal ? { signal: call.signal } : {}) })
     const first = out[0]!
     if ('error' in first && out.every((o) => 'error' in o && o.error.message === first.error.message)) throw first.error
     return out

@@ -8,6 +8,7 @@ import { findConfigFile, listVersions, loadServable } from '../config/scan.ts'
 import { withIsolation, type DevicePlan, type Isolation } from './devices.ts'
 import { LiveServable } from './live-servable.ts'
 import type { ServableRegistry } from './registry.ts'
+import type { ServingPolicy } from './policy.ts'
 
 export interface ReloaderOptions {
   dir: string
@@ -15,6 +16,7 @@ export interface ReloaderOptions {
   /** Per-servable isolation overrides (server YAML). */
   isolationOf: Record<string, Isolation>
   versions: Record<string, number[] | 'all'>
+  policyOf: (name: string) => ServingPolicy
   log: (line: string) => void
 }
 
@@ -58,7 +60,7 @@ export class Reloader {
     const fresh: LiveServable[] = []
     try {
       for (const valid of await loadServable({ name, dir, configFile, versions: listVersions(dir) }, this.opts.versions[name])) {
-        fresh.push(new LiveServable(valid, withIsolation(this.opts.plans, this.opts.isolationOf[name])))
+        fresh.push(new LiveServable(valid, withIsolation(this.opts.plans, this.opts.isolationOf[name]), this.opts.policyOf(name)))
       }
       const wanted = fresh.map((f) => f.version)
       const t0 = performance.now()
@@ -75,6 +77,7 @@ export class Reloader {
       log(`servable ${name} reloaded: version(s) ${wanted.join(', ')} ready in ${Math.round(performance.now() - t0)} ms`)
     } catch (e) {
       await Promise.all(fresh.map((f) => f.stop(true)))
+      if (running.length === 0) this.registry.markFailed(name, (e as Error).message)
       log(`ms-serve: reload of servable ${name} failed; ${running.length ? `still serving version(s) ${running.map((s) => s.version).join(', ')}` : 'it is not served'}: ${(e as Error).message}`)
     }
   }

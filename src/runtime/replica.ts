@@ -126,11 +126,21 @@ export class Replica {
   private statsWaiters = new Map<number, (s: Record<string, number | string>) => void>()
   llm: LlmInfo | undefined
   onExit: (r: Replica, why: string) => void = () => {}
+  /** Called when the replica's last group or stream finishes (drain waits on it). */
+  onIdle: () => void = () => {}
+  /** When the replica was last heard from (any message, heartbeats included). */
+  private lastHeard = 0
+  private watchdog: NodeJS.Timeout | null = null
 
   /** Inline replicas take values as they are; the others get compact copies that clone cheaply. */
   private readonly toWire: typeof instanceToWire
 
-  constructor(readonly servable: ValidServable, readonly device: DevicePlan) {
+  /**
+   * `watchdogMs`: a replica not heard from for this long is hung (SIGSTOP, a stage in an endless
+   * loop): its requests fail and it is killed, then restarted by its servable. Replicas send a
+   * heartbeat every HEARTBEAT_MS; inline replicas share our thread and have no watchdog.
+   */
+  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0) {
     this.isolation = effectiveIsolation(servable, device.isolation)
     this.toWire = this.isolation === 'inline' ? instanceAsIs : instanceToWire
   }
@@ -174,11 +184,33 @@ export class Replica {
     this.channel = channel
     this.pid = channel.pid
     channel.send({ type: 'init', servable: this.servable, device: this.device })
-    return started
+    await started
+    this.armWatchdog(channel)
+  }
+
+  private armWatchdog(channel: Channel): void {
+    if (this.watchdogMs <= 0 || this.isolation === 'inline') return
+    this.lastHeard = performance.now()
+    if (this.watchdog) clearInterval(this.watchdog)
+    const every = Math.max(50, Math.min(500, this.watchdogMs / 4))
+    this.watchdog = setInterval(() => {
+      if (this.channel !== channel || this.state !== 'ready') return
+      const silentMs = performance.now() - this.lastHeard
+      if (silentMs < this.watchdogMs) return
+      const why = `no heartbeat for ${Math.round(silentMs)} ms (watchdog ${this.watchdogMs} ms): the replica is stopped or a stage never returns`
+      process.stderr.write(`ms-serve: replica ${this.label} hung: ${why}; killing it\n`)
+      this.state = 'failed'
+      this.failInflight(`hung, ${why}`)
+      channel.kill()
+    }, every)
+    this.watchdog.unref()
   }
 
   private onMessage(msg: ReplicaMessage, channel: Channel, start: { ready: () => void; initError: (e: ServeError) => void }): void {
+    this.lastHeard = performance.now()
     switch (msg.type) {
+      case 'beat':
+        return
       case 'event':
         this.deliver(msg.id, msg.event)
         return
@@ -207,6 +239,7 @@ export class Replica {
         this.inflightInstances -= f.size
         this.groupsDone++
         f.resolve(msg)
+        if (this.inflight.size === 0 && this.streams.size === 0) this.onIdle()
       }
     }
   }
@@ -215,6 +248,7 @@ export class Replica {
     const sink = this.streams.get(id)
     if (event.type !== 'token') this.streams.delete(id)
     sink?.(event)
+    if (event.type !== 'token' && this.streams.size === 0 && this.inflight.size === 0) this.onIdle()
   }
 
   /** Fails the groups, streams and stats calls the ended replica still owed. */
@@ -267,23 +301,38 @@ export class Replica {
     if (this.streams.has(id)) this.send({ type: 'cancel', id })
   }
 
-  /** The engine's counters (queue, running, KV, prefill/decode times). */
-  llmStats(): Promise<Record<string, number | string>> {
-    if (!this.channel) return Promise.resolve({})
+  /**
+   * The engine's counters (queue, running, KV, prefill/decode times); `{}` when the replica does
+   * not answer within `timeoutMs`, so /metrics and /stats never wait on a hung replica.
+   */
+  llmStats(timeoutMs = 1000): Promise<Record<string, number | string>> {
+    if (!this.channel || this.state !== 'ready') return Promise.resolve({})
     const id = this.nextId++
     return new Promise((resolve) => {
-      this.statsWaiters.set(id, resolve)
+      const t = setTimeout(() => { this.statsWaiters.delete(id); resolve({}) }, timeoutMs)
+      this.statsWaiters.set(id, (s) => { clearTimeout(t); resolve(s) })
       this.send({ type: 'llm-stats', id })
     })
   }
 
+  /** Ends the replica at once (no drain): the second shutdown signal. */
+  kill(): void {
+    this.state = 'stopped'
+    if (this.watchdog) clearInterval(this.watchdog)
+    this.channel?.kill()
+  }
+
   /** Stops the replica; in-flight groups finish first unless `force`. */
   async stop(force = false): Promise<void> {
+    if (this.watchdog) { clearInterval(this.watchdog); this.watchdog = null }
     const channel = this.channel
     if (!channel) { this.state = 'stopped'; return }
-    if (!force) {
-      const deadline = Date.now() + 30_000
-      while ((this.inflight.size > 0 || this.streams.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    if (!force && (this.inflight.size > 0 || this.streams.size > 0)) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 30_000)
+        const prev = this.onIdle
+        this.onIdle = () => { clearTimeout(t); this.onIdle = prev; prev(); resolve() }
+      })
     }
     this.state = 'stopped'
     const t = setTimeout(() => channel.kill(), 2000)

@@ -53,6 +53,7 @@ export const FIXTURE_SERVABLES: Record<string, (dir: string) => string> = {
   slow: (dir) => writeServable(dir, 'slow', fixture('slow'), { 1: { 'add.onnx': ADD() } }),
   crashy: (dir) => writeServable(dir, 'crashy', fixture('crashy'), { 1: { 'add.onnx': ADD() } }),
   constant: (dir) => writeServable(dir, 'constant', fixture('constant'), { 1: { 'add.onnx': ADD() } }),
+  stall: (dir) => writeServable(dir, 'stall', fixture('stall'), { 1: { 'add.onnx': ADD() } }),
   // Version 1 adds, version 2 multiplies.
   addv: (dir) => writeServable(dir, 'addv', fixture('addv'), { 1: { 'model.onnx': ADD() }, 2: { 'model.onnx': binaryModel('Mul', ['batch', 2, 2]) } }),
 }

@@ -173,6 +173,46 @@ test('start --config: a version that does not exist, or a broken YAML, exits 2',
   assert.match(b.stderr, /^ms-serve: cannot read server config bad\.yaml: /)
 })
 
+test('start on a servable folder or on a file exits 2 naming what was given and the folder to start', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  const folder = await start(cwd, 'servables/add')
+  assert.equal(folder.code, 2, folder.stdout + folder.stderr)
+  assert.equal(folder.stderr, 'ms-serve: servables/add is a servable folder itself (it holds servable_config.ts); start its parent: ms-serve start servables\n')
+  const inside = await start(join(cwd, 'servables'), 'add')
+  assert.equal(inside.code, 2)
+  assert.equal(inside.stderr, 'ms-serve: add is a servable folder itself (it holds servable_config.ts); start its parent: ms-serve start .\n')
+  const cfg = await start(cwd, 'servables/add/servable_config.ts')
+  assert.equal(cfg.code, 2)
+  assert.equal(cfg.stderr, 'ms-serve: servables/add/servable_config.ts is a file inside servable folder add, not a servable directory; start the folder that holds the servable folders: ms-serve start servables\n')
+  writeFileSync(join(cwd, 'some.ts'), 'export {}\n')
+  const file = await start(cwd, 'some.ts')
+  assert.equal(file.code, 2)
+  assert.equal(file.stderr, 'ms-serve: some.ts is a file, not a servable directory. Start a directory holding servable folders (DIR/<name>/servable_config.ts), e.g. ms-serve start servables; create one with: npx ms-serve init add --dir servables\n')
+})
+
+test('start --config with a misspelt or mistyped YAML key exits 2 with a suggestion', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  writeFileSync(join(cwd, 'server.yaml'), 'devcies: [0]\n')
+  const typo = await start(cwd, 'servables', '--config', 'server.yaml')
+  assert.equal(typo.code, 2, typo.stdout + typo.stderr)
+  assert.equal(typo.stderr, 'ms-serve: server.yaml: unknown key "devcies"; did you mean "devices"? Known keys: grpc, rest, devices, device_type, isolation, max_msg_mb, servables\n')
+  writeFileSync(join(cwd, 'server.yaml'), 'max_msg_mb: lots\n')
+  const type = await start(cwd, 'servables', '--config', 'server.yaml')
+  assert.equal(type.code, 2)
+  assert.equal(type.stderr, 'ms-serve: server.yaml: max_msg_mb must be an integer in 1..512 (got "lots")\n')
+})
+
+test('start with an unknown declareModel option exits 2 naming file:line and the option it resembles', async (t) => {
+  const { cwd, line } = editedAdd(t, 'maxBatchSize: 32', 'maxBatchsize: 32', 'maxBatchsize: 32')
+  assert.ok(line > 0)
+  const r = await start(cwd, 'servables')
+  assert.equal(r.code, 2, r.stdout + r.stderr)
+  // Not anchored at the start: what this checks is the servable's own error, not how the CLI prefixes it.
+  assert.match(r.stderr, new RegExp(`servables/add/servable_config\\.ts:${line}: declareModel option "maxBatchsize" is unknown; did you mean "maxBatchSize"\\? Known options: file, maxBatchSize, `))
+})
+
 test('start exits 2 when the REST port is taken', async (t) => {
   const cwd = tempServables(t)
   addServable(join(cwd, 'servables'))

@@ -206,3 +206,69 @@ test('declareLlm: scheduler options are checked and kept (maxConsecutivePrefills
   assert.equal((await load(llm('maxBestOf: 1'), ['model.onnx'])).llm?.options.maxBestOf, 1, 'best_of can be disabled')
   assert.match(await configError(load(llm('maxBestOf: 0'), ['model.onnx'])), /declareLlm maxBestOf must be an integer >= 1 \(got 0\)$/)
 })
+
+test('an unknown declareModel option or session option is refused with a suggestion and the known options', async () => {
+  const model = (opts: string) => `${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx', ${opts} })
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
+})
+`
+  assert.match(await configError(load(model('maxBatchsize: 32'))), /servable_config\.ts:3: declareModel option "maxBatchsize" is unknown; did you mean "maxBatchSize"\? Known options: file, maxBatchSize, maxWaitMs, maxQueueSize, withBatchDim, withoutBatchDimInputs, session, name$/)
+  assert.match(await configError(load(model('maxWiatMs: 1'))), /declareModel option "maxWiatMs" is unknown; did you mean "maxWaitMs"\?/)
+  assert.match(await configError(load(model('colour: 1'))), /declareModel option "colour" is unknown\. Known options: file, /)
+  assert.match(await configError(load(model('session: { intraOpThread: 2 }'))), /servable_config\.ts:3: declareModel session option "intraOpThread" is unknown; did you mean "intraOpThreads"\? Known options: intraOpThreads, interOpThreads, graphOptimizationLevel, executionMode, extra$/)
+  assert.match(await configError(load(model(`withBatchDim: 'yes'`))), /servable_config\.ts:3: withBatchDim must be true or false \(got "yes"\)$/)
+  assert.match(await configError(load(model('session: { extra: { a: 1 } }'))), /session\.extra must map ORT config keys to string values/)
+})
+
+test('unknown registerMethod and addStage options are refused with a suggestion', async () => {
+  const msg = await configError(load(`${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx' })
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'], input: [] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
+})
+`))
+  assert.match(msg, /servable_config\.ts:4: registerMethod\("m"\) option "input" is unknown; did you mean "inputs"\? Known options: inputs, outputs$/)
+  const stage = await configError(load(`${HEADER}export default defineServable((s) => {
+  s.registerMethod('m', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage((v) => v, [x], { batchsize: 0 }) }))
+})
+`))
+  assert.match(stage, /servable_config\.ts:3: addStage option "batchsize" is unknown; did you mean "batchSize"\? Known options: outputs, batchSize, tag$/)
+})
+
+test('an unknown declareLlm option is refused with a suggestion', async () => {
+  const msg = await configError(load(`${HEADER}export default defineServable((s) => {
+  s.declareLlm({ file: 'model.onnx', maxTotalToken: 256 })
+})
+`, ['model.onnx']))
+  assert.match(msg, /servable_config\.ts:3: declareLlm option "maxTotalToken" is unknown; did you mean "maxTotalTokens"\? Known options: file, maxBatchSize, maxTotalTokens, /)
+})
+
+test('declareLlm token budgets that contradict each other are refused at load, before any replica starts', async () => {
+  const llm = (opts: string) => `${HEADER}export default defineServable((s) => {
+  s.declareLlm({ file: 'model.onnx', ${opts} })
+})
+`
+  // model.onnx is not a model at all: these are refused by validateServable alone, never by the engine.
+  assert.match(await configError(load(llm('maxInputTokens: 2000'), ['model.onnx'])), /servable_config\.ts:3: declareLlm maxInputTokens \(2000\) must be < maxTotalTokens \(1024, the default\): raise maxTotalTokens or lower maxInputTokens$/)
+  assert.match(await configError(load(llm('maxTotalTokens: 256, maxInputTokens: 256'), ['model.onnx'])), /declareLlm maxInputTokens \(256\) must be < maxTotalTokens \(256\)/)
+  assert.match(await configError(load(llm('maxTotalTokens: 256, maxBatchPrefillTokens: 100'), ['model.onnx'])), /declareLlm maxBatchPrefillTokens \(100\) < maxInputTokens \(255, the default\): raise maxBatchPrefillTokens or lower maxInputTokens$/)
+  assert.match(await configError(load(llm('maxTotalTokens: 256, maxBatchTotalTokens: 200'), ['model.onnx'])), /declareLlm maxBatchTotalTokens \(200\) < maxTotalTokens \(256\): raise maxBatchTotalTokens or lower maxTotalTokens$/)
+  assert.match(await configError(load(llm('maxTotalTokens: 0'), ['model.onnx'])), /declareLlm maxTotalTokens must be an integer >= 1 \(got 0\)$/)
+  assert.match(await configError(load(llm(`modelId: ''`), ['model.onnx'])), /declareLlm modelId must be a non-empty string \(got ""\)$/)
+  const ok = await load(llm('maxTotalTokens: 256, maxInputTokens: 200, maxBatchPrefillTokens: 200'), ['model.onnx'])
+  assert.equal(ok.llm?.options.maxInputTokens, 200)
+})
+
+test('scanServables on a servable folder, a version folder or a file names what was given and the command to run', () => {
+  const dir = join(root, 'levels')
+  mkdirSync(join(dir, 'add', '1'), { recursive: true })
+  writeFileSync(join(dir, 'add', 'servable_config.ts'), ADD)
+  writeFileSync(join(dir, 'add', '1', 'add.onnx'), 'x')
+  writeFileSync(join(dir, 'notes.txt'), 'x')
+  const sdir = join(dir, 'add')
+  assert.throws(() => scanServables(sdir), { code: 'CONFIG_INVALID', message: `${sdir} is a servable folder itself (it holds servable_config.ts); start its parent: ms-serve start ${dir}` })
+  assert.throws(() => scanServables(join(sdir, '1')), { code: 'CONFIG_INVALID', message: `${sdir}/1 is a folder inside servable folder add, not a servable directory; start the folder that holds the servable folders: ms-serve start ${dir}` })
+  assert.throws(() => scanServables(join(sdir, 'servable_config.ts')), { code: 'CONFIG_INVALID', message: new RegExp(`is a file inside servable folder add, not a servable directory; start the folder that holds the servable folders: ms-serve start ${dir}$`) })
+  assert.throws(() => scanServables(join(dir, 'notes.txt')), { code: 'CONFIG_INVALID', message: `${dir}/notes.txt is a file, not a servable directory. Start a directory holding servable folders (DIR/<name>/servable_config.ts), e.g. ms-serve start servables; create one with: npx ms-serve init add --dir servables` })
+  assert.deepEqual(scanServables(dir).map((f) => f.name), ['add'], 'the parent is what to start')
+})

@@ -99,3 +99,15 @@ test('drain empties the queue and returns what was waiting', () => {
   assert.equal(q.length, 0)
   assert.deepEqual(q.next(100, true), { kind: 'idle' })
 })
+
+test('remove() drops the selected queued items and frees their places', () => {
+  const q = new BatchQueue<number>(4, 0, 3)
+  assert.equal(q.pushAll([1, 2, 3], 0), true)
+  assert.equal(q.push(4, 0), false, 'full')
+  assert.equal(q.remove((v) => v === 2), 1)
+  assert.equal(q.length, 2)
+  assert.equal(q.push(4, 0), true)
+  const d = q.next(0, true)
+  assert.equal(d.kind, 'batch')
+  assert.deepEqual(d.kind === 'batch' ? d.items.map((i) => i.value) : [], [1, 3, 4])
+})

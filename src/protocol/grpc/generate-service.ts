@@ -4,12 +4,14 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
-import { ERROR_CODES, toServeError, type ErrorCode } from '../../errors.ts'
+import { toServeError } from '../../errors.ts'
 import type { GenerateParameters, TokenEvent } from '../../llm/types.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { MS_PROTO_LOADER_OPTIONS, protoDir } from './ms-service.ts'
 import { PARAMETER_FIELDS, relayEvents, type EventRelay } from '../rest/llm-common.ts'
 import { LLM_METHODS } from '../rest/ms-generate.ts'
+import { grpcError, type ErrorLike } from '../error-render.ts'
+import { VERSION } from '../../version.ts'
 
 export const MS_SERVE_SERVICE = 'msserve.v1.MsServe'
 
@@ -17,6 +19,8 @@ export const MS_SERVE_SERVICE = 'msserve.v1.MsServe'
 interface WireGenerateRequest extends Record<string, unknown> {
   servable?: string
   prompt?: string
+  /** uint64 as a Number (MS_PROTO_LOADER_OPTIONS longs); absent when 0, the newest. */
+  version_number?: number
 }
 
 let cached: grpc.ServiceDefinition | undefined
@@ -36,8 +40,18 @@ function parameters(r: WireGenerateRequest): GenerateParameters {
 }
 
 /** Ends the call with the gRPC status of `e.code` (grpc-js sends `details` as the status message). */
-function fail(call: grpc.ServerWritableStream<WireGenerateRequest, unknown>, e: { code: ErrorCode; message: string }): void {
-  call.emit('error', Object.assign(new Error(e.message), { code: ERROR_CODES[e.code].grpc, details: e.message }))
+function fail(call: grpc.ServerWritableStream<WireGenerateRequest, unknown>, e: ErrorLike): void {
+  call.emit('error', grpcError(e))
+}
+
+/** NOT_FOUND text for a request no running LLM servable matches; names the versions that do run. */
+function notFound(registry: ServableRegistry, name: string | undefined, version: number): string {
+  // Without a name the request went to the default LLM servable: name that one.
+  const target = name || registry.llm()?.name
+  if (!target) return 'no LLM servable is loaded'
+  const running = registry.all().filter((s) => s.name === target && s.servable.llm).map((s) => s.version)
+  if (!version || running.length === 0) return `servable ${target} is not an LLM servable that is running`
+  return `servable ${target} has no version ${version} (running versions: ${running.join(', ')})`
 }
 
 function eventJson(t: TokenEvent) {
@@ -66,8 +80,9 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
   server.addService(loadMsServeDefinition(), {
     Generate: (call: grpc.ServerWritableStream<WireGenerateRequest, unknown>) => {
       const r = call.request
-      const llm = r.servable ? registry.llm(r.servable) : registry.llm()
-      if (!llm) return fail(call, { code: 'SERVABLE_NOT_FOUND', message: r.servable ? `servable ${r.servable} is not an LLM servable that is running` : 'no LLM servable is loaded' })
+      const version = Number(r.version_number ?? 0)
+      const llm = registry.llm(r.servable || undefined, version)
+      if (!llm) return fail(call, { code: 'SERVABLE_NOT_FOUND', message: notFound(registry, r.servable, version) })
       const ac = new AbortController()
       call.on('cancelled', () => ac.abort())
       void (async () => {
@@ -91,7 +106,7 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
           ...(s.servable.llm ? LLM_METHODS.map((name) => ({ name, inputs: ['prompt'], outputs: ['text'] })) : []),
         ]
       }
-      cb(null, { server_version: '0.1.0', servables: [...byName.values()] })
+      cb(null, { server_version: VERSION, servables: [...byName.values()] })
     },
   })
 }

@@ -8,6 +8,7 @@ import { findPackageRoot } from '../../paths.ts'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { MS_STATUS, toServeError } from '../../errors.ts'
+import type { BodyParser, InstanceLimits } from '../body-parse.ts'
 import type { Value } from '../../tensor.ts'
 import {
   decodeInstances, encodeReply, errorReply, type PredictResultShape, type WirePredictReply, type WirePredictRequest,
@@ -35,6 +36,8 @@ export interface MsPredictCall {
   version: number
   instances: Record<string, Value>[]
   signal?: AbortSignal
+  /** The time left before the client's deadline, if it set one. */
+  timeoutMs?: number
 }
 export type MsPredictHandler = (req: MsPredictCall) => Promise<PredictResultShape>
 
@@ -86,14 +89,69 @@ export async function handlePredict(req: WirePredictRequest, handler: MsPredictH
   }
 }
 
-/** Registers MSService.Predict on `server`, answering through `handler`. */
-export function addMsService(server: grpc.Server, handler: MsPredictHandler): void {
-  server.addService(loadMsServiceDefinition(), {
-    Predict: (call: grpc.ServerUnaryCall<WirePredictRequest, WirePredictReply>, callback: grpc.sendUnaryData<WirePredictReply>) => {
-      // No AbortSignal: a predict's instances run in shared batches that cannot be withdrawn, and
-      // grpc-js reports 'cancelled' at the end of every call (an AbortError costs a stack capture).
-      // handlePredict never rejects; the catch only guards against grpc-js itself throwing in callback.
-      handlePredict(call.request, handler).then((reply) => callback(null, reply)).catch(() => undefined)
+/** The client's deadline as milliseconds left (undefined when it set none). */
+function msLeft(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
+  const d = call.getDeadline()
+  const at = d instanceof Date ? d.getTime() : d
+  return Number.isFinite(at) ? Math.max(1, at - Date.now()) : undefined
+}
+
+/** How Predict bodies are read when the server has a parse worker (large ones off this thread). */
+export interface RawPredictOptions { bodies: BodyParser; limits: InstanceLimits }
+
+/**
+ * Registers MSService.Predict on `server`, answering through `handler`. With `raw`, grpc-js hands
+ * over the message bytes undecoded: the instance count is checked before anything is decoded,
+ * large messages are decoded in the parse worker, and a malformed message is INVALID_ARGUMENT
+ * (grpc-js's own decode failure would be INTERNAL). Every other error keeps MindSpore's shape:
+ * status OK with `error_msg`, which its clients read.
+ */
+export function addMsService(server: grpc.Server, handler: MsPredictHandler, raw?: RawPredictOptions): void {
+  const def = loadMsServiceDefinition()
+  if (!raw) {
+    server.addService(def, {
+      Predict: (call: grpc.ServerUnaryCall<WirePredictRequest, WirePredictReply>, callback: grpc.sendUnaryData<WirePredictReply>) => {
+        // handlePredict never rejects; the catch only guards against grpc-js itself throwing in callback.
+        handlePredict(call.request, handler).then((reply) => callback(null, reply)).catch(() => undefined)
+      },
+    })
+    return
+  }
+  const rawDef = { ...def, Predict: { ...def.Predict!, requestDeserialize: (b: Buffer) => b } }
+  server.addService(rawDef, {
+    // No AbortSignal: grpc-js reports 'cancelled' at the end of every call (an AbortError costs a
+    // stack capture); the client's deadline bounds the request instead.
+    Predict: (call: grpc.ServerUnaryCall<Buffer, WirePredictReply>, callback: grpc.sendUnaryData<WirePredictReply>) => {
+      const timeoutMs = msLeft(call)
+      raw.bodies.parse({ kind: 'ms-grpc', body: call.request, limits: raw.limits }).then(
+        async ({ instances, spec }) => {
+          try {
+            const result = await handler({
+              name: spec?.name ?? '',
+              method: spec?.method_name ?? '',
+              version: Number(spec?.version_number ?? 0),
+              instances,
+              ...(timeoutMs === undefined ? {} : { timeoutMs }),
+            })
+            callback(null, encodeReply(spec, result))
+          } catch (e) {
+            callback(null, safeErrorReply(spec, e))
+          }
+        },
+        (e) => {
+          const err = toServeError(e)
+          if ((err.details as { malformed?: boolean } | undefined)?.malformed) callback({ code: grpc.status.INVALID_ARGUMENT, details: err.message })
+          else callback(null, safeErrorReply(null, err))
+        },
+      ).catch(() => undefined)
     },
   })
+}
+
+function safeErrorReply(spec: WirePredictRequest['servable_spec'], e: unknown): WirePredictReply {
+  try {
+    return errorReply(spec, toServeError(e))
+  } catch {
+    return errorReply(null, { msStatus: MS_STATUS.SYSTEM_ERROR, message: 'Predict failed' })
+  }
 }

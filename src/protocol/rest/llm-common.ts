@@ -15,7 +15,9 @@ export function noLlm(): ServeError {
 }
 
 /** Parses a JSON request body; errors are 422 like TGI's deserialization failures. */
-export function parseJson(body: unknown): Record<string, unknown> {
+export function parseJson(raw: unknown): Record<string, unknown> {
+  // MindSpore-style routes keep their body as bytes (see rest/server.ts).
+  const body = Buffer.isBuffer(raw) ? raw.toString('utf8') : raw
   if (typeof body !== 'string' || body.length === 0) throw new ServeError('VALIDATION', 'Failed to parse the request body as JSON: body is empty')
   let v: unknown
   try {

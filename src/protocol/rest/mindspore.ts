@@ -1,28 +1,55 @@
 /** MindSpore Serving REST: `POST /model/{name}[/version/{n}]:{method}` with `{"instances": ...}`. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ERROR_CODES, ServeError, toServeError, type ErrorCode } from '../../errors.ts'
+import { ServeError, toServeError } from '../../errors.ts'
 import { predictForProtocol } from '../predict.ts'
 import { parseMsUrl } from './ms-url.ts'
-import { parseInstances, parseJsonBody, renderError, renderReply } from './ms-json.ts'
+import { renderReply } from './ms-json.ts'
+import { msRestError } from '../error-render.ts'
+import { parseMsBody } from '../body-parse.ts'
+import { clientGone } from './sse.ts'
 import type { RestOptions } from './server.ts'
 import { handleMsGenerate, LLM_METHODS } from './ms-generate.ts'
 
 export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions): void {
   const predict = predictForProtocol(opts.registry)
-  const status = (code: string) => (opts.always200 ? 200 : ERROR_CODES[code as ErrorCode]?.http ?? 500)
-  const sendError = (reply: FastifyReply, e: { code: string; message: string }) => reply.code(status(e.code)).type('application/json').send(renderError(e.message))
+  const sendError = (reply: FastifyReply, e: { code: string; message: string }) => {
+    const { status, body } = msRestError(e, opts.always200)
+    return reply.code(status).type('application/json').send(body)
+  }
+
+  const bodies = opts.bodies
+  const limits = opts.limits ?? { fallback: Infinity, byName: {} }
+
+  /**
+   * Overload answers before the body is read or parsed: a flood of requests to a full queue
+   * costs the listener only their headers, so the 429s come back fast.
+   */
+  const rejectWhenFull = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (req.method !== 'POST') return
+    let target
+    try { target = parseMsUrl(req.method, req.url) } catch { return }
+    const live = opts.registry.get(target.name, target.version)
+    if (!live || !live.queueFull(target.method)) return
+    return sendError(reply, new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${live.queueLimit(target.method)}`))
+  }
 
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
     let call
     try {
       const target = parseMsUrl(req.method, req.url)
-      const text = typeof req.body === 'string' ? req.body : ''
-      if (text.length === 0) throw new ServeError('INVALID_REQUEST', 'http message invalid')
+      const body = Buffer.isBuffer(req.body) ? req.body : null
+      if (body === null || body.length === 0) throw new ServeError('INVALID_REQUEST', 'http message invalid')
       // Only an LLM method name costs a registry lookup here (predict looks the servable up itself).
-      if ((LLM_METHODS as readonly string[]).includes(target.method) && opts.registry.get(target.name, target.version)?.servable.llm) {
-        return handleMsGenerate(opts.registry.llm(target.name)!, target.method, req, reply, sendError)
+      // An LLM servable's body is no MindSpore instance list: a version it lacks is answered here.
+      if ((LLM_METHODS as readonly string[]).includes(target.method) && opts.registry.llm(target.name)) {
+        const llm = opts.registry.llm(target.name, target.version)
+        if (!llm) throw opts.registry.notAvailable(target.name, target.method, target.version)
+        return handleMsGenerate(llm, target.method, req, reply, sendError)
       }
-      call = { name: target.name, method: target.method, version: target.version, instances: parseInstances(parseJsonBody(text)) }
+      const task = { kind: 'ms-json' as const, body, limits, servable: target.name }
+      const { instances } = bodies ? await bodies.parse(task) : parseMsBody(task)
+      const timeoutMs = requestTimeoutHeader(req.headers['x-request-timeout-ms'])
+      call = { name: target.name, method: target.method, version: target.version, instances, ...(timeoutMs === undefined ? {} : { timeoutMs }), signal: clientGone(reply).signal }
     } catch (e) {
       return sendError(reply, toServeError(e, 'INVALID_REQUEST'))
     }
@@ -32,7 +59,15 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
     return reply.code(200).type('application/json').send(renderReply(items))
   }
   const methods: Array<'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD' | 'OPTIONS'> = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
-  app.route({ method: methods, url: '/model/*', handler })
+  app.route({ method: methods, url: '/model/*', handler, onRequest: rejectWhenFull })
   // MindSpore's URL parser is substring-based: `/version/1/model/add:add_common` is a valid address too.
-  app.route({ method: methods, url: '/version/*', handler })
+  app.route({ method: methods, url: '/version/*', handler, onRequest: rejectWhenFull })
+}
+
+/** `x-request-timeout-ms`: a positive integer, else a 400 naming the header. */
+export function requestTimeoutHeader(v: string | string[] | undefined): number | undefined {
+  if (v === undefined) return undefined
+  const n = Number(Array.isArray(v) ? v[0] : v)
+  if (!Number.isInteger(n) || n <= 0) throw new ServeError('INVALID_REQUEST', `header x-request-timeout-ms must be a positive integer of milliseconds (got "${v}")`)
+  return n
 }

@@ -32,6 +32,13 @@ const NOT_SCALAR = 'json array, data should be number, bool, string or bytes'
 const MAX_DIRECT_ELEMENTS = 1 << 27
 const K_INT = 0, K_FLOAT = 1, K_BOOL = 2, K_STR = 3, K_OBJ = 4
 
+/** JSON floats are stored as float32; from this magnitude on they round to Infinity (FLT_MAX + half an ulp). */
+const F32_OVERFLOW = 2 ** 128 - 2 ** 103
+
+function outOfFloat32(v: number): never {
+  bad(`json number ${v} is out of float32 range (magnitude at most 3.4028235e+38); send it as fp64 b64 or scale it`)
+}
+
 function bad(detail: string): never {
   throw new ServeError('INVALID_REQUEST', `Parser request failed, ${detail}`)
 }
@@ -76,7 +83,10 @@ function parseInstance(inst: Record<string, unknown>, ctx: ParseCtx): Record<str
     if (Array.isArray(v)) item = parseArrayItem(v, key, ctx)
     else if (isObject(v)) item = parseObjectItem(v, key, ctx)
     else if (typeof v === 'number') {
-      item = isFloatAt(inst, key, v) ? new Tensor('float32', [], Float32Array.of(v)) : new Tensor('int32', [], Int32Array.of(v))
+      if (isFloatAt(inst, key, v)) {
+        if (v >= F32_OVERFLOW || v <= -F32_OVERFLOW) outOfFloat32(v)
+        item = new Tensor('float32', [], Float32Array.of(v))
+      } else item = new Tensor('int32', [], Int32Array.of(v))
     } else if (typeof v === 'bigint') item = new Tensor('int32', [], Int32Array.of(Number(BigInt.asIntN(32, v))))
     else if (typeof v === 'boolean') item = new Tensor('bool', [], Uint8Array.of(v ? 1 : 0))
     else if (typeof v === 'string') item = v
@@ -250,6 +260,8 @@ function fillFloats(row: unknown[], out: Float32Array | null, offset: number): v
     const v: unknown = row[k]
     if (typeof v !== 'number') leafMismatch(v)
     if (mark !== true && Number.isInteger(v) && !(mark !== undefined && (mark as number[])[k] === 1)) bad(NOT_EQUAL)
+    // Stored as float32: a larger magnitude would become Infinity and come back as null.
+    if (v >= F32_OVERFLOW || v <= -F32_OVERFLOW) outOfFloat32(v)
     if (out !== null) out[offset + k] = v
   }
 }

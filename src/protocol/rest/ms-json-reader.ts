@@ -42,9 +42,21 @@ const CTRL_SHORT: Record<number, string> = { 8: 'b', 9: 't', 10: 'n', 12: 'f', 1
  * nlohmann keeps int64/uint64) and floats are marked via JSON_FLOAT_KINDS on their container.
  * Malformed input throws INVALID_REQUEST `Illegal JSON format.` + an nlohmann-style detail.
  */
-export function parseJsonBody(text: string): unknown {
-  return new JsonReader(text).document()
+export function parseJsonBody(text: string, limits: JsonLimits = NO_LIMITS): unknown {
+  return new JsonReader(text, limits).document()
 }
+
+/**
+ * Bounds checked while reading, so a body over them fails before its tree is built (a 95 MB body
+ * of 1.7 M instances would otherwise cost gigabytes and seconds first).
+ */
+export interface JsonLimits {
+  /** Most elements of an array that is a member of the top-level object (MindSpore's `instances`). */
+  maxTopArray: number
+  /** The error for an array over maxTopArray. */
+  tooMany?: (max: number) => Error
+}
+const NO_LIMITS: JsonLimits = { maxTopArray: Infinity }
 
 class JsonReader {
   private pos = 0
@@ -55,7 +67,7 @@ class JsonReader {
   private nextClose = -1
   /** Kind of the number most recently returned by value(). */
   private numIsFloat = false
-  constructor(private readonly s: string) {}
+  constructor(private readonly s: string, private readonly limits: JsonLimits) {}
 
   document(): unknown {
     if (this.s.charCodeAt(0) === 0xfeff) this.pos = 1
@@ -100,7 +112,11 @@ class JsonReader {
     if (first === 93) { this.pos++; this.depth--; return arr }
     if (first === 45 || (first >= 48 && first <= 57)) {
       const row = this.numberRow(bracket)
-      if (row !== null) { this.depth--; return row }
+      if (row !== null) {
+        if (this.depth === 2 && row.length > this.limits.maxTopArray) this.tooMany()
+        this.depth--
+        return row
+      }
     }
     let floats = 0
     let ints = 0
@@ -120,6 +136,7 @@ class JsonReader {
         }
       } else if (kinds !== null) kinds.push(0)
       arr.push(v)
+      if (this.depth === 2 && arr.length > this.limits.maxTopArray) this.tooMany()
       this.ws()
       const c = s.charCodeAt(this.pos)
       if (c === 44) { this.pos++; continue }
@@ -378,6 +395,11 @@ class JsonReader {
     const line = before.split('\n').length
     const column = consumed - (before.lastIndexOf('\n') + 1)
     return this.fail(`[json.exception.parse_error.101] parse error at line ${line}, column ${column}: syntax error while parsing ${context} - ${detail}`)
+  }
+
+  private tooMany(): never {
+    const { maxTopArray, tooMany } = this.limits
+    throw tooMany ? tooMany(maxTopArray) : new ServeError('INVALID_REQUEST', `array has more than ${maxTopArray} elements`)
   }
 
   private fail(detail: string): never {

@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
+import { ServeError, toServeError } from '../../errors.ts'
 import type { ChatMessage } from '../../llm/chat-template.ts'
 import type { FinishReason, GenerateParameters, TokenEvent } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
@@ -13,18 +13,12 @@ import type { LlmWireRequest } from '../../runtime/messages.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { collect, noLlm, parseJson, relaySse } from './llm-common.ts'
 import { clientGone } from './sse.ts'
-import { tgiError } from './tgi.ts'
+import { openAiError } from '../error-render.ts'
 
 const CREATED = Math.floor(Date.now() / 1000)
 
 function openAiFinish(r: FinishReason): 'stop' | 'length' {
   return r === 'length' ? 'length' : 'stop'
-}
-
-function errorBody(e: { code: ErrorCode; message: string }) {
-  const { status, body } = tgiError(e)
-  const type = status === 429 ? 'server_overloaded' : status >= 500 ? 'server_error' : 'invalid_request_error'
-  return { status, body: { error: { message: body.error, type, param: null, code: e.code === 'SERVABLE_NOT_FOUND' ? 'model_not_found' : null } } }
 }
 
 function bad(message: string): never {
@@ -178,7 +172,7 @@ function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage:
       if (includeUsage) sse.send({ id: k.id, object: k.chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, choices: [], usage: { prompt_tokens: ev.inputTokens, completion_tokens: ev.generatedTokens, total_tokens: ev.inputTokens + ev.generatedTokens } })
     },
     error: (sse, ev) => {
-      const { status, body } = errorBody(ev)
+      const { status, body } = openAiError(ev)
       sse.send({ error: { ...body.error, http_status_code: status } })
     },
     close: (sse) => { sse.send('[DONE]', true) },
@@ -223,7 +217,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
       return reply.send({ id: k.id, object: 'text_completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: done.generatedText, logprobs: lp === null ? null : completionLogprobs(textTokens, 0), finish_reason: openAiFinish(done.finishReason) }], usage })
     } catch (e) {
       if (reply.sent || reply.raw.headersSent) return
-      const { status, body } = errorBody(toServeError(e))
+      const { status, body } = openAiError(toServeError(e))
       return reply.code(status).send(body)
     }
   }

@@ -2,27 +2,80 @@
  * The one REST listener. Route families register on it: MindSpore predict (`/model/...`),
  * health and statistics; later LLM (TGI, OpenAI) routes join the same instance.
  */
-import Fastify, { type FastifyInstance } from 'fastify'
-import { ERROR_CODES, ServeError, toServeError } from '../../errors.ts'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import { createServer, type RequestListener, type Server } from 'node:http'
+import { Server as NetServer, type Socket } from 'node:net'
+import type { BodyParser, InstanceLimits } from '../body-parse.ts'
+import type { HttpLimits } from '../../server.ts'
+import { ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { registerMindSporeRoutes } from './mindspore.ts'
-import { renderError } from './ms-render.ts'
+import { msRestError, openAiError, tgiError } from '../error-render.ts'
 import { renderLlmPrometheus, renderPrometheus } from './metrics.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
 
-export interface RestOptions { registry: ServableRegistry; maxMsgMb: number; always200: boolean }
+export interface RestOptions {
+  registry: ServableRegistry
+  maxMsgMb: number
+  always200: boolean
+  /** Parses MindSpore bodies (large ones off this thread); absent: inline, no instance limit. */
+  bodies?: BodyParser
+  limits?: InstanceLimits
+  http?: HttpLimits
+}
 
-export function buildRestServer(opts: RestOptions): FastifyInstance {
+export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
+export const DEFAULT_BODY_TIMEOUT_MS = 60_000
+/** On shutdown, a keep-alive connection idle this long is closed (a busy one closes after its answer). */
+const IDLE_GRACE_MS = 300
+const DRAIN_TIMEOUT_MS = 30_000
+
+/** MindSpore routes keep their body as bytes (parsed, maybe off-thread, by BodyParser); the others get text. */
+export function isMsRoute(url: string): boolean {
+  return url.startsWith('/model') || url.startsWith('/version')
+}
+
+interface ConnState { active: number; idleSince: number }
+
+/** A REST listener that can shut down without resetting keep-alive clients (see closeRest). */
+export type RestServer = FastifyInstance & { closeGracefully(): Promise<void> }
+
+export function buildRestServer(opts: RestOptions): RestServer {
   const bodyLimit = opts.maxMsgMb * 1024 * 1024
-  const app = Fastify({ bodyLimit, logger: false, keepAliveTimeout: 65_000, return503OnClosing: true })
-  // MindSpore does not check Content-Type: every body arrives as text and each route family parses it.
+  const http = opts.http ?? {}
+  const conns = new Map<Socket, ConnState>()
+  const serverFactory = (handler: RequestListener): Server => {
+    const server = createServer({
+      keepAliveTimeout: 65_000,
+      // Slow clients: headers and the whole body must arrive in bounded time (408, then closed);
+      // checked every second instead of Node's 30 s, so a slowloris is cut close to the limit.
+      headersTimeout: http.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS,
+      requestTimeout: http.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+      connectionsCheckingInterval: 1000,
+    }, handler)
+    if (http.maxConnections) server.maxConnections = http.maxConnections
+    server.on('connection', (sock: Socket) => {
+      conns.set(sock, { active: 0, idleSince: performance.now() })
+      sock.once('close', () => conns.delete(sock))
+    })
+    server.on('request', (req: { socket: Socket }, res: { once(ev: 'close', f: () => void): void }) => {
+      const st = conns.get(req.socket)
+      if (!st) return
+      st.active++
+      res.once('close', () => { st.active--; st.idleSince = performance.now() })
+    })
+    return server
+  }
+  const app = Fastify({ bodyLimit, logger: false, return503OnClosing: true, serverFactory })
+  // MindSpore does not check Content-Type: every body is read as bytes and each route family parses it.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'string', bodyLimit }, (_req, body, done) => done(null, body))
-  // Once close() begins, a keep-alive connection whose response is still being computed would sit
-  // idle afterwards until keepAliveTimeout (65 s) and hold up shutdown: ask the client to close it.
+  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (req, body, done) => {
+    done(null, isMsRoute(req.url) ? body : (body as Buffer).toString('utf8'))
+  })
+  // From shutdown on, every answer asks its client to close the connection: a keep-alive client
+  // then opens no new request on it, and Node closes it once the answer is written.
   let closing = false
-  app.addHook('preClose', (done) => { closing = true; done() })
   app.addHook('onSend', (_req, reply, payload, done) => {
     if (closing) void reply.header('connection', 'close')
     done(null, payload)
@@ -32,9 +85,14 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
     const e = (err as { code?: string }).code === 'FST_ERR_CTP_BODY_TOO_LARGE'
       ? new ServeError('PAYLOAD_TOO_LARGE', `http message is bigger than ${bodyLimit}`)
       : toServeError(err)
-    const status = opts.always200 ? 200 : ERROR_CODES[e.code].http
-    if (req.url.startsWith('/model') || req.url.startsWith('/version')) void reply.code(status).type('application/json').send(renderError(e.message))
-    else void reply.code(status).send({ error: e.message, error_type: e.code.toLowerCase() })
+    // Each family's body and status from the error table; --rest-always-200 is MindSpore's behaviour only.
+    if (isMsRoute(req.url)) {
+      const { status, body } = msRestError(e, opts.always200)
+      void reply.code(status).type('application/json').send(body)
+      return
+    }
+    const { status, body } = req.url.startsWith('/v1/') ? openAiError(e) : tgiError(e)
+    void reply.code(status).send(body)
   })
 
   // Unknown paths: say which routes exist, in both error shapes (MindSpore's error_msg and TGI's error).
@@ -48,10 +106,45 @@ export function buildRestServer(opts: RestOptions): FastifyInstance {
   registerOpenAiRoutes(app, opts.registry)
 
   const healthy = () => opts.registry.all().length > 0 && opts.registry.all().every((s) => s.ready)
+  // Ready means every servable serves: one that failed to load keeps the server not ready.
+  const ready = () => healthy() && opts.registry.failed.size === 0
   app.get('/health', async (_req, reply) => (healthy() ? reply.code(200).send({}) : reply.code(503).send({ error: 'unhealthy', error_type: 'healthcheck' })))
   app.get('/v2/health/live', async () => ({ live: true }))
-  app.get('/v2/health/ready', async (_req, reply) => reply.code(healthy() ? 200 : 503).send({ ready: healthy() }))
-  app.get('/stats', async () => ({ servables: opts.registry.all().map((s) => s.stats()), llms: await Promise.all(opts.registry.llms().map((l) => l.stats())) }))
+  app.get('/v2/health/ready', async (_req, reply) => reply.code(ready() ? 200 : 503).send({ ready: ready() }))
+  // Per-servable readiness (KServe v2 paths): 200 serving, 503 loading/restarting/failed, 404 unknown.
+  const servableReady = async (req: FastifyRequest, reply: FastifyReply) => {
+    const { name, version } = req.params as { name: string; version?: string }
+    const s = opts.registry.get(name, version === undefined ? 0 : Number(version))
+    const failed = opts.registry.failed.get(name)
+    if (!s && failed === undefined) return reply.code(404).send({ error: `no servable ${name}${version ? ` version ${version}` : ''}` })
+    const ok = s?.ready === true
+    return reply.code(ok ? 200 : 503).send({ name, ready: ok, ...(ok || failed === undefined ? {} : { error: failed }) })
+  }
+  app.get('/v2/models/:name/ready', servableReady)
+  app.get('/v2/models/:name/versions/:version/ready', servableReady)
+  app.get('/stats', async () => ({
+    servables: opts.registry.all().map((s) => s.stats()),
+    unavailable: [...opts.registry.failed].map(([name, error]) => ({ name, ready: false, error })),
+    llms: await Promise.all(opts.registry.llms().map((l) => l.stats())),
+  }))
   app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(opts.registry) + (await renderLlmPrometheus(opts.registry))))
-  return app
+
+  /**
+   * Shutdown without resets: stop accepting, answer what is in flight (each answer closes its
+   * connection), close connections that stay idle for IDLE_GRACE_MS, then close the app. Node's
+   * own close() would drop idle keep-alive sockets at once, racing a client that is just sending.
+   */
+  const closeGracefully = async (): Promise<void> => {
+    closing = true
+    // net.Server's close stops accepting and leaves open connections alone (http.Server's would not).
+    if (app.server.listening) NetServer.prototype.close.call(app.server)
+    const deadline = performance.now() + DRAIN_TIMEOUT_MS
+    while (conns.size > 0 && performance.now() < deadline) {
+      const now = performance.now()
+      for (const [sock, st] of conns) if (st.active === 0 && now - st.idleSince >= IDLE_GRACE_MS) sock.end()
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    await app.close()
+  }
+  return Object.assign(app, { closeGracefully }) as RestServer
 }

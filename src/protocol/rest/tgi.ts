@@ -5,32 +5,19 @@
  * `best_of` runs on the non-stream routes (/generate, POST / without stream): see generate().
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import { ServeError, toServeError, type ErrorCode } from '../../errors.ts'
+import { ServeError, toServeError } from '../../errors.ts'
 import type { DoneEvent, TokenEvent, TopToken } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { validateBestOf } from '../../llm/validate.ts'
 import { collectMany, engineParameters, noLlm, parseJson, relaySse, tgiParameters, type Collected } from './llm-common.ts'
 import { clientGone } from './sse.ts'
+import { tgiError } from '../error-render.ts'
+import { VERSION } from '../../version.ts'
 
-const VERSION = '0.1.0'
-
-const TGI_ERRORS: Partial<Record<ErrorCode, { status: number; type: string; prefix?: string }>> = {
-  VALIDATION: { status: 422, type: 'validation', prefix: 'Input validation error: ' },
-  INVALID_REQUEST: { status: 422, type: 'validation', prefix: 'Input validation error: ' },
-  QUEUE_FULL: { status: 429, type: 'overloaded' },
-  INFERENCE_FAILED: { status: 424, type: 'generation' },
-  REPLICA_CRASHED: { status: 424, type: 'generation' },
-  SERVABLE_NOT_READY: { status: 503, type: 'unhealthy' },
-  SERVABLE_NOT_FOUND: { status: 404, type: 'not_found' },
-  CANCELLED: { status: 499, type: 'cancelled' },
-}
-
-/** TGI's error body and status for a ServeError (or an engine error event). */
-export function tgiError(e: { code: ErrorCode; message: string }): { status: number; body: { error: string; error_type: string } } {
-  const m = TGI_ERRORS[e.code] ?? { status: 500, type: 'incomplete_generation' }
-  const text = m.prefix && !e.message.startsWith(m.prefix) && !e.message.startsWith('Failed to') ? m.prefix + e.message : e.message
-  return { status: m.status, body: { error: text, error_type: m.type } }
+/** The device type the servable's replicas run on (the device plan of `--device-type`). */
+function deviceType(llm: LlmDispatcher): string {
+  return llm.live.replicas[0]?.device.deviceType ?? 'cpu'
 }
 
 function sendError(reply: FastifyReply, e: unknown) {
@@ -116,7 +103,7 @@ async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   const t = done.timings
   const inferenceMs = t.totalMs - t.queueMs
   void reply.headers({
-    'x-compute-type': 'cpu',
+    'x-compute-type': deviceType(call.llm),
     'x-compute-time': (inferenceMs / 1000).toFixed(6),
     'x-total-time': Math.round(t.totalMs),
     'x-queue-time': Math.round(t.queueMs),
@@ -171,7 +158,7 @@ export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegist
       model_id: i.modelId,
       model_sha: null,
       model_dtype: i.kvDtype,
-      model_device_type: 'cpu',
+      model_device_type: deviceType(llm),
       model_pipeline_tag: 'text-generation',
       max_concurrent_requests: i.maxConcurrentRequests * llm.live.replicas.length,
       max_best_of: i.maxBestOf,
@@ -179,7 +166,8 @@ export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegist
       max_input_tokens: i.maxInputTokens,
       max_total_tokens: i.maxTotalTokens,
       validation_workers: 1,
-      max_client_batch_size: 4,
+      // TGI's limit for a list of `inputs`; these routes take one string per request.
+      max_client_batch_size: 1,
       router: 'ms-serve',
       version: VERSION,
       sha: null,

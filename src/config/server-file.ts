@@ -1,0 +1,177 @@
+/**
+ * Server settings from the YAML file (`ms-serve start --config server.yaml`) and the value checks
+ * of the matching command-line flags. The YAML is checked key by key into a typed object before
+ * anything starts: unknown keys are refused with a suggestion, values are type-checked with the key
+ * path in the message. cli/main.ts merges the two (flags win).
+ */
+import { readFileSync } from 'node:fs'
+import { parse as parseYaml } from 'yaml'
+import { ServeError } from '../errors.ts'
+import { ISOLATIONS, type DeviceType, type Isolation } from '../runtime/devices.ts'
+import type { HostPort } from '../server.ts'
+import { isOptionsObject } from './define.ts'
+import { unknownKeyMessage, unknownKeys } from './suggest.ts'
+
+/** Where a YAML value sits: the file (as given on the command line) and the dotted key path. */
+interface KeyAt { file: string; key: string }
+type Check<T> = (v: unknown, at: KeyAt) => T
+
+function invalid(at: KeyAt, msg: string): never {
+  throw new ServeError('CONFIG_INVALID', `${at.file}: ${msg}`)
+}
+
+function wrongValue(at: KeyAt, expected: string, v: unknown): never {
+  invalid(at, `${at.key} must be ${expected} (got ${JSON.stringify(v)})`)
+}
+
+const MAX_MSG_MB = { min: 1, max: 512 } as const
+
+/** Splits `HOST:PORT`; undefined when it has no such shape, `port > 65535` is left to the caller. */
+function splitHostPort(text: string): HostPort | undefined {
+  const m = /^(.*):(\d+)$/.exec(text.trim())
+  if (!m || !m[1]) return undefined
+  return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port: Number(m[2]) }
+}
+
+function oneOf<T extends string>(choices: readonly T[]): Check<T> {
+  return (v, at) => ((choices as readonly unknown[]).includes(v) ? v as T : wrongValue(at, `one of ${choices.join(', ')}`, v))
+}
+
+function intIn(min: number, max: number): Check<number> {
+  return (v, at) => (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max
+    ? v : wrongValue(at, max === Infinity ? `an integer >= ${min}` : `an integer in ${min}..${max}`, v))
+}
+
+/** true or false (for switches such as a future `strict:`). */
+const bool: Check<boolean> = (v, at) => (typeof v === 'boolean' ? v : wrongValue(at, 'true or false', v))
+
+/** `host:port`, or null to turn that listener off. */
+const listenAddress: Check<HostPort | null> = (v, at) => {
+  if (v === null) return null
+  const example = `e.g. ${at.key}: 127.0.0.1:${at.key === 'grpc' ? 5500 : 1500}, or null to turn the listener off`
+  const hp = typeof v === 'string' ? splitHostPort(v) : undefined
+  if (!hp) wrongValue(at, `HOST:PORT (${example})`, v)
+  if (hp.port > 65535) invalid(at, `${at.key}: port ${hp.port} is out of range 0..65535`)
+  return hp
+}
+
+/** A list of device ids, a comma string "0,1" (as --devices), or one id. */
+const deviceIds: Check<number[]> = (v, at) => {
+  const items = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(v) ? v : [v]
+  const expected = 'a list of device ids (integers >= 0), e.g. devices: [0, 1], or a comma string "0,1"'
+  if (items.length === 0) wrongValue(at, expected, v)
+  const out: number[] = []
+  for (const item of items) {
+    const n = typeof item === 'string' && /^\d+$/.test(item) ? Number(item) : item
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) wrongValue(at, expected, v)
+    if (out.includes(n)) invalid(at, `${at.key} lists device ${n} twice`)
+    out.push(n)
+  }
+  return out
+}
+
+const versionList: Check<number[] | 'all'> = (v, at) => {
+  if (v === 'all') return 'all'
+  if (!Array.isArray(v) || v.length === 0 || v.some((x) => !Number.isInteger(x) || x < 1)) {
+    wrongValue(at, 'a list of version numbers (integers >= 1), e.g. versions: [1, 2], or all', v)
+  }
+  return v as number[]
+}
+
+/** The keys of one `servables.<name>` entry. */
+export const SERVABLE_ENTRY_KEYS = {
+  version: intIn(0, Infinity),
+  versions: versionList,
+  isolation: oneOf(ISOLATIONS),
+} satisfies Record<string, Check<unknown>>
+
+/** One `servables.<name>` entry: which versions to serve (default the newest) and where its replicas run. */
+export interface ServableEntry { versions?: number[] | 'all'; isolation?: Isolation }
+
+type Checked<T extends Record<string, Check<unknown>>> = { [K in keyof T]?: ReturnType<T[K]> }
+
+/** Checks `v`'s keys against `table` (suggesting the closest) and each value with its check. */
+function checkMapping<T extends Record<string, Check<unknown>>>(v: unknown, at: KeyAt, table: T, example: string): Checked<T> {
+  const known = Object.keys(table)
+  const where = at.key ? `${at.key} ` : 'the file '
+  if (!isOptionsObject(v)) invalid(at, `${where}must be a mapping of keys (${known.join(', ')}), e.g. ${example} (got ${JSON.stringify(v)})`)
+  const prefix = at.key ? `${at.key}.` : ''
+  const bad = unknownKeys(v, known)[0]
+  if (bad !== undefined) invalid(at, unknownKeyMessage(`unknown key "${prefix}${bad}"`, bad, known, 'keys'))
+  const out: Record<string, unknown> = {}
+  for (const [k, check] of Object.entries(table)) {
+    if (v[k] !== undefined) out[k] = check(v[k], { file: at.file, key: `${prefix}${k}` })
+  }
+  return out as Checked<T>
+}
+
+/** `servables: { <name>: { version | versions, isolation } }`; an empty entry (`add:`) is allowed. */
+const servableEntries: Check<Record<string, ServableEntry>> = (v, at) => {
+  if (v === null) return {}
+  if (!isOptionsObject(v)) {
+    wrongValue(at, 'a mapping of servable names to { version, versions, isolation }, e.g. servables: { add: { version: 2 } }', v)
+  }
+  const out: Record<string, ServableEntry> = {}
+  for (const [name, entry] of Object.entries(v)) {
+    const key = `${at.key}.${name}`
+    const e = entry === null ? {} : checkMapping(entry, { file: at.file, key }, SERVABLE_ENTRY_KEYS, `${key}: { versions: [1, 2] }`)
+    if (e.version !== undefined && e.versions !== undefined) invalid(at, `${key} gives both version and versions; keep one`)
+    out[name] = {
+      ...(e.versions !== undefined ? { versions: e.versions } : e.version !== undefined ? { versions: [e.version] } : {}),
+      ...(e.isolation !== undefined ? { isolation: e.isolation } : {}),
+    }
+  }
+  return out
+}
+
+/**
+ * Every top-level key of the server YAML with the check of its value. Adding a key is one line
+ * here; its type in ServerFile follows from the check.
+ */
+export const SERVER_FILE_KEYS = {
+  grpc: listenAddress,
+  rest: listenAddress,
+  devices: deviceIds,
+  device_type: oneOf<DeviceType>(['cpu', 'cuda']),
+  isolation: oneOf(ISOLATIONS),
+  max_msg_mb: intIn(MAX_MSG_MB.min, MAX_MSG_MB.max),
+  servables: servableEntries,
+} satisfies Record<string, Check<unknown>>
+
+/** The checked server YAML; a key left out of the file is undefined (the flag's default applies). */
+export type ServerFile = Checked<typeof SERVER_FILE_KEYS>
+
+/** Checks a parsed server YAML (`doc`) read from `file`; throws CONFIG_INVALID naming the file and key. */
+export function validateServerFile(doc: unknown, file: string): ServerFile {
+  if (doc === null || doc === undefined) return {}
+  return Object.freeze(checkMapping(doc, { file, key: '' }, SERVER_FILE_KEYS, 'devices: [0, 1]'))
+}
+
+/** Reads and checks the server YAML at `path`. */
+export function readServerFile(path: string): ServerFile {
+  let doc: unknown
+  try {
+    doc = parseYaml(readFileSync(path, 'utf8'))
+  } catch (e) {
+    throw new ServeError('CONFIG_INVALID', `cannot read server config ${path}: ${(e as Error).message}`)
+  }
+  return validateServerFile(doc, path)
+}
+
+/** Parses the `--grpc` / `--rest` flag value `HOST:PORT` (port 0 = any free port). */
+export function parseHostPort(flag: string, text: string): HostPort {
+  const hp = splitHostPort(text)
+  const example = `${flag} 127.0.0.1:${flag === '--grpc' ? 5500 : 1500}`
+  if (!hp) throw new ServeError('INVALID_REQUEST', `${flag} expects HOST:PORT, e.g. ${example} (got "${text}")`)
+  if (hp.port > 65535) throw new ServeError('INVALID_REQUEST', `${flag}: port ${hp.port} is out of range 0..65535`)
+  return hp
+}
+
+/** Parses the `--max-msg-mb` flag value (the same range as the YAML's max_msg_mb). */
+export function parseMaxMsgMb(text: string): number {
+  const n = Number(text)
+  if (!Number.isInteger(n) || n < MAX_MSG_MB.min || n > MAX_MSG_MB.max) {
+    throw new ServeError('INVALID_REQUEST', `--max-msg-mb must be an integer in ${MAX_MSG_MB.min}..${MAX_MSG_MB.max} (got ${text})`)
+  }
+  return n
+}

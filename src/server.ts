@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js'
 import { loadServable, scanServables, type FoundServable } from './config/scan.ts'
 import type { ValidServable } from './config/validate.ts'
 import { ServeError, toServeError } from './errors.ts'
-import { policyFor, type ServingPolicy } from './runtime/policy.ts'
+import { instanceLimits, policyFor, type ServingPolicy } from './runtime/policy.ts'
 import { BodyParser } from './protocol/body-parse.ts'
 import { loadMsServiceDefinition } from './protocol/grpc/ms-service.ts'
 import { planDevices, withIsolation, type DeviceType, type Isolation } from './runtime/devices.ts'
@@ -150,7 +150,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   let restAddress: string | null = null
   const handler = predictForProtocol(registry)
   // One parse worker for large MindSpore bodies of both listeners (started on the first one).
-  const limits = { fallback: opts.policy?.maxInstancesPerRequest ?? policyFor('').maxInstancesPerRequest, byName: Object.fromEntries(Object.entries(opts.policyOf ?? {}).flatMap(([k, v]) => (v.maxInstancesPerRequest === undefined ? [] : [[k, v.maxInstancesPerRequest]]))) }
+  const limits = instanceLimits(opts.policy, opts.policyOf)
   const bodies = new BodyParser(loadMsServiceDefinition().Predict!.requestDeserialize as never)
   try {
     if (opts.grpc) {

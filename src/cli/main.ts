@@ -4,6 +4,8 @@ import { isServeError, ServeError } from '../errors.ts'
 import { parseHostPort, parseMaxMsgMb, readServerFile, type ServerFile } from '../config/server-file.ts'
 import { ISOLATIONS, parseDeviceIds, parseIsolation, type DeviceType, type Isolation } from '../runtime/devices.ts'
 import { serve } from '../server.ts'
+import { DEFAULT_POLICY } from '../runtime/policy.ts'
+import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol/rest/server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
 
@@ -37,12 +39,12 @@ program
   .option('--no-watch', 'do not watch DIR for changes (default: changed servables are hot-reloaded)')
   .option('--default-llm <name>', 'LLM servable for routes that name no model (TGI /generate, OpenAI without model)')
   .option('--strict', 'exit when any servable fails to load (default: serve the others and report it unavailable)')
-  .option('--request-timeout-ms <n>', 'longest a request may take, arrival to answer (504); 0 = no limit; a request may ask for less with x-request-timeout-ms or a gRPC deadline', '0')
-  .option('--max-instances-per-request <n>', 'most instances in one predict request, checked while the body is read', '10000')
-  .option('--watchdog-ms <n>', 'a replica silent this long (stopped, or a stage that never returns) is killed and restarted; 0 = off', '4000')
+  .option('--request-timeout-ms <n>', 'longest a request may take, arrival to answer (504); 0 = no limit; a request may ask for less with x-request-timeout-ms or a gRPC deadline', String(DEFAULT_POLICY.timeoutMs))
+  .option('--max-instances-per-request <n>', 'most instances in one predict request, checked while the body is read', String(DEFAULT_POLICY.maxInstancesPerRequest))
+  .option('--watchdog-ms <n>', 'a replica silent this long (stopped, or a stage that never returns) is killed and restarted; 0 = off', String(DEFAULT_POLICY.watchdogMs))
   .option('--max-connections <n>', 'most open REST connections; 0 = no limit', '0')
-  .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', '10000')
-  .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', '60000')
+  .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', String(DEFAULT_HEADERS_TIMEOUT_MS))
+  .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', String(DEFAULT_BODY_TIMEOUT_MS))
   .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, servables.<name>.version(s)')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {

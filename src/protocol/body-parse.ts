@@ -12,6 +12,7 @@ import { Piscina } from 'piscina'
 import { ServeError, toServeError, type SerializedError } from '../errors.ts'
 import type { Value } from '../tensor.ts'
 import { instanceFromWire, type WireInstance } from '../runtime/wire.ts'
+import type { instanceLimits } from '../runtime/policy.ts'
 import { parseJsonBody } from './rest/ms-json-reader.ts'
 import { parseInstances } from './rest/ms-instances.ts'
 import { decodeInstances, type WirePredictRequest, type WireServableSpec } from './grpc/ms-codec.ts'
@@ -19,8 +20,8 @@ import { decodeInstances, type WirePredictRequest, type WireServableSpec } from 
 /** Bodies up to this size are parsed inline: below it a worker hop costs more than the parse. */
 export const OFFLOAD_BYTES = 128 * 1024
 
-/** Instance-count limits: per servable name, else `fallback`. */
-export interface InstanceLimits { fallback: number; byName: Record<string, number> }
+/** Instance-count limits: per servable name, else `fallback` (built by runtime/policy.ts instanceLimits). */
+export type InstanceLimits = ReturnType<typeof instanceLimits>
 
 export interface ParseTask {
   kind: 'ms-json' | 'ms-grpc'

@@ -10,6 +10,7 @@ import type { DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
 import { fromWire, type WireResult } from './wire.ts'
 import { policyFor, type ServingPolicy } from './policy.ts'
+import { IdleWaiters } from './idle.ts'
 
 export type InstanceOutcome = { outputs: Record<string, Value> } | { error: ServeError }
 
@@ -33,9 +34,14 @@ function settle(job: Job, outcome: InstanceOutcome): void {
   if (--req.remaining === 0) finish(req)
 }
 
-function finish(req: PendingRequest): void {
+/** Marks a request answered (its queued jobs are then dropped) and stops its deadline timer. */
+function close(req: PendingRequest): void {
   req.done = true
   if (req.timer) clearTimeout(req.timer)
+}
+
+function finish(req: PendingRequest): void {
+  close(req)
   req.resolve(req.outcomes)
 }
 
@@ -63,7 +69,7 @@ export class LiveServable {
   private crashStreak = new Map<Replica, number>()
   restarts = 0
   /** Resolves waiters of drain() when the last queued or in-flight work finishes. */
-  private idleWaiters: Array<() => void> = []
+  private readonly idle = new IdleWaiters()
 
   constructor(readonly servable: ValidServable, devices: DevicePlan[], readonly policy: ServingPolicy = policyFor(servable.name)) {
     this.replicas = devices.map((d) => new Replica(servable, d, policy.watchdogMs))
@@ -125,8 +131,7 @@ export class LiveServable {
       }
       const abandon = (err: ServeError) => {
         if (req.done) return
-        req.done = true
-        if (req.timer) clearTimeout(req.timer)
+        close(req)
         st.errors++
         // Free its queue places at once: the queue limit counts live work only.
         q.remove((job) => job.req === req)
@@ -237,20 +242,12 @@ export class LiveServable {
 
   /** Wakes drain() waiters once nothing is queued or in flight (called on every completion). */
   private checkIdle(): void {
-    if (this.idleWaiters.length === 0 || this.busy()) return
-    const waiters = this.idleWaiters
-    this.idleWaiters = []
-    for (const w of waiters) w()
+    if (this.idle.pending && !this.busy()) this.idle.wake()
   }
 
   /** Resolves once every queued and in-flight instance and LLM stream has finished (or `timeoutMs` passed). */
   drain(timeoutMs = 30_000): Promise<void> {
-    if (!this.busy()) return Promise.resolve()
-    return new Promise<void>((resolve) => {
-      const t = setTimeout(done, timeoutMs)
-      function done() { clearTimeout(t); resolve() }
-      this.idleWaiters.push(done)
-    })
+    return this.busy() ? this.idle.wait(timeoutMs) : Promise.resolve()
   }
 
   /** Ends every replica now (a second shutdown signal): no draining, no restarts. */

@@ -28,3 +28,10 @@ export function requestTimeoutMs(policy: ServingPolicy, askedMs: number | undefi
   if (askedMs === undefined || askedMs <= 0) return policy.timeoutMs
   return policy.timeoutMs > 0 ? Math.min(askedMs, policy.timeoutMs) : askedMs
 }
+
+/** The instance-count limits the body parser needs: server-wide, and each servable's override. */
+export function instanceLimits(server: Partial<ServingPolicy> = {}, of: Record<string, Partial<ServingPolicy>> = {}): { fallback: number; byName: Record<string, number> } {
+  const byName: Record<string, number> = {}
+  for (const [name, p] of Object.entries(of)) if (p.maxInstancesPerRequest !== undefined) byName[name] = p.maxInstancesPerRequest
+  return { fallback: server.maxInstancesPerRequest ?? DEFAULT_POLICY.maxInstancesPerRequest, byName }
+}

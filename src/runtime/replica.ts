@@ -20,6 +20,7 @@ import type { DevicePlan, Isolation } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage, RunStat } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
 import { instanceAsIs, instanceToWire, type WireResult } from './wire.ts'
+import { IdleWaiters } from './idle.ts'
 import type { Value } from '../tensor.ts'
 
 /** glibc malloc settings that keep big ORT outputs off fresh mmaps (see onnxruntime-node notes). */
@@ -126,8 +127,10 @@ export class Replica {
   private statsWaiters = new Map<number, (s: Record<string, number | string>) => void>()
   llm: LlmInfo | undefined
   onExit: (r: Replica, why: string) => void = () => {}
-  /** Called when the replica's last group or stream finishes (drain waits on it). */
+  /** Called when the replica's last group or stream finishes (its servable's drain waits on it). */
   onIdle: () => void = () => {}
+  /** stop() waits here for the last group or stream. */
+  private readonly idle = new IdleWaiters()
   /** When the replica was last heard from (any message, heartbeats included). */
   private lastHeard = 0
   private watchdog: NodeJS.Timeout | null = null
@@ -239,7 +242,7 @@ export class Replica {
         this.inflightInstances -= f.size
         this.groupsDone++
         f.resolve(msg)
-        if (this.inflight.size === 0 && this.streams.size === 0) this.onIdle()
+        if (this.inflight.size === 0 && this.streams.size === 0) this.becameIdle()
       }
     }
   }
@@ -248,7 +251,12 @@ export class Replica {
     const sink = this.streams.get(id)
     if (event.type !== 'token') this.streams.delete(id)
     sink?.(event)
-    if (event.type !== 'token' && this.streams.size === 0 && this.inflight.size === 0) this.onIdle()
+    if (event.type !== 'token' && this.streams.size === 0 && this.inflight.size === 0) this.becameIdle()
+  }
+
+  private becameIdle(): void {
+    this.idle.wake()
+    this.onIdle()
   }
 
   /** Fails the groups, streams and stats calls the ended replica still owed. */
@@ -327,13 +335,7 @@ export class Replica {
     if (this.watchdog) { clearInterval(this.watchdog); this.watchdog = null }
     const channel = this.channel
     if (!channel) { this.state = 'stopped'; return }
-    if (!force && (this.inflight.size > 0 || this.streams.size > 0)) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, 30_000)
-        const prev = this.onIdle
-        this.onIdle = () => { clearTimeout(t); this.onIdle = prev; prev(); resolve() }
-      })
-    }
+    if (!force && (this.inflight.size > 0 || this.streams.size > 0)) await this.idle.wait(30_000)
     this.state = 'stopped'
     const t = setTimeout(() => channel.kill(), 2000)
     channel.shutdown()

@@ -81,11 +81,7 @@ export async function handlePredict(req: WirePredictRequest, handler: MsPredictH
     })
     return encodeReply(spec, result)
   } catch (e) {
-    try {
-      return errorReply(spec, toServeError(e))
-    } catch {
-      return errorReply(null, { msStatus: MS_STATUS.SYSTEM_ERROR, message: 'Predict failed' })
-    }
+    return safeErrorReply(spec, e)
   }
 }
 
@@ -148,6 +144,7 @@ export function addMsService(server: grpc.Server, handler: MsPredictHandler, raw
   })
 }
 
+/** The MindSpore error reply for `e`; a spec that cannot be echoed falls back to a bare SYSTEM_ERROR. */
 function safeErrorReply(spec: WirePredictRequest['servable_spec'], e: unknown): WirePredictReply {
   try {
     return errorReply(spec, toServeError(e))

@@ -2,7 +2,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
 import { predictForProtocol } from '../predict.ts'
-import { parseMsUrl } from './ms-url.ts'
+import { parseMsUrl, type MsTarget } from './ms-url.ts'
 import { renderReply } from './ms-json.ts'
 import { msRestError } from '../error-render.ts'
 import { parseMsBody } from '../body-parse.ts'
@@ -24,10 +24,13 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
    * Overload answers before the body is read or parsed: a flood of requests to a full queue
    * costs the listener only their headers, so the 429s come back fast.
    */
+  // The URL parsed for the overload check, kept for the handler (parsed once per request).
+  const targets = new WeakMap<FastifyRequest, MsTarget>()
   const rejectWhenFull = async (req: FastifyRequest, reply: FastifyReply) => {
     if (req.method !== 'POST') return
     let target
     try { target = parseMsUrl(req.method, req.url) } catch { return }
+    targets.set(req, target)
     const live = opts.registry.get(target.name, target.version)
     if (!live || !live.queueFull(target.method)) return
     return sendError(reply, new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${live.queueLimit(target.method)}`))
@@ -36,7 +39,7 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
     let call
     try {
-      const target = parseMsUrl(req.method, req.url)
+      const target = targets.get(req) ?? parseMsUrl(req.method, req.url)
       const body = Buffer.isBuffer(req.body) ? req.body : null
       if (body === null || body.length === 0) throw new ServeError('INVALID_REQUEST', 'http message invalid')
       // Only an LLM method name costs a registry lookup here (predict looks the servable up itself).

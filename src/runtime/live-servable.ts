@@ -49,7 +49,8 @@ function finish(req: PendingRequest): void {
 export interface PredictOptions {
   /** 0 or absent: no deadline. */
   timeoutMs?: number
-  signal?: AbortSignal
+  /** Registers the callback to run if the client goes away (cheaper per request than an AbortSignal). */
+  onCancel?: (cancel: () => void) => void
 }
 
 /** Groups a replica may hold at once: 2 lets the next batch cross the IPC pipe while one runs. */
@@ -142,7 +143,7 @@ export class LiveServable {
       if (timeoutMs > 0) {
         req.timer = setTimeout(() => abandon(new ServeError('TIMEOUT', `request to servable ${this.name} method ${method.name} did not finish within its timeout of ${timeoutMs} ms`)), timeoutMs)
       }
-      opts.signal?.addEventListener('abort', () => abandon(new ServeError('CANCELLED', 'the client cancelled the request')), { once: true })
+      opts.onCancel?.(() => abandon(new ServeError('CANCELLED', 'the client cancelled the request')))
       this.pump(method.name)
     })
   }

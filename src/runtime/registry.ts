@@ -15,8 +15,8 @@ export interface PredictCall {
   instances: Record<string, Value>[]
   /** The client's own deadline (REST x-request-timeout-ms, gRPC deadline), capped by the servable's. */
   timeoutMs?: number
-  /** Aborts when the client goes away: queued instances are dropped. */
-  signal?: AbortSignal
+  /** Registers what to run when the client goes away: queued instances are dropped. */
+  onCancel?: (cancel: () => void) => void
 }
 
 export class ServableRegistry {
@@ -108,7 +108,7 @@ export class ServableRegistry {
         if (inst[name] === undefined) throw new ServeError('INVALID_REQUEST', `Cannot find input ${name} in instance input , servable ${call.name}, method ${call.method}`)
       }
     }
-    const out = await s.predict(method, call.instances, { timeoutMs: requestTimeoutMs(s.policy, call.timeoutMs), ...(call.signal ? { signal: call.signal } : {}) })
+    const out = await s.predict(method, call.instances, { timeoutMs: requestTimeoutMs(s.policy, call.timeoutMs), ...(call.onCancel ? { onCancel: call.onCancel } : {}) })
     const first = out[0]!
     if ('error' in first && out.every((o) => 'error' in o && o.error.message === first.error.message)) throw first.error
     return out

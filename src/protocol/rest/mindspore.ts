@@ -6,7 +6,7 @@ import { parseMsUrl, type MsTarget } from './ms-url.ts'
 import { renderReply } from './ms-json.ts'
 import { msRestError } from '../error-render.ts'
 import { parseMsBody } from '../body-parse.ts'
-import { clientGone } from './sse.ts'
+
 import type { RestOptions } from './server.ts'
 import { handleMsGenerate, LLM_METHODS } from './ms-generate.ts'
 
@@ -26,14 +26,15 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
    */
   // The URL parsed for the overload check, kept for the handler (parsed once per request).
   const targets = new WeakMap<FastifyRequest, MsTarget>()
-  const rejectWhenFull = async (req: FastifyRequest, reply: FastifyReply) => {
-    if (req.method !== 'POST') return
+  // Callback style: an async hook costs a promise per request on the hottest path.
+  const rejectWhenFull = (req: FastifyRequest, reply: FastifyReply, done: () => void) => {
+    if (req.method !== 'POST') return done()
     let target
-    try { target = parseMsUrl(req.method, req.url) } catch { return }
+    try { target = parseMsUrl(req.method, req.url) } catch { return done() }
     targets.set(req, target)
     const live = opts.registry.get(target.name, target.version)
-    if (!live || !live.queueFull(target.method)) return
-    return sendError(reply, new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${live.queueLimit(target.method)}`))
+    if (!live || !live.queueFull(target.method)) return done()
+    void sendError(reply, new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${live.queueLimit(target.method)}`))
   }
 
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -52,7 +53,7 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
       const task = { kind: 'ms-json' as const, body, limits, servable: target.name }
       const { instances } = bodies ? await bodies.parse(task) : parseMsBody(task)
       const timeoutMs = requestTimeoutHeader(req.headers['x-request-timeout-ms'])
-      call = { name: target.name, method: target.method, version: target.version, instances, ...(timeoutMs === undefined ? {} : { timeoutMs }), signal: clientGone(reply).signal }
+      call = { name: target.name, method: target.method, version: target.version, instances, ...(timeoutMs === undefined ? {} : { timeoutMs }), onCancel: (cancel: () => void) => onClientGone(reply, cancel) }
     } catch (e) {
       return sendError(reply, toServeError(e, 'INVALID_REQUEST'))
     }
@@ -73,4 +74,9 @@ export function requestTimeoutHeader(v: string | string[] | undefined): number |
   const n = Number(Array.isArray(v) ? v[0] : v)
   if (!Number.isInteger(n) || n <= 0) throw new ServeError('INVALID_REQUEST', `header x-request-timeout-ms must be a positive integer of milliseconds (got "${v}")`)
   return n
+}
+
+/** Runs `cancel` if the connection closes before the answer is written. */
+function onClientGone(reply: FastifyReply, cancel: () => void): void {
+  reply.raw.once('close', () => { if (!reply.raw.writableFinished) cancel() })
 }

@@ -52,7 +52,7 @@ async function benchEngine(engine: LlmEngine, B: number): Promise<{ msPerStep: n
   const s0 = engine.stats()
   const t0 = performance.now()
   await Promise.all(Array.from({ length: B }, (_, b) => new Promise<void>((resolve, reject) => {
-    engine.submit({ inputIds: promptIds(b), parameters: { maxNewTokens: N, ignoreEos: true } }, (ev) => {
+    engine.submit(engine.validate({ inputIds: promptIds(b), parameters: { maxNewTokens: N, ignoreEos: true } }), (ev) => {
       if (ev.type === 'done') resolve(); else if (ev.type === 'error') reject(new Error(ev.message))
     })
   })))

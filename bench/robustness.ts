@@ -15,6 +15,12 @@ const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(name)
   return i >= 0 ? process.argv[i + 1]! : def
 }
+if (process.argv.includes('--help')) {
+  console.log('usage: node --import tsx bench/robustness.ts [--bin PATH/bin/ms-serve.js] [--instances N (1700000)]\n'
+    + '  big body: 4 closed-loop clients on small requests, alone for 2 s, then while one N-instance REST body is sent;\n'
+    + '  the listener\'s RSS is sampled every 20 ms. flood: 64 clients on a full queue for 3 s.')
+  process.exit(0)
+}
 const bin = arg('--bin', BIN)
 const numInstances = Number(arg('--instances', '1700000'))
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

@@ -100,6 +100,33 @@ export function errorRow(code: string): ErrorRow {
 
 export interface SerializedError { code: ErrorCode; message: string; details?: unknown }
 
+/**
+ * What runtime/ knows about an error, as data: runtime raises a code, a plain message (for logs and
+ * route families without a text of their own) and these facts as `details`; protocol/texts.ts words
+ * them in each family's texts (MindSpore's byte-exact ones, TGI's). Runtime never writes those texts.
+ */
+export type ErrorFacts =
+  /** No such servable (version), or none of its replicas serves now. `version` 0 = the newest. */
+  | { reason: 'servable_unavailable'; servable: string; method: string; version: number }
+  | { reason: 'method_unavailable'; servable: string; method: string }
+  | { reason: 'no_instances'; servable: string; method: string }
+  | { reason: 'input_missing'; servable: string; method: string; input: string }
+  /** A predict queue cannot take the request's instances. */
+  | { reason: 'queue_full'; servable: string; method: string; limit: number }
+  /** Every LLM engine of the servable runs its most concurrent requests. */
+  | { reason: 'llm_overloaded'; limit: number }
+
+/** The facts an error carries, if runtime attached any. */
+export function factsOf(e: { details?: unknown }): ErrorFacts | undefined {
+  const d = e.details as { reason?: unknown } | undefined
+  return d !== null && typeof d === 'object' && typeof d.reason === 'string' ? (d as ErrorFacts) : undefined
+}
+
+/** A ServeError carrying `facts` (see ErrorFacts). */
+export function factError(code: ErrorCode, message: string, facts: ErrorFacts): ServeError {
+  return new ServeError(code, message, { details: facts })
+}
+
 export class ServeError extends Error {
   readonly code: ErrorCode
   readonly details?: unknown

@@ -17,7 +17,7 @@ import { msServerOptions } from './protocol/grpc/ms-service.ts'
 import { addMsServeService } from './protocol/grpc/generate-service.ts'
 import { buildRestServer, type RestServer } from './protocol/rest/server.ts'
 import { predictForProtocol } from './protocol/predict.ts'
-import { Reloader } from './runtime/reloader.ts'
+import { diskLoader, Reloader } from './runtime/reloader.ts'
 import { watchServables } from './config/watch.ts'
 
 export interface HostPort { host: string; port: number }
@@ -42,8 +42,12 @@ export interface ServeOptions {
   versions?: Record<string, number[] | 'all'>
   /** Watch the servable directory and hot-reload changed servables (default true). */
   watch?: boolean
-  /** Server-wide limits (timeouts, instances per request, watchdog) and per-servable overrides. */
+  /** Server-wide limits (timeouts, instances per request, watchdog): the YAML's, then the flags. */
   policy?: Partial<ServingPolicy>
+  /**
+   * Per-servable limits (server YAML `servables.<name>.*`), over `policy` and over the servable's
+   * own defineServable options; see runtime/policy.ts for the whole order.
+   */
   policyOf?: Record<string, Partial<ServingPolicy>>
   /** Exit when any servable fails to load (default: serve the others, report it unavailable). */
   strict?: boolean
@@ -103,7 +107,17 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const strict = opts.strict ?? false
   const { servables, failures } = await loadServables(opts.dir, opts.versions, strict)
   const registry = new ServableRegistry()
-  const policyOf = (name: string) => policyFor(name, opts.policy, opts.policyOf)
+  // The instance limits the body parser checks for both listeners, by servable name.
+  const limits = instanceLimits(opts.policy, opts.policyOf)
+  /**
+   * The policy of a version about to start (at start-up and on reload). The body parser reads the
+   * instance limit by name, so it follows the servable_config.ts of the version started last.
+   */
+  const policyOf = (s: ValidServable): ServingPolicy => {
+    const p = policyFor(s.name, opts.policy, opts.policyOf, s.policy)
+    limits.byName[s.name] = p.maxInstancesPerRequest
+    return p
+  }
   if (opts.defaultLlm) {
     const s = servables.find((x) => x.name === opts.defaultLlm)
     if (!s?.llm) throw new ServeError('CONFIG_INVALID', `--default-llm ${opts.defaultLlm}: no LLM servable of that name in ${opts.dir} (LLM servables: ${servables.filter((x) => x.llm).map((x) => x.name).join(', ') || 'none'})`)
@@ -111,7 +125,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
-  const live = servables.map((s) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), policyOf(s.name)))
+  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), log: (l) => process.stderr.write(l + '\n') })
+  const live = servables.map(create)
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
   const started = await Promise.allSettled(live.map(async (l) => {
     const t0 = performance.now()
@@ -139,7 +154,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     process.stderr.write(failureLine(f) + '\n')
   }
 
-  const reloader = new Reloader(registry, { dir: opts.dir, plans, isolationOf: opts.isolationOf ?? {}, versions: opts.versions ?? {}, policyOf, log })
+  const reloader = new Reloader(registry, { load: diskLoader(opts.dir, opts.versions ?? {}), create, log })
   const watcher = opts.watch === false ? null : watchServables(opts.dir, (names) => { void reloader.reload(names) })
   // Watching before the success lines print: a change made right after start is not missed.
   await watcher?.ready
@@ -150,7 +165,6 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   let restAddress: string | null = null
   const handler = predictForProtocol(registry)
   // One parse worker for large MindSpore bodies of both listeners (started on the first one).
-  const limits = instanceLimits(opts.policy, opts.policyOf)
   const bodies = new BodyParser(loadMsServiceDefinition().Predict!.requestDeserialize as never)
   try {
     if (opts.grpc) {

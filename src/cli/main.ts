@@ -1,10 +1,15 @@
 /** The `ms-serve` command line: flags -> serve()/initServable(), errors -> messages and exit codes. */
 import { Command, Option } from 'commander'
 import { isServeError, ServeError } from '../errors.ts'
-import { parseHostPort, parseMaxMsgMb, readServerFile, type ServerFile } from '../config/server-file.ts'
-import { ISOLATIONS, parseDeviceIds, parseIsolation, type DeviceType, type Isolation } from '../runtime/devices.ts'
-import { serve } from '../server.ts'
-import { DEFAULT_POLICY } from '../runtime/policy.ts'
+import {
+  HTTP_RANGES, parseHostPort, parseIntFlag, parseMaxMsgMb, readServerFile, timeoutOrderProblem, unknownServableWarnings,
+  type NamedMs, type ServerFile,
+} from '../config/server-file.ts'
+import { scanServables } from '../config/scan.ts'
+import { ISOLATIONS, type DeviceType, type Isolation } from '../runtime/devices.ts'
+import { parseDeviceIds, parseIsolation } from '../config/device-flags.ts'
+import { serve, type HttpLimits } from '../server.ts'
+import { DEFAULT_POLICY, MIN_WATCHDOG_MS, POLICY_RANGES, type IntRange, type ServingPolicy } from '../runtime/policy.ts'
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol/rest/server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
@@ -41,11 +46,11 @@ program
   .option('--strict', 'exit when any servable fails to load (default: serve the others and report it unavailable)')
   .option('--request-timeout-ms <n>', 'longest a request may take, arrival to answer (504); 0 = no limit; a request may ask for less with x-request-timeout-ms or a gRPC deadline', String(DEFAULT_POLICY.timeoutMs))
   .option('--max-instances-per-request <n>', 'most instances in one predict request, checked while the body is read', String(DEFAULT_POLICY.maxInstancesPerRequest))
-  .option('--watchdog-ms <n>', 'a replica silent this long (stopped, or a stage that never returns) is killed and restarted; 0 = off', String(DEFAULT_POLICY.watchdogMs))
+  .option('--watchdog-ms <n>', `a replica silent this long (stopped, or a stage that never returns) is killed and restarted; 0 = off, else >= ${MIN_WATCHDOG_MS}`, String(DEFAULT_POLICY.watchdogMs))
   .option('--max-connections <n>', 'most open REST connections; 0 = no limit', '0')
   .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', String(DEFAULT_HEADERS_TIMEOUT_MS))
   .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', String(DEFAULT_BODY_TIMEOUT_MS))
-  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, servables.<name>.version(s)')
+  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, the limit flags in snake_case (request_timeout_ms, ...), servables.<name>.{version(s), isolation, request_timeout_ms, max_instances_per_request, watchdog_ms}; flags win')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {
       // The YAML is checked whole (keys and values) in config/server-file.ts; flags given on the command line win.
@@ -57,27 +62,46 @@ program
       const rest = src('rest') || file.rest === undefined ? parseHostPort('--rest', String(o.rest)) : file.rest
       const versions: Record<string, number[] | 'all'> = {}
       const isolationOf: Record<string, Isolation> = {}
+      const policyOf: Record<string, Partial<ServingPolicy>> = {}
       for (const [name, s] of Object.entries(file.servables ?? {})) {
         if (s.versions !== undefined) versions[name] = s.versions
         if (s.isolation !== undefined) isolationOf[name] = s.isolation
+        if (s.policy !== undefined) policyOf[name] = s.policy
       }
-      const int = (flag: string, key: string, min: number) => {
-        const v = Number(o[key])
-        if (!Number.isInteger(v) || v < min) throw new ServeError('INVALID_REQUEST', `${flag} must be an integer >= ${min} (got ${o[key]})`)
-        return v
+      // A limit: the flag if given on the command line, else the YAML's value, else the flag's default.
+      const limit = (key: string, flag: string, fromFile: number | undefined, range: IntRange): number =>
+        (src(key) || fromFile === undefined ? parseIntFlag(flag, String(o[key]), range) : fromFile)
+      const policy: ServingPolicy = {
+        timeoutMs: limit('requestTimeoutMs', '--request-timeout-ms', file.request_timeout_ms, POLICY_RANGES.timeoutMs),
+        maxInstancesPerRequest: limit(
+          'maxInstancesPerRequest', '--max-instances-per-request', file.max_instances_per_request, POLICY_RANGES.maxInstancesPerRequest),
+        watchdogMs: limit('watchdogMs', '--watchdog-ms', file.watchdog_ms, POLICY_RANGES.watchdogMs),
+      }
+      const http: Required<HttpLimits> = {
+        maxConnections: limit('maxConnections', '--max-connections', file.max_connections, HTTP_RANGES.maxConnections),
+        headersTimeoutMs: limit('headersTimeoutMs', '--headers-timeout-ms', file.headers_timeout_ms, HTTP_RANGES.headersTimeoutMs),
+        bodyTimeoutMs: limit('bodyTimeoutMs', '--body-timeout-ms', file.body_timeout_ms, HTTP_RANGES.bodyTimeoutMs),
+      }
+      // The two REST timeouts must agree; the message names where each value came from.
+      const origin = (key: 'headersTimeoutMs' | 'bodyTimeoutMs', flag: string, yamlKey: string, fromFile: number | undefined): NamedMs => {
+        if (src(key) || fromFile === undefined) return { ms: http[key], name: flag, isDefault: !src(key) }
+        return { ms: http[key], name: `${o.config}: ${yamlKey}` }
+      }
+      const order = timeoutOrderProblem(
+        origin('headersTimeoutMs', '--headers-timeout-ms', 'headers_timeout_ms', file.headers_timeout_ms),
+        origin('bodyTimeoutMs', '--body-timeout-ms', 'body_timeout_ms', file.body_timeout_ms),
+      )
+      if (order) throw new ServeError('INVALID_REQUEST', order)
+      // Before the listeners start, so the warnings come ahead of the success lines.
+      if (o.config) {
+        const found = scanServables(dir).map((f) => f.name)
+        for (const w of unknownServableWarnings(file, String(o.config), found)) process.stderr.write(`ms-serve: warning: ${w}\n`)
       }
       const server = await serve({
-        strict: Boolean(o.strict),
-        policy: {
-          timeoutMs: int('--request-timeout-ms', 'requestTimeoutMs', 0),
-          maxInstancesPerRequest: int('--max-instances-per-request', 'maxInstancesPerRequest', 1),
-          watchdogMs: int('--watchdog-ms', 'watchdogMs', 0),
-        },
-        http: {
-          maxConnections: int('--max-connections', 'maxConnections', 0),
-          headersTimeoutMs: int('--headers-timeout-ms', 'headersTimeoutMs', 1),
-          bodyTimeoutMs: int('--body-timeout-ms', 'bodyTimeoutMs', 1),
-        },
+        strict: Boolean(o.strict) || file.strict === true,
+        policy,
+        policyOf,
+        http,
         dir,
         devices,
         deviceType: (src('deviceType') || !file.device_type ? o.deviceType : file.device_type) as DeviceType,

@@ -4,7 +4,8 @@
  * with its rules and returned in the same shape the server-side handler produces.
  */
 import * as grpc from '@grpc/grpc-js'
-import { decodeReply, encodeRequest, type PredictResultShape, type WirePredictReply, type WirePredictRequest } from '../protocol/grpc/ms-codec.ts'
+import { decodeReply, encodeRequest, type MsReplyError, type WirePredictReply, type WirePredictRequest } from '../protocol/grpc/ms-codec.ts'
+import type { PredictOutcome } from '../runtime/predict-outcome.ts'
 import { loadMsServiceDefinition, MS_PREDICT_PATH } from '../protocol/grpc/ms-service.ts'
 import type { Value } from '../tensor.ts'
 
@@ -46,7 +47,7 @@ export class MsGrpcClient {
     instances: Record<string, Value> | Record<string, Value>[],
     version = 0,
     options: MsPredictOptions = {},
-  ): Promise<PredictResultShape> {
+  ): Promise<PredictOutcome<MsReplyError>> {
     const list = Array.isArray(instances) ? instances : [instances]
     const request = encodeRequest(name, method, version, list)
     return this.predictWire(request, options).then(decodeReply)

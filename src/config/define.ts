@@ -68,6 +68,19 @@ export interface StageOptions {
   tag?: string
 }
 
+/**
+ * Serving limits of the whole servable (`defineServable(build, options)`), over the server-wide
+ * flags and YAML; the server YAML's `servables.<name>.*` still wins (see runtime/policy.ts).
+ */
+export interface ServableOptions {
+  /** Longest a request may take, arrival to answer (504); 0 = no limit. A request may ask for less. */
+  requestTimeoutMs?: number
+  /** Most instances in one predict request, checked while the body is read. */
+  maxInstancesPerRequest?: number
+  /** A replica silent this long is killed and restarted; 0 = off. Raise it for batches that run long. */
+  watchdogMs?: number
+}
+
 /** The keys of an options type, in the order messages list them; the Record type keeps the list complete. */
 function optionKeys<T>(all: Record<keyof T, true>): readonly string[] {
   return Object.freeze(Object.keys(all))
@@ -85,6 +98,7 @@ export const LLM_OPTION_KEYS = optionKeys<LlmOptions>({
   maxConcurrentRequests: true, maxWaitingTokens: true, waitingServedRatio: true, maxConsecutivePrefills: true, maxStopSequences: true,
   maxTopNTokens: true, maxBestOf: true, kvMode: true, allowSpinning: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
 })
+export const SERVABLE_OPTION_KEYS = optionKeys<ServableOptions>({ requestTimeoutMs: true, maxInstancesPerRequest: true, watchdogMs: true })
 export const METHOD_SPEC_KEYS = optionKeys<{ inputs: unknown; outputs: unknown }>({ inputs: true, outputs: true })
 export const STAGE_OPTION_KEYS = optionKeys<StageOptions & { outputs?: number }>({ outputs: true, batchSize: true, tag: true })
 
@@ -132,6 +146,8 @@ export interface ServableDefinition {
   readonly models: ModelRef[]
   readonly methods: MethodDecl[]
   readonly llm: { options: LlmOptions; site: string } | null
+  /** The second argument of defineServable (checked by the validator), where it was called. */
+  readonly servableOptions: { options: ServableOptions; site: string } | null
   /** Problems found while recording (reported with the config's file and line by the validator). */
   readonly problems: { message: string; site: string }[]
 }
@@ -167,11 +183,21 @@ function callSite(): string {
   return ''
 }
 
-/** Defines a servable. `servable_config.ts` does `export default defineServable((s) => { ... })`. */
-export function defineServable(build: (s: ServableBuilder) => void): ServableDefinition {
+/**
+ * Defines a servable. `servable_config.ts` does `export default defineServable((s) => { ... })`,
+ * optionally with the servable's limits: `defineServable((s) => { ... }, { requestTimeoutMs: 5000 })`.
+ */
+export function defineServable(build: (s: ServableBuilder) => void, options?: ServableOptions): ServableDefinition {
   const models: ModelRef[] = []
   const methods: MethodDecl[] = []
   const problems: { message: string; site: string }[] = []
+  let servableOptions: ServableDefinition['servableOptions'] = null
+  if (options !== undefined) {
+    const site = callSite()
+    if (!isOptionsObject(options)) {
+      problems.push({ message: `defineServable's second argument takes an options object, e.g. { requestTimeoutMs: 5000 } (got ${JSON.stringify(options)})`, site })
+    } else servableOptions = { options: { ...options }, site }
+  }
   let llm: { options: LlmOptions; site: string } | null = null
   let current: { stages: StageDecl[]; known: Set<number>; name: string } | null = null
   let nextId = 0
@@ -278,5 +304,5 @@ export function defineServable(build: (s: ServableBuilder) => void): ServableDef
     },
   }
   build(builder)
-  return { kind: 'ms-serve.servable', models, methods, llm, problems }
+  return { kind: 'ms-serve.servable', models, methods, llm, servableOptions, problems }
 }

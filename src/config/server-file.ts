@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs'
 import { parse as parseYaml } from 'yaml'
 import { ServeError } from '../errors.ts'
 import { ISOLATIONS, type DeviceType, type Isolation } from '../runtime/devices.ts'
-import type { HostPort } from '../server.ts'
+import { intRange, inRange, MAX_TIMER_MS, POLICY_RANGES, type IntRange, type ServingPolicy } from '../runtime/policy.ts'
+import type { HostPort, HttpLimits } from '../server.ts'
 import { isOptionsObject } from './define.ts'
 import { unknownKeyMessage, unknownKeys } from './suggest.ts'
 
@@ -42,7 +43,11 @@ function intIn(min: number, max: number): Check<number> {
     ? v : wrongValue(at, max === Infinity ? `an integer >= ${min}` : `an integer in ${min}..${max}`, v))
 }
 
-/** true or false (for switches such as a future `strict:`). */
+function ranged(r: IntRange): Check<number> {
+  return (v, at) => (inRange(r, v) ? v : wrongValue(at, r.expected, v))
+}
+
+/** true or false. */
 const bool: Check<boolean> = (v, at) => (typeof v === 'boolean' ? v : wrongValue(at, 'true or false', v))
 
 /** `host:port`, or null to turn that listener off. */
@@ -78,15 +83,52 @@ const versionList: Check<number[] | 'all'> = (v, at) => {
   return v as number[]
 }
 
+/**
+ * The limit keys, YAML name -> policy field: server-wide at the top level, per servable under
+ * `servables.<name>`. Each is also a flag: `request_timeout_ms` is `--request-timeout-ms`.
+ */
+export const POLICY_KEYS = {
+  request_timeout_ms: 'timeoutMs',
+  max_instances_per_request: 'maxInstancesPerRequest',
+  watchdog_ms: 'watchdogMs',
+} as const satisfies Record<string, keyof ServingPolicy>
+
+/** The ranges of the REST connection limits (server-wide only: `max_connections` is `--max-connections`). */
+export const HTTP_RANGES: Readonly<Record<keyof HttpLimits, IntRange>> = Object.freeze({
+  maxConnections: intRange(1, Infinity, 'no limit'),
+  headersTimeoutMs: intRange(1, MAX_TIMER_MS),
+  bodyTimeoutMs: intRange(1, MAX_TIMER_MS),
+})
+
+const POLICY_CHECKS = {
+  request_timeout_ms: ranged(POLICY_RANGES.timeoutMs),
+  max_instances_per_request: ranged(POLICY_RANGES.maxInstancesPerRequest),
+  watchdog_ms: ranged(POLICY_RANGES.watchdogMs),
+} satisfies Record<keyof typeof POLICY_KEYS, Check<number>>
+
 /** The keys of one `servables.<name>` entry. */
 export const SERVABLE_ENTRY_KEYS = {
   version: intIn(0, Infinity),
   versions: versionList,
   isolation: oneOf(ISOLATIONS),
+  ...POLICY_CHECKS,
 } satisfies Record<string, Check<unknown>>
 
-/** One `servables.<name>` entry: which versions to serve (default the newest) and where its replicas run. */
-export interface ServableEntry { versions?: number[] | 'all'; isolation?: Isolation }
+/**
+ * One `servables.<name>` entry: which versions to serve (default the newest), where its replicas
+ * run, and its limits over every other source (see runtime/policy.ts).
+ */
+export interface ServableEntry { versions?: number[] | 'all'; isolation?: Isolation; policy?: Partial<ServingPolicy> }
+
+/** The policy fields set in a checked mapping that has POLICY_KEYS' keys. */
+function policyFields(e: { [K in keyof typeof POLICY_KEYS]?: number }): Partial<ServingPolicy> {
+  const out: Partial<ServingPolicy> = {}
+  for (const [key, field] of Object.entries(POLICY_KEYS)) {
+    const v = e[key as keyof typeof POLICY_KEYS]
+    if (v !== undefined) out[field] = v
+  }
+  return out
+}
 
 type Checked<T extends Record<string, Check<unknown>>> = { [K in keyof T]?: ReturnType<T[K]> }
 
@@ -105,20 +147,23 @@ function checkMapping<T extends Record<string, Check<unknown>>>(v: unknown, at: 
   return out as Checked<T>
 }
 
-/** `servables: { <name>: { version | versions, isolation } }`; an empty entry (`add:`) is allowed. */
+/** `servables: { <name>: { version | versions, isolation, <limits> } }`; an empty entry (`add:`) is allowed. */
 const servableEntries: Check<Record<string, ServableEntry>> = (v, at) => {
   if (v === null) return {}
   if (!isOptionsObject(v)) {
-    wrongValue(at, 'a mapping of servable names to { version, versions, isolation }, e.g. servables: { add: { version: 2 } }', v)
+    const keys = Object.keys(SERVABLE_ENTRY_KEYS).join(', ')
+    wrongValue(at, `a mapping of servable names to { ${keys} }, e.g. servables: { add: { version: 2 } }`, v)
   }
   const out: Record<string, ServableEntry> = {}
   for (const [name, entry] of Object.entries(v)) {
     const key = `${at.key}.${name}`
     const e = entry === null ? {} : checkMapping(entry, { file: at.file, key }, SERVABLE_ENTRY_KEYS, `${key}: { versions: [1, 2] }`)
     if (e.version !== undefined && e.versions !== undefined) invalid(at, `${key} gives both version and versions; keep one`)
+    const policy = policyFields(e)
     out[name] = {
       ...(e.versions !== undefined ? { versions: e.versions } : e.version !== undefined ? { versions: [e.version] } : {}),
       ...(e.isolation !== undefined ? { isolation: e.isolation } : {}),
+      ...(Object.keys(policy).length ? { policy } : {}),
     }
   }
   return out
@@ -135,6 +180,11 @@ export const SERVER_FILE_KEYS = {
   device_type: oneOf<DeviceType>(['cpu', 'cuda']),
   isolation: oneOf(ISOLATIONS),
   max_msg_mb: intIn(MAX_MSG_MB.min, MAX_MSG_MB.max),
+  strict: bool,
+  ...POLICY_CHECKS,
+  max_connections: ranged(HTTP_RANGES.maxConnections),
+  headers_timeout_ms: ranged(HTTP_RANGES.headersTimeoutMs),
+  body_timeout_ms: ranged(HTTP_RANGES.bodyTimeoutMs),
   servables: servableEntries,
 } satisfies Record<string, Check<unknown>>
 
@@ -144,7 +194,13 @@ export type ServerFile = Checked<typeof SERVER_FILE_KEYS>
 /** Checks a parsed server YAML (`doc`) read from `file`; throws CONFIG_INVALID naming the file and key. */
 export function validateServerFile(doc: unknown, file: string): ServerFile {
   if (doc === null || doc === undefined) return {}
-  return Object.freeze(checkMapping(doc, { file, key: '' }, SERVER_FILE_KEYS, 'devices: [0, 1]'))
+  const f = checkMapping(doc, { file, key: '' }, SERVER_FILE_KEYS, 'devices: [0, 1]')
+  if (f.headers_timeout_ms !== undefined && f.body_timeout_ms !== undefined) {
+    const headers = { ms: f.headers_timeout_ms, name: 'headers_timeout_ms' }
+    const problem = timeoutOrderProblem(headers, { ms: f.body_timeout_ms, name: 'body_timeout_ms' })
+    if (problem) invalid({ file, key: '' }, problem)
+  }
+  return Object.freeze(f)
 }
 
 /** Reads and checks the server YAML at `path`. */
@@ -174,4 +230,34 @@ export function parseMaxMsgMb(text: string): number {
     throw new ServeError('INVALID_REQUEST', `--max-msg-mb must be an integer in ${MAX_MSG_MB.min}..${MAX_MSG_MB.max} (got ${text})`)
   }
   return n
+}
+
+/** Parses an integer flag value (`--watchdog-ms 2000`) against its range, naming the flag. */
+export function parseIntFlag(flag: string, text: string, r: IntRange): number {
+  const n = text.trim() === '' ? NaN : Number(text)
+  if (!inRange(r, n)) throw new ServeError('INVALID_REQUEST', `${flag} must be ${r.expected} (got ${text})`)
+  return n
+}
+
+/** A timeout and where it was set, for messages: `--body-timeout-ms`, `body_timeout_ms`, or a default. */
+export interface NamedMs { ms: number; name: string; isDefault?: boolean }
+
+/**
+ * The cross-field check of the REST timeouts: null, or what to change. Node's http server refuses
+ * a headers timeout over the request (body) timeout, since both count from the request's start.
+ */
+export function timeoutOrderProblem(headers: NamedMs, body: NamedMs): string | null {
+  if (headers.ms <= body.ms) return null
+  const show = (t: NamedMs) => `${t.name} (${t.ms}${t.isDefault ? ', the default' : ''})`
+  return `${show(headers)} > ${show(body)}: the body timeout counts from the request's start, headers included; `
+    + `raise ${body.name} or lower ${headers.name}`
+}
+
+/**
+ * Warnings for `servables.<name>` entries that name no servable folder (`found`). Not errors: a
+ * servable may appear later by hot reload, and its entry applies then.
+ */
+export function unknownServableWarnings(f: ServerFile, path: string, found: readonly string[]): string[] {
+  const lead = (name: string) => `${path}: servables.${name} names no servable in the servable directory (it applies if one of that name appears)`
+  return Object.keys(f.servables ?? {}).filter((name) => !found.includes(name)).map((name) => unknownKeyMessage(lead(name), name, found, 'servables'))
 }

@@ -21,14 +21,17 @@ export function editDistance(a: string, b: string): number {
   return d[a.length]![b.length]!
 }
 
+/** A name without case and separators: `maxInstancesPerRequest`, `max_instances_per_request`, `--max-instances-per-request` agree. */
+const bare = (name: string) => name.toLowerCase().replace(/[-_]/g, '')
+
 /**
- * The known name `given` most likely meant: a case-insensitive match first (`maxBatchsize`),
- * else the closest within 2 edits, and never more than half of `given`, so short keys such as
- * `tag` are not "corrected" into unrelated ones.
+ * The known name `given` most likely meant: the same words in another case or separator style
+ * first (`maxBatchsize`, `watchdogMs` for `watchdog_ms`), else the closest within 2 edits, and
+ * never more than half of `given`, so short keys such as `tag` are not "corrected" into unrelated ones.
  */
 export function suggestName(given: string, known: readonly string[]): string | undefined {
   const lower = given.toLowerCase()
-  const same = known.find((k) => k.toLowerCase() === lower)
+  const same = known.find((k) => k.toLowerCase() === lower) ?? known.find((k) => bare(k) === bare(given))
   if (same) return same
   let best: string | undefined
   let bestDistance = Math.min(2, Math.floor(given.length / 2))

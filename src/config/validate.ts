@@ -6,11 +6,12 @@
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { ServeError } from '../errors.ts'
-import { isOptionsObject, LLM_OPTION_KEYS, MODEL_OPTION_KEYS, SESSION_OPTION_KEYS } from './define.ts'
-import type { GraphOptimizationLevel, LlmOptions, ServableDefinition } from './define.ts'
+import { isOptionsObject, LLM_OPTION_KEYS, MODEL_OPTION_KEYS, SERVABLE_OPTION_KEYS, SESSION_OPTION_KEYS } from './define.ts'
+import type { GraphOptimizationLevel, LlmOptions, ServableDefinition, ServableOptions } from './define.ts'
 import { relativeSite } from './compile.ts'
 import { checkOptionKeys } from './suggest.ts'
 import { resolveLlmBudgets, type LlmBudgets } from '../llm/budgets.ts'
+import { inRange, POLICY_RANGES, type ServingPolicy } from '../runtime/policy.ts'
 
 export interface ValidSession {
   intraOpThreads?: number
@@ -77,6 +78,8 @@ export interface ValidServable {
   models: ValidModel[]
   methods: ValidMethod[]
   llm: ValidLlm | null
+  /** What its defineServable options set (the rest comes from the server; runtime/policy.ts). Set by validateServable. */
+  policy?: Partial<ServingPolicy>
 }
 
 const LEVELS: GraphOptimizationLevel[] = ['disabled', 'basic', 'extended', 'all']
@@ -185,7 +188,32 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
   const llm = def.llm ? validateLlm(def.llm.options, def.llm.site, ctx) : null
   if (methods.length === 0 && !llm) fail(configFile, '', `no methods registered. Add s.registerMethod('predict', { inputs: [...], outputs: [...] }, (x) => ({ ... })), or s.declareLlm({ file: 'model.onnx' }) for an LLM`)
   if (llm && methods.some((m) => m.name === 'generate' || m.name === 'generated_stream')) fail(configFile, llm.site, 'methods "generate" and "generated_stream" are provided by declareLlm(); rename your method')
-  return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods, llm })
+  const policy = validateServableOptions(def.servableOptions, configFile)
+  return deepFreeze({ name: ctx.name, version: ctx.version, dir: ctx.dir, versionDir: ctx.versionDir, configFile, compiledFile: ctx.compiledFile, models, methods, llm, policy })
+}
+
+/** defineServable option -> the policy field it sets. */
+const SERVABLE_POLICY_FIELDS = {
+  requestTimeoutMs: 'timeoutMs',
+  maxInstancesPerRequest: 'maxInstancesPerRequest',
+  watchdogMs: 'watchdogMs',
+} as const satisfies Record<keyof ServableOptions, keyof ServingPolicy>
+
+function validateServableOptions(given: ServableDefinition['servableOptions'], configFile: string): Partial<ServingPolicy> {
+  // Definitions compiled by an older ms-serve have no servableOptions at all.
+  if (!given) return {}
+  const { options, site } = given
+  const badKey = checkOptionKeys(options, SERVABLE_OPTION_KEYS, 'defineServable option')
+  if (badKey) fail(configFile, site, badKey)
+  const policy: Partial<ServingPolicy> = {}
+  for (const [key, field] of Object.entries(SERVABLE_POLICY_FIELDS)) {
+    const v = options[key as keyof ServableOptions]
+    if (v === undefined) continue
+    const range = POLICY_RANGES[field]
+    if (!inRange(range, v)) fail(configFile, site, `defineServable option ${key} must be ${range.expected} (got ${JSON.stringify(v)})`)
+    policy[field] = v
+  }
+  return policy
 }
 
 /** declareLlm's integer options and their minimum, in the order they are checked. */

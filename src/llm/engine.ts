@@ -1,17 +1,19 @@
 /**
- * The LLM engine of one replica: validation, a TGI-style scheduler (scheduler.ts), a decoder
+ * The LLM engine of one replica: a TGI-style scheduler (scheduler.ts), a decoder
  * runner over a preallocated slot KV cache (decoder-runner.ts, kv-cache.ts) and the step loop.
  *
  * Loop invariant: one tick = at most one `session.run` (a prefill of joining requests OR one
  * decode step of the running batch), so the thread never blocks for longer than one step and
  * submits/cancels are picked up between steps (cancels are applied only there, never during a
  * step). Requests leave the batch as soon as they finish; joins never copy other rows' KV.
+ * Requests arrive validated and tokenized (ValidGenerate, validated in the listener); the
+ * engine's tokenizer only detokenizes what it generates and knows its EOS ids.
  */
 import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { performance } from 'node:perf_hooks'
 import ort from 'onnxruntime-node'
-import { ServeError } from '../errors.ts'
+import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
 import { DecoderRunner } from './decoder-runner.ts'
 import { rewriteForNewPositions } from './graph-rewrite.ts'
@@ -24,8 +26,8 @@ import type { QueueEntry, SchedulerConfig } from './scheduler.ts'
 import { Sequence } from './sequence.ts'
 import { loadTokenizer } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
-import type { GenerateEvent, GenerateRequest, ValidationLimits } from './types.ts'
-import { validateRequest } from './validate.ts'
+import type { GenerateEvent, GenerateRequest, ValidGenerate, ValidationLimits } from './types.ts'
+import { validateGenerate, type PromptEncoder } from './validate.ts'
 
 /** Engine options; every field has a default. */
 export interface LlmEngineOptions {
@@ -93,7 +95,6 @@ export interface EngineStats {
 /** One model, one session, one step loop. Create with `LlmEngine.load`. */
 export class LlmEngine {
   readonly limits: ValidationLimits & { maxConcurrentRequests: number; maxBatchSize: number }
-  readonly chatTemplate: ChatTemplate
   private readonly sched: SchedulerConfig
   /** Waiting requests: the scheduler's entries themselves, each with its sequence. */
   private readonly queue: Array<QueueEntry & { seq: Sequence }> = []
@@ -110,15 +111,15 @@ export class LlmEngine {
   private nextId = 0
   private scratch = new Float32Array(0)
   private readonly counters = { numPrefills: 0, numDecodes: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 }
+  private encoder: PromptEncoder | undefined
 
   private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
-    this.chatTemplate = new ChatTemplate(tokenizer.config)
   }
 
-  /** Loads the model (rewriting its KV outputs unless kvMode 'full'), tokenizer and chat template. */
+  /** Loads the model (rewriting its KV outputs unless kvMode 'full') and the tokenizer it detokenizes with. */
   static async load(modelPath: string, opts: LlmEngineOptions = {}): Promise<LlmEngine> {
     // Option values and budgets were checked by config validation (config/validate.ts) at load,
     // before any replica started; only checks that need the model or tokenizer are made here.
@@ -159,22 +160,34 @@ export class LlmEngine {
   }
 
   /**
-   * Queues a request. Throws ServeError VALIDATION (bad input, TGI messages) or QUEUE_FULL
-   * ("Model is overloaded") synchronously; afterwards `onEvent` gets token events and then
-   * exactly one done or error event.
+   * Queues a validated request (`id` unique among those in flight; generated when absent). Throws
+   * QUEUE_FULL (facts `llm_overloaded`) synchronously; afterwards `onEvent` gets token events and
+   * then exactly one done or error event.
    */
-  submit(req: GenerateRequest, onEvent: (ev: GenerateEvent) => void): string {
+  submit(req: ValidGenerate, onEvent: (ev: GenerateEvent) => void, id = `req-${++this.nextId}`): string {
     if (this.closed) throw new ServeError('SERVABLE_NOT_READY', 'engine is closed')
-    if (this.inFlight.size >= this.limits.maxConcurrentRequests) throw new ServeError('QUEUE_FULL', 'Model is overloaded')
-    const id = req.id ?? `req-${++this.nextId}`
-    if (this.inFlight.has(id)) throw new ServeError('VALIDATION', `request id "${id}" is already in flight`)
-    const valid = validateRequest(req, id, this.tokenizer, this.limits, randomInt(2 ** 47))
+    if (this.inFlight.size >= this.limits.maxConcurrentRequests) throw factError('QUEUE_FULL', `the engine runs its most concurrent requests (${this.limits.maxConcurrentRequests})`, { reason: 'llm_overloaded', limit: this.limits.maxConcurrentRequests })
+    if (this.inFlight.has(id)) throw new ServeError('INTERNAL', `request id "${id}" is already in flight`)
+    // Validation checked these against the limits this engine reported; a request past them would
+    // overrun its KV slot, so a mismatch is refused here rather than trusted.
+    if (req.inputIds.length + req.maxNewTokens > this.limits.maxTotalTokens) {
+      throw new ServeError('INTERNAL', `request needs ${req.inputIds.length + req.maxNewTokens} tokens but the engine holds ${this.limits.maxTotalTokens} per request`)
+    }
     const now = performance.now()
-    const seq = new Sequence(valid, this.tokenizer, onEvent, now)
+    const seq = new Sequence(id, req, req.seed ?? randomInt(2 ** 47), this.tokenizer, onEvent, now)
     this.inFlight.set(id, seq)
-    this.queue.push({ id, inputLength: valid.inputIds.length, maxNewTokens: valid.maxNewTokens, enqueuedAt: now, seq })
+    this.queue.push({ id, inputLength: req.inputIds.length, maxNewTokens: req.maxNewTokens, enqueuedAt: now, seq })
     this.wake()
     return id
+  }
+
+  /**
+   * Validates a request against this engine's own tokenizer and limits, for in-process use (tests,
+   * benchmarks). The server validates in the listener (runtime/llm-dispatch.ts), never here.
+   */
+  validate(req: GenerateRequest): ValidGenerate {
+    this.encoder ??= { tokenizer: this.tokenizer, chatTemplate: new ChatTemplate(this.tokenizer.config) }
+    return validateGenerate(req, this.encoder, this.limits)
   }
 
   /** Cancels a queued or running request at the next step boundary; false if unknown. */

@@ -6,7 +6,10 @@
  */
 export { LlmEngine } from './engine.ts'
 export type { EngineStats, LlmEngineOptions } from './engine.ts'
-export type { DoneEvent, ErrorEvent, FinishReason, GenerateEvent, GenerateParameters, GenerateRequest, RequestTimings, TokenEvent, ValidationLimits } from './types.ts'
+export type { DoneEvent, ErrorEvent, FinishReason, GenerateEvent, GenerateParameters, GenerateRequest, RequestTimings, TokenEvent, ValidGenerate, ValidationLimits } from './types.ts'
+export { validateGenerate } from './validate.ts'
+export type { PromptEncoder } from './validate.ts'
+export { loadPromptEncoder } from './prompt-encoder.ts'
 export { ChatTemplate, DEFAULT_CHAT_TEMPLATE } from './chat-template.ts'
 export type { ChatMessage } from './chat-template.ts'
 export { ByteLevelTokenizer, BYTE_VOCAB, HfTokenizer, loadTokenizer } from './tokenizer.ts'

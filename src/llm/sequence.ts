@@ -7,7 +7,7 @@ import { countToken, createRng, sampleToken } from './sampler.ts'
 import type { Rng, TokenCounts } from './sampler.ts'
 import { DetokenizeStream } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
-import type { DoneEvent, FinishReason, GenerateEvent, TokenEvent, ValidGenerateRequest } from './types.ts'
+import type { DoneEvent, FinishReason, GenerateEvent, TokenEvent, ValidGenerate } from './types.ts'
 
 /** One request from submit to its final event. */
 export class Sequence {
@@ -27,15 +27,14 @@ export class Sequence {
   private readonly detok: DetokenizeStream
   private readonly maxStopLen: number
 
-  constructor(readonly req: ValidGenerateRequest, private readonly tok: LlmTokenizer, readonly onEvent: (ev: GenerateEvent) => void, now: number) {
+  /** `seed`: the request's own, or one the engine drew for it. */
+  constructor(readonly id: string, readonly req: ValidGenerate, private readonly seed: number, private readonly tok: LlmTokenizer, readonly onEvent: (ev: GenerateEvent) => void, now: number) {
     this.submittedAt = now
-    this.rng = createRng(req.seed)
+    this.rng = createRng(seed)
     for (const id of req.inputIds) countToken(this.counts, id)
     this.detok = new DetokenizeStream(tok, req.inputIds)
     this.maxStopLen = req.stop.reduce((m, s) => Math.max(m, s.length), 0)
   }
-
-  get id(): string { return this.req.id }
 
   /** Prompt + max_new_tokens: the tokens this request reserves in the scheduler's budget. */
   get reservedTokens(): number { return this.req.inputIds.length + this.req.maxNewTokens }
@@ -90,7 +89,7 @@ export class Sequence {
       generatedText: this.tok.decode(this.generated, true),
       generatedTokens: this.generated.length,
       inputTokens: this.req.inputIds.length,
-      seed: this.req.seeded ? this.req.seed : null,
+      seed: this.req.seeded ? this.seed : null,
       timings: { queueMs: this.prefillAt - this.submittedAt, firstTokenMs: this.firstTokenAt - this.submittedAt, totalMs: now - this.submittedAt },
     }
     if (stopSequence !== undefined) ev.stopSequence = stopSequence

@@ -1,8 +1,11 @@
 /**
- * In-process API types of the LLM engine. Protocol layers (TGI, OpenAI, MindSpore routes)
- * map their wire fields onto `GenerateRequest` and render `GenerateEvent`s.
+ * Types of an LLM request's life: protocol layers (TGI, OpenAI, MindSpore routes, gRPC) map their
+ * wire fields onto a `GenerateRequest`; the listener validates and tokenizes it once into a
+ * `ValidGenerate` (validate.ts), the only form the dispatcher, the IPC message and the engine
+ * take; the engine answers with `GenerateEvent`s, which the protocol layers render.
  */
 import type { ErrorCode } from '../errors.ts'
+import type { ChatMessage } from './chat-template.ts'
 import type { SamplingParams } from './sampler.ts'
 
 /** Generation parameters (TGI's `parameters`, camelCased). All optional. */
@@ -29,13 +32,15 @@ export interface GenerateParameters {
   topNTokens?: number
 }
 
-/** One generation request. Either `inputs` (text) or `inputIds` (pre-tokenized). */
+/**
+ * One generation request as a route builds it (protocol-neutral, not yet validated): exactly one
+ * of `inputs` (text), `inputIds` (pre-tokenized) or `messages` (rendered by the chat template).
+ */
 export interface GenerateRequest {
-  /** Unique among in-flight requests; generated when absent. */
-  id?: string
   inputs?: string
   inputIds?: readonly number[]
-  /** Add BOS etc. when tokenizing `inputs` (default true; chat templates usually include BOS). */
+  messages?: readonly ChatMessage[]
+  /** Add BOS etc. when tokenizing `inputs` (default true; ignored for messages: the template writes BOS). */
   addSpecialTokens?: boolean
   parameters?: GenerateParameters
 }
@@ -104,24 +109,38 @@ export interface ErrorEvent {
   requestId: string
   code: ErrorCode
   message: string
+  /** The error's facts (errors.ts ErrorFacts) when the engine attached any. */
+  details?: unknown
 }
 
 /** Everything `onEvent` receives: tokens, then exactly one done or error. */
 export type GenerateEvent = TokenEvent | DoneEvent | ErrorEvent
 
-/** A request after validation (TGI's ValidGenerateRequest). */
-export interface ValidGenerateRequest {
-  id: string
-  inputIds: number[]
-  maxNewTokens: number
-  sampling: SamplingParams
-  seed: number
-  /** Whether `seed` matters (sampling); reported as null otherwise. */
-  seeded: boolean
-  stop: string[]
-  ignoreEos: boolean
+declare const validGenerate: unique symbol
+
+/**
+ * A request after validation and tokenization (TGI's ValidGenerateRequest): everything the engine
+ * needs to prefill, sample, detokenize and stop, checked against the model's limits. Only
+ * validateGenerate (validate.ts) makes one (the brand has no runtime form, so the value crosses
+ * the IPC boundary by structured clone unchanged); the replica trusts it.
+ */
+export type ValidGenerate = ValidGenerateFields & { readonly [validGenerate]: true }
+
+/** The fields of a ValidGenerate, without its brand (what validateGenerate fills in). */
+export interface ValidGenerateFields {
+  /** Prompt token ids after `truncate`: 1..maxInputTokens of them. */
+  readonly inputIds: readonly number[]
+  /** Resolved: prompt + maxNewTokens <= maxTotalTokens. */
+  readonly maxNewTokens: number
+  readonly sampling: SamplingParams
+  /** The client's seed; null: the engine draws one per request (so best_of's sequences differ). */
+  readonly seed: number | null
+  /** Whether the seed matters (sampling); the done event reports null otherwise. */
+  readonly seeded: boolean
+  readonly stop: readonly string[]
+  readonly ignoreEos: boolean
   /** Alternatives per token event (0 = none). */
-  topNTokens: number
+  readonly topNTokens: number
 }
 
 /** Limits validation checks against (also reported by /info). */

@@ -1,12 +1,21 @@
 /**
- * Request validation with TGI's rules and messages (llm-serving.md §1.2). Pure: tokenizes via
- * the given tokenizer and throws ServeError('VALIDATION', msg) on the first failed rule. The
- * messages are TGI's bare ValidationError texts; the TGI route adds "Input validation error: ".
+ * Request validation with TGI's rules and messages (llm-serving.md §1.2), run in the listener as
+ * TGI's router does: pure, it renders chat messages, tokenizes with the servable's PromptEncoder
+ * (loaded once at load, prompt-encoder.ts), checks the token counts against the model's limits
+ * and throws ServeError('VALIDATION', msg) on the first failed rule. The messages are TGI's bare
+ * ValidationError texts; the TGI route adds "Input validation error: ".
  */
 import { ServeError } from '../errors.ts'
+import type { ChatTemplate } from './chat-template.ts'
 import type { SamplingParams } from './sampler.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
-import type { GenerateParameters, GenerateRequest, ValidGenerateRequest, ValidationLimits } from './types.ts'
+import type { GenerateParameters, GenerateRequest, ValidGenerate, ValidGenerateFields, ValidationLimits } from './types.ts'
+
+/** What validation needs from a servable's files: its tokenizer and chat template (prompt-encoder.ts loads them). */
+export interface PromptEncoder {
+  readonly tokenizer: LlmTokenizer
+  readonly chatTemplate: ChatTemplate
+}
 
 function fail(msg: string): never {
   throw new ServeError('VALIDATION', msg)
@@ -25,7 +34,7 @@ function checkInt(name: string, v: unknown): number | undefined {
 }
 
 /**
- * Whether a request samples (TGI's rule, as validateRequest applies it): `do_sample`, or any of
+ * Whether a request samples (TGI's rule, as validateGenerate applies it): `do_sample`, or any of
  * `temperature` (other than 1), `top_k`, `top_p`, `typical_p`.
  */
 export function impliesSampling(p: GenerateParameters): boolean {
@@ -47,8 +56,12 @@ export function validateBestOf(bestOf: unknown, p: GenerateParameters, maxBestOf
   return n
 }
 
-/** Validates and tokenizes; `id` and `randomSeed` are supplied by the engine. */
-export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokenizer, limits: ValidationLimits, randomSeed: number): ValidGenerateRequest {
+/**
+ * Validates and tokenizes a request into the ValidGenerate the dispatcher and engine take. The
+ * parameters are checked first, then the prompt is encoded and its token counts checked, in TGI's
+ * order (the first failed rule is the one reported).
+ */
+export function validateGenerate(req: GenerateRequest, encoder: PromptEncoder, limits: ValidationLimits): ValidGenerate {
   const p = req.parameters ?? {}
   const temperature = checkNumber('temperature', p.temperature)
   if (temperature !== undefined && temperature <= 0) fail('`temperature` must be strictly positive')
@@ -73,20 +86,13 @@ export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokeni
   if (truncate !== undefined && (truncate <= 0 || truncate > limits.maxInputTokens)) {
     fail(`\`truncate\` must be strictly positive and less than ${limits.maxInputTokens}. Given: ${truncate}`)
   }
-  let seed = randomSeed
+  let seed: number | null = null
   if (p.seed !== undefined && p.seed !== null) {
     const s = typeof p.seed === 'bigint' ? p.seed : Number.isInteger(p.seed) && p.seed >= 0 ? BigInt(p.seed) : fail('`seed` must be a non-negative integer')
     seed = Number(BigInt.asUintN(53, s))
   }
 
-  let inputIds: number[]
-  if (req.inputIds !== undefined) {
-    if (!Array.isArray(req.inputIds) || req.inputIds.some((x) => !Number.isInteger(x) || x < 0)) fail('`inputs` token ids must be non-negative integers')
-    inputIds = [...req.inputIds]
-  } else {
-    if (typeof req.inputs !== 'string' || req.inputs.length === 0) fail('`inputs` cannot be empty')
-    inputIds = tok.encode(req.inputs, req.addSpecialTokens ?? true)
-  }
+  let inputIds = encodePrompt(req, encoder)
   if (inputIds.length === 0) fail('`inputs` cannot be empty')
   if (truncate !== undefined && inputIds.length > truncate) inputIds = inputIds.slice(inputIds.length - truncate)
   const n = inputIds.length
@@ -109,5 +115,20 @@ export function validateRequest(req: GenerateRequest, id: string, tok: LlmTokeni
     repetitionPenalty: repetitionPenalty ?? 1,
     frequencyPenalty: frequencyPenalty ?? 0,
   }
-  return { id, inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true, topNTokens }
+  const valid: ValidGenerateFields = { inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true, topNTokens }
+  return valid as ValidGenerate
+}
+
+/** The prompt's token ids: given ids as they are, text tokenized, chat messages rendered then tokenized. */
+function encodePrompt(req: GenerateRequest, { tokenizer, chatTemplate }: PromptEncoder): number[] {
+  if (req.inputIds !== undefined) {
+    if (!Array.isArray(req.inputIds) || req.inputIds.some((x) => !Number.isInteger(x) || x < 0 || x >= tokenizer.vocabSize)) {
+      fail(`\`inputs\` token ids must be integers >= 0 and < ${tokenizer.vocabSize}`)
+    }
+    return [...req.inputIds]
+  }
+  // A chat template already writes BOS where the model wants it.
+  if (req.messages !== undefined) return tokenizer.encode(chatTemplate.render(req.messages), false)
+  if (typeof req.inputs !== 'string' || req.inputs.length === 0) fail('`inputs` cannot be empty')
+  return tokenizer.encode(req.inputs, req.addSpecialTokens ?? true)
 }

@@ -15,7 +15,8 @@ export default function parse(task: ParseTask): unknown {
   let reply: ParseReply
   const buffers = new Set<ArrayBuffer>()
   try {
-    const parsed = parseMsBody(task, deserialize)
+    // The task is this worker's structured-clone copy: parseMsBody may drop its bytes early.
+    const parsed = parseMsBody(task, deserialize, true)
     const instances = parsed.instances.map(instanceToWire)
     for (const inst of instances) {
       for (const k in inst) {

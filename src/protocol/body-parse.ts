@@ -13,7 +13,7 @@ import { ServeError, toServeError, type SerializedError } from '../errors.ts'
 import type { Value } from '../tensor.ts'
 import { instanceFromWire, type WireInstance } from '../runtime/wire.ts'
 import type { instanceLimits } from '../runtime/policy.ts'
-import { parseJsonBody } from './rest/ms-json-reader.ts'
+import { parseJsonBody, type JsonLimits } from './rest/ms-json-reader.ts'
 import { parseInstances } from './rest/ms-instances.ts'
 import { decodeInstances, type WirePredictRequest, type WireServableSpec } from './grpc/ms-codec.ts'
 
@@ -36,13 +36,15 @@ export interface ParsedBody { instances: Record<string, Value>[]; spec?: WireSer
 /** What the worker sends back: wire instances (typed arrays moved, not copied) or the error. */
 export type ParseReply = { instances: WireInstance[]; spec?: WireServableSpec } | { error: SerializedError }
 
+/** The instance limit of servable `name`; own keys only, so `/model/constructor:x` gets no inherited "limit". */
 export function limitOf(limits: InstanceLimits, name: string): number {
-  return limits.byName[name] ?? limits.fallback
+  return Object.hasOwn(limits.byName, name) ? limits.byName[name]! : limits.fallback
 }
 
 export function tooManyInstances(max: number, servable: string): ServeError {
   return new ServeError('INVALID_REQUEST', `request has more than ${max} instances, the limit of servable ${servable}; `
-    + `split it into smaller requests or raise max_instances_per_request (server config servables.${servable} or --max-instances-per-request)`)
+    + `split it into smaller requests or raise its limit (server config servables.${servable}.max_instances_per_request, `
+    + `defineServable option maxInstancesPerRequest, or --max-instances-per-request)`)
 }
 
 /** gRPC PredictRequest field numbers (proto/ms_service.proto). */
@@ -71,15 +73,60 @@ function scanPredictRequest(buf: Uint8Array): { specEnd: number; specStart: numb
 
 type Deserialize = (b: Buffer) => WirePredictRequest
 
-/** Parses one body where it is called (inline or in the worker). Throws ServeError. */
-export function parseMsBody(task: ParseTask, deserialize?: Deserialize): ParsedBody {
-  const body = Buffer.from(task.body.buffer, task.body.byteOffset, task.body.byteLength)
+const NO_BYTES = new Uint8Array(0)
+
+/** Bytes per instance the prefix probe allows for (MindSpore's smallest real instances are ~50). */
+const PROBE_BYTES_PER_INSTANCE = 128
+const PROBE_MIN_BYTES = 1 << 20
+
+/**
+ * Refuses a JSON body far over its instance limit from a prefix, before the whole body becomes a
+ * string (a 95 MB body would cost another 95 MB). Probes only bodies 8x over the prefix, so a
+ * body within its limit pays at most an eighth more parsing. Sound because the reader is
+ * sequential and throws tooMany right after the (limit+1)-th element is complete: a prefix cut
+ * just after a `}` or `]` byte (never inside a UTF-8 sequence) holds only complete tokens up to
+ * there, so a tooMany in it is the whole body's verdict. Any other outcome decides nothing.
+ */
+function refuseFromPrefix(bytes: Uint8Array, limits: JsonLimits): void {
+  if (!Number.isFinite(limits.maxTopArray)) return
+  const probe = PROBE_MIN_BYTES + (limits.maxTopArray + 1) * PROBE_BYTES_PER_INSTANCE
+  if (bytes.byteLength < 8 * probe) return
+  const cut = Math.max(bytes.lastIndexOf(0x7d, probe), bytes.lastIndexOf(0x5d, probe)) // '}' ']'
+  if (cut < 0) return
+  const verdict: { tooMany?: Error } = {}
+  const tooMany = (m: number) => (verdict.tooMany = limits.tooMany ? limits.tooMany(m) : new Error(`more than ${m}`))
+  try {
+    parseJsonBody(utf8(bytes.subarray(0, cut + 1)), { maxTopArray: limits.maxTopArray, tooMany })
+  } catch {
+    // A prefix is no document: only the tooMany verdict counts.
+  }
+  if (verdict.tooMany) throw verdict.tooMany
+}
+
+const asBuffer = (b: Uint8Array): Buffer => Buffer.from(b.buffer, b.byteOffset, b.byteLength)
+
+/** The body as text. A function of its own, so no view of the bytes outlives the call. */
+function utf8(b: Uint8Array): string {
+  return asBuffer(b).toString('utf8')
+}
+
+/**
+ * Parses one body where it is called (inline or in the worker). Throws ServeError. `owned`: the
+ * task is the caller's to give up (the worker's copy); the JSON bytes are dropped from it once
+ * decoded, and the text once read, so at most two of bytes, text and tree are held at a time.
+ */
+export function parseMsBody(task: ParseTask, deserialize?: Deserialize, owned = false): ParsedBody {
   if (task.kind === 'ms-json') {
     const name = task.servable ?? ''
-    const max = limitOf(task.limits, name)
-    const doc = parseJsonBody(body.toString('utf8'), { maxTopArray: max, tooMany: (m) => tooManyInstances(m, name) })
+    const limits = { maxTopArray: limitOf(task.limits, name), tooMany: (m: number) => tooManyInstances(m, name) }
+    refuseFromPrefix(task.body, limits)
+    let text = utf8(task.body)
+    if (owned) task.body = NO_BYTES
+    const doc = parseJsonBody(text, limits)
+    text = ''
     return { instances: parseInstances(doc) }
   }
+  const body = asBuffer(task.body)
   let req: WirePredictRequest
   try {
     const scan = scanPredictRequest(body)

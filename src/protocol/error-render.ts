@@ -4,13 +4,17 @@
  */
 import { errorRow } from '../errors.ts'
 import { renderError } from './rest/ms-render.ts'
+import { msText, tgiText } from './texts.ts'
 
-/** What a renderer needs. A code from outside the table (a foreign error) renders as INTERNAL. */
-export interface ErrorLike { code: string; message: string }
+/**
+ * What a renderer needs. A code from outside the table (a foreign error) renders as INTERNAL;
+ * `details` may carry runtime's facts, which each family words in its own texts (texts.ts).
+ */
+export interface ErrorLike { code: string; message: string; details?: unknown }
 
 /** MindSpore REST: `{"error_msg":"..."}` byte for byte; with --rest-always-200 every answer is 200, as MindSpore's. */
 export function msRestError(e: ErrorLike, always200 = false): { status: number; body: string } {
-  return { status: always200 ? 200 : errorRow(e.code).http, body: renderError(e.message) }
+  return { status: always200 ? 200 : errorRow(e.code).http, body: renderError(msText(e)) }
 }
 
 export interface TgiErrorBody { error: string; error_type: string }
@@ -26,7 +30,7 @@ function tgiMessage(message: string, prefix: string | undefined): string {
 /** TGI: `{"error": "...", "error_type": "..."}` (llm-serving.md §1.7); also the body of a TGI stream's error event. */
 export function tgiError(e: ErrorLike): { status: number; body: TgiErrorBody } {
   const { status, type, prefix } = errorRow(e.code).tgi
-  return { status, body: { error: tgiMessage(e.message, prefix), error_type: type } }
+  return { status, body: { error: tgiMessage(tgiText(e), prefix), error_type: type } }
 }
 
 export interface OpenAiErrorBody { error: { message: string; type: string; param: null; code: string | null } }
@@ -34,10 +38,11 @@ export interface OpenAiErrorBody { error: { message: string; type: string; param
 /** OpenAI: `{"error": {message, type, param, code}}`; the messages are TGI's texts, as TGI's OpenAI routes send. */
 export function openAiError(e: ErrorLike): { status: number; body: OpenAiErrorBody } {
   const { openai, tgi } = errorRow(e.code)
-  return { status: openai.status, body: { error: { message: tgiMessage(e.message, tgi.prefix), type: openai.type, param: null, code: openai.code ?? null } } }
+  return { status: openai.status, body: { error: { message: tgiMessage(tgiText(e), tgi.prefix), type: openai.type, param: null, code: openai.code ?? null } } }
 }
 
 /** A gRPC status error for grpc-js, which sends `details` as the status message. */
 export function grpcError(e: ErrorLike): Error & { code: number; details: string } {
-  return Object.assign(new Error(e.message), { code: errorRow(e.code).grpc, details: e.message })
+  const text = tgiText(e)
+  return Object.assign(new Error(text), { code: errorRow(e.code).grpc, details: text })
 }

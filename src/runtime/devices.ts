@@ -14,12 +14,6 @@ export type DeviceType = 'cpu' | 'cuda'
 export type Isolation = 'process' | 'thread' | 'inline'
 export const ISOLATIONS: readonly Isolation[] = ['process', 'thread', 'inline']
 
-/** Parses `--isolation`; the error names the choices. */
-export function parseIsolation(text: string, what = '--isolation'): Isolation {
-  if ((ISOLATIONS as readonly string[]).includes(text)) return text as Isolation
-  throw new ServeError('INVALID_REQUEST', `${what} must be one of ${ISOLATIONS.join(', ')} (got "${text}")`)
-}
-
 /** The plans with another isolation (a per-servable override of the server's). */
 export function withIsolation(plans: DevicePlan[], isolation: Isolation | undefined): DevicePlan[] {
   return isolation === undefined ? plans : plans.map((p) => ({ ...p, isolation }))
@@ -35,26 +29,12 @@ export interface DevicePlan {
   isolation: Isolation
 }
 
-/** Parses `--devices 0,1` into unique non-negative ids. */
-export function parseDeviceIds(text: string): number[] {
-  const ids = text.split(',').map((s) => s.trim()).filter(Boolean)
-  if (ids.length === 0) throw new ServeError('INVALID_REQUEST', `--devices needs a comma list of device ids, e.g. --devices 0,1 (got "${text}")`)
-  const out: number[] = []
-  for (const s of ids) {
-    if (!/^\d+$/.test(s)) throw new ServeError('INVALID_REQUEST', `--devices: "${s}" is not a device id; use non-negative integers, e.g. --devices 0,1`)
-    const n = Number(s)
-    if (out.includes(n)) throw new ServeError('INVALID_REQUEST', `--devices lists device ${n} twice`)
-    out.push(n)
-  }
-  return out
-}
-
 /**
  * One plan per (servable replica, device). On CPU every replica shares the same cores, so each
  * gets floor(cores / replicas) intra-op threads (at least 1).
  */
 export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism(), isolation: Isolation = 'process'): DevicePlan[] {
-  if (deviceType !== 'cpu' && deviceType !== 'cuda') throw new ServeError('INVALID_REQUEST', `--device-type must be cpu or cuda (got "${deviceType}")`)
+  if (deviceType !== 'cpu' && deviceType !== 'cuda') throw new ServeError('INVALID_REQUEST', `device type must be cpu or cuda (got "${deviceType}")`)
   const threads = Math.max(1, Math.floor(cores / Math.max(1, numReplicasTotal)))
   return deviceIds.map((id) => ({
     deviceType,

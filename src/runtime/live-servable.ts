@@ -1,18 +1,24 @@
 /**
- * One servable version being served: its replicas (one per device id), a dynamic-batching queue
- * per method, dispatch to the least-busy ready replica, crash restarts, and statistics.
+ * One servable version being served: the batching loop. A dynamic-batching queue per method (the
+ * pure rule is batching/dynamic-batcher.ts), batches sent to the replica its ReplicaPool picks
+ * (replica-pool.ts: least busy, restarts), deadlines and cancellation, drain, and statistics.
  */
 import { BatchQueue, type QueuedItem } from '../batching/dynamic-batcher.ts'
-import { ServeError, toServeError } from '../errors.ts'
+import { factError, ServeError, toServeError } from '../errors.ts'
 import type { ValidMethod, ValidServable } from '../config/validate.ts'
 import type { Value } from '../tensor.ts'
 import type { DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
+import { ReplicaPool } from './replica-pool.ts'
+import type { TransportFactory } from './transport.ts'
 import { fromWire, type WireResult } from './wire.ts'
 import { policyFor, type ServingPolicy } from './policy.ts'
 import { IdleWaiters } from './idle.ts'
+import { prepareLlm } from './llm-dispatch.ts'
+import { servableSnapshot, type ServableSnapshot } from './snapshot.ts'
 
-export type InstanceOutcome = { outputs: Record<string, Value> } | { error: ServeError }
+import type { InstanceOutcome } from './predict-outcome.ts'
+import { predictSignature, type PredictSignature, type ValidInstances } from './valid-predict.ts'
 
 /**
  * One request's instances: outcomes fill in as batches finish; it resolves when the last one lands.
@@ -53,48 +59,63 @@ export interface PredictOptions {
   onCancel?: (cancel: () => void) => void
 }
 
-/** Groups a replica may hold at once: 2 lets the next batch cross the IPC pipe while one runs. */
-const MAX_INFLIGHT_GROUPS = 2
+/** How a LiveServable is built: its limits, and (tests, remote replicas) the transport of each device. */
+export interface LiveServableOptions {
+  policy?: ServingPolicy
+  /** The transport of a device's replica; default the local one of its isolation. */
+  transport?: (device: DevicePlan) => TransportFactory | undefined
+  /** Restart back-off (default replica-pool.ts restartDelayMs). */
+  restartDelayMs?: (failures: number) => number
+  log?: (line: string) => void
+}
 
 export interface ModelStats { name: string; executions: number; inferences: number; padded: number; computeMs: number; batchSizes: Record<number, number> }
 export interface MethodStats { requests: number; instances: number; errors: number; batches: number; queueMs: number; batchSizes: Record<number, number> }
 
 export class LiveServable {
-  readonly replicas: Replica[]
+  readonly pool: ReplicaPool
   private queues = new Map<string, BatchQueue<Job>>()
   private timers = new Map<string, NodeJS.Timeout>()
   readonly modelStats: ModelStats[]
   readonly methodStats = new Map<string, MethodStats>()
-  private stopped = false
-  private rr = 0
-  private crashStreak = new Map<Replica, number>()
-  restarts = 0
+  readonly policy: ServingPolicy
   /** Resolves waiters of drain() when the last queued or in-flight work finishes. */
   private readonly idle = new IdleWaiters()
+  /** What the listener checks each request against (valid-predict.ts), built once the replicas report their models. */
+  signature: PredictSignature
 
-  constructor(readonly servable: ValidServable, devices: DevicePlan[], readonly policy: ServingPolicy = policyFor(servable.name)) {
-    this.replicas = devices.map((d) => new Replica(servable, d, policy.watchdogMs))
+  constructor(readonly servable: ValidServable, devices: DevicePlan[], opts: LiveServableOptions = {}) {
+    this.policy = opts.policy ?? policyFor(servable.name)
+    this.signature = predictSignature(servable, [])
+    const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'))
+    const replicas = devices.map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
+    this.pool = new ReplicaPool(replicas, {
+      available: () => this.pumpAll(),
+      idle: () => this.checkIdle(),
+      allDown: (why) => this.failQueued(new ServeError('REPLICA_CRASHED', `every replica of ${this.name} is down (last: ${why}); restarting`)),
+      log,
+    }, opts.restartDelayMs)
     this.modelStats = servable.models.map((m) => ({ name: m.name, executions: 0, inferences: 0, padded: 0, computeMs: 0, batchSizes: {} }))
     for (const m of servable.methods) this.methodStats.set(m.name, { requests: 0, instances: 0, errors: 0, batches: 0, queueMs: 0, batchSizes: {} })
   }
 
   get name(): string { return this.servable.name }
   get version(): number { return this.servable.version }
-  get ready(): boolean { return this.replicas.some((r) => r.state === 'ready') }
+  get replicas(): readonly Replica[] { return this.pool.replicas }
+  get ready(): boolean { return this.pool.ready }
+  get restarts(): number { return this.pool.restarts }
 
   /** Starts every replica; rejects with the first load error (CONFIG_INVALID names file and fix). */
   async start(): Promise<void> {
-    await Promise.all(this.replicas.map((r) => r.start()))
-    const models = this.replicas[0]!.models
+    // An LLM servable's tokenizer loads in the listener beside its replicas (llm-dispatch.ts validates with it).
+    await Promise.all([this.pool.start(), prepareLlm(this.servable)])
+    const models = this.pool.replicas[0]!.models
+    this.signature = predictSignature(this.servable, models)
     for (const m of this.servable.methods) {
       const sizes = m.models.map((i) => models[i]!.maxBatchSize)
       const waits = m.models.map((i) => this.servable.models[i]!.maxWaitMs)
       const limits = m.models.map((i) => this.servable.models[i]!.maxQueueSize)
       this.queues.set(m.name, new BatchQueue<Job>(sizes.length ? Math.min(...sizes) : 32, waits.length ? Math.min(...waits) : 0, limits.length ? Math.min(...limits) : 10000))
-    }
-    for (const r of this.replicas) {
-      r.onExit = (rep, why) => this.onReplicaExit(rep, why)
-      r.onIdle = () => this.checkIdle()
     }
   }
 
@@ -104,8 +125,10 @@ export class LiveServable {
     return q !== undefined && q.length >= q.maxQueueSize
   }
 
-  queueLimit(method: string): number {
-    return this.queues.get(method)?.maxQueueSize ?? 0
+  /** QUEUE_FULL for `method`, with its limit as facts (protocol words it). */
+  queueFullError(method: string): ServeError {
+    const limit = this.queues.get(method)?.maxQueueSize ?? 0
+    return factError('QUEUE_FULL', `the queue of servable ${this.name} method ${method} is full (limit ${limit} instances)`, { reason: 'queue_full', servable: this.name, method, limit })
   }
 
   method(name: string): ValidMethod | undefined {
@@ -117,7 +140,7 @@ export class LiveServable {
    * A deadline or an aborted signal rejects it (TIMEOUT / CANCELLED); its jobs still queued are
    * then dropped, not run. Jobs already sent to a replica finish there and are ignored.
    */
-  predict(method: ValidMethod, instances: Record<string, Value>[], opts: PredictOptions = {}): Promise<InstanceOutcome[]> {
+  predict(method: ValidMethod, instances: ValidInstances, opts: PredictOptions = {}): Promise<InstanceOutcome[]> {
     const q = this.queues.get(method.name)!
     const st = this.methodStats.get(method.name)!
     st.requests++
@@ -127,7 +150,7 @@ export class LiveServable {
       const jobs = instances.map((inst, index): Job => ({ inst, req, index }))
       if (!q.pushAll(jobs, performance.now())) {
         st.errors++
-        reject(new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${q.maxQueueSize}`))
+        reject(this.queueFullError(method.name))
         return
       }
       const abandon = (err: ServeError) => {
@@ -148,23 +171,11 @@ export class LiveServable {
     })
   }
 
-  /** Least-busy ready replica with room; ties rotate so idle replicas share sequential load. */
-  private pickReplica(): Replica | null {
-    let best: Replica | null = null
-    const n = this.replicas.length
-    for (let k = 0; k < n; k++) {
-      const r = this.replicas[(this.rr + k) % n]!
-      if (r.state !== 'ready' || r.inflightGroups >= MAX_INFLIGHT_GROUPS) continue
-      if (!best || r.inflightInstances < best.inflightInstances) best = r
-    }
-    return best
-  }
-
   /** Sends as many batches of `method` as replicas can take now; arms a timer for a partial batch. */
   private pump(method: string): void {
     const q = this.queues.get(method)!
     for (;;) {
-      const replica = this.pickReplica()
+      const replica = this.pool.pick()
       const d = q.next(performance.now(), replica !== null)
       if (d.kind === 'idle') return
       if (d.kind === 'wait') {
@@ -182,7 +193,7 @@ export class LiveServable {
     const items = all.some((i) => i.value.req.done) ? all.filter((i) => !i.value.req.done) : all
     if (items.length === 0) { this.checkIdle(); return }
     // Rotate only when a batch really goes out: pump() also picks a replica before finding the queue empty.
-    this.rr = (this.replicas.indexOf(replica) + 1) % this.replicas.length
+    this.pool.dispatched(replica)
     const st = this.methodStats.get(method)!
     const now = performance.now()
     st.batches++
@@ -216,29 +227,13 @@ export class LiveServable {
     this.checkIdle()
   }
 
-  private onReplicaExit(r: Replica, why: string): void {
-    if (this.stopped) return
-    this.restarts++
-    // Back off per replica while restarts keep failing; a successful restart resets it, so a replica
-    // that crashes once a day is not left waiting 30 s because of crashes long ago.
-    const failures = (this.crashStreak.get(r) ?? 0) + 1
-    this.crashStreak.set(r, failures)
-    const delay = Math.min(30_000, 500 * 2 ** Math.min(6, failures - 1))
-    process.stderr.write(`ms-serve: replica ${r.label} exited (${why}); restarting in ${delay} ms\n`)
-    if (!this.ready) this.failQueued(new ServeError('REPLICA_CRASHED', `every replica of ${this.name} is down (last: ${why}); restarting`))
-    setTimeout(() => {
-      if (this.stopped) return
-      r.start().then(() => { this.crashStreak.delete(r); this.pumpAll() }, (e) => process.stderr.write(`ms-serve: restart of ${r.label} failed: ${(e as Error).message}\n`))
-    }, delay).unref()
-  }
-
   private failQueued(err: ServeError): void {
     for (const q of this.queues.values()) for (const it of q.drain()) settle(it.value, { error: err })
   }
 
   private busy(): boolean {
     for (const q of this.queues.values()) if (q.length > 0) return true
-    return this.replicas.some((r) => r.inflightGroups > 0 || r.activeStreams > 0)
+    return this.pool.busy()
   }
 
   /** Wakes drain() waiters once nothing is queued or in flight (called on every completion). */
@@ -253,28 +248,24 @@ export class LiveServable {
 
   /** Ends every replica now (a second shutdown signal): no draining, no restarts. */
   kill(): void {
-    this.stopped = true
-    for (const r of this.replicas) r.kill()
+    this.pool.kill()
   }
 
   /** Stops replicas after in-flight work; queued work fails with SERVABLE_NOT_READY. */
   async stop(force = false): Promise<void> {
-    this.stopped = true
     for (const t of this.timers.values()) clearTimeout(t)
     this.failQueued(new ServeError('SERVABLE_NOT_READY', `servable ${this.name} version ${this.version} is shutting down`))
-    await Promise.all(this.replicas.map((r) => r.stop(force)))
+    await this.pool.stop(force)
   }
 
-  stats(): object {
-    return {
-      name: this.name,
-      version: this.version,
-      ready: this.ready,
-      restarts: this.restarts,
-      replicas: this.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}`, isolation: r.isolation, pid: r.pid, state: r.state, intraOpThreads: r.device.intraOpThreads, inflightInstances: r.inflightInstances, batchesDone: r.groupsDone })),
-      models: this.modelStats.map((m, i) => ({ ...m, maxBatchSize: this.replicas[0]?.models[i]?.maxBatchSize ?? null, avgBatchSize: m.executions ? m.inferences / m.executions : 0 })),
-      methods: Object.fromEntries([...this.methodStats].map(([k, v]) => [k, { ...v, queued: this.queues.get(k)?.length ?? 0, avgQueueMs: v.instances ? v.queueMs / v.instances : 0 }])),
-    }
+  /** Instances of `method` waiting in its queue. */
+  queued(method: string): number {
+    return this.queues.get(method)?.length ?? 0
+  }
+
+  /** The counters now, as a plain record (runtime/snapshot.ts). */
+  stats(): ServableSnapshot {
+    return servableSnapshot(this)
   }
 }
 

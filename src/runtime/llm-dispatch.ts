@@ -1,16 +1,46 @@
 /**
- * Parent side of an LLM servable: spreads generate requests over the replicas' engines (fewest
- * active requests first), refuses at once with 429 when every engine is at its concurrency limit,
- * and exposes each request as an async iterable of events that cancels on abort.
+ * Parent side of an LLM servable, TGI's router in small: validates and tokenizes each request in
+ * the listener (the tokenizer and chat template are loaded once per servable version at load, by
+ * prepareLlm), spreads valid requests over the replicas' engines (fewest active requests first),
+ * refuses at once with 429 when every engine is at its concurrency limit, and exposes each request
+ * as an async iterable of events that cancels on abort. Nothing invalid reaches a replica.
  */
-import { ServeError } from '../errors.ts'
-import type { GenerateEvent } from '../llm/types.ts'
+import { factError, ServeError, toServeError } from '../errors.ts'
+import type { ValidServable } from '../config/validate.ts'
+import { fail } from '../config/validate.ts'
+import type { GenerateEvent, GenerateRequest, ValidGenerate } from '../llm/types.ts'
+import { validateGenerate, type PromptEncoder } from '../llm/validate.ts'
 import type { LiveServable } from './live-servable.ts'
-import type { LlmInfo, LlmWireRequest } from './messages.ts'
+import type { LlmInfo } from './messages.ts'
 import type { Replica } from './replica.ts'
 
+/** Prompt encoders of the servable versions loaded in this process (a reloaded version gets a new one). */
+const encoders = new WeakMap<ValidServable, PromptEncoder>()
+
+/**
+ * Loads an LLM servable's tokenizer and chat template for the listener's validation; call it while
+ * the servable loads (beside its replicas' start), so no request pays for it. A no-op for other
+ * servables. Rejects with CONFIG_INVALID naming the declareLlm call, as the replica's load does.
+ */
+export async function prepareLlm(servable: ValidServable): Promise<void> {
+  const llm = servable.llm
+  if (!llm || encoders.has(servable)) return
+  // Loaded on first use: a server without LLM servables never loads the tokenizer libraries.
+  const { loadPromptEncoder } = await import('../llm/prompt-encoder.ts')
+  try {
+    encoders.set(servable, await loadPromptEncoder(llm.path, llm.tokenizerDir))
+  } catch (e) {
+    fail(servable.configFile, llm.site, `declareLlm({ file: '${llm.file}' }): ${toServeError(e, 'CONFIG_INVALID').message}`)
+  }
+}
+
 export class LlmDispatcher {
-  constructor(readonly live: LiveServable) {}
+  private encoderCache: PromptEncoder | undefined
+
+  /** `encoder`: the servable's tokenizer and chat template; default the one prepareLlm loaded. */
+  constructor(readonly live: LiveServable, encoder?: PromptEncoder) {
+    this.encoderCache = encoder
+  }
 
   get name(): string { return this.live.name }
   get version(): number { return this.live.version }
@@ -22,6 +52,22 @@ export class LlmDispatcher {
     return r.llm!
   }
 
+  /** In-flight requests the servable takes at once: every replica's engine limit together (TGI's max_concurrent_requests). */
+  get maxConcurrentRequests(): number {
+    return this.info.maxConcurrentRequests * this.live.replicas.length
+  }
+
+  /** The device type the replicas run on (the device plan of `--device-type`). */
+  get deviceType(): string {
+    return this.live.replicas[0]?.device.deviceType ?? 'cpu'
+  }
+
+  private get encoder(): PromptEncoder {
+    this.encoderCache ??= encoders.get(this.live.servable)
+    if (!this.encoderCache) throw new ServeError('INTERNAL', `the tokenizer of LLM servable ${this.name} was not loaded (prepareLlm)`)
+    return this.encoderCache
+  }
+
   private pick(): Replica | null {
     let best: Replica | null = null
     for (const r of this.live.replicas) {
@@ -31,20 +77,35 @@ export class LlmDispatcher {
     return best
   }
 
-  /** Starts a request; throws QUEUE_FULL ("Model is overloaded") or SERVABLE_NOT_READY at once. */
-  start(req: LlmWireRequest, onEvent: (ev: GenerateEvent) => void): () => void {
+  private admit(): Replica {
     if (!this.live.ready) throw new ServeError('SERVABLE_NOT_READY', `servable ${this.name} has no ready replica`)
     const r = this.pick()
-    if (!r) throw new ServeError('QUEUE_FULL', 'Model is overloaded')
+    if (!r) throw factError('QUEUE_FULL', `every engine of servable ${this.name} runs its most concurrent requests`, { reason: 'llm_overloaded', limit: this.info.maxConcurrentRequests })
+    return r
+  }
+
+  /**
+   * Validates and tokenizes a request against the model's limits (TGI's texts, VALIDATION).
+   * As TGI's router, a request that cannot be served now is refused first, before the work of
+   * tokenizing it: SERVABLE_NOT_READY (no ready replica) or QUEUE_FULL (facts `llm_overloaded`).
+   */
+  validate(req: GenerateRequest): ValidGenerate {
+    this.admit()
+    return validateGenerate(req, this.encoder, this.info)
+  }
+
+  /** Starts a request; throws QUEUE_FULL (`llm_overloaded`) or SERVABLE_NOT_READY at once. */
+  start(req: ValidGenerate, onEvent: (ev: GenerateEvent) => void): () => void {
+    const r = this.admit()
     const id = r.generate(req, onEvent)
     return () => r.cancel(id)
   }
 
   /**
    * The request as an async iterable: token events, then one done or error event. Aborting
-   * `signal` (client gone) cancels the request at the engine's next step.
+   * `signal` (client gone) cancels the request at the engine's next step. Throws like start().
    */
-  stream(req: LlmWireRequest, signal?: AbortSignal): AsyncIterableIterator<GenerateEvent> {
+  stream(req: ValidGenerate, signal?: AbortSignal): AsyncIterableIterator<GenerateEvent> {
     const buffered: GenerateEvent[] = []
     let wakeup: (() => void) | null = null
     let ended = false
@@ -54,7 +115,8 @@ export class LlmDispatcher {
       wakeup?.()
     })
     const onAbort = () => cancel()
-    signal?.addEventListener('abort', onAbort, { once: true })
+    if (signal?.aborted) cancel()
+    else signal?.addEventListener('abort', onAbort, { once: true })
     const it: AsyncIterableIterator<GenerateEvent> = {
       [Symbol.asyncIterator]() { return it },
       async next() {
@@ -72,10 +134,5 @@ export class LlmDispatcher {
       },
     }
     return it
-  }
-
-  async stats(): Promise<object> {
-    const replicas = await Promise.all(this.live.replicas.map(async (r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}`, pid: r.pid, state: r.state, active: r.activeStreams, engine: await r.llmStats() })))
-    return { name: this.name, version: this.version, ready: this.ready, model: this.live.replicas[0]?.llm ?? null, replicas }
   }
 }

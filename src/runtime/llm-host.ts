@@ -1,7 +1,8 @@
 /**
  * Replica side of an LLM servable: owns the LlmEngine (its step loop runs on this process's
  * thread, off the listeners' event loop) and turns IPC generate/cancel messages into engine
- * calls and engine events into IPC messages.
+ * calls and engine events into IPC messages. Requests arrive validated and tokenized by the
+ * listener (LlmWireRequest = ValidGenerate); they go to the engine as they are.
  */
 import { LlmEngine } from '../llm/engine.ts'
 import { toServeError } from '../errors.ts'
@@ -48,6 +49,7 @@ export class LlmHost {
       maxInputTokens: l.maxInputTokens,
       maxTotalTokens: l.maxTotalTokens,
       maxStopSequences: l.maxStopSequences,
+      maxTopNTokens: l.maxTopNTokens,
       maxBestOf: this.llm.options.maxBestOf ?? 2,
       maxConcurrentRequests: l.maxConcurrentRequests,
       maxBatchSize: l.maxBatchSize,
@@ -60,28 +62,17 @@ export class LlmHost {
     }
   }
 
-  /** Starts one request; validation errors come back as an immediate error event. */
+  /** Starts one request; a refusal (engine closed or full) comes back as an immediate error event. */
   generate(id: number, req: LlmWireRequest): void {
     try {
-      const inputs = req.messages ? this.engine.chatTemplate.render(req.messages) : req.inputs
-      const engineId = this.engine.submit(
-        {
-          id: `r${id}`,
-          ...(inputs !== undefined ? { inputs } : {}),
-          ...(req.inputIds ? { inputIds: req.inputIds } : {}),
-          // A chat template already writes BOS where the model wants it.
-          addSpecialTokens: req.messages ? false : (req.addSpecialTokens ?? true),
-          ...(req.parameters ? { parameters: req.parameters } : {}),
-        },
-        (event) => {
-          this.queueEvent(id, event)
-          if (event.type !== 'token') this.ids.delete(id)
-        },
-      )
+      const engineId = this.engine.submit(req, (event) => {
+        this.queueEvent(id, event)
+        if (event.type !== 'token') this.ids.delete(id)
+      }, `r${id}`)
       this.ids.set(id, engineId)
     } catch (e) {
-      const err = toServeError(e, 'VALIDATION')
-      this.send({ type: 'event', id, event: { type: 'error', requestId: `r${id}`, code: err.code, message: err.message } })
+      const err = toServeError(e)
+      this.send({ type: 'event', id, event: { type: 'error', requestId: `r${id}`, code: err.code, message: err.message, ...(err.details === undefined ? {} : { details: err.details }) } })
     }
   }
 

@@ -3,15 +3,16 @@ import type { SerializedError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import type { WireInstance, WireResult } from './wire.ts'
-import type { GenerateEvent, GenerateParameters } from '../llm/types.ts'
-import type { ChatMessage } from '../llm/chat-template.ts'
+import type { GenerateEvent, ValidGenerate } from '../llm/types.ts'
 
-/** What /info and /v1/models report about a replica's LLM. */
+/** What a replica's LLM engine reports at ready: /info and /v1/models show it, the listener validates against its limits. */
 export interface LlmInfo {
   modelId: string
   maxInputTokens: number
   maxTotalTokens: number
   maxStopSequences: number
+  /** TGI's max_top_n_tokens: bound for `top_n_tokens`. */
+  maxTopNTokens: number
   /** TGI's max_best_of: bound for `best_of` on /generate (default 2). */
   maxBestOf: number
   maxConcurrentRequests: number
@@ -24,14 +25,12 @@ export interface LlmInfo {
   presentMode: string
 }
 
-/** A generate request as it crosses to the replica: text, token ids, or chat messages. */
-export interface LlmWireRequest {
-  inputs?: string
-  inputIds?: number[]
-  messages?: ChatMessage[]
-  addSpecialTokens?: boolean
-  parameters?: GenerateParameters
-}
+/**
+ * A generate request as it crosses to the replica: validated and tokenized in the listener, so
+ * the replica never sees text or chat messages. Only the IPC boundary (replica.ts, llm-host.ts)
+ * names this type; the layers above use ValidGenerate.
+ */
+export type LlmWireRequest = ValidGenerate
 
 export interface TensorMeta { name: string; dtype: string; shape: (number | string)[] }
 

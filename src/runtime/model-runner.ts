@@ -4,26 +4,15 @@
  * copies of the first row (MindSpore semantics), and the outputs are split back per row.
  */
 import type * as ortTypes from 'onnxruntime-node'
-import { DTYPES, Tensor, shapeSize, type NumericDType, type TypedArray, type Value } from '../tensor.ts'
+import { DTYPES, Tensor, shapeSize, type TypedArray, type Value } from '../tensor.ts'
 import { ServeError } from '../errors.ts'
 import type { ValidModel } from '../config/validate.ts'
 import type { ModelInfo, RunStat, TensorMeta } from './messages.ts'
+import { checkModelInput, inputSpecs, ORT_TO_DTYPE, type InputSpec } from './input-check.ts'
 
 type Ort = typeof ortTypes
 
-interface InputSpec {
-  name: string
-  dtype: NumericDType | null
-  /** Per-instance shape: the model shape without the batch dim (withBatchDim), -1 for a free dim. */
-  rowShape: number[]
-  /** Bytes per instance when every dim is fixed, else -1. */
-  rowBytes: number
-  shared: boolean
-}
-
 interface Pending { rows: Value[][]; resolve: (r: Array<Value[] | ServeError>) => void }
-
-const ORT_TO_DTYPE: Record<string, NumericDType> = Object.fromEntries(Object.entries(DTYPES).map(([k, v]) => [v.ort, k as NumericDType]))
 
 function metaOf(m: ortTypes.InferenceSession.ValueMetadata): TensorMeta {
   if (!m.isTensor) return { name: m.name, dtype: 'non-tensor', shape: [] }
@@ -63,32 +52,21 @@ export class ModelRunner {
       if (fixed !== undefined) maxBatchSize = fixed
     }
     this.info = { index: model.index, name: model.name, inputs: inMeta, outputs: outMeta, maxBatchSize, fixedBatch: model.withBatchDim && fixed !== undefined && fixed > 0 }
-    this.inputs = inMeta.map((m, i) => {
-      const shared = !model.withBatchDim || model.withoutBatchDimInputs.includes(i)
-      const dims = (model.withBatchDim && !shared ? m.shape.slice(1) : m.shape).map((d) => (typeof d === 'number' ? d : -1))
-      const dtype = ORT_TO_DTYPE[m.dtype] ?? null
-      const rowBytes = dtype && dims.every((d) => d >= 0) ? shapeSize(dims) * DTYPES[dtype].bytes : -1
-      return { name: m.name, dtype, rowShape: dims, rowBytes, shared }
-    })
+    this.inputs = inputSpecs(model, inMeta)
     this.freeDimInputs = this.inputs.map((s, i) => (s.rowBytes < 0 ? i : -1)).filter((i) => i >= 0)
   }
 
   get numInputs(): number { return this.inputs.length }
   get numOutputs(): number { return this.info.outputs.length }
 
-  /** Checks one instance's value for input i; returns MindSpore's error text, or null. */
+  /**
+   * Checks one instance's value for input i; returns MindSpore's error text, or null. Request inputs
+   * fed straight into a method's leading model stages were already checked in the listener with the
+   * same function (valid-predict.ts), so a wrong one never gets here; this stays as the safety net
+   * for values produced by user stages (and for a model file that changed under a replica restart).
+   */
   checkRow(i: number, v: Value): string | null {
-    const spec = this.inputs[i]!
-    if (!(v instanceof Tensor)) return `Given model input ${i} data type ${typeof v === 'string' ? 'kMSI_String' : 'kMSI_Bytes'} not match the data type ${spec.dtype ? DTYPES[spec.dtype].msName : spec.name} defined in model`
-    if (spec.dtype === null) return `Model input ${i} (${spec.name}) has a type ms-serve cannot feed`
-    if (v.dtype !== spec.dtype) return `Given model input ${i} data type ${DTYPES[v.dtype].msName} not match the data type ${DTYPES[spec.dtype].msName} defined in model`
-    if (spec.rowBytes >= 0) {
-      if (v.byteLength !== spec.rowBytes) return `Given model input ${i} size ${v.byteLength} not match the size ${spec.rowBytes} defined in model`
-    } else {
-      const ok = v.shape.length === spec.rowShape.length && spec.rowShape.every((d, k) => d < 0 || d === v.shape[k])
-      if (!ok) return `Given model input ${i} shape [${v.shape.join(',')}] not match the shape [${spec.rowShape.map((d) => (d < 0 ? -1 : d)).join(',')}] defined in model`
-    }
-    return null
+    return checkModelInput(i, this.inputs[i]!, v)
   }
 
   /** Queues rows (one Value per model input); resolves per row with outputs or an error. */

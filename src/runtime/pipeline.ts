@@ -75,6 +75,8 @@ export async function runMethod(pm: PreparedMethod, runners: ModelRunner[], inst
       const who: number[] = []
       for (const i of live) {
         const row = st.args.map((id) => tables[i]!.get(id)!)
+        // Request inputs of the leading model stages were checked in the listener already
+        // (valid-predict.ts, same texts); this check is the only one for what user stages produce.
         const bad = row.map((v, j) => runner.checkRow(j, v)).find((x) => x !== null)
         if (bad) errors[i] = new ServeError('INVALID_REQUEST', bad)
         else { rows.push(row); who.push(i) }

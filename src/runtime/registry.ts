@@ -1,12 +1,15 @@
 /**
  * The servables being served, by name and version, and the one predict entry point both
- * protocols call. Whole-request errors are thrown as ServeError with MindSpore's texts.
+ * protocols call. A predict is validated here, in the listener (valid-predict.ts), and answers one
+ * PredictOutcome; whole-request errors carry MindSpore's texts.
  */
-import { ServeError } from '../errors.ts'
+import { factError, type ServeError, toServeError } from '../errors.ts'
 import type { Value } from '../tensor.ts'
-import type { InstanceOutcome, LiveServable } from './live-servable.ts'
+import type { LiveServable } from './live-servable.ts'
 import { LlmDispatcher } from './llm-dispatch.ts'
 import { requestTimeoutMs } from './policy.ts'
+import { collapseOutcomes, type PredictOutcome } from './predict-outcome.ts'
+import { validatePredict, withRefused } from './valid-predict.ts'
 
 export interface PredictCall {
   name: string
@@ -22,6 +25,7 @@ export interface PredictCall {
 export class ServableRegistry {
   private byName = new Map<string, Map<number, LiveServable>>()
   private llmCache = new WeakMap<LiveServable, LlmDispatcher>()
+  /** Each loaded version's predict checker tables, built on its first request (replicas ready). */
   /** Servables that failed to load (name -> why): reported unavailable until a reload serves them. */
   readonly failed = new Map<string, string>()
   /** The LLM servable that routes without a model name (TGI /generate, OpenAI without `model`) use. */
@@ -87,30 +91,33 @@ export class ServableRegistry {
     return [...this.byName.values()].flatMap((m) => [...m.values()]).sort((a, b) => a.name.localeCompare(b.name) || a.version - b.version)
   }
 
-  /** MindSpore's "servable is not available" for a servable (version) that is missing or not serving. */
+  /** A servable (version) that is missing or not serving (MindSpore words it "servable is not available"). */
   notAvailable(name: string, method: string, version: number): ServeError {
-    const v = version !== 0 ? `  version(${version}) ` : ' '
-    // MindSpore's text either way; the code tells "no such servable" (404) from "replicas restarting" (503).
+    // One text either way; the code tells "no such servable" (404) from "replicas restarting" (503).
     // A servable that failed to load is known, just not serving: 503 like one whose replicas restart.
     const known = this.get(name, version) !== undefined || this.failed.has(name)
-    return new ServeError(known ? 'SERVABLE_NOT_READY' : 'SERVABLE_NOT_FOUND', `Request servable(${name}) method(${method})${v}, servable is not available`)
+    const which = version !== 0 ? `servable ${name} version ${version}` : `servable ${name}`
+    return factError(known ? 'SERVABLE_NOT_READY' : 'SERVABLE_NOT_FOUND', `${which} is not available${known ? ' (not serving now)' : ''}`, { reason: 'servable_unavailable', servable: name, method, version })
   }
 
-  /** Runs a request; per-instance outcomes in order. All failing alike collapses to one thrown error (MindSpore §1.4). */
-  async predict(call: PredictCall): Promise<InstanceOutcome[]> {
-    const s = this.get(call.name, call.version)
-    if (!s || !s.ready) throw this.notAvailable(call.name, call.method, call.version)
-    const method = s.method(call.method)
-    if (!method) throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${call.name}) method(${call.method}) , method is not available`)
-    if (call.instances.length === 0) throw new ServeError('INVALID_REQUEST', `Instances count of request cannot be 0, servable: ${call.name}, method: ${call.method}`)
-    for (const inst of call.instances) {
-      for (const name of method.inputs) {
-        if (inst[name] === undefined) throw new ServeError('INVALID_REQUEST', `Cannot find input ${name} in instance input , servable ${call.name}, method ${call.method}`)
-      }
+  /**
+   * Runs a request. Never rejects: a whole-request error (MindSpore's collapse of identical
+   * per-instance errors included) is `{ error }`. A request whose instances are all refused by the
+   * checks never reaches a replica.
+   */
+  async predict(call: PredictCall): Promise<PredictOutcome> {
+    try {
+      const s = this.get(call.name, call.version)
+      if (!s || !s.ready) return { error: this.notAvailable(call.name, call.method, call.version) }
+      const valid = validatePredict(s.signature, call.method, call.instances)
+      // Every instance refused by the checks: answered here, without a batch slot or a replica hop.
+      if (valid.instances.length === 0) return collapseOutcomes(withRefused(valid, []))
+      const timeoutMs = requestTimeoutMs(s.policy, call.timeoutMs)
+      const ran = await s.predict(valid.method, valid.instances, call.onCancel ? { timeoutMs, onCancel: call.onCancel } : { timeoutMs })
+      return collapseOutcomes(withRefused(valid, ran))
+    } catch (e) {
+      return { error: toServeError(e) }
     }
-    const out = await s.predict(method, call.instances, { timeoutMs: requestTimeoutMs(s.policy, call.timeoutMs), ...(call.onCancel ? { onCancel: call.onCancel } : {}) })
-    const first = out[0]!
-    if ('error' in first && out.every((o) => 'error' in o && o.error.message === first.error.message)) throw first.error
-    return out
   }
+
 }

@@ -5,19 +5,26 @@
  */
 import { join, resolve } from 'node:path'
 import { findConfigFile, listVersions, loadServable } from '../config/scan.ts'
-import { withIsolation, type DevicePlan, type Isolation } from './devices.ts'
-import { LiveServable } from './live-servable.ts'
+import type { ValidServable } from '../config/validate.ts'
+import type { LiveServable } from './live-servable.ts'
 import type { ServableRegistry } from './registry.ts'
-import type { ServingPolicy } from './policy.ts'
 
 export interface ReloaderOptions {
-  dir: string
-  plans: DevicePlan[]
-  /** Per-servable isolation overrides (server YAML). */
-  isolationOf: Record<string, Isolation>
-  versions: Record<string, number[] | 'all'>
-  policyOf: (name: string) => ServingPolicy
+  /** The versions of servable `name` to serve as its files are now; null when its folder or config is gone. */
+  load(name: string): Promise<ValidServable[] | null>
+  /** Builds (does not start) the LiveServable of one loaded version. */
+  create(valid: ValidServable): LiveServable
   log: (line: string) => void
+}
+
+/** ReloaderOptions.load for a servable directory on disk (compiles servable_config.ts with esbuild). */
+export function diskLoader(root: string, versions: Record<string, number[] | 'all'>): ReloaderOptions['load'] {
+  return async (name) => {
+    const dir = join(resolve(root), name)
+    const configFile = findConfigFile(dir)
+    if (!configFile) return null
+    return loadServable({ name, dir, configFile, versions: listVersions(dir) }, versions[name])
+  }
 }
 
 export class Reloader {
@@ -46,10 +53,15 @@ export class Reloader {
 
   private async reloadOne(name: string): Promise<void> {
     const { log } = this.opts
-    const dir = join(resolve(this.opts.dir), name)
     const running = this.registry.all().filter((s) => s.name === name)
-    const configFile = findConfigFile(dir)
-    if (!configFile) {
+    let loaded: ValidServable[] | null
+    try {
+      loaded = await this.opts.load(name)
+    } catch (e) {
+      this.failed(name, running, e)
+      return
+    }
+    if (!loaded) {
       for (const s of running) {
         this.registry.remove(name, s.version)
         this.retire(s)
@@ -59,9 +71,7 @@ export class Reloader {
     }
     const fresh: LiveServable[] = []
     try {
-      for (const valid of await loadServable({ name, dir, configFile, versions: listVersions(dir) }, this.opts.versions[name])) {
-        fresh.push(new LiveServable(valid, withIsolation(this.opts.plans, this.opts.isolationOf[name]), this.opts.policyOf(name)))
-      }
+      for (const valid of loaded) fresh.push(this.opts.create(valid))
       const wanted = fresh.map((f) => f.version)
       const t0 = performance.now()
       await Promise.all(fresh.map((f) => f.start()))
@@ -77,8 +87,13 @@ export class Reloader {
       log(`servable ${name} reloaded: version(s) ${wanted.join(', ')} ready in ${Math.round(performance.now() - t0)} ms`)
     } catch (e) {
       await Promise.all(fresh.map((f) => f.stop(true)))
-      if (running.length === 0) this.registry.markFailed(name, (e as Error).message)
-      log(`ms-serve: reload of servable ${name} failed; ${running.length ? `still serving version(s) ${running.map((s) => s.version).join(', ')}` : 'it is not served'}: ${(e as Error).message}`)
+      this.failed(name, running, e)
     }
+  }
+
+  /** A reload that failed: the running versions keep serving; with none, the servable is reported failed. */
+  private failed(name: string, running: LiveServable[], e: unknown): void {
+    if (running.length === 0) this.registry.markFailed(name, (e as Error).message)
+    this.opts.log(`ms-serve: reload of servable ${name} failed; ${running.length ? `still serving version(s) ${running.map((s) => s.version).join(', ')}` : 'it is not served'}: ${(e as Error).message}`)
   }
 }

@@ -1,19 +1,9 @@
 /**
- * Parent-side handle of one replica (one servable version on one device): starts it, sends groups
- * of instances, settles their promises, and reports crashes. Restart policy lives in
- * live-servable.ts. Where the replica runs is its DevicePlan's `isolation`:
- *   process  a child process (default): a native crash or OOM cannot take the listeners down,
- *            and the malloc tuning env applies (big ORT outputs are copied on every run);
- *   thread   a worker thread: no cross-process hop (structured clone through memory, no pipe);
- *   inline   on the listeners' thread: no hop at all. ORT's run() blocks the event loop for the
- *            length of a batch, so this suits models that run in microseconds (an LLM servable
- *            asked to run inline runs in a thread instead: its steps take milliseconds).
+ * Parent-side handle of one replica (one servable version on one device): starts it over a
+ * Transport (transport.ts: process, thread or inline; later remote), sends groups of instances,
+ * settles their promises, runs the hung-replica watchdog and reports exits. Restarts are the
+ * pool's (replica-pool.ts). The handle never knows which transport it has.
  */
-import { fork } from 'node:child_process'
-import { Worker } from 'node:worker_threads'
-import { fileURLToPath } from 'node:url'
-import { dirname, join } from 'node:path'
-import { existsSync } from 'node:fs'
 import { ServeError, toServeError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan, Isolation } from './devices.ts'
@@ -21,92 +11,20 @@ import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage,
 import type { GenerateEvent } from '../llm/types.ts'
 import { instanceAsIs, instanceToWire, type WireResult } from './wire.ts'
 import { IdleWaiters } from './idle.ts'
+import { localTransport, type Transport, type TransportEvents, type TransportFactory } from './transport.ts'
 import type { Value } from '../tensor.ts'
 
-/** glibc malloc settings that keep big ORT outputs off fresh mmaps (see onnxruntime-node notes). */
-export const MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '33554432', MALLOC_TRIM_THRESHOLD_: '4294967296' }
+export { MALLOC_ENV } from './transport.ts'
 
 export type ReplicaState = 'starting' | 'ready' | 'failed' | 'stopped'
 
-interface Inflight { size: number; resolve: (r: { results: WireResult[]; runs: RunStat[]; ms: number }) => void; reject: (e: ServeError) => void }
+/** One group's answer: per-instance wire results and the model runs it took. */
+export interface GroupResult { results: WireResult[]; runs: RunStat[]; ms: number }
 
-function replicaEntry(): string {
-  const here = dirname(fileURLToPath(import.meta.url))
-  // Bundled: dist/cli/main.js -> dist/runtime/replica-main.js; under tsx: src/runtime/replica.ts.
-  for (const p of [join(here, '..', 'runtime', 'replica-main.js'), join(here, 'replica-main.js'), join(here, '..', '..', 'dist', 'runtime', 'replica-main.js')]) {
-    if (existsSync(p)) return p
-  }
-  throw new ServeError('INTERNAL', 'dist/runtime/replica-main.js is missing; run `npm run build`')
-}
-
-/** How messages reach a replica and how it is ended; one per start. */
-interface Channel {
-  readonly pid: number
-  send(msg: ParentMessage): void
-  /** Asks the replica to end after its work (`shutdown`); `exit` follows. */
-  shutdown(): void
-  /** Ends it now. */
-  kill(): void
-}
-
-interface ChannelEvents {
-  message(msg: ReplicaMessage): void
-  exit(why: string): void
-  startError(e: Error): void
-}
-
-function openProcess(label: string, on: ChannelEvents): Channel {
-  const proc = fork(replicaEntry(), [], {
-    serialization: 'advanced',
-    env: { ...process.env, ...MALLOC_ENV, MS_SERVE_REPLICA: label },
-    execArgv: [],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  proc.on('message', on.message)
-  proc.on('exit', (code, signal) => on.exit(signal ? `signal ${signal}` : `exit code ${code}`))
-  proc.on('error', on.startError)
-  return {
-    pid: proc.pid ?? 0,
-    send: (msg) => { if (proc.connected) proc.send(msg) },
-    shutdown: () => { try { proc.send({ type: 'shutdown' } satisfies ParentMessage) } catch { proc.kill('SIGKILL') } },
-    kill: () => { proc.kill('SIGKILL') },
-  }
-}
-
-function openThread(label: string, on: ChannelEvents): Channel {
-  const worker = new Worker(replicaEntry(), { env: { ...process.env, MS_SERVE_REPLICA: label }, execArgv: [] })
-  let lastError = ''
-  worker.on('message', on.message)
-  worker.on('error', (e) => { lastError = e.message })
-  worker.on('exit', (code) => on.exit(lastError ? `thread error: ${lastError}` : `thread exit code ${code}`))
-  return {
-    pid: process.pid,
-    send: (msg) => worker.postMessage(msg),
-    shutdown: () => worker.postMessage({ type: 'shutdown' } satisfies ParentMessage),
-    kill: () => { void worker.terminate() },
-  }
-}
-
-async function openInline(on: ChannelEvents): Promise<Channel> {
-  // Loaded on first use: a server whose replicas all run in processes never loads ORT itself.
-  const { ReplicaCore } = await import('./replica-core.ts')
-  let ended = false
-  const core = new ReplicaCore((msg) => { if (!ended) on.message(msg) }, true)
-  const end = (why: string) => {
-    if (ended) return
-    ended = true
-    void core.close().finally(() => on.exit(why))
-  }
-  return {
-    pid: process.pid,
-    send: (msg) => { if (!ended) core.handle(msg) },
-    shutdown: () => end('exit code 0'),
-    kill: () => end('killed'),
-  }
-}
+interface Inflight { size: number; resolve: (r: GroupResult) => void; reject: (e: ServeError) => void }
 
 /** The isolation a servable really gets: LLM engines never run on the listeners' thread. */
-function effectiveIsolation(servable: ValidServable, asked: Isolation): Isolation {
+export function effectiveIsolation(servable: ValidServable, asked: Isolation): Isolation {
   return asked === 'inline' && servable.llm ? 'thread' : asked
 }
 
@@ -117,7 +35,7 @@ export class Replica {
   inflightInstances = 0
   groupsDone = 0
   readonly isolation: Isolation
-  private channel: Channel | null = null
+  private channel: Transport | null = null
   /** Resolves when the current channel has ended (for stop()). */
   private exited: Promise<void> = Promise.resolve()
   private nextId = 1
@@ -136,17 +54,20 @@ export class Replica {
   private watchdog: NodeJS.Timeout | null = null
 
   /** Inline replicas take values as they are; the others get compact copies that clone cheaply. */
-  private readonly toWire: typeof instanceToWire
+  private toWire: typeof instanceToWire = instanceToWire
 
   /**
    * `watchdogMs`: a replica not heard from for this long is hung (SIGSTOP, a stage in an endless
    * loop): its requests fail and it is killed, then restarted by its servable. Replicas send a
    * heartbeat every HEARTBEAT_MS; inline replicas share our thread and have no watchdog.
+   * `open` picks the transport (default: the local one of the device plan's isolation).
    */
-  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0) {
+  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0, open?: TransportFactory, private readonly log: (line: string) => void = (l) => process.stderr.write(l + '\n')) {
     this.isolation = effectiveIsolation(servable, device.isolation)
-    this.toWire = this.isolation === 'inline' ? instanceAsIs : instanceToWire
+    this.open = open ?? localTransport(this.isolation)
   }
+
+  private readonly open: TransportFactory
 
   get label(): string { return `${this.servable.name}@${this.servable.version} ${this.device.deviceType}:${this.device.deviceId}` }
 
@@ -159,8 +80,8 @@ export class Replica {
     const started = new Promise<void>((res, rej) => { resolveStart = res; rejectStart = rej })
     let markExited!: () => void
     this.exited = new Promise<void>((r) => { markExited = r })
-    let channel: Channel
-    const events: ChannelEvents = {
+    let channel: Transport
+    const events: TransportEvents = {
       message: (msg) => this.onMessage(msg, channel, {
         ready: () => { settled = true; resolveStart() },
         initError: (e) => { settled = true; rejectStart(e) },
@@ -181,18 +102,17 @@ export class Replica {
         if (!settled) { settled = true; rejectStart(new ServeError('REPLICA_CRASHED', `cannot start replica ${this.label}: ${e.message}`)) }
       },
     }
-    channel = this.isolation === 'process' ? openProcess(this.label, events)
-      : this.isolation === 'thread' ? openThread(this.label, events)
-        : await openInline(events)
+    channel = await this.open(this.label, events)
     this.channel = channel
     this.pid = channel.pid
+    this.toWire = channel.sharesThread ? instanceAsIs : instanceToWire
     channel.send({ type: 'init', servable: this.servable, device: this.device })
     await started
     this.armWatchdog(channel)
   }
 
-  private armWatchdog(channel: Channel): void {
-    if (this.watchdogMs <= 0 || this.isolation === 'inline') return
+  private armWatchdog(channel: Transport): void {
+    if (this.watchdogMs <= 0 || channel.sharesThread) return
     this.lastHeard = performance.now()
     if (this.watchdog) clearInterval(this.watchdog)
     const every = Math.max(50, Math.min(500, this.watchdogMs / 4))
@@ -201,7 +121,7 @@ export class Replica {
       const silentMs = performance.now() - this.lastHeard
       if (silentMs < this.watchdogMs) return
       const why = `no heartbeat for ${Math.round(silentMs)} ms (watchdog ${this.watchdogMs} ms): the replica is stopped or a stage never returns`
-      process.stderr.write(`ms-serve: replica ${this.label} hung: ${why}; killing it\n`)
+      this.log(`ms-serve: replica ${this.label} hung: ${why}; killing it`)
       this.state = 'failed'
       this.failInflight(`hung, ${why}`)
       channel.kill()
@@ -209,7 +129,7 @@ export class Replica {
     this.watchdog.unref()
   }
 
-  private onMessage(msg: ReplicaMessage, channel: Channel, start: { ready: () => void; initError: (e: ServeError) => void }): void {
+  private onMessage(msg: ReplicaMessage, channel: Transport, start: { ready: () => void; initError: (e: ServeError) => void }): void {
     this.lastHeard = performance.now()
     switch (msg.type) {
       case 'beat':
@@ -279,7 +199,7 @@ export class Replica {
   }
 
   /** Sends one group of instances of `method`; resolves with per-instance wire results. */
-  run(method: string, instances: Array<Record<string, Value>>): Promise<{ results: WireResult[]; runs: RunStat[]; ms: number }> {
+  run(method: string, instances: Array<Record<string, Value>>): Promise<GroupResult> {
     if (this.state !== 'ready' || !this.channel) return Promise.reject(new ServeError('SERVABLE_NOT_READY', `replica ${this.label} is not ready`))
     const id = this.nextId++
     this.inflightInstances += instances.length

@@ -46,7 +46,7 @@ export async function greedyNoCacheOf(model: string | Uint8Array, c: DecoderConf
 export function generateIds(engine: LlmEngine, inputs: string, parameters: GenerateParameters, onToken?: (ev: TokenEvent) => void): Promise<number[]> {
   return new Promise((resolve, reject) => {
     const ids: number[] = []
-    engine.submit({ inputs, parameters: { ignoreEos: true, ...parameters } }, (ev) => {
+    engine.submit(engine.validate({ inputs, parameters: { ignoreEos: true, ...parameters } }), (ev) => {
       if (ev.type === 'token') { ids.push(ev.id); onToken?.(ev) } else if (ev.type === 'done') resolve(ids)
       else reject(new Error(ev.message))
     })

@@ -9,13 +9,14 @@ import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
 import { ServeError } from '../../src/errors.ts'
 import { Tensor, tensor, type Value } from '../../src/tensor.ts'
-import type { MsInstanceResult } from '../../src/protocol/grpc/ms-codec.ts'
+import type { MsErrorLike } from '../../src/protocol/grpc/ms-codec.ts'
+import type { InstanceOutcome } from '../../src/runtime/predict-outcome.ts'
 import { addMsService, findPackageRoot, msServerOptions, type MsPredictCall } from '../../src/protocol/grpc/ms-service.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
 import { pyFloat2x2 as y, runPythonClient } from '../helpers/python.ts'
 
 /** Fake servable `add`: add_common(x1, x2) -> y = x1 + x2 (float32 2x2), echo(text, raw) -> text!, reversed raw. */
-async function fakeHandler({ name, method, version, instances }: MsPredictCall): Promise<{ instances: MsInstanceResult[] }> {
+async function fakeHandler({ name, method, version, instances }: MsPredictCall): Promise<{ instances: InstanceOutcome<MsErrorLike>[] }> {
   if (name !== 'add' || (version !== 0 && version !== 1)) {
     throw new ServeError('SERVABLE_NOT_FOUND', `Request servable(${name}) method(${method})${version ? `  version(${version}) ` : ' '}, servable is not available`)
   }
@@ -25,7 +26,7 @@ async function fakeHandler({ name, method, version, instances }: MsPredictCall):
     for (const k of inputs) if (!(k in inst)) throw new ServeError('INVALID_REQUEST', `Cannot find input ${k} in instance input , servable ${name}, method ${method}`)
   }
   return {
-    instances: instances.map((inst): MsInstanceResult => {
+    instances: instances.map((inst): InstanceOutcome<MsErrorLike> => {
       if (method === 'echo') {
         const raw = Uint8Array.from(inst['raw'] as Uint8Array).reverse()
         return { outputs: { text: `${inst['text'] as string}!`, raw } }

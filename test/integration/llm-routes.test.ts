@@ -212,6 +212,10 @@ describe('LLM routes', () => {
     const ms = await post(`${srv.rest}/model/llm:generate`, { instances: { prompt: '' } })
     assert.equal(ms.status, 422)
     assert.equal(ms.json.error_msg, '`inputs` cannot be empty')
+    // Chat messages are rendered and tokenized in the listener too: the template's tokens count.
+    const chat = await post(`${srv.rest}/v1/chat/completions`, { model: 'llm', messages: [{ role: 'user', content: 'x'.repeat(500) }], stream: true })
+    assert.equal(chat.status, 422)
+    assert.equal(chat.json.error.message, 'Input validation error: `inputs` must have less than 511 tokens. Given: 524')
     const ok = await post(`${srv.rest}/generate`, { inputs: 'still up', parameters: { max_new_tokens: 2 } })
     assert.equal(ok.status, 200)
   })
@@ -227,6 +231,12 @@ describe('LLM routes', () => {
     assert.equal(refused.json.error.message, 'Model is overloaded')
     const tgi = await Promise.all(Array.from({ length: 8 }, () => post(`${srv.rest}/generate`, { inputs: 'x', parameters: { max_new_tokens: 100 } })))
     void tgi
+    // The MindSpore-style route renders the overload with its own row (429), not as a validation 422.
+    const ms = await Promise.all(Array.from({ length: 10 }, () => post(`${srv.rest}/model/limited:generate`, { instances: { prompt: 'busy', max_new_tokens: 200, ignore_eos: true } })))
+    const msCodes = ms.map((r) => r.status)
+    assert.ok(msCodes.includes(429) && msCodes.filter((c) => c === 200).length >= 4, `:generate under overload: ${msCodes}`)
+    assert.equal(ms.find((r) => r.status === 429)!.text, '{"error_msg":"Model is overloaded"}')
+    assert.ok(msCodes.every((c) => c === 200 || c === 429), `${msCodes}`)
   })
 
   test('a client that disconnects frees its slot', async () => {

@@ -11,7 +11,8 @@ import { status as GrpcStatus } from '@grpc/grpc-js'
 import { startServers, type StartedServer } from '../helpers/server.ts'
 import { predictServables } from '../helpers/fixtures.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
-import { encodeRequest, type PredictResultShape } from '../../src/protocol/grpc/ms-codec.ts'
+import { encodeRequest, type MsReplyError } from '../../src/protocol/grpc/ms-codec.ts'
+import type { PredictOutcome } from '../../src/runtime/predict-outcome.ts'
 import { tensor, type Tensor, type Value } from '../../src/tensor.ts'
 import { IMAGE_CNN_LABELS } from '../../src/models/index.ts'
 
@@ -41,7 +42,7 @@ const X1 = f32([1, 2, 3, 4])
 const X2 = f32([5, 6, 7, 8])
 
 /** The outputs of every instance; fails on any error. */
-function outputs(r: PredictResultShape): Record<string, Value>[] {
+function outputs(r: PredictOutcome<MsReplyError>): Record<string, Value>[] {
   assert.ok('instances' in r, `expected instances, got ${JSON.stringify(r)}`)
   return r.instances.map((i, k) => {
     assert.ok('outputs' in i, `instance ${k} failed: ${JSON.stringify(i)}`)
@@ -171,6 +172,31 @@ test('mixed per-instance errors: N instances, failed ones empty, N error entries
   assert.ok('instances' in r)
   assert.deepEqual(r.instances[1], { error: { msStatus: 2, message: 'Given model input 1 size 12 not match the size 16 defined in model' } })
   assert.deepEqual(values((r.instances[2] as { outputs: Record<string, Value> }).outputs['y']).data, [2, 4, 6, 8])
+})
+
+/** add@1's counters in /stats (on the same server's REST listener). */
+async function addCounters(): Promise<{ batches: number; instances: number; executions: number }> {
+  type Stats = { servables: Array<{ name: string; methods: Record<string, { batches: number; instances: number }>; models: Array<{ executions: number }> }> }
+  const stats = await (await fetch(`${server.rest}/stats`)).json() as Stats
+  const add = stats.servables.find((x) => x.name === 'add')!
+  return { batches: add.methods['add_common']!.batches, instances: add.methods['add_common']!.instances, executions: add.models[0]!.executions }
+}
+
+test('wrong dtype, size and string inputs are refused by the listener without reaching a replica', async () => {
+  const before = await addCounters()
+  const i32 = tensor('int32', [2, 2], [1, 2, 3, 4])
+  await wholeError('add', 'add_common', [{ x1: i32, x2: X2 }], 2, 'Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model')
+  const r = await client.predict('add', 'add_common', [{ x1: X1, x2: tensor('float32', [3], [1, 2, 3]) }, { x1: 'text', x2: X2 }, { x1: X1, x2: new Uint8Array(16) }])
+  assert.deepEqual(r, { instances: [
+    { error: { msStatus: 2, message: 'Given model input 1 size 12 not match the size 16 defined in model' } },
+    { error: { msStatus: 2, message: 'Given model input 0 data type kMSI_String not match the data type kMSI_Float32 defined in model' } },
+    { error: { msStatus: 2, message: 'Given model input 1 data type kMSI_Bytes not match the data type kMSI_Float32 defined in model' } },
+  ] })
+  const after = await addCounters()
+  // wholeError's closing check ran one good request: exactly one instance, nothing from the refused ones.
+  assert.equal(after.instances, before.instances + 1)
+  assert.equal(after.batches, before.batches + 1)
+  assert.equal(after.executions, before.executions + 1)
 })
 
 test('a malformed tensor is rejected before the model', async () => {

@@ -227,6 +227,44 @@ test('a TS stage that returns something that is not a value fails with a message
     "Call Postprocess Failed, method: 'bad_return', stage index(begin with 1): 1, error msg: stage Postprocess returned number for output 0; return a Tensor (e.g. tensor('float32', [], [x])), a string or a Uint8Array")
 })
 
+/** add@1's counters in /stats: add_common's batches and instances, and the model's runs. */
+async function addCounters(s = server): Promise<{ batches: number; instances: number; requests: number; executions: number; inferences: number }> {
+  type Stats = { servables: Array<{ name: string; methods: Record<string, { batches: number; instances: number; requests: number }>; models: Array<{ executions: number; inferences: number }> }> }
+  const stats = await (await fetch(url('/stats', s))).json() as Stats
+  const add = stats.servables.find((x) => x.name === 'add')!
+  const m = add.methods['add_common']!
+  return { batches: m.batches, instances: m.instances, requests: m.requests, executions: add.models[0]!.executions, inferences: add.models[0]!.inferences }
+}
+
+test('requests whose direct model inputs are all wrong are answered by the listener: no batch, no replica', async () => {
+  const before = await addCounters()
+  const int = '{"x1":[[1,2],[3,4]],"x2":[[5,6],[7,8]]}'
+  const bad: Array<[string, number, string]> = [
+    [`{"instances":[${int},${int}]}`, 400, '{"error_msg":"Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model"}'],
+    ['{"instances":[{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[1.0,2.0,3.0]}]}', 400, '{"error_msg":"Given model input 1 size 12 not match the size 16 defined in model"}'],
+    ['{"instances":[{"x1":"text","x2":{"b64":"AAEC"}}]}', 400, '{"error_msg":"Given model input 0 data type kMSI_String not match the data type kMSI_Float32 defined in model"}'],
+    [`{"instances":[${int},{"x1":[[1.0,2.0],[3.0,4.0]],"x2":{"b64":"AAEC"}}]}`, 200,
+      '{"instances":[{"error_msg":"Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model"},'
+      + '{"error_msg":"Given model input 1 data type kMSI_Bytes not match the data type kMSI_Float32 defined in model"}]}'],
+  ]
+  for (const [body, status, text] of bad) {
+    const r = await postJson(url('/model/add:add_common'), body)
+    assert.equal(r.status, status, r.text)
+    assert.equal(r.text, text)
+  }
+  assert.deepEqual(await addCounters(), before, 'nothing was queued, batched or run')
+  // A mixed request: only its good instances are queued and run; the reply keeps request order.
+  const good = floatJson({ x1: X1, x2: X2 })
+  const mixed = await postJson(url('/model/add:add_common'), `{"instances":[${good},${int},${good}]}`)
+  assert.equal(mixed.status, 200)
+  assert.equal(mixed.text, '{"instances":[{"y":[[6.0,8.0],[10.0,12.0]]},'
+    + '{"error_msg":"Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model"},{"y":[[6.0,8.0],[10.0,12.0]]}]}')
+  const after = await addCounters()
+  assert.equal(after.requests, before.requests + 1)
+  assert.equal(after.instances, before.instances + 2)
+  assert.equal(after.inferences, before.inferences + 2)
+})
+
 // ---- bad input ----
 
 test('malformed bodies get clear errors and the server stays up', async () => {

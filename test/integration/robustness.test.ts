@@ -4,16 +4,17 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect, type Socket } from 'node:net'
-import { writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import * as grpc from '@grpc/grpc-js'
 import { Agent, request } from 'undici'
-import { addServable, FIXTURE_SERVABLES, floatJson, kInstance, kSum, X1, X2 } from '../helpers/fixtures.ts'
+import { addServable, FIXTURE_SERVABLES, FIXTURES, floatJson, kInstance, kSum, writeServable, X1, X2 } from '../helpers/fixtures.ts'
 import { postJson, runCli, servableStats, startServer, tempServables } from '../helpers/server.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
 import { MS_PREDICT_PATH } from '../../src/protocol/grpc/ms-service.ts'
 import { tensor } from '../../src/tensor.ts'
+import { buildAddModel } from '../../src/models/index.ts'
 
 const bodyOf = (n: number, k = 1) => floatJson({ instances: Array.from({ length: n }, () => kInstance(k)) })
 const waitBody = (ms: number) => floatJson({ instances: [{ x1: [[ms, 0], [0, 0]], x2: X2 }] })
@@ -265,6 +266,9 @@ test('slow clients: slow headers and slow bodies are cut with 408; --max-connect
   extra.sock.write('GET /health HTTP/1.1\r\nHost: x\r\n\r\n')
   assert.equal(await extra.closed, '', 'over the cap: closed, nothing answered')
   for (const c of held) c.sock.destroy()
+  // The server frees their places once it sees them close: give it that moment before the next connect.
+  await Promise.all(held.map((c) => c.closed))
+  await sleep(200)
   assert.equal((await postJson(`${srv.rest}/model/add:add_common`, bodyOf(1, 2))).status, 200)
 })
 
@@ -305,4 +309,62 @@ test('one servable that fails to load is reported unavailable; the others serve;
   const strict = await runCli(['start', dir, '--strict', '--no-watch', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'])
   assert.equal(strict.code, 2)
   assert.match(strict.stderr, /broken\/servable_config\.ts:\d+: cannot load model .*broken\/1\/add\.onnx/)
+})
+
+test('limits per servable: YAML servables.<name> over servable_config.ts over the server-wide YAML; each applies to its servable only', async (t) => {
+  const dir = tempServables(t)
+  addServable(dir)
+  FIXTURE_SERVABLES['stall']!(dir)
+  // `patient`: the stall fixture with a wider queue and its own limits in defineServable's options.
+  const stallConfig = readFileSync(join(FIXTURES, 'stall', 'servable_config.ts'), 'utf8')
+  const patientConfig = join(dir, 'patient.servable_config.ts')
+  writeFileSync(patientConfig, stallConfig.replace('maxQueueSize: 2', 'maxQueueSize: 100').replace(/\}\)\s*$/, '}, { requestTimeoutMs: 200, maxInstancesPerRequest: 3 })\n'))
+  writeServable(dir, 'patient', patientConfig, { 1: { 'add.onnx': buildAddModel({ batchDim: true }) } })
+  const config = join(dir, 'server.yaml')
+  writeFileSync(config, [
+    'max_instances_per_request: 2',
+    'servables:',
+    '  stall: { request_timeout_ms: 300 }',
+    '  patient: { request_timeout_ms: 5000 }   # over its servable_config.ts (200)',
+    '  stal: { watchdog_ms: 2000 }             # no such servable: a warning',
+    '',
+  ].join('\n'))
+  const srv = await startServer(dir, ['--no-watch', '--config', config])
+  t.after(() => srv.stop())
+  const waits = (ms: number, n = 1) => floatJson({ instances: Array.from({ length: n }, () => ({ x1: [[ms, 0], [0, 0]], x2: X2 })) })
+  assert.match(srv.output(), /warning: \S*server\.yaml: servables\.stal names no servable in the servable directory .*; did you mean "stall"\?/)
+  // Timeouts: stall's own 300 ms; patient's YAML 5000 ms beats its config's 200 ms.
+  const [slowStall, slowPatient] = await Promise.all([postJson(`${srv.rest}/model/stall:wait`, waits(1000)), postJson(`${srv.rest}/model/patient:wait`, waits(600))])
+  assert.equal(slowStall.status, 504)
+  assert.match(slowStall.json.error_msg, /did not finish within its timeout of 300 ms/)
+  assert.equal(slowPatient.status, 200, slowPatient.text)
+  // Instance limits: server-wide 2 for add; patient's config says 3 (the YAML entry leaves it alone).
+  const addOver = await postJson(`${srv.rest}/model/add:add_common`, bodyOf(3))
+  assert.equal(addOver.status, 400)
+  assert.match(addOver.json.error_msg, /more than 2 instances, the limit of servable add/)
+  assert.equal((await postJson(`${srv.rest}/model/add:add_common`, bodyOf(2))).status, 200)
+  assert.equal((await postJson(`${srv.rest}/model/patient:wait`, waits(0, 3))).status, 200)
+  const patientOver = await postJson(`${srv.rest}/model/patient:wait`, waits(0, 4))
+  assert.equal(patientOver.status, 400)
+  assert.match(patientOver.json.error_msg, /more than 3 instances, the limit of servable patient/)
+})
+
+test('a server YAML limit that is misspelt or out of range exits 2 naming the file, the key and the fix', async (t) => {
+  const dir = tempServables(t)
+  addServable(dir)
+  const config = join(dir, 'server.yaml')
+  const run = () => runCli(['start', dir, '--no-watch', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', '--config', config])
+  writeFileSync(config, 'servables:\n  add: { requestTimeoutMs: 100 }\n')
+  const typo = await run()
+  assert.equal(typo.code, 2, typo.stdout + typo.stderr)
+  assert.match(typo.stderr, /^ms-serve: \S+server\.yaml: unknown key "servables\.add\.requestTimeoutMs"; did you mean "request_timeout_ms"\? Known keys: /)
+  writeFileSync(config, 'watchdog_ms: 100\n')
+  const range = await run()
+  assert.equal(range.code, 2)
+  assert.match(range.stderr, /^ms-serve: \S+server\.yaml: watchdog_ms must be 0 \(off\) or an integer in 1000\.\.2147483647 \(got 100\)\n$/)
+  // A flag wins over the file; the two REST timeouts must still agree, wherever each was set.
+  writeFileSync(config, 'body_timeout_ms: 5000\n')
+  const order = await run()
+  assert.equal(order.code, 2)
+  assert.match(order.stderr, /^ms-serve: --headers-timeout-ms \(10000, the default\) > \S+server\.yaml: body_timeout_ms \(5000\): .*; raise /)
 })

@@ -272,3 +272,25 @@ test('scanServables on a servable folder, a version folder or a file names what 
   assert.throws(() => scanServables(join(dir, 'notes.txt')), { code: 'CONFIG_INVALID', message: `${dir}/notes.txt is a file, not a servable directory. Start a directory holding servable folders (DIR/<name>/servable_config.ts), e.g. ms-serve start servables; create one with: npx ms-serve init add --dir servables` })
   assert.deepEqual(scanServables(dir).map((f) => f.name), ['add'], 'the parent is what to start')
 })
+
+test('defineServable options: the servable\'s limits are range-checked and kept as policy fields; unknown keys get a suggestion', async () => {
+  const withOptions = (opts: string) => `${HEADER}export default defineServable((s) => {
+  const add = s.declareModel({ file: 'add.onnx' })
+  s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
+}, ${opts})
+`
+  const v = await load(withOptions('{ requestTimeoutMs: 5000, maxInstancesPerRequest: 64, watchdogMs: 0 }'))
+  assert.deepEqual(v.policy, { timeoutMs: 5000, maxInstancesPerRequest: 64, watchdogMs: 0 })
+  assert.ok(Object.isFrozen(v.policy))
+  assert.deepEqual((await load(ADD)).policy, {}, 'without options every limit comes from the server')
+  assert.deepEqual((await load(withOptions('{}'))).policy, {})
+  // The YAML spelling and a near miss are both pointed at the option.
+  assert.match(await configError(load(withOptions('{ request_timeout_ms: 5 }'))),
+    /servable_config\.ts:2: defineServable option "request_timeout_ms" is unknown; did you mean "requestTimeoutMs"\? Known options: requestTimeoutMs, maxInstancesPerRequest, watchdogMs$/)
+  assert.match(await configError(load(withOptions('{ maxInstancePerRequest: 5 }'))), /defineServable option "maxInstancePerRequest" is unknown; did you mean "maxInstancesPerRequest"\?/)
+  assert.match(await configError(load(withOptions('{ requestTimeoutMs: -1 }'))),
+    /servable_config\.ts:2: defineServable option requestTimeoutMs must be 0 \(no limit\) or an integer in 1\.\.2147483647 \(got -1\)$/)
+  assert.match(await configError(load(withOptions('{ maxInstancesPerRequest: 0 }'))), /defineServable option maxInstancesPerRequest must be an integer >= 1 \(got 0\)$/)
+  assert.match(await configError(load(withOptions(`{ watchdogMs: '2s' }`))), /defineServable option watchdogMs must be 0 \(off\) or an integer in 1000\.\.2147483647 \(got "2s"\)$/)
+  assert.match(await configError(load(withOptions('5'))), /servable_config\.ts:2: defineServable's second argument takes an options object, e.g\. \{ requestTimeoutMs: 5000 \} \(got 5\)$/)
+})

@@ -1,7 +1,8 @@
 // Device ids -> replica plans: --devices parsing, CPU thread split, the CUDA availability check.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { checkDeviceTypeAvailable, parseDeviceIds, parseIsolation, planDevices } from '../../src/runtime/devices.ts'
+import { checkDeviceTypeAvailable, planDevices } from '../../src/runtime/devices.ts'
+import { parseDeviceIds, parseIsolation } from '../../src/config/device-flags.ts'
 
 test('parseDeviceIds reads a comma list', () => {
   assert.deepEqual(parseDeviceIds('0'), [0])
@@ -35,7 +36,7 @@ test('planDevices carries the isolation; parseIsolation names the choices', () =
 
 test('planDevices maps cuda device ids to the CUDA EP', () => {
   assert.deepEqual(planDevices('cuda', [2], 1, 8)[0]!.executionProviders, [{ name: 'cuda', deviceId: 2 }])
-  assert.throws(() => planDevices('tpu' as never, [0], 1, 8), { code: 'INVALID_REQUEST', message: '--device-type must be cpu or cuda (got "tpu")' })
+  assert.throws(() => planDevices('tpu' as never, [0], 1, 8), { code: 'INVALID_REQUEST', message: 'device type must be cpu or cuda (got "tpu")' })
 })
 
 test('checkDeviceTypeAvailable: cpu always passes; cuda needs the provider', () => {

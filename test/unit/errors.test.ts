@@ -2,7 +2,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { status as GrpcStatus } from '@grpc/grpc-js'
-import { ERROR_CODES, MS_STATUS, ServeError, errorRow, type ErrorCode } from '../../src/errors.ts'
+import { ERROR_CODES, MS_STATUS, ServeError, errorRow, factError, type ErrorCode } from '../../src/errors.ts'
+import { msText, tgiText } from '../../src/protocol/texts.ts'
 import { grpcError, msRestError, openAiError, tgiError } from '../../src/protocol/error-render.ts'
 import { buildRestServer } from '../../src/protocol/rest/server.ts'
 import { ServableRegistry } from '../../src/runtime/registry.ts'
@@ -97,4 +98,32 @@ test('the REST error handler answers each route family in its own shape (body to
   t.after(() => always.close())
   assert.equal((await always.inject({ method: 'POST', url: '/model/add:add_common', payload: big })).statusCode, 200)
   assert.equal((await always.inject({ method: 'POST', url: '/generate', payload: big })).statusCode, 413)
+})
+
+// Runtime raises codes with facts; protocol/texts.ts words them per route family. MindSpore's texts
+// are byte-exact (its clients match them), whatever runtime's own message says.
+test('facts are worded per family: MindSpore byte-exact, TGI for the LLM overload, else the message', () => {
+  const cases: Array<[Parameters<typeof factError>[2], string]> = [
+    [{ reason: 'servable_unavailable', servable: 'add', method: 'add_common', version: 0 }, 'Request servable(add) method(add_common) , servable is not available'],
+    [{ reason: 'servable_unavailable', servable: 'add', method: 'add_common', version: 3 }, 'Request servable(add) method(add_common)  version(3) , servable is not available'],
+    [{ reason: 'method_unavailable', servable: 'add', method: 'nope' }, 'Request servable(add) method(nope) , method is not available'],
+    [{ reason: 'no_instances', servable: 'add', method: 'add_common' }, 'Instances count of request cannot be 0, servable: add, method: add_common'],
+    [{ reason: 'input_missing', servable: 'add', method: 'add_common', input: 'x2' }, 'Cannot find input x2 in instance input , servable add, method add_common'],
+    [{ reason: 'queue_full', servable: 'add', method: 'add_common', limit: 100 }, 'Serving Error: enqueued requests count exceeds the limit 100'],
+    [{ reason: 'llm_overloaded', limit: 8 }, 'Model is overloaded'],
+  ]
+  for (const [facts, ms] of cases) {
+    const e = factError('INVALID_REQUEST', 'runtime words for logs', facts)
+    assert.equal(msText(e), ms)
+    // Facts survive the process boundary (errors cross as { code, message, details }).
+    assert.equal(msText(JSON.parse(JSON.stringify(e.toJSON()))), ms)
+    assert.equal(tgiText(e), facts.reason === 'llm_overloaded' ? 'Model is overloaded' : 'runtime words for logs')
+  }
+  const full = factError('QUEUE_FULL', 'queue full', { reason: 'queue_full', servable: 'a', method: 'm', limit: 7 })
+  assert.deepEqual(msRestError(full), { status: 429, body: '{"error_msg":"Serving Error: enqueued requests count exceeds the limit 7"}' })
+  const busy = factError('QUEUE_FULL', 'engines busy', { reason: 'llm_overloaded', limit: 2 })
+  assert.deepEqual(tgiError(busy), { status: 429, body: { error: 'Model is overloaded', error_type: 'overloaded' } })
+  assert.equal(grpcError(busy).details, 'Model is overloaded')
+  // No facts: the message as it is, in every family.
+  assert.equal(msText({ message: 'Given model input 0 data type kMSI_Int32 not match' }), 'Given model input 0 data type kMSI_Int32 not match')
 })

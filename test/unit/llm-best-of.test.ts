@@ -2,7 +2,10 @@
 // dispatcher (collectMany in src/protocol/rest/llm-common.ts) against fake replicas.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { impliesSampling, validateBestOf } from '../../src/llm/validate.ts'
+import { tgiText } from '../../src/protocol/texts.ts'
+import { impliesSampling, validateBestOf, validateGenerate } from '../../src/llm/validate.ts'
+import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
+import { ChatTemplate } from '../../src/llm/chat-template.ts'
 import { collectMany } from '../../src/protocol/rest/llm-common.ts'
 import { LlmDispatcher } from '../../src/runtime/llm-dispatch.ts'
 import type { LiveServable } from '../../src/runtime/live-servable.ts'
@@ -78,9 +81,18 @@ function fakeDispatcher(capacity: number) {
 
 const tick = () => new Promise((r) => setImmediate(r))
 
+const tokenizer = new ByteLevelTokenizer()
+/** One validated request; collectMany runs it `n` times. */
+const VALID = validateGenerate({ inputs: 'x', parameters: { doSample: true } }, { tokenizer, chatTemplate: new ChatTemplate(tokenizer.config) }, { maxInputTokens: 31, maxTotalTokens: 32, maxStopSequences: 4, maxTopNTokens: 5 })
+
+test('best_of: the one validated request leaves its seed to each sequence (each draws its own)', () => {
+  assert.equal(VALID.seed, null)
+  assert.equal(VALID.seeded, true)
+})
+
 test('collectMany: every sequence is a request of its own; results in start order', async () => {
   const d = fakeDispatcher(4)
-  const p = collectMany(d.llm, { inputs: 'x' }, 3)
+  const p = collectMany(d.llm, VALID, 3)
   assert.equal(d.streams.size, 3, 'all three started at once')
   d.finish(1, [-1, -2])
   d.finish(0, [-0.5])
@@ -92,19 +104,19 @@ test('collectMany: every sequence is a request of its own; results in start orde
 
 test('collectMany: if not all can start it is an overload and the started ones are cancelled', async () => {
   const d = fakeDispatcher(2)
-  await assert.rejects(collectMany(d.llm, { inputs: 'x' }, 3), (e: Error & { code?: string }) => e.code === 'QUEUE_FULL' && e.message === 'Model is overloaded')
+  await assert.rejects(collectMany(d.llm, VALID, 3), (e: Error & { code?: string }) => e.code === 'QUEUE_FULL' && tgiText(e as Error & { message: string }) === 'Model is overloaded')
   assert.deepEqual(d.cancelled, [0, 1])
   assert.equal(d.streams.size, 0)
 })
 
 test('collectMany: one failed sequence fails the request and cancels the others; abort cancels all', async () => {
   const d = fakeDispatcher(4)
-  const p = collectMany(d.llm, { inputs: 'x' }, 2)
+  const p = collectMany(d.llm, VALID, 2)
   d.fail(0)
   await assert.rejects(p, (e: Error & { code?: string }) => e.code === 'INFERENCE_FAILED' && /boom/.test(e.message))
   assert.deepEqual(d.cancelled, [1])
   const ac = new AbortController()
-  const q = collectMany(d.llm, { inputs: 'x' }, 2, ac.signal)
+  const q = collectMany(d.llm, VALID, 2, ac.signal)
   await tick()
   ac.abort()
   await assert.rejects(q, (e: Error & { code?: string }) => e.code === 'CANCELLED')

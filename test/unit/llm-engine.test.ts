@@ -4,6 +4,7 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { tgiText } from '../../src/protocol/texts.ts'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -41,14 +42,14 @@ interface Result { tokens: number[]; events: GenerateEvent[]; done: DoneEvent | 
 function generate(engine: LlmEngine, inputs: string, parameters: GenerateParameters, onToken?: (ev: TokenEvent) => void, id?: string): Promise<Result> {
   return new Promise((resolve) => {
     const r: Result = { tokens: [], events: [], done: null, error: null }
-    engine.submit({ id, inputs, parameters }, (ev) => {
+    engine.submit(engine.validate({ inputs, parameters }), (ev) => {
       r.events.push(ev)
       if (ev.type === 'token') { r.tokens.push(ev.id); onToken?.(ev) } else {
         if (ev.type === 'done') r.done = ev
         else r.error = `${ev.code}: ${ev.message}`
         resolve(r)
       }
-    })
+    }, id)
   })
 }
 
@@ -118,11 +119,11 @@ test('max_new_tokens gives length, a stop sequence gives stop_sequence', async (
   await engine.close()
 })
 
-test('validation errors are thrown synchronously with TGI messages; overload is QUEUE_FULL', async () => {
+test('validation against the engine\'s limits gives TGI messages; overload is QUEUE_FULL', async () => {
   const engine = await LlmEngine.load(modelPath, { maxTotalTokens: 64, maxInputTokens: 32, maxConcurrentRequests: 2 })
   const noop = (): void => {}
   const bad = (parameters: GenerateParameters, msg: RegExp, inputs = 'hello'): void => {
-    assert.throws(() => engine.submit({ inputs, parameters }, noop), (e: Error & { code?: string }) => e.code === 'VALIDATION' && msg.test(e.message))
+    assert.throws(() => engine.validate({ inputs, parameters }), (e: Error & { code?: string }) => e.code === 'VALIDATION' && msg.test(e.message))
   }
   bad({}, /^`inputs` cannot be empty$/, '')
   bad({}, /^`inputs` must have less than 32 tokens\. Given: 41$/, 'x'.repeat(40))
@@ -140,7 +141,7 @@ test('validation errors are thrown synchronously with TGI messages; overload is 
   bad({ topNTokens: 1.5 }, /^`top_n_tokens` must be an integer$/)
   const p1 = generate(engine, 'one', { maxNewTokens: 20 })
   const p2 = generate(engine, 'two', { maxNewTokens: 20 })
-  assert.throws(() => engine.submit({ inputs: 'three' }, noop), (e: Error & { code?: string }) => e.code === 'QUEUE_FULL' && e.message === 'Model is overloaded')
+  assert.throws(() => engine.submit(engine.validate({ inputs: 'three' }), noop), (e: Error & { code?: string }) => e.code === 'QUEUE_FULL' && tgiText(e as Error & { message: string }) === 'Model is overloaded')
   await Promise.all([p1, p2])
   await generate(engine, 'four', { maxNewTokens: 2 }) // capacity freed again
   await engine.close()
@@ -170,7 +171,7 @@ test('top_n_tokens: every token event carries n alternatives; greedy picks the f
   const wide = await LlmEngine.load(modelPath, { maxTotalTokens: 64, maxTopNTokens: 20 })
   const w = await generate(wide, 'Hi', { maxNewTokens: 2, topNTokens: 20 })
   assert.equal((w.events[0] as TokenEvent).topTokens?.length, 20)
-  assert.throws(() => wide.submit({ inputs: 'Hi', parameters: { topNTokens: 21 } }, () => {}), (e: Error) => e.message === '`top_n_tokens` must be >= 0 and <= 20. Given: 21')
+  assert.throws(() => wide.validate({ inputs: 'Hi', parameters: { topNTokens: 21 } }), (e: Error) => e.message === '`top_n_tokens` must be >= 0 and <= 20. Given: 21')
   await wide.close()
 })
 

@@ -8,6 +8,7 @@ import {
   decodeInstances, decodeReply, encodeReply, encodeRequest, type WirePredictReply, type WirePredictRequest, type WireTensor,
 } from '../../src/protocol/grpc/ms-codec.ts'
 import { handlePredict, loadMsServiceDefinition } from '../../src/protocol/grpc/ms-service.ts'
+import { collapseOutcomes, type InstanceOutcome } from '../../src/runtime/predict-outcome.ts'
 
 const predict = loadMsServiceDefinition()['Predict']!
 const toHex = (b: Buffer): string => b.toString('hex')
@@ -149,6 +150,8 @@ test('tensor check texts', () => {
 
 const y = (v: number): { outputs: Record<string, Value> } => ({ outputs: { y: tensor('float32', [1], [v]) } })
 const err = (message: string, code = 'INFERENCE_FAILED'): { error: { code: string; message: string } } => ({ error: { code, message } })
+/** A reply from per-instance outcomes, as the registry hands them over (after the collapse rule). */
+const collapsed = (outcomes: InstanceOutcome<{ code: string; message: string }>[]) => encodeReply({ name: 'a' }, collapseOutcomes(outcomes))
 
 test('reply rules: all ok', () => {
   const r = roundTripReply(encodeReply({ name: 'a' }, { instances: [y(1), y(2)] }))
@@ -157,7 +160,7 @@ test('reply rules: all ok', () => {
 })
 
 test('reply rules: every instance failed identically collapses to one error', () => {
-  const r = roundTripReply(encodeReply({ name: 'a' }, { instances: [err('same'), err('same'), err('same')] }))
+  const r = roundTripReply(collapsed([err('same'), err('same'), err('same')]))
   assert.deepEqual(r.instances, [])
   assert.equal(r.error_msg!.length, 1)
   assert.equal(r.error_msg![0]!.error_code, 1)
@@ -166,7 +169,7 @@ test('reply rules: every instance failed identically collapses to one error', ()
 })
 
 test('reply rules: a single failed instance is a whole-request error', () => {
-  const r = roundTripReply(encodeReply({ name: 'a' }, { instances: [err('bad', 'VALIDATION')] }))
+  const r = roundTripReply(collapsed([err('bad', 'VALIDATION')]))
   assert.deepEqual(r.instances, [])
   assert.deepEqual(decodeReply(r), { error: { msStatus: 2, message: 'bad' } })
 })
@@ -184,11 +187,13 @@ test('reply rules: mixed gives N instances and N errors with code 0 for ok ones'
 })
 
 test('reply rules: all failed with different errors gives N errors and N empty instances', () => {
-  const r = roundTripReply(encodeReply({ name: 'a' }, { instances: [err('one'), err('two')] }))
+  const r = roundTripReply(collapsed([err('one'), err('two')]))
   assert.deepEqual(r.instances!.map((i) => i.items), [{}, {}])
   assert.deepEqual(r.error_msg!.map((e) => Buffer.from(e.error_msg!).toString()), ['one', 'two'])
-  const same = roundTripReply(encodeReply({ name: 'a' }, { instances: [err('one', 'TIMEOUT'), err('one', 'INTERNAL')] }))
+  const same = roundTripReply(collapsed([err('one', 'TIMEOUT'), err('one', 'INTERNAL')]))
   assert.equal(same.error_msg!.length, 2, 'different status codes do not collapse')
+  const uncollapsed = roundTripReply(encodeReply({ name: 'a' }, { instances: [err('same'), err('same')] }))
+  assert.equal(uncollapsed.error_msg!.length, 2, 'encodeReply renders what it is given; the rule is collapseOutcomes')
 })
 
 test('decodeReply rejects an error count other than 0, 1 or N', () => {

@@ -10,8 +10,9 @@ import { Tensor, f32ToF16Bits, type Value } from '../../src/tensor.ts'
 import { checkMsMethod, parseMsUrl } from '../../src/protocol/rest/ms-url.ts'
 import {
   JSON_FLOAT_KINDS, MS_DEFAULT_MAX_BODY_BYTES, checkMsBodySize, compareKeys, formatDouble, parseInstances, parseJsonBody,
-  renderError, renderReply, renderValue, type MsReplyEntry,
+  renderError, renderReply, renderValue,
 } from '../../src/protocol/rest/ms-json.ts'
+import { collapseOutcomes, type InstanceOutcome } from '../../src/runtime/predict-outcome.ts'
 
 const P = 'Parser request failed, '
 const parse = (text: string) => parseInstances(parseJsonBody(text))
@@ -28,6 +29,9 @@ const rejects = (text: string, message: string) => assert.throws(() => parse(tex
 const rejectsValue = (valueJson: string, detail: string) => rejects(`{"instances":{"x":${valueJson}}}`, P + detail)
 const b64 = (bytes: ArrayBufferView) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
 const f32 = (...xs: number[]) => Float32Array.from(xs)
+/** A reply of per-instance outcomes, as the registry hands it over (after the collapse rule). */
+const reply = (outcomes: InstanceOutcome[]) => renderReply(collapseOutcomes(outcomes))
+const failed = (message: string): InstanceOutcome => ({ error: new ServeError('INVALID_REQUEST', message) })
 
 describe('parseMsUrl (§2.1)', () => {
   test('name, version and method', () => {
@@ -316,7 +320,7 @@ describe('spec §6 vectors', () => {
     const inst = parse(body)
     assert.deepEqual(t(inst[0]!['x1']!), new Tensor('float32', [2, 2], f32(1.1, 2.2, 3.3, 4.4)))
     assert.deepEqual(t(inst[1]!['x2']!), new Tensor('float32', [2, 2], f32(5, 6, 7, 8)))
-    const text = renderReply(inst.map((r) => ({ outputs: { y: add(r) } })))
+    const text = reply(inst.map((r) => ({ outputs: { y: add(r) } })))
     assert.equal(text, '{"instances":[{"y":[[6.599999904632568,8.800000190734863],[11.0,13.200000762939453]]},{"y":[[6.0,8.0],[10.0,12.0]]}]}')
     const want = [[[6.6, 8.8], [11, 13.2]], [[6, 8], [10, 12]]]
     const got = (JSON.parse(text) as { instances: { y: number[][] }[] }).instances.map((i) => i.y)
@@ -325,14 +329,14 @@ describe('spec §6 vectors', () => {
   test('V3: typed b64 input', () => {
     const inst = parse('{"instances":{"x1":{"b64":"AACAPwAAAEAAAEBAAACAQA==","type":"fp32","shape":[2,2]},"x2":[[1.0,1.0],[1.0,1.0]]}}')
     assert.deepEqual(t(inst[0]!['x1']!), new Tensor('float32', [2, 2], f32(1, 2, 3, 4)))
-    assert.equal(renderReply([{ outputs: { y: add(inst[0]!) } }]), '{"instances":[{"y":[[2.0,3.0],[4.0,5.0]]}]}')
+    assert.equal(reply([{ outputs: { y: add(inst[0]!) } }]), '{"instances":[{"y":[[2.0,3.0],[4.0,5.0]]}]}')
   })
   test('V4: bytes and str in and out', () => {
     const r = parse('{"instances":{"b":{"b64":"QUJD"},"s1":"ABC","s2":{"b64":"QUJD","type":"str"}}}')[0]!
     assert.deepEqual(r['b'], new Uint8Array([65, 66, 67]))
     assert.equal(r['s1'], 'ABC')
     assert.equal(r['s2'], 'ABC')
-    assert.equal(renderReply([{ outputs: { out: Buffer.from('ABC123'), text: 'ABC123' } }]), '{"instances":[{"out":{"b64":"QUJDMTIz"},"text":"ABC123"}]}')
+    assert.equal(reply([{ outputs: { out: Buffer.from('ABC123'), text: 'ABC123' } }]), '{"instances":[{"out":{"b64":"QUJDMTIz"},"text":"ABC123"}]}')
   })
   test('V5: error bodies', () => {
     assert.equal(renderError('Request servable(add_error) method(add_common) , servable is not available'),
@@ -343,10 +347,10 @@ describe('spec §6 vectors', () => {
     const ints = parse('{"instances":[{"x1":[[1,2],[3,4]],"x2":[[1,2],[3,4]]},{"x1":[[1,2],[3,4]],"x2":[[1,2],[3,4]]}]}')
     assert.equal(t(ints[0]!['x1']!).dtype, 'int32')
     const dtypeMsg = 'Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model'
-    assert.equal(renderReply([{ error: dtypeMsg }, { error: dtypeMsg }]), `{"error_msg":"${dtypeMsg}"}`)
+    assert.equal(reply([failed(dtypeMsg), failed(dtypeMsg)]), `{"error_msg":"${dtypeMsg}"}`)
     const y = new Tensor('float32', [2, 2], f32(6, 8, 10, 12))
     const sizeMsg = 'Given model input 1 size 12 not match the size 16 defined in model'
-    assert.equal(renderReply([{ outputs: { y } }, { error: sizeMsg }, { outputs: { y } }]),
+    assert.equal(reply([{ outputs: { y } }, failed(sizeMsg), { outputs: { y } }]),
       `{"instances":[{"y":[[6.0,8.0],[10.0,12.0]]},{"error_msg":"${sizeMsg}"},{"y":[[6.0,8.0],[10.0,12.0]]}]}`)
   })
 })
@@ -393,15 +397,18 @@ describe('renderReply / renderValue (§2.3)', () => {
   })
   test('keys sorted by code point, error entries, collapse rules', () => {
     const s = (x: string) => x
-    assert.equal(renderReply([{ outputs: { b: s('1'), a: s('2'), B: s('3'), '\u{10000}': s('4'), '\uffff': s('5') } }]),
+    assert.equal(reply([{ outputs: { b: s('1'), a: s('2'), B: s('3'), '\u{10000}': s('4'), '\uffff': s('5') } }]),
       '{"instances":[{"B":"3","a":"2","b":"1","\uffff":"5","\u{10000}":"4"}]}')
     assert.ok(compareKeys('\uffff', '\u{10000}') < 0 && compareKeys('a', 'ab') < 0 && compareKeys('b', 'a') > 0)
-    assert.equal(renderReply([{ error: 'e1' }, { error: 'e2' }]), '{"instances":[{"error_msg":"e1"},{"error_msg":"e2"}]}')
-    assert.equal(renderReply([{ error: 'only' }]), '{"error_msg":"only"}')
-    assert.equal(renderReply([]), '{"instances":[]}')
+    assert.equal(reply([failed('e1'), failed('e2')]), '{"instances":[{"error_msg":"e1"},{"error_msg":"e2"}]}')
+    assert.equal(reply([failed('only')]), '{"error_msg":"only"}')
+    assert.equal(reply([]), '{"instances":[]}')
+    // The renderer itself never merges: identical per-instance errors it is handed stay per instance.
+    assert.equal(renderReply({ instances: [failed('same'), failed('same')] }), '{"instances":[{"error_msg":"same"},{"error_msg":"same"}]}')
+    assert.equal(renderReply({ error: new ServeError('SERVABLE_NOT_FOUND', 'whole') }), '{"error_msg":"whole"}')
   })
   test('unrenderable replies', () => {
-    const bad = (entries: MsReplyEntry[], detail: string) => assert.equal(renderReply(entries), renderError(`Failed to construct the response: ${detail}`))
+    const bad = (entries: InstanceOutcome[], detail: string) => assert.equal(reply(entries), renderError(`Failed to construct the response: ${detail}`))
     bad([{ outputs: {} }], 'reply instance items is empty')
     bad([{ outputs: { y: new Tensor('float32', [2, 2], f32(1, 2)) } }], 'reply tensor data size 2 is less than the 4 elements of shape [2,2]')
     bad([{ outputs: { y: 3 as unknown as Value } }], 'reply data type is unknown')
@@ -413,7 +420,7 @@ describe('round trips and performance sanity', () => {
     const xs = new Float32Array(20000)
     for (let i = 0; i < xs.length; i++) xs[i] = i % 7 === 0 ? Math.round(Math.random() * 100) : (Math.random() - 0.5) * 10 ** ((i % 76) - 38)
     xs.set([1.4e-45, -3.4028234663852886e38, 0, 1e-5, 1e15])
-    const text = renderReply([{ outputs: { y: new Tensor('float32', [100, 200], xs) } }])
+    const text = reply([{ outputs: { y: new Tensor('float32', [100, 200], xs) } }])
     const back = t(parse(`{"instances":${text.slice('{"instances":'.length, -1)}}`)[0]!['y']!)
     assert.deepEqual(back, new Tensor('float32', [100, 200], xs))
   })
@@ -422,7 +429,7 @@ describe('round trips and performance sanity', () => {
     const parsed = parseJsonBody(renderValue(new Tensor('float64', [5000], xs))) as number[]
     assert.deepEqual(Float64Array.from(parsed), xs)
     const outputs = { i: new Tensor('int32', [2, 2], Int32Array.of(-1, 2, 2147483647, -2147483648)), b: new Tensor('bool', [3], Uint8Array.of(1, 0, 1)), raw: Uint8Array.of(0, 1, 254, 255) }
-    const text = renderReply([{ outputs }])
+    const text = reply([{ outputs }])
     assert.deepEqual(parse(`{"instances":${text.slice('{"instances":'.length, -1)}}`)[0], { b: outputs.b, i: outputs.i, raw: outputs.raw })
   })
   test('multi-MB float body parses and renders (timing is diagnostic only)', (ctx) => {
@@ -439,7 +446,7 @@ describe('round trips and performance sanity', () => {
     const ours = performance.now() - t0
     assert.deepEqual(x, new Tensor('float32', [rows, cols], xs))
     t0 = performance.now()
-    const text = renderReply([{ outputs: { y: x } }])
+    const text = reply([{ outputs: { y: x } }])
     const render = performance.now() - t0
     assert.ok(text.startsWith('{"instances":[{"y":[['))
     ctx.diagnostic(`${(body.length / 1e6).toFixed(1)} MB: JSON.parse ${native.toFixed(0)} ms, parseJsonBody+parseInstances ${ours.toFixed(0)} ms, renderReply ${render.toFixed(0)} ms`)

@@ -1,9 +1,13 @@
-/** TGI /info and the /generate headers with a fake CUDA dispatcher (there is no GPU here to run one). */
+/** TGI /info and the /generate headers: a dispatcher over fake CUDA replicas (there is no GPU here to run one). */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { DoneEvent, GenerateEvent, TokenEvent } from '../../src/llm/types.ts'
+import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
+import { ChatTemplate } from '../../src/llm/chat-template.ts'
+import { LlmDispatcher } from '../../src/runtime/llm-dispatch.ts'
+import type { LiveServable } from '../../src/runtime/live-servable.ts'
 import type { LlmInfo } from '../../src/runtime/messages.ts'
 import type { ServableRegistry } from '../../src/runtime/registry.ts'
 import { buildRestServer } from '../../src/protocol/rest/server.ts'
@@ -11,7 +15,7 @@ import { VERSION } from '../../src/version.ts'
 import { ROOT } from '../helpers/server.ts'
 
 const INFO: LlmInfo = {
-  modelId: 'fake', maxInputTokens: 511, maxTotalTokens: 512, maxStopSequences: 4, maxBestOf: 2, maxConcurrentRequests: 8,
+  modelId: 'fake', maxInputTokens: 511, maxTotalTokens: 512, maxStopSequences: 4, maxTopNTokens: 5, maxBestOf: 2, maxConcurrentRequests: 8,
   maxBatchSize: 4, numLayers: 1, numKvHeads: 1, headDim: 8, kvDtype: 'float32', vocabSize: 259, presentMode: 'full',
 }
 
@@ -21,13 +25,17 @@ const done: DoneEvent = {
   timings: { queueMs: 1, firstTokenMs: 2, totalMs: 3 },
 }
 
-/** A registry holding one LLM servable whose two replicas were planned on `deviceType`. */
+const tokenizer = new ByteLevelTokenizer()
+
+/** A registry holding one LLM servable whose two replicas were planned on `deviceType`; each answers "h". */
 function fakeRegistry(deviceType: string): ServableRegistry {
-  const llm = {
-    name: 'fake', version: 1, ready: true, info: INFO,
-    live: { replicas: [0, 1].map((deviceId) => ({ device: { deviceType, deviceId } })) },
-    async *stream(): AsyncIterableIterator<GenerateEvent> { yield token; yield done },
-  }
+  const replicas = [0, 1].map((deviceId) => ({
+    device: { deviceType, deviceId }, state: 'ready', llm: INFO, activeStreams: 0,
+    generate(_req: unknown, onEvent: (ev: GenerateEvent) => void) { setImmediate(() => { onEvent(token); onEvent(done) }); return 1 },
+    cancel() {},
+  }))
+  const live = { name: 'fake', version: 1, ready: true, replicas } as unknown as LiveServable
+  const llm = new LlmDispatcher(live, { tokenizer, chatTemplate: new ChatTemplate(tokenizer.config) })
   return { llm: () => llm, llms: () => [llm], all: () => [], failed: new Map() } as unknown as ServableRegistry
 }
 

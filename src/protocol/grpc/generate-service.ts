@@ -87,7 +87,9 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
       call.on('cancelled', () => ac.abort())
       void (async () => {
         try {
-          const events = llm.stream({ inputs: r.prompt ?? '', parameters: parameters(r) }, ac.signal)
+          // Validated and tokenized here: an invalid request ends with INVALID_ARGUMENT before any replica sees it.
+          const valid = llm.validate({ inputs: r.prompt ?? '', parameters: parameters(r) })
+          const events = llm.stream(valid, ac.signal)
           if (!(await relayEvents(call, events, GENERATE_RELAY))) call.end()
         } catch (e) {
           fail(call, toServeError(e))

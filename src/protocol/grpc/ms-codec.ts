@@ -6,10 +6,12 @@
  * version beyond 2^53 can never be valid (the data-size check fails, no such version runs), so
  * Number loses nothing that matters and avoids a string allocation + parse per dim on the hot path.
  */
+import { msText } from '../texts.ts'
 import { ERROR_CODES, MS_STATUS, ServeError } from '../../errors.ts'
 import {
   DTYPES, MS_DTYPE_BY_NUMBER, MS_NUMBER_BY_DTYPE, Tensor, tensorFromBytes, type NumericDType, type Value,
 } from '../../tensor.ts'
+import type { InstanceOutcome, PredictOutcome } from '../../runtime/predict-outcome.ts'
 
 // ---- wire shapes (what proto-loader hands us / accepts) ----
 
@@ -29,12 +31,12 @@ export interface WirePredictRequest { servable_spec?: WireServableSpec | null; i
 export interface WireErrorMsg { error_code?: Long; error_msg?: Uint8Array }
 export interface WirePredictReply { servable_spec?: WireServableSpec | null; instances?: WireInstance[]; error_msg?: WireErrorMsg[] }
 
-// ---- results handed to encodeReply / returned by decodeReply ----
+// ---- errors in the PredictOutcome handed to encodeReply / returned by decodeReply ----
 
 /** A ServeError or anything shaped like one; msStatus wins over the status derived from code. */
 export interface MsErrorLike { code?: string; message: string; msStatus?: number }
-export type MsInstanceResult = { outputs: Record<string, Value> } | { error: MsErrorLike }
-export type PredictResultShape = { instances: MsInstanceResult[] } | { error: MsErrorLike }
+/** An error as a PredictReply carries it: MindSpore status and text (what decodeReply reads). */
+export interface MsReplyError { msStatus: number; message: string }
 
 const MS_STRING = MS_NUMBER_BY_DTYPE.string
 const MS_BYTES = MS_NUMBER_BY_DTYPE.bytes
@@ -151,33 +153,27 @@ function wireError(code: number, message: string): WireErrorMsg {
 
 /** Whole-request error reply: no instances, exactly one ErrorMsg. */
 export function errorReply(spec: WireServableSpec | null | undefined, e: MsErrorLike): WirePredictReply {
-  return { servable_spec: wireSpec(spec), instances: [], error_msg: [wireError(msStatusOf(e), e.message || 'Predict failed')] }
+  return { servable_spec: wireSpec(spec), instances: [], error_msg: [wireError(msStatusOf(e), msText(e) || 'Predict failed')] }
 }
 
 /**
- * Builds a PredictReply by MindSpore's rules: all ok -> N instances, no errors; every instance
- * failed with the same status and text -> one whole-request error; otherwise N instances (failed
- * ones empty) and N ErrorMsgs with code 0 / empty text for the ok ones.
+ * Builds a PredictReply by MindSpore's rules: a whole-request error -> one ErrorMsg, no instances;
+ * all ok -> N instances, no errors; otherwise N instances (failed ones empty) and N ErrorMsgs with
+ * code 0 / empty text for the ok ones. Identical failures arrive already collapsed into a
+ * whole-request error (runtime/predict-outcome.ts collapseOutcomes); they are not merged here.
  */
-export function encodeReply(spec: WireServableSpec | null | undefined, result: PredictResultShape): WirePredictReply {
+export function encodeReply(spec: WireServableSpec | null | undefined, result: PredictOutcome<MsErrorLike>): WirePredictReply {
   if ('error' in result) return errorReply(spec, result.error)
   const list = result.instances
   if (list.length === 0) return errorReply(spec, { msStatus: MS_STATUS.INVALID_INPUTS, message: 'Result instances count invalid, cannot be 0' })
-  let failed = 0
-  for (const r of list) if ('error' in r) failed++
   const servable_spec = wireSpec(spec)
-  if (failed === 0) {
+  if (!list.some((r) => 'error' in r)) {
     return { servable_spec, instances: list.map((r) => ({ items: encodeItems((r as { outputs: Record<string, Value> }).outputs) })) }
-  }
-  const errors = list.map((r) => ('error' in r ? { code: msStatusOf(r.error), message: r.error.message || 'Predict failed' } : undefined))
-  if (failed === list.length) {
-    const first = errors[0]!
-    if (errors.every((e) => e!.code === first.code && e!.message === first.message)) return errorReply(spec, { msStatus: first.code, message: first.message })
   }
   return {
     servable_spec,
     instances: list.map((r) => ('error' in r ? {} : { items: encodeItems(r.outputs) })),
-    error_msg: errors.map((e) => (e ? wireError(e.code, e.message) : {})),
+    error_msg: list.map((r) => ('error' in r ? wireError(msStatusOf(r.error), msText(r.error) || 'Predict failed') : {})),
   }
 }
 
@@ -210,7 +206,7 @@ export function replyTensorToValue(t: WireTensor): Value {
 const errorText = (e: WireErrorMsg | undefined): string => (e?.error_msg ? bufferOf(e.error_msg).toString('utf8') : '')
 
 /** Reads a PredictReply with the Python client's rules (error count must be 0, 1 or N). */
-export function decodeReply(reply: WirePredictReply): PredictResultShape {
+export function decodeReply(reply: WirePredictReply): PredictOutcome<MsReplyError> {
   const errs = reply.error_msg ?? []
   const insts = reply.instances ?? []
   const n = insts.length
@@ -219,7 +215,7 @@ export function decodeReply(reply: WirePredictReply): PredictResultShape {
   }
   if (errs.length !== 0 && errs.length !== n) throw new Error(`error msg result size ${errs.length} not be 0, 1 or length of instances ${n}`)
   return {
-    instances: insts.map((inst, i) => {
+    instances: insts.map((inst, i): InstanceOutcome<MsReplyError> => {
       const e = errs[i]
       if (e && Number(e.error_code ?? 0) !== 0) return { error: { msStatus: Number(e.error_code), message: errorText(e) } }
       const outputs: Record<string, Value> = {}

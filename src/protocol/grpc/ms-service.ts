@@ -10,8 +10,9 @@ import * as protoLoader from '@grpc/proto-loader'
 import { MS_STATUS, toServeError } from '../../errors.ts'
 import type { BodyParser, InstanceLimits } from '../body-parse.ts'
 import type { Value } from '../../tensor.ts'
+import type { PredictOutcome } from '../../runtime/predict-outcome.ts'
 import {
-  decodeInstances, encodeReply, errorReply, type PredictResultShape, type WirePredictReply, type WirePredictRequest,
+  decodeInstances, encodeReply, errorReply, type MsErrorLike, type WirePredictReply, type WirePredictRequest,
 } from './ms-codec.ts'
 
 /** Decoding options shared by server, client and tests (see ms-codec.ts for why longs are Numbers). */
@@ -39,7 +40,11 @@ export interface MsPredictCall {
   /** The time left before the client's deadline, if it set one. */
   timeoutMs?: number
 }
-export type MsPredictHandler = (req: MsPredictCall) => Promise<PredictResultShape>
+/**
+ * Answers one Predict (the registry's predict on the server). Identical per-instance failures must
+ * come back collapsed (runtime/predict-outcome.ts collapseOutcomes): encodeReply does not merge them.
+ */
+export type MsPredictHandler = (req: MsPredictCall) => Promise<PredictOutcome<MsErrorLike>>
 
 /** Absolute path of the directory holding ms-serve's .proto files. */
 export function protoDir(): string {

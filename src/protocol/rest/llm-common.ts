@@ -1,13 +1,14 @@
 /**
  * Shared by the LLM route families (TGI, OpenAI, MindSpore-style, gRPC Generate): body parsing,
- * parameter mapping, collecting a whole generation and relaying its events as they come.
+ * parameter mapping, collecting a whole generation and relaying its events as they come. Routes
+ * build a GenerateRequest and have the dispatcher validate it (llm.validate) before anything here
+ * runs, so these helpers take only a ValidGenerate.
  */
 import { ServeError } from '../../errors.ts'
-import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { DoneEvent, ErrorEvent, GenerateEvent, GenerateParameters, TokenEvent } from '../../llm/types.ts'
+import type { FastifyReply } from 'fastify'
+import type { DoneEvent, ErrorEvent, GenerateEvent, GenerateParameters, TokenEvent, ValidGenerate } from '../../llm/types.ts'
 import { clientGone, openSse, type SseWriter } from './sse.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
-import type { LlmWireRequest } from '../../runtime/messages.ts'
 
 /** SERVABLE_NOT_FOUND for routes that need an LLM when none is loaded. */
 export function noLlm(): ServeError {
@@ -84,7 +85,7 @@ export function engineParameters(p: RouteParameters): GenerateParameters {
 export interface Collected { tokens: TokenEvent[]; done: DoneEvent }
 
 /** Runs a request to completion; a final error event is thrown as its ServeError. */
-export async function collect(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<Collected> {
+export async function collect(llm: LlmDispatcher, req: ValidGenerate, signal?: AbortSignal): Promise<Collected> {
   return drain(llm.stream(req, signal))
 }
 
@@ -93,7 +94,7 @@ async function drain(events: AsyncIterableIterator<GenerateEvent>): Promise<Coll
   for await (const ev of events) {
     if (ev.type === 'token') tokens.push(ev)
     else if (ev.type === 'done') return { tokens, done: ev }
-    else throw new ServeError(ev.code, ev.message)
+    else throw new ServeError(ev.code, ev.message, { details: ev.details })
   }
   throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
 }
@@ -106,7 +107,7 @@ async function drain(events: AsyncIterableIterator<GenerateEvent>): Promise<Coll
  * sequence fails, the others are cancelled and its error is thrown; aborting `signal` (client
  * gone) cancels every one. Results are in start order.
  */
-export async function collectMany(llm: LlmDispatcher, req: LlmWireRequest, n: number, signal?: AbortSignal): Promise<Collected[]> {
+export async function collectMany(llm: LlmDispatcher, req: ValidGenerate, n: number, signal?: AbortSignal): Promise<Collected[]> {
   const all = new AbortController()
   const onAbort = () => all.abort()
   if (signal?.aborted) all.abort()
@@ -122,18 +123,6 @@ export async function collectMany(llm: LlmDispatcher, req: LlmWireRequest, n: nu
   } finally {
     signal?.removeEventListener('abort', onAbort)
   }
-}
-
-/**
- * Starts a stream and waits for its first event, so callers can still answer errors with an
- * HTTP status. Returns the first event and the iterator to continue from.
- */
-async function firstEvent(llm: LlmDispatcher, req: LlmWireRequest, signal?: AbortSignal): Promise<{ first: GenerateEvent; rest: AsyncIterableIterator<GenerateEvent> }> {
-  const it = llm.stream(req, signal)
-  const r = await it.next()
-  if (r.done) throw new ServeError('INTERNAL', 'Request failed during generation: the stream ended without a final event')
-  if (r.value.type === 'error') throw new ServeError(r.value.code, r.value.message)
-  return { first: r.value, rest: it }
 }
 
 /** How one route family writes a generation's events to its writer `W` (an SSE response, a gRPC call). */
@@ -157,11 +146,8 @@ export interface SseRelay extends EventRelay<SseWriter> {
   close?(sse: SseWriter): void
 }
 
-/**
- * Hands `first` (if given), then the rest of `events`, to `r` until the done or error event.
- * Returns false if the events ended without one.
- */
-export async function relayEvents<W>(w: W, events: AsyncIterable<GenerateEvent>, r: EventRelay<W>, first?: GenerateEvent): Promise<boolean> {
+/** Hands `events` to `r` until the done or error event. Returns false if the events ended without one. */
+export async function relayEvents<W>(w: W, events: AsyncIterable<GenerateEvent>, r: EventRelay<W>): Promise<boolean> {
   let held: TokenEvent | null = null
   const step = (ev: GenerateEvent): boolean => {
     if (ev.type === 'token') {
@@ -175,21 +161,24 @@ export async function relayEvents<W>(w: W, events: AsyncIterable<GenerateEvent>,
     else r.error(w, ev)
     return false
   }
-  if (first !== undefined && !step(first)) return true
   for await (const ev of events) if (!step(ev)) return true
   return false
 }
 
 /**
- * Streams a request as SSE: waits for the first event (errors before it keep their HTTP status,
- * thrown as ServeError), then opens the stream; a client that disconnects cancels the request.
+ * Streams a validated request as SSE. The request is admitted first (QUEUE_FULL or
+ * SERVABLE_NOT_READY are thrown, keeping their HTTP status); then the stream opens at once, before
+ * the engine's first event, and errors from then on arrive as the relay's error event in the 200
+ * stream (TGI). A client that disconnects cancels the request.
  */
-export async function relaySse(llm: LlmDispatcher, wire: LlmWireRequest, _req: FastifyRequest, reply: FastifyReply, r: SseRelay): Promise<void> {
+export async function relaySse(llm: LlmDispatcher, req: ValidGenerate, reply: FastifyReply, r: SseRelay): Promise<void> {
   const ac = clientGone(reply)
-  const { first, rest } = await firstEvent(llm, wire, ac.signal)
+  const events = llm.stream(req, ac.signal)
   const sse = openSse(reply)
   r.open?.(sse)
-  await relayEvents(sse, rest, r, first)
+  if (!(await relayEvents(sse, events, r))) {
+    r.error(sse, { type: 'error', requestId: '', code: 'INTERNAL', message: 'Request failed during generation: the stream ended without a final event' })
+  }
   r.close?.(sse)
   sse.end()
 }

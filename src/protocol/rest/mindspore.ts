@@ -1,7 +1,6 @@
 /** MindSpore Serving REST: `POST /model/{name}[/version/{n}]:{method}` with `{"instances": ...}`. */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
-import { predictForProtocol } from '../predict.ts'
 import { parseMsUrl, type MsTarget } from './ms-url.ts'
 import { renderReply } from './ms-json.ts'
 import { msRestError } from '../error-render.ts'
@@ -11,7 +10,6 @@ import type { RestOptions } from './server.ts'
 import { handleMsGenerate, LLM_METHODS } from './ms-generate.ts'
 
 export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions): void {
-  const predict = predictForProtocol(opts.registry)
   const sendError = (reply: FastifyReply, e: { code: string; message: string }) => {
     const { status, body } = msRestError(e, opts.always200)
     return reply.code(status).type('application/json').send(body)
@@ -34,7 +32,7 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
     targets.set(req, target)
     const live = opts.registry.get(target.name, target.version)
     if (!live || !live.queueFull(target.method)) return done()
-    void sendError(reply, new ServeError('QUEUE_FULL', `Serving Error: enqueued requests count exceeds the limit ${live.queueLimit(target.method)}`))
+    void sendError(reply, live.queueFullError(target.method))
   }
 
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
@@ -57,10 +55,9 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
     } catch (e) {
       return sendError(reply, toServeError(e, 'INVALID_REQUEST'))
     }
-    const result = await predict(call)
-    if ('error' in result) return sendError(reply, result.error)
-    const items = result.instances.map((r) => ('error' in r ? { error: r.error.message } : { outputs: r.outputs }))
-    return reply.code(200).type('application/json').send(renderReply(items))
+    const outcome = await opts.registry.predict(call)
+    if ('error' in outcome) return sendError(reply, outcome.error)
+    return reply.code(200).type('application/json').send(renderReply(outcome))
   }
   const methods: Array<'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH' | 'HEAD' | 'OPTIONS'> = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'HEAD', 'OPTIONS']
   app.route({ method: methods, url: '/model/*', handler, onRequest: rejectWhenFull })

@@ -2,11 +2,16 @@
  * MindSpore-style LLM methods on the predict URL: `POST /model/{name}:generate` returns whole
  * answers; `:generated_stream` streams one JSON event per token (SSE), the last one carrying the
  * full text and finish reason. Instances: `{"prompt": "...", "max_new_tokens": 32, ...sampling}`.
+ * Errors render with their code's row of the error table (422 validation, 429 overloaded, 503 not
+ * ready, ...); on :generate each instance is validated and run on its own (MindSpore's
+ * per-instance errors), and only when all fail alike is the answer that one error.
  */
+import { collapseOutcomes, type InstanceOutcome } from '../../runtime/predict-outcome.ts'
+import { msText } from '../texts.ts'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
+import type { GenerateRequest } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
-import type { LlmWireRequest } from '../../runtime/messages.ts'
 import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 
@@ -24,7 +29,7 @@ function instancesOf(body: unknown): Record<string, unknown>[] {
   })
 }
 
-function toWire(inst: Record<string, unknown>): LlmWireRequest {
+function toRequest(inst: Record<string, unknown>): GenerateRequest {
   const { prompt, ...rest } = inst
   if (typeof prompt !== 'string') throw new ServeError('VALIDATION', 'Cannot find input prompt in instance input: send {"prompt": "<text>"}')
   const params = tgiParameters(rest, '')
@@ -35,27 +40,37 @@ function toWire(inst: Record<string, unknown>): LlmWireRequest {
   return { inputs: prompt, parameters: engineParameters(params) }
 }
 
-/** Handles :generate and :generated_stream for an LLM servable; `sendError` writes MindSpore's error body. */
+type InstanceResult = InstanceOutcome<ServeError, { text: string; finish_reason: string; generated_tokens: number; prompt_tokens: number }>
+
+/** One :generate instance, validated and run on its own; its error (validation, overload, generation) is its result. */
+async function generateOne(llm: LlmDispatcher, request: GenerateRequest, signal: AbortSignal): Promise<InstanceResult> {
+  try {
+    const { done } = await collect(llm, llm.validate(request), signal)
+    return { text: done.generatedText, finish_reason: done.finishReason, generated_tokens: done.generatedTokens, prompt_tokens: done.inputTokens }
+  } catch (e) {
+    return { error: toServeError(e) }
+  }
+}
+
+/** Handles :generate and :generated_stream for an LLM servable; `sendError` writes MindSpore's error body with the code's status. */
 export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: FastifyRequest, reply: FastifyReply, sendError: (reply: FastifyReply, e: ServeError) => unknown): Promise<unknown> {
   const fail = (e: unknown) => sendError(reply, toServeError(e))
   try {
-    const instances = instancesOf(req.body).map(toWire)
+    const requests = instancesOf(req.body).map(toRequest)
     if (method === 'generate') {
       const ac = clientGone(reply)
-      const results = await Promise.all(instances.map((w) => collect(llm, w, ac.signal).then(
-        ({ done }) => ({ text: done.generatedText, finish_reason: done.finishReason, generated_tokens: done.generatedTokens, prompt_tokens: done.inputTokens }),
-        (e) => ({ error_msg: toServeError(e).message }),
-      )))
-      const first = results[0] as { error_msg?: string }
-      if (first.error_msg !== undefined && results.every((r) => (r as { error_msg?: string }).error_msg === first.error_msg)) return fail(new ServeError('VALIDATION', first.error_msg))
-      return reply.code(200).type('application/json').send(JSON.stringify({ instances: results }))
+      const results = await Promise.all(requests.map((r) => generateOne(llm, r, ac.signal)))
+      const outcome = collapseOutcomes(results)
+      if ('error' in outcome) return fail(outcome.error)
+      const instances = outcome.instances.map((r) => ('error' in r ? { error_msg: msText(r.error) } : r))
+      return reply.code(200).type('application/json').send(JSON.stringify({ instances }))
     }
-    if (instances.length !== 1) throw new ServeError('INVALID_REQUEST', `generated_stream takes one instance per request (got ${instances.length})`)
-    await relaySse(llm, instances[0]!, req, reply, {
+    if (requests.length !== 1) throw new ServeError('INVALID_REQUEST', `generated_stream takes one instance per request (got ${requests.length})`)
+    await relaySse(llm, llm.validate(requests[0]!), reply, {
       holdLast: true,
       token: (sse, t) => sse.send({ index: t.index, token: t.text, token_id: t.id }),
       done: (sse, ev, last) => sse.send({ index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens }),
-      error: (sse, ev) => sse.send({ error_msg: ev.message }),
+      error: (sse, ev) => sse.send({ error_msg: msText(ev) }),
     })
     return reply
   } catch (e) {

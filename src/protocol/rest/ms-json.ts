@@ -4,4 +4,4 @@
  */
 export { MS_DEFAULT_MAX_BODY_BYTES, checkMsBodySize, JSON_FLOAT_KINDS, parseJsonBody, compareKeys } from './ms-json-reader.ts'
 export { parseInstances } from './ms-instances.ts'
-export { renderError, renderReply, renderValue, formatDouble, type MsReplyEntry } from './ms-render.ts'
+export { renderError, renderReply, renderValue, formatDouble } from './ms-render.ts'

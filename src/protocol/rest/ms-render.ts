@@ -1,14 +1,13 @@
 /** MindSpore REST bodies, part 3: results -> `{"instances":[...]}` / `{"error_msg":"..."}`. */
+import { msText } from '../texts.ts'
 import { Buffer } from 'node:buffer'
 import { Tensor, f16BitsToF32, type Value } from '../../tensor.ts'
+import type { PredictOutcome } from '../../runtime/predict-outcome.ts'
 import { compareKeys } from './ms-json-reader.ts'
 
 // ---------------------------------------------------------------------------------------------
 // Reply: results -> {"instances":[...]} / {"error_msg":"..."}
 // ---------------------------------------------------------------------------------------------
-
-/** One request instance's outcome, in request order. */
-export type MsReplyEntry = { outputs: Record<string, Value> } | { error: string }
 
 class ReplyError extends Error {}
 
@@ -18,20 +17,19 @@ export function renderError(message: string): string {
 }
 
 /**
- * Renders a reply as the reference's compact, key-sorted JSON. If every instance failed with the
- * same message the reply collapses to renderError(message), as the master does; mixed outcomes give
- * per-instance `{"error_msg":...}` objects. An unrenderable value yields `Failed to construct the response: ...`.
+ * Renders a predict's outcome as the reference's compact, key-sorted JSON: a whole-request error as
+ * renderError(message), else `{"instances":[...]}` with per-instance `{"error_msg":...}` objects for
+ * failed ones. Identical failures arrive already collapsed (runtime/predict-outcome.ts
+ * collapseOutcomes); they are not merged here. An unrenderable value yields `Failed to construct the response: ...`.
  */
-export function renderReply(results: readonly MsReplyEntry[]): string {
-  const first = results[0]
-  if (first !== undefined && 'error' in first && results.every((r) => 'error' in r && r.error === first.error)) {
-    return renderError(first.error)
-  }
+export function renderReply(outcome: PredictOutcome<{ message: string; details?: unknown }>): string {
+  if ('error' in outcome) return renderError(msText(outcome.error))
+  const results = outcome.instances
   try {
     const parts = new Array<string>(results.length)
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!
-      parts[i] = 'error' in r ? renderError(r.error) : renderOutputs(r.outputs)
+      parts[i] = 'error' in r ? renderError(msText(r.error)) : renderOutputs(r.outputs)
     }
     return `{"instances":[${parts.join(',')}]}`
   } catch (e) {

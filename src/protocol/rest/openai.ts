@@ -7,9 +7,8 @@ import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { ChatMessage } from '../../llm/chat-template.ts'
-import type { FinishReason, GenerateParameters, TokenEvent } from '../../llm/types.ts'
+import type { FinishReason, GenerateParameters, GenerateRequest, TokenEvent, ValidGenerate } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
-import type { LlmWireRequest } from '../../runtime/messages.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { collect, noLlm, parseJson, relaySse } from './llm-common.ts'
 import { clientGone } from './sse.ts'
@@ -155,9 +154,9 @@ function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: stri
   return { id: k.id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: content.text ?? '', logprobs, finish_reason: finish }] }
 }
 
-function stream(k: Kind, llm: LlmDispatcher, wire: LlmWireRequest, includeUsage: boolean, withLogprobs: boolean, req: FastifyRequest, reply: FastifyReply): Promise<void> {
+function stream(k: Kind, llm: LlmDispatcher, valid: ValidGenerate, includeUsage: boolean, withLogprobs: boolean, reply: FastifyReply): Promise<void> {
   let offset = 0
-  return relaySse(llm, wire, req, reply, {
+  return relaySse(llm, valid, reply, {
     open: (sse) => { if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null)) },
     token: (sse, t) => {
       if (t.special) return
@@ -185,11 +184,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
       const b = parseJson(req.body)
       const llm = pickModel(registry, b)
       const k: Kind = { chat, id: `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`, model: llm.info.modelId }
-      let wire: LlmWireRequest
+      let request: GenerateRequest
       let lp: number | null
       if (chat) {
         if (b.tools !== undefined || b.response_format !== undefined && (b.response_format as { type?: string })?.type !== 'text') bad('`tools` and `response_format` are not supported by ms-serve')
-        wire = { messages: chatMessages(b), parameters: samplingFrom(b) }
+        request = { messages: chatMessages(b), parameters: samplingFrom(b) }
         lp = logprobsFrom(b, true)
       } else {
         if (b.suffix !== undefined && b.suffix !== null) bad('`suffix` is not supported')
@@ -199,14 +198,16 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
           prompt = prompt[0]
         }
         if (typeof prompt !== 'string') bad('`prompt` must be a string')
-        wire = { inputs: prompt, parameters: samplingFrom(b, 16) }
+        request = { inputs: prompt, parameters: samplingFrom(b, 16) }
         lp = logprobsFrom(b, false)
       }
-      if (lp) wire.parameters = { ...wire.parameters, topNTokens: lp }
+      if (lp) request.parameters = { ...request.parameters, topNTokens: lp }
+      // The chat template renders and the prompt is tokenized and checked here, in the listener.
+      const valid = llm.validate(request)
       const opts = b.stream_options as { include_usage?: unknown } | undefined
-      if (b.stream === true) return await stream(k, llm, wire, opts?.include_usage === true, lp !== null, req, reply)
+      if (b.stream === true) return await stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply)
       const ac = clientGone(reply)
-      const { tokens, done } = await collect(llm, wire, ac.signal)
+      const { tokens, done } = await collect(llm, valid, ac.signal)
       // Logprobs cover the tokens of the text (special ones such as EOS are not in it).
       const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)
       const usage = { prompt_tokens: done.inputTokens, completion_tokens: done.generatedTokens, total_tokens: done.inputTokens + done.generatedTokens }

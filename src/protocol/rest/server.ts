@@ -2,16 +2,18 @@
  * The one REST listener. Route families register on it: MindSpore predict (`/model/...`),
  * health and statistics; later LLM (TGI, OpenAI) routes join the same instance.
  */
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { createServer, type RequestListener, type Server } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
+import type { Readable } from 'node:stream'
 import type { BodyParser, InstanceLimits } from '../body-parse.ts'
 import type { HttpLimits } from '../../server.ts'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { registerMindSporeRoutes } from './mindspore.ts'
 import { msRestError, openAiError, tgiError } from '../error-render.ts'
-import { renderLlmPrometheus, renderPrometheus } from './metrics.ts'
+import { renderPrometheus } from './metrics.ts'
+import { serverSnapshot } from '../../runtime/snapshot.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
 
@@ -34,6 +36,58 @@ const DRAIN_TIMEOUT_MS = 30_000
 /** MindSpore routes keep their body as bytes (parsed, maybe off-thread, by BodyParser); the others get text. */
 export function isMsRoute(url: string): boolean {
   return url.startsWith('/model') || url.startsWith('/version')
+}
+
+/**
+ * Reads a request body. With a Content-Length, into one buffer of that size, allocated when the
+ * first bytes arrive: no chunk list plus a concatenated copy, so a 95 MB body costs 95 MB here, and
+ * the buffer owns its memory (not the shared pool), so BodyParser can transfer it to the parse
+ * worker without a copy. Without one (chunked), chunks are collected up to `limit`. Errors are
+ * fastify's (`FST_ERR_CTP_BODY_TOO_LARGE` for the error handler) or a 400.
+ */
+export function readBody(
+  payload: Readable, contentLength: string | undefined, limit: number, done: (err: Error | null, body?: Buffer) => void,
+): void {
+  const declared = contentLength === undefined ? NaN : Number(contentLength)
+  if (declared > limit) return done(new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE())
+  const expected = Number.isSafeInteger(declared) && declared >= 0 ? declared : -1
+  let buf: Buffer | null = null
+  const chunks: Buffer[] = []
+  let received = 0
+  const finish = (err: Error | null, body?: Buffer) => {
+    payload.removeListener('data', onData)
+    payload.removeListener('end', onEnd)
+    payload.removeListener('error', onEnd)
+    done(err, body)
+  }
+  function onData(chunk: Buffer): void {
+    if (received + chunk.length > (expected >= 0 ? expected : limit)) {
+      finish(expected >= 0 ? lengthMismatch(expected) : new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE())
+      return
+    }
+    if (expected < 0) chunks.push(chunk)
+    else (buf ??= Buffer.allocUnsafeSlow(expected)).set(chunk, received)
+    received += chunk.length
+  }
+  function onEnd(err?: Error): void {
+    if (err) {
+      // A client that went away mid-body, as fastify reports it.
+      const e = err as Error & { statusCode?: number }
+      if (typeof e.statusCode !== 'number') e.statusCode = 400
+      finish(e)
+      return
+    }
+    if (expected >= 0 && received !== expected) { finish(lengthMismatch(expected)); return }
+    finish(null, expected < 0 ? Buffer.concat(chunks, received) : buf ?? Buffer.alloc(0))
+  }
+  payload.on('data', onData)
+  payload.on('end', onEnd)
+  payload.on('error', onEnd)
+  payload.resume()
+}
+
+function lengthMismatch(expected: number): ServeError {
+  return new ServeError('INVALID_REQUEST', `request body size does not match its Content-Length (${expected})`)
 }
 
 interface ConnState { active: number; idleSince: number }
@@ -70,8 +124,11 @@ export function buildRestServer(opts: RestOptions): RestServer {
   const app = Fastify({ bodyLimit, logger: false, return503OnClosing: true, serverFactory })
   // MindSpore does not check Content-Type: every body is read as bytes and each route family parses it.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit }, (req, body, done) => {
-    done(null, isMsRoute(req.url) ? body : (body as Buffer).toString('utf8'))
+  app.addContentTypeParser('*', (req, payload, done) => {
+    readBody(payload, req.headers['content-length'], bodyLimit, (err, body) => {
+      if (err) done(err, undefined)
+      else done(null, isMsRoute(req.url) ? body : body!.toString('utf8'))
+    })
   })
   // From shutdown on, every answer asks its client to close the connection: a keep-alive client
   // then opens no new request on it, and Node closes it once the answer is written.
@@ -122,12 +179,9 @@ export function buildRestServer(opts: RestOptions): RestServer {
   }
   app.get('/v2/models/:name/ready', servableReady)
   app.get('/v2/models/:name/versions/:version/ready', servableReady)
-  app.get('/stats', async () => ({
-    servables: opts.registry.all().map((s) => s.stats()),
-    unavailable: [...opts.registry.failed].map(([name, error]) => ({ name, ready: false, error })),
-    llms: await Promise.all(opts.registry.llms().map((l) => l.stats())),
-  }))
-  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(opts.registry) + (await renderLlmPrometheus(opts.registry))))
+  // One runtime snapshot feeds both: protocol never walks replica objects.
+  app.get('/stats', async () => serverSnapshot(opts.registry))
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(await serverSnapshot(opts.registry))))
 
   /**
    * Shutdown without resets: stop accepting, answer what is in flight (each answer closes its

@@ -1,6 +1,7 @@
 /**
- * Server-sent events on a hijacked fastify reply. A stream is only opened once the first engine
- * event is known to be a token, so validation and overload errors still get real HTTP statuses.
+ * Server-sent events on a hijacked fastify reply. A stream is opened once its request is validated
+ * and admitted (so validation and overload errors still get real HTTP statuses), and its headers
+ * go out at once, before the engine's first token.
  */
 import type { FastifyReply } from 'fastify'
 
@@ -20,6 +21,8 @@ export function openSse(reply: FastifyReply): SseWriter {
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   })
+  // Node holds headers back until the first body write; the first token may be a prefill away.
+  res.flushHeaders()
   const open = () => !res.destroyed && !res.writableEnded
   return {
     send(data, raw = false) {

@@ -1,12 +1,14 @@
 /**
  * TGI-compatible routes: POST /generate, /generate_stream, POST / (stream flag), GET /info.
- * Bodies, events, validation messages and status codes follow llm-serving.md §1. Unlike TGI,
- * a stream is opened only after the first token, so errors before it keep their HTTP status.
+ * Bodies, events, validation messages and status codes follow llm-serving.md §1. As TGI's router,
+ * a request is validated and tokenized here, in the listener, before it is started: validation and
+ * overload errors keep their HTTP status on the stream route too, and a valid stream sends its
+ * headers at once; later errors (a failed generation) are error events inside the 200 stream.
  * `best_of` runs on the non-stream routes (/generate, POST / without stream): see generate().
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
-import type { DoneEvent, TokenEvent, TopToken } from '../../llm/types.ts'
+import type { DoneEvent, TokenEvent, TopToken, ValidGenerate } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { validateBestOf } from '../../llm/validate.ts'
@@ -15,17 +17,12 @@ import { clientGone } from './sse.ts'
 import { tgiError } from '../error-render.ts'
 import { VERSION } from '../../version.ts'
 
-/** The device type the servable's replicas run on (the device plan of `--device-type`). */
-function deviceType(llm: LlmDispatcher): string {
-  return llm.live.replicas[0]?.device.deviceType ?? 'cpu'
-}
-
 function sendError(reply: FastifyReply, e: unknown) {
   const { status, body } = tgiError(toServeError(e))
   return reply.code(status).send(body)
 }
 
-interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean; bestOf: number }
+interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean; bestOf: number; valid: ValidGenerate }
 
 function parseCall(registry: ServableRegistry, body: unknown, route: string): TgiCall {
   const llm = registry.llm()
@@ -38,13 +35,15 @@ function parseCall(registry: ServableRegistry, body: unknown, route: string): Tg
   // As TGI: a body without `parameters` samples (its default parameters set do_sample = true).
   if (p === undefined || p === null) params.doSample = true
   const stream = route === '/generate_stream' || (route === '/' && b.stream === true)
-  // best_of: range, sampling, no seed, not on streams (TGI's texts; the other rules are the engine's).
-  // The limit is read only when best_of is sent (with no ready replica, start() answers 503).
+  // best_of: range, sampling, no seed, not on streams (TGI's texts; the other rules are validateGenerate's).
+  // The limit is read only when best_of is sent (with no ready replica, llm.validate answers 503).
   const bestOf = params.bestOf === undefined ? 1 : validateBestOf(params.bestOf, params, llm.info.maxBestOf, stream)
   if (stream && params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported when streaming tokens')
   // Prompt-token logprobs would need the prefill's logits for every position; not implemented.
   if (params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported by ms-serve')
-  return { llm, inputs: b.inputs, params, stream, bestOf }
+  // 503 / 429 first, then every parameter and the token counts; nothing invalid reaches a replica.
+  const valid = llm.validate({ inputs: b.inputs, parameters: engineParameters(params) })
+  return { llm, inputs: b.inputs, params, stream, bestOf, valid }
 }
 
 function tokenJson(t: TokenEvent | TopToken) {
@@ -97,13 +96,13 @@ function detailsJson(call: TgiCall, c: Collected): Record<string, unknown> {
 
 async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   const ac = clientGone(reply)
-  const seqs = await collectMany(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, call.bestOf, ac.signal)
+  const seqs = await collectMany(call.llm, call.valid, call.bestOf, ac.signal)
   const bestIndex = pickBest(seqs)
   const { done } = seqs[bestIndex]!
   const t = done.timings
   const inferenceMs = t.totalMs - t.queueMs
   void reply.headers({
-    'x-compute-type': deviceType(call.llm),
+    'x-compute-type': call.llm.deviceType,
     'x-compute-time': (inferenceMs / 1000).toFixed(6),
     'x-total-time': Math.round(t.totalMs),
     'x-queue-time': Math.round(t.queueMs),
@@ -122,8 +121,8 @@ async function generate(call: TgiCall, reply: FastifyReply, asArray: boolean) {
   return reply.send(asArray ? [res] : res)
 }
 
-function generateStream(call: TgiCall, req: FastifyRequest, reply: FastifyReply): Promise<void> {
-  return relaySse(call.llm, { inputs: call.inputs, parameters: engineParameters(call.params) }, req, reply, {
+function generateStream(call: TgiCall, reply: FastifyReply): Promise<void> {
+  return relaySse(call.llm, call.valid, reply, {
     // The last token event carries generated_text and details.
     holdLast: true,
     token: (sse, t) => sse.send(streamEvent(t, null, null)),
@@ -140,7 +139,7 @@ export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegist
   const handle = (route: string) => async (req: FastifyRequest, reply: FastifyReply) => {
     try {
       const call = parseCall(registry, req.body, route)
-      if (call.stream) return await generateStream(call, req, reply)
+      if (call.stream) return await generateStream(call, reply)
       return await generate(call, reply, route === '/')
     } catch (e) {
       if (reply.sent || reply.raw.headersSent) return
@@ -158,9 +157,9 @@ export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegist
       model_id: i.modelId,
       model_sha: null,
       model_dtype: i.kvDtype,
-      model_device_type: deviceType(llm),
+      model_device_type: llm.deviceType,
       model_pipeline_tag: 'text-generation',
-      max_concurrent_requests: i.maxConcurrentRequests * llm.live.replicas.length,
+      max_concurrent_requests: llm.maxConcurrentRequests,
       max_best_of: i.maxBestOf,
       max_stop_sequences: i.maxStopSequences,
       max_input_tokens: i.maxInputTokens,

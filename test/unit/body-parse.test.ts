@@ -3,23 +3,30 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { PassThrough } from 'node:stream'
-import { parseMsBody, type ParseTask } from '../../src/protocol/body-parse.ts'
+import { OFFLOAD_BYTES, parseMsBody, type ParseTask } from '../../src/protocol/body-parse.ts'
 import { parseJsonBody } from '../../src/protocol/rest/ms-json-reader.ts'
 import { readBody } from '../../src/protocol/rest/server.ts'
 
-function read(chunks: string[], contentLength: string | undefined, limit = 1 << 20): Promise<Buffer> {
+function read(chunks: Array<string | Buffer>, contentLength: string | undefined, limit = 1 << 20): Promise<Buffer> {
   const s = new PassThrough()
   const p = new Promise<Buffer>((resolve, reject) => readBody(s, contentLength, limit, (err, body) => (err ? reject(err) : resolve(body!))))
-  for (const c of chunks) s.write(Buffer.from(c))
+  for (const c of chunks) s.write(typeof c === 'string' ? Buffer.from(c) : c)
   s.end()
   return p
 }
 
-test('readBody: one buffer of Content-Length, owning its memory (transferable); chunked bodies are collected', async () => {
+test('readBody: one buffer of Content-Length (owning its memory above OFFLOAD_BYTES: transferable); chunked bodies are collected', async () => {
   const body = await read(['{"instances":', '[1,', '2]}'], '19')
   assert.equal(body.toString(), '{"instances":[1,2]}')
-  assert.equal(body.byteOffset, 0)
-  assert.equal(body.buffer.byteLength, 19, 'not a view into the shared pool')
+  // A small body in one chunk is that chunk (no copy).
+  const one = Buffer.from('{"instances":[1]}')
+  assert.equal(await read([one], String(one.length)), one)
+  // Big enough for the parse worker: one buffer that owns its memory, so it can be transferred.
+  const half = 'x'.repeat(OFFLOAD_BYTES / 2 + 1)
+  const big = await read([half, half], String(half.length * 2))
+  assert.equal(big.toString(), half + half)
+  assert.equal(big.byteOffset, 0)
+  assert.equal(big.buffer.byteLength, half.length * 2, 'not a view into the shared pool')
   assert.equal((await read(['ab', 'cd'], undefined)).toString(), 'abcd')
   assert.equal((await read([], '0')).length, 0)
 })

@@ -9,6 +9,13 @@ import { parseMsBody } from '../body-parse.ts'
 import type { RestOptions } from './server.ts'
 import { handleMsGenerate, LLM_METHODS } from './ms-generate.ts'
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The MindSpore target parsed from the URL by the overload check (mindspore.ts). */
+    msTarget: MsTarget | null
+  }
+}
+
 export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions): void {
   const sendError = (reply: FastifyReply, e: { code: string; message: string }) => {
     const { status, body } = msRestError(e, opts.always200)
@@ -22,14 +29,15 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
    * Overload answers before the body is read or parsed: a flood of requests to a full queue
    * costs the listener only their headers, so the 429s come back fast.
    */
-  // The URL parsed for the overload check, kept for the handler (parsed once per request).
-  const targets = new WeakMap<FastifyRequest, MsTarget>()
+  // The URL parsed for the overload check, kept on the request for the handler (parsed once per
+  // request; a decorated field keeps the request objects' shape, unlike a WeakMap of short-lived keys).
+  app.decorateRequest('msTarget', null)
   // Callback style: an async hook costs a promise per request on the hottest path.
   const rejectWhenFull = (req: FastifyRequest, reply: FastifyReply, done: () => void) => {
     if (req.method !== 'POST') return done()
     let target
     try { target = parseMsUrl(req.method, req.url) } catch { return done() }
-    targets.set(req, target)
+    req.msTarget = target
     const live = opts.registry.get(target.name, target.version)
     if (!live || !live.queueFull(target.method)) return done()
     void sendError(reply, live.queueFullError(target.method))
@@ -38,7 +46,7 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
   const handler = async (req: FastifyRequest, reply: FastifyReply) => {
     let call
     try {
-      const target = targets.get(req) ?? parseMsUrl(req.method, req.url)
+      const target = req.msTarget ?? parseMsUrl(req.method, req.url)
       const body = Buffer.isBuffer(req.body) ? req.body : null
       if (body === null || body.length === 0) throw new ServeError('INVALID_REQUEST', 'http message invalid')
       // Only an LLM method name costs a registry lookup here (predict looks the servable up itself).

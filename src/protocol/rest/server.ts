@@ -3,10 +3,10 @@
  * health and statistics; later LLM (TGI, OpenAI) routes join the same instance.
  */
 import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
-import { createServer, type RequestListener, type Server } from 'node:http'
+import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http'
 import { Server as NetServer, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
-import type { BodyParser, InstanceLimits } from '../body-parse.ts'
+import { OFFLOAD_BYTES, type BodyParser, type InstanceLimits } from '../body-parse.ts'
 import type { HttpLimits } from '../../server.ts'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
@@ -41,8 +41,8 @@ export function isMsRoute(url: string): boolean {
 /**
  * Reads a request body. With a Content-Length, into one buffer of that size, allocated when the
  * first bytes arrive: no chunk list plus a concatenated copy, so a 95 MB body costs 95 MB here, and
- * the buffer owns its memory (not the shared pool), so BodyParser can transfer it to the parse
- * worker without a copy. Without one (chunked), chunks are collected up to `limit`. Errors are
+ * a body big enough for the parse worker owns its memory (not the shared pool), so BodyParser can
+ * transfer it without a copy. A small body that arrives in one chunk is that chunk. Without one (chunked), chunks are collected up to `limit`. Errors are
  * fastify's (`FST_ERR_CTP_BODY_TOO_LARGE` for the error handler) or a 400.
  */
 export function readBody(
@@ -66,7 +66,12 @@ export function readBody(
       return
     }
     if (expected < 0) chunks.push(chunk)
-    else (buf ??= Buffer.allocUnsafeSlow(expected)).set(chunk, received)
+    else if (buf === null && chunk.length === expected && expected <= OFFLOAD_BYTES) buf = chunk // the usual small body: one chunk, no copy
+    else {
+      // Bodies the parse worker takes own their memory (transferable); small ones use the pool.
+      buf ??= expected > OFFLOAD_BYTES ? Buffer.allocUnsafeSlow(expected) : Buffer.allocUnsafe(expected)
+      buf.set(chunk, received)
+    }
     received += chunk.length
   }
   function onEnd(err?: Error): void {
@@ -90,7 +95,8 @@ function lengthMismatch(expected: number): ServeError {
   return new ServeError('INVALID_REQUEST', `request body size does not match its Content-Length (${expected})`)
 }
 
-interface ConnState { active: number; idleSince: number }
+/** A REST connection: requests in flight, since when it has been idle, and the answer being made (for shutdown). */
+interface ConnState { active: number; idleSince: number; res: ServerResponse | null }
 
 /** A REST listener that can shut down without resetting keep-alive clients (see closeRest). */
 export type RestServer = FastifyInstance & { closeGracefully(): Promise<void> }
@@ -99,6 +105,10 @@ export function buildRestServer(opts: RestOptions): RestServer {
   const bodyLimit = opts.maxMsgMb * 1024 * 1024
   const http = opts.http ?? {}
   const conns = new Map<Socket, ConnState>()
+  // From shutdown on, every answer asks its client to close the connection: a keep-alive client
+  // then opens no new request on it, and Node closes it once the answer is written. Set on the raw
+  // response (no fastify onSend hook, which would run for every reply).
+  let closing = false
   const serverFactory = (handler: RequestListener): Server => {
     const server = createServer({
       keepAliveTimeout: 65_000,
@@ -110,14 +120,16 @@ export function buildRestServer(opts: RestOptions): RestServer {
     }, handler)
     if (http.maxConnections) server.maxConnections = http.maxConnections
     server.on('connection', (sock: Socket) => {
-      conns.set(sock, { active: 0, idleSince: performance.now() })
+      conns.set(sock, { active: 0, idleSince: performance.now(), res: null })
       sock.once('close', () => conns.delete(sock))
     })
-    server.on('request', (req: { socket: Socket }, res: { once(ev: 'close', f: () => void): void }) => {
+    server.on('request', (req: { socket: Socket }, res: ServerResponse) => {
+      if (closing) res.shouldKeepAlive = false
       const st = conns.get(req.socket)
       if (!st) return
       st.active++
-      res.once('close', () => { st.active--; st.idleSince = performance.now() })
+      st.res = res
+      res.once('close', () => { st.active--; st.idleSince = performance.now(); if (st.res === res) st.res = null })
     })
     return server
   }
@@ -129,13 +141,6 @@ export function buildRestServer(opts: RestOptions): RestServer {
       if (err) done(err, undefined)
       else done(null, isMsRoute(req.url) ? body : body!.toString('utf8'))
     })
-  })
-  // From shutdown on, every answer asks its client to close the connection: a keep-alive client
-  // then opens no new request on it, and Node closes it once the answer is written.
-  let closing = false
-  app.addHook('onSend', (_req, reply, payload, done) => {
-    if (closing) void reply.header('connection', 'close')
-    done(null, payload)
   })
 
   app.setErrorHandler((err, req, reply) => {
@@ -190,6 +195,8 @@ export function buildRestServer(opts: RestOptions): RestServer {
    */
   const closeGracefully = async (): Promise<void> => {
     closing = true
+    // Answers already being made close their connection too (unless their headers are out).
+    for (const st of conns.values()) if (st.res && !st.res.headersSent) st.res.shouldKeepAlive = false
     // net.Server's close stops accepting and leaves open connections alone (http.Server's would not).
     if (app.server.listening) NetServer.prototype.close.call(app.server)
     const deadline = performance.now() + DRAIN_TIMEOUT_MS

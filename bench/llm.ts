@@ -11,6 +11,8 @@
  *   scheduler options: --ratio X (waitingServedRatio), --prefill-tokens N (maxBatchPrefillTokens),
  *   --consecutive-prefills N (maxConsecutivePrefills); --served-only, --streams 1,4,16;
  *   --isolation process|thread (where the replica runs; ms-serve start --isolation); --intra N (the LLM's intra-op threads)
+ *   --model smol: SmolLM2-135M's shape with a 49,152-token vocabulary and its synthetic BPE
+ *   tokenizer.json (default small); the prompt is then P-1 characters, which BPE makes fewer tokens.
  */
 import { spawnSync } from 'node:child_process'
 import { startServer } from '../src/bench/spawn-server.ts'
@@ -18,6 +20,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } 
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { DECODER_CONFIGS, countDecoderParams, writeDecoder } from '../src/models/decoder.ts'
+import { writeSyntheticTokenizer } from '../src/models/synthetic-tokenizer.ts'
 
 const { values: args } = parseArgs({ options: {
   prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' }, rounds: { type: 'string', default: '4' },
@@ -25,18 +28,24 @@ const { values: args } = parseArgs({ options: {
   spin: { type: 'string', default: 'false' },
   ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'consecutive-prefills': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
   streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' }, isolation: { type: 'string', default: 'process' }, intra: { type: 'string' },
+  model: { type: 'string', default: 'small' },
 } })
+if (args.model !== 'small' && args.model !== 'smol') throw new Error(`--model must be small or smol (got ${args.model})`)
+const MODEL = args.model
 const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds), STAGGER_MS = Number(args.stagger)
 // ORT's spinning intra-op threads compete with the HTTP side and the load generator on 2 cores.
 const SPIN = args.spin as 'true' | 'false' | 'default'
 const STREAMS = args.streams!.split(',').map(Number)
 const root = join(import.meta.dirname, '..')
 const work = join(import.meta.dirname, '.models')
-const modelFile = join(work, 'decoder-small.onnx')
+// The real-vocab model sits in a folder of its own with its tokenizer files.
+const modelFile = MODEL === 'small' ? join(work, 'decoder-small.onnx') : join(work, 'decoder-smol', 'model.onnx')
+const TOKENIZER_FILES = MODEL === 'smol' ? ['tokenizer.json', 'tokenizer_config.json'] : []
 mkdirSync(work, { recursive: true })
 if (!existsSync(modelFile)) {
-  process.stderr.write('building the 25.4M-parameter decoder (once)...\n')
-  await writeDecoder(modelFile, DECODER_CONFIGS.small)
+  process.stderr.write(`building the ${MODEL} decoder (once)...\n`)
+  if (MODEL === 'smol') await writeSyntheticTokenizer(join(modelFile, '..'), DECODER_CONFIGS.smol.vocabSize)
+  await writeDecoder(modelFile, DECODER_CONFIGS[MODEL])
 }
 
 function servableDir(name: string, maxBatchSize: number): string {
@@ -44,6 +53,7 @@ function servableDir(name: string, maxBatchSize: number): string {
   rmSync(dir, { recursive: true, force: true })
   mkdirSync(join(dir, 'llm', '1'), { recursive: true })
   linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
+  for (const f of TOKENIZER_FILES) linkSync(join(modelFile, '..', f), join(dir, 'llm', '1', f))
   writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
 export default defineServable((s) => {
   s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''}${args.intra ? `, intraOpThreads: ${args.intra}` : ''}${args['consecutive-prefills'] ? `, maxConsecutivePrefills: ${args['consecutive-prefills']}` : ''} })
@@ -104,7 +114,7 @@ async function measure(url: string, streams: number): Promise<Record<string, num
   }
 }
 
-const cfg = DECODER_CONFIGS.small
+const cfg = DECODER_CONFIGS[MODEL]
 process.stderr.write(`decoder ${(countDecoderParams(cfg) / 1e6).toFixed(1)}M params; prompt ${P} tokens, ${N} new tokens, ${ROUNDS} rounds per stream, starts staggered by ${STAGGER_MS} ms\n`)
 const results: Record<string, unknown> = { model: { ...cfg, params: countDecoderParams(cfg) }, promptTokens: P, newTokens: N, rounds: ROUNDS, staggerMs: STAGGER_MS }
 
@@ -125,7 +135,7 @@ if (args['served-only']) {
 }
 process.stderr.write('raw: engine / plain optimum loop / compute-only (child process)...\n')
 const rawFile = join(work, 'raw.json')
-const r = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'llm-raw.ts'), '--prompt', String(P), '--new', String(N), '--batches', STREAMS.join(','), '--out', rawFile], { stdio: ['ignore', 'inherit', 'inherit'], cwd: root })
+const r = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'llm-raw.ts'), '--prompt', String(P), '--new', String(N), '--batches', STREAMS.join(','), '--out', rawFile, '--model', MODEL], { stdio: ['ignore', 'inherit', 'inherit'], cwd: root })
 if (r.status !== 0) throw new Error('llm-raw.ts failed')
 results.raw = JSON.parse(readFileSync(rawFile, 'utf8'))
 

@@ -1,8 +1,9 @@
 // Builds src/ into dist/ with esbuild (one ESM bundle per entry, shared chunks so that
 // the CLI, the servable API and the replica entry share one copy of each module).
-// `--examples` also generates the model files of the bundled example servables.
+// `--types` also writes dist/api.d.ts, the public API's declarations as one self-contained file
+// (package.json `types`). `--examples` also generates the model files of the bundled example servables.
 import { build } from 'esbuild'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, readdirSync, writeFileSync } from 'node:fs'
 import { execFileSync } from 'node:child_process'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -30,6 +31,22 @@ await build({
   chunkNames: 'chunks/[name]-[hash]',
 })
 if (!process.argv.includes('--quiet')) console.log(`ms-serve: built ${entries.length} entries into dist/ in ${Date.now() - t0} ms`)
+
+if (process.argv.includes('--types')) {
+  const t1 = Date.now()
+  // One bundled .d.ts rather than tsc's per-file output: src/ imports with `.ts` extensions and
+  // reaches internals whose dependencies' typings do not check under a consumer's NodeNext config
+  // without skipLibCheck. Bundling keeps only what api.ts exports and what those types mention;
+  // grpc-js's status enum is inlined so that the file imports nothing.
+  const { generateDtsBundle } = (await import('dts-bundle-generator')).default
+  const [dts] = generateDtsBundle([{
+    filePath: join(root, 'src', 'api.ts'),
+    libraries: { inlinedLibraries: ['@grpc/grpc-js'] },
+    output: { noBanner: true, exportReferencedTypes: false },
+  }], { preferredConfigPath: join(root, 'tsconfig.build.json') })
+  writeFileSync(join(root, 'dist', 'api.d.ts'), `// ms-serve's public API (generated from src/api.ts by scripts/build.mjs --types).\n${dts}`)
+  if (!process.argv.includes('--quiet')) console.log(`ms-serve: wrote dist/api.d.ts in ${Date.now() - t1} ms`)
+}
 
 if (process.argv.includes('--examples')) {
   for (const name of readdirSync(join(root, 'servables'))) {

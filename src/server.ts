@@ -109,15 +109,11 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const registry = new ServableRegistry()
   // The instance limits the body parser checks for both listeners, by servable name.
   const limits = instanceLimits(opts.policy, opts.policyOf)
-  /**
-   * The policy of a version about to start (at start-up and on reload). The body parser reads the
-   * instance limit by name, so it follows the servable_config.ts of the version started last.
-   */
-  const policyOf = (s: ValidServable): ServingPolicy => {
-    const p = policyFor(s.name, opts.policy, opts.policyOf, s.policy)
-    limits.byName[s.name] = p.maxInstancesPerRequest
-    return p
-  }
+  /** The policy of a version about to start (at start-up and on reload). */
+  const policyOf = (s: ValidServable): ServingPolicy => policyFor(s.name, opts.policy, opts.policyOf, s.policy)
+  // The body parser reads the instance limit by name: it follows the version that started serving
+  // last (a reload that fails before it serves leaves the limit of the version still serving).
+  registry.onServing = (s) => { limits.byName[s.name] = s.policy.maxInstancesPerRequest }
   if (opts.defaultLlm) {
     const s = servables.find((x) => x.name === opts.defaultLlm)
     if (!s?.llm) throw new ServeError('CONFIG_INVALID', `--default-llm ${opts.defaultLlm}: no LLM servable of that name in ${opts.dir} (LLM servables: ${servables.filter((x) => x.llm).map((x) => x.name).join(', ') || 'none'})`)

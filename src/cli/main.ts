@@ -1,5 +1,5 @@
 /** The `ms-serve` command line: flags -> serve()/initServable(), errors -> messages and exit codes. */
-import { Command, Option } from 'commander'
+import { Command, CommanderError, Option } from 'commander'
 import { isServeError, ServeError } from '../errors.ts'
 import {
   HTTP_RANGES, parseHostPort, parseIntFlag, parseMaxMsgMb, readServerFile, timeoutOrderProblem, unknownServableWarnings,
@@ -13,6 +13,7 @@ import { DEFAULT_POLICY, MIN_WATCHDOG_MS, POLICY_RANGES, type IntRange, type Ser
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol/rest/server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
+import { VERSION } from '../version.ts'
 
 process.setSourceMapsEnabled(true)
 
@@ -25,8 +26,17 @@ function fail(e: unknown): never {
   process.exit(1)
 }
 
+/**
+ * Commander's own exits: help and --version are 0; every parse error (unknown option or command, missing
+ * argument, bad choice, no command) is a usage error, exit 2 as the README says (commander would exit 1).
+ */
+function exitOnCommanderError(e: CommanderError): never {
+  process.exit(e.exitCode === 0 ? 0 : 2)
+}
+
 const program = new Command()
-program.name('ms-serve').description('Serve ONNX models and LLMs over MindSpore-compatible gRPC + REST').showHelpAfterError()
+program.name('ms-serve').description('Serve ONNX models and LLMs over MindSpore-compatible gRPC + REST')
+  .version(VERSION, '-V, --version', 'print the version of ms-serve')
 
 program
   .command('start')
@@ -155,4 +165,12 @@ program
   })
 
 registerBenchCommand(program)
+// Set on every command (settings are copied to subcommands only when they are created): each usage
+// error names the command whose --help lists what it accepts.
+for (const cmd of [program, ...program.commands]) {
+  const name = cmd === program ? 'ms-serve' : `ms-serve ${cmd.name()}`
+  cmd.exitOverride(exitOnCommanderError)
+    .configureOutput({ outputError: (text, write) => write(`ms-serve: ${text.replace(/^error: /, '')}`) })
+    .showHelpAfterError(`run '${name} --help' for its usage`)
+}
 program.parseAsync(process.argv).catch(fail)

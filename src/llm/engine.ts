@@ -16,7 +16,7 @@ import ort from 'onnxruntime-node'
 import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
 import { DecoderRunner } from './decoder-runner.ts'
-import { rewriteForNewPositions } from './graph-rewrite.ts'
+import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite.ts'
 import { SlotKvCache } from './kv-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
@@ -143,8 +143,9 @@ export class LlmEngine {
       graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
       ...(opts.intraOpNumThreads ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
       ...(opts.executionProviders ? { executionProviders: opts.executionProviders as ort.InferenceSession.ExecutionProviderConfig[] } : {}),
+      // External data (model.onnx_data) is read from the model's folder, not the working directory.
       // Spinning intra-op threads hold their cores between runs; off when the cores are shared.
-      ...(opts.allowSpinning === false ? { extra: { session: { intra_op: { allow_spinning: '0' } } } } : {}),
+      extra: { ...externalDataFolderEntry(modelPath), ...(opts.allowSpinning === false ? { 'session.intra_op.allow_spinning': '0' } : {}) } as never,
     })
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)

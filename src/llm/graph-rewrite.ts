@@ -14,7 +14,16 @@
  * named `logits`/`present.*` (optimum names branch outputs like the If's) are left alone: they are
  * local to their subgraph, and renaming them would need the branch output lists renamed too.
  * Tested on src/models/decoder.ts `merged: true` (test/unit/llm-merged.test.ts).
+ *
+ * External data (`model.onnx` + `model.onnx_data`, optimum's exports over 2 GB, torch dynamo's
+ * always): the weight-less graph is rewritten and the initializers' `location`s are kept as they
+ * are, relative to the model's folder. The engine creates the session from the rewritten bytes
+ * with `externalDataFolderEntry(modelPath)`, so onnxruntime reads (memory-maps) the weights from
+ * that folder, never from the server's working directory; nothing is inlined or copied.
+ * Quantized graphs (com.microsoft MatMulNBits, QDQ, MatMulInteger) need nothing special: the
+ * Slices only read graph outputs, and the model's opset imports are kept.
  */
+import { dirname, resolve } from 'node:path'
 import { GraphBuilder, makeValueInfo, onnx } from './proto-util.ts'
 import type { O } from './proto-util.ts'
 import { NEW_PRESENT_PREFIX } from './model-spec.ts'
@@ -37,6 +46,15 @@ function shapeWithDim(vi: O.IValueInfoProto, axis: number, dim: number | string)
   return makeValueInfo(vi.name ?? '', tt?.elemType ?? onnx.TensorProto.DataType.FLOAT, dims)
 }
 
+/**
+ * Session config entry for a model created from bytes (rewritten or not): onnxruntime resolves
+ * external data `location`s against this folder (honoured by onnxruntime-node 1.30; without it,
+ * bytes resolve against the working directory and a model elsewhere fails to load).
+ */
+export function externalDataFolderEntry(modelPath: string): Record<string, string> {
+  return { 'session.model_external_initializers_file_folder_path': dirname(resolve(modelPath)) }
+}
+
 /** Rewrites the model bytes; never throws for an unsupported graph (returns `rewritten: false`). */
 export function rewriteForNewPositions(bytes: Uint8Array): RewriteResult {
   let model: O.ModelProto
@@ -46,11 +64,6 @@ export function rewriteForNewPositions(bytes: Uint8Array): RewriteResult {
   if (!model.graph) return { bytes, rewritten: false, reason: 'model has no graph' }
   // Decoded messages always carry (possibly empty) repeated fields.
   const graph = model.graph as O.GraphProto
-  // External weights are resolved relative to the model file; a rewritten copy loaded from
-  // memory would not find them.
-  if (graph.initializer.some((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL)) {
-    return { bytes, rewritten: false, reason: 'model uses external data' }
-  }
   const opset = model.opsetImport.find((o) => !o.domain || o.domain === 'ai.onnx')
   if (!opset || Number(opset.version) < 10) return { bytes, rewritten: false, reason: 'opset < 10 has no dynamic Slice' }
   const presents = graph.output.filter((o) => PRESENT_RE.test(o.name ?? ''))

@@ -3,6 +3,9 @@
  * + typical-p sampling (TGI's warper order) with a caller-supplied seeded RNG (same seed, same
  * logits -> same tokens). Optionally the top-n alternatives (TGI `top_n_tokens`).
  * Pure functions over one logits row; the engine owns the per-request state (RNG, counts).
+ * O(V) per token: no copy of the row, penalties only on the seen ids, and partial selection
+ * instead of a sort of the vocabulary (test/unit/llm-sampler-fast.test.ts checks it against a
+ * straightforward sort-everything reference).
  */
 
 /** Validated sampling parameters (defaults are "off"). */
@@ -20,6 +23,8 @@ export interface SamplingParams {
   repetitionPenalty: number
   /** 0 = off. Subtracts penalty x count of each seen token. */
   frequencyPenalty: number
+  /** 0 (or absent) = off. Subtracts the penalty once from each seen token (OpenAI's presence_penalty). */
+  presencePenalty?: number
 }
 
 /** Parameters for plain greedy decoding. */
@@ -76,15 +81,10 @@ export interface TokenLogprob { id: number; logprob: number }
 export interface SampledToken { id: number; logprob: number; top?: TokenLogprob[] }
 
 /**
- * The n highest entries of `x` (ids, most likely first; ties: lower id first, as greedy's argmax),
- * with logprob x[i] / t - logZ. One pass with an insertion into an n-long list: O(V) compares, no
- * sort of the vocabulary. Only called for requests that ask for top tokens.
+ * The `k` largest values of `x` in one pass, kept in order (largest first, ties to the lower id) by
+ * insertion into `ids` / `vals` (length >= k): O(V) compares, no sort. Returns how many were filled.
  */
-export function topTokens(x: Float32Array, n: number, t: number, logZ: number): TokenLogprob[] {
-  const k = Math.min(n, x.length)
-  if (k <= 0) return []
-  const ids = new Int32Array(k)
-  const vals = new Float64Array(k)
+function insertTopK(x: Float32Array, k: number, ids: Int32Array, vals: Float64Array): number {
   let filled = 0
   for (let i = 0; i < x.length; i++) {
     const z = x[i]!
@@ -94,33 +94,163 @@ export function topTokens(x: Float32Array, n: number, t: number, logZ: number): 
     vals[j] = z
     ids[j] = i
   }
+  return filled
+}
+
+/**
+ * The n highest entries of `x` (ids, most likely first; ties: lower id first, as greedy's argmax),
+ * with logprob x[i] / t - logZ. One pass with an insertion into an n-long list: O(V) compares, no
+ * sort of the vocabulary. Only called for requests that ask for top tokens.
+ */
+export function topTokens(x: Float32Array, n: number, t: number, logZ: number): TokenLogprob[] {
+  const k = Math.min(n, x.length)
+  if (k <= 0) return []
+  const ids = new Int32Array(k)
+  const vals = new Float64Array(k)
+  const filled = insertTopK(x, k, ids, vals)
   const out: TokenLogprob[] = new Array(filled)
   for (let j = 0; j < filled; j++) out[j] = { id: ids[j]!, logprob: vals[j]! / t - logZ }
   return out
 }
 
+// Reusable buffers, grown to the largest vocabulary seen. The sampler is synchronous, so one set
+// per module instance (per thread) is never in use twice at once.
+let candIds = new Int32Array(0)
+/** Unnormalised probability exp(x/T - max) by token id, written for candidates only. */
+let candProbs = new Float64Array(0)
+/** Selection keys by token id (ascending = earlier): -x for the probability order, typicality scores. */
+let orderKeys = new Float64Array(0)
+let scoreKeys = new Float64Array(0)
+let saved = new Float32Array(0)
+let topVals = new Float64Array(0)
+
+function ensureBuffers(v: number): void {
+  if (candIds.length >= v) return
+  topVals = new Float64Array(SORT_MAX)
+  candIds = new Int32Array(v)
+  candProbs = new Float64Array(v)
+  orderKeys = new Float64Array(v)
+  scoreKeys = new Float64Array(v)
+}
+
 /**
- * Picks the next token from one logits row. `scratch` (same length as the row) is overwritten;
- * `logits` itself is left untouched.
+ * Candidate sets up to this size are sorted and walked as a full sort of the vocabulary would be
+ * (same order, same summation order); larger ones are cut by selection (quickselect by count or
+ * by probability mass), which agrees with the sort up to the rounding of float sums (a cut can
+ * move by one token only where the cumulative mass equals top-p/typical-p to ~1e-15).
+ */
+const SORT_MAX = 256
+/** How many of the most likely tokens top-p tries before it builds the full candidate list. */
+const NUCLEUS_TRY = 64
+
+/**
+ * Picks the next token from one logits row, in O(V) per token: greedy is an argmax and one
+ * log-sum-exp over the row as given (no copy); penalties touch only the seen ids (written into the
+ * row and restored before returning, so the caller's `logits` is unchanged afterwards); top-k,
+ * top-p and typical-p select their candidates instead of sorting the vocabulary. `scratch` is no
+ * longer needed and is ignored (kept for callers).
  */
 export function sampleToken(logits: Float32Array, params: SamplingParams, counts: TokenCounts, rng: Rng, scratch?: Float32Array, topN = 0): SampledToken {
+  void scratch
+  const rp = params.repetitionPenalty, fp = params.frequencyPenalty, pp = params.presencePenalty ?? 0
+  if ((rp === 1 && fp === 0 && pp === 0) || counts.size === 0) return choose(logits, params, rng, topN)
   const v = logits.length
-  const x = scratch && scratch.length >= v ? scratch.subarray(0, v) : new Float32Array(v)
-  x.set(logits)
-  if (params.repetitionPenalty !== 1 || params.frequencyPenalty !== 0) {
-    for (const [id, n] of counts) {
-      if (id < 0 || id >= v) continue
-      let z = x[id]!
-      if (params.repetitionPenalty !== 1) z = z > 0 ? z / params.repetitionPenalty : z * params.repetitionPenalty
-      x[id] = z - params.frequencyPenalty * n
-    }
+  if (saved.length < counts.size) saved = new Float32Array(counts.size)
+  let k = 0
+  for (const [id, n] of counts) {
+    if (!(id >= 0 && id < v)) continue
+    let z = logits[id]!
+    saved[k++] = z
+    if (rp !== 1) z = z > 0 ? z / rp : z * rp
+    logits[id] = pp === 0 ? z - fp * n : z - fp * n - pp
   }
+  try {
+    return choose(logits, params, rng, topN)
+  } finally {
+    k = 0
+    for (const id of counts.keys()) if (id >= 0 && id < v) logits[id] = saved[k++]!
+  }
+}
+
+/** Greedy or sampled choice over the (already penalised) row `x`. */
+function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number): SampledToken {
+  const v = x.length
   const t = params.doSample ? params.temperature : 1
   let best = 0
-  for (let i = 1; i < v; i++) if (x[i]! > x[best]!) best = i
-  const maxZ = x[best]! / t
+  let bestZ = x[0]!
+  for (let i = 1; i < v; i++) if (x[i]! > bestZ) { bestZ = x[i]!; best = i }
+  const maxZ = bestZ / t
   let sum = 0
-  for (let i = 0; i < v; i++) sum += Math.exp(x[i]! / t - maxZ)
+  let numCand = 0
+  /** > 0: the top-p nucleus was found among the most likely few (candIds[0..nucleus), in order). */
+  let nucleus = 0
+  const table = expTable()
+  // A small top-k needs no candidate list: one pass keeps the k best in order (below).
+  const smallTopK = params.doSample && params.topK > 0 && params.topK <= SORT_MAX
+  if (!params.doSample) {
+    // expMinus written out: this loop is most of a greedy step at V = 49k (T is 1 here).
+    for (let i = 0; i < v; i++) {
+      const d = (maxZ - x[i]!) * EXP_STEPS
+      if (!(d < EXP_LIMIT)) continue
+      const q = d | 0
+      const r = (d - q) * (1 / EXP_STEPS)
+      sum += table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+    }
+  } else if (smallTopK) {
+    for (let i = 0; i < v; i++) {
+      const d = (maxZ - x[i]! / t) * EXP_STEPS
+      if (!(d < EXP_LIMIT)) continue
+      const q = d | 0
+      const r = (d - q) * (1 / EXP_STEPS)
+      sum += table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+    }
+    numCand = topKCandidates(x, params.topK, t, maxZ, table)
+  } else {
+    // Temperature folded into the softmax pass. Candidates: tokens within exp(-20) of the max (the
+    // rest hold < V*2e-9 of the mass, so top-p over them is exact to float precision).
+    ensureBuffers(v)
+    const floor = maxZ - 20
+    if (params.topP < 1) {
+      // Top-p progressively: the candidates' mass in the softmax pass, then the NUCLEUS_TRY most
+      // likely in one more pass; a peaked distribution's nucleus is among them (no candidate list).
+      let mass = 0
+      let count = 0
+      for (let i = 0; i < v; i++) {
+        const z = x[i]! / t
+        const d = (maxZ - z) * EXP_STEPS
+        if (!(d < EXP_LIMIT)) continue
+        const q = d | 0
+        const r = (d - q) * (1 / EXP_STEPS)
+        const e = table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+        sum += e
+        if (z >= floor) { mass += e; count++ }
+      }
+      if (!(params.topK > 0 && params.topK < count)) {
+        const n = topKCandidates(x, NUCLEUS_TRY, t, maxZ, table)
+        let acc = 0
+        for (let k = 0; k < n; k++) {
+          acc += candProbs[candIds[k]!]! / mass
+          if (acc >= params.topP) { nucleus = k + 1; break }
+        }
+      }
+    }
+    if (nucleus === 0) {
+      const ids = candIds, w = candProbs
+      const collect = params.topP < 1 ? 0 : 1 // the top-p pass above already summed the row
+      for (let i = 0; i < v; i++) {
+        const z = x[i]! / t
+        const d = (maxZ - z) * EXP_STEPS
+        if (!(d < EXP_LIMIT)) continue
+        const q = d | 0
+        const r = (d - q) * (1 / EXP_STEPS)
+        const e = table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+        if (collect) sum += e
+        if (z >= floor) { ids[numCand++] = i; w[i] = e }
+      }
+    } else {
+      numCand = nucleus
+    }
+  }
   const logZ = maxZ + Math.log(sum)
   // Top-n alternatives come from the same distribution as the chosen token's `logprob`: after the
   // logits processors (penalties) and temperature, before the truncating warpers (top-k, top-p,
@@ -131,45 +261,227 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, counts
   // and dropped, so fewer than n come back; that would hide exactly the alternatives a caller
   // asks about.
   const top = topN > 0 ? topTokens(x, topN, t, logZ) : undefined
-  if (!params.doSample) return top ? { id: best, logprob: x[best]! - logZ, top } : { id: best, logprob: x[best]! - logZ }
+  const id = params.doSample ? pickCandidate(x, numCand, params, rng, nucleus > 0) : best
+  const logprob = x[id]! / t - logZ
+  return top ? { id, logprob, top } : { id, logprob }
+}
 
-  // Candidates: tokens within exp(-20) of the max (the rest hold < V*2e-9 of the mass, so
-  // top-p over them is exact to float precision), sorted by probability.
+/**
+ * exp(-a) for a >= 0 as exp(-q/256) from a table times a degree-4 polynomial for the remaining
+ * r < 1/256: relative error < 1e-14, far below the float32 logits' own rounding, and 3-4x faster
+ * than Math.exp here, which dominated a greedy step at V = 49k. 0 past exp(-745) (where doubles
+ * underflow), for -Infinity logits and for NaN. The passes over the whole row write the same
+ * expression out (a call there costs about 2x).
+ */
+function expMinus(table: Float64Array, a: number): number {
+  const d = a * EXP_STEPS
+  if (!(d < EXP_LIMIT)) return 0
+  const q = d | 0
+  const r = (d - q) * (1 / EXP_STEPS)
+  return table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+}
+
+const EXP_STEPS = 256
+const EXP_LIMIT = 745 * EXP_STEPS
+let expTableCache: Float64Array | null = null
+
+function expTable(): Float64Array {
+  if (expTableCache) return expTableCache
+  const t = new Float64Array(EXP_LIMIT + 1)
+  for (let q = 0; q <= EXP_LIMIT; q++) t[q] = Math.exp(-q / EXP_STEPS)
+  expTableCache = t
+  return t
+}
+
+/**
+ * The k most likely tokens (most likely first, ties to the lower id, as the sort) in one pass with
+ * an insertion into a k-long list, cut to those within the candidate floor (a prefix, since they
+ * are in order); writes candIds[0..n) and their candProbs. Returns n.
+ */
+function topKCandidates(x: Float32Array, k: number, t: number, maxZ: number, table: Float64Array): number {
+  ensureBuffers(x.length)
+  const ids = candIds, vals = topVals
+  const filled = insertTopK(x, Math.min(k, x.length), ids, vals)
   const floor = maxZ - 20
-  let cand: number[] = []
-  for (let i = 0; i < v; i++) if (x[i]! / t >= floor) cand.push(i)
-  cand.sort((i, j) => x[j]! - x[i]! || i - j)
-  if (params.topK > 0 && cand.length > params.topK) cand = cand.slice(0, params.topK)
-  let probs = cand.map((i) => Math.exp(x[i]! / t - maxZ))
-  let total = probs.reduce((a, b) => a + b, 0)
-  if (params.topP < 1) {
-    let acc = 0
-    let keep = cand.length
-    for (let k = 0; k < cand.length; k++) {
-      acc += probs[k]! / total
-      if (acc >= params.topP) { keep = k + 1; break }
+  let n = 0
+  while (n < filled && x[ids[n]!]! / t >= floor) {
+    candProbs[ids[n]!] = expMinus(table, maxZ - x[ids[n]!]! / t)
+    n++
+  }
+  return n
+}
+
+/** Most likely first; ties to the lower id (the order a full sort of the vocabulary gives). */
+function sortByProb(ids: Int32Array, n: number, x: Float32Array): void {
+  ids.subarray(0, n).sort((i, j) => x[j]! - x[i]! || i - j)
+}
+
+function sumProbs(ids: Int32Array, n: number, w: Float64Array): number {
+  let s = 0
+  for (let k = 0; k < n; k++) s += w[ids[k]!]!
+  return s
+}
+
+/**
+ * TGI's warpers over the candidates candIds[0..n) (weights candProbs): top-k, top-p, typical-p,
+ * then one draw of `rng`. While the set is small it is kept sorted (most likely first); a large
+ * one stays unordered and each cut is a selection.
+ */
+function pickCandidate(x: Float32Array, numCand: number, params: SamplingParams, rng: Rng, nucleusDone: boolean): number {
+  const ids = candIds, w = candProbs
+  let n = numCand
+  let sorted = n <= SORT_MAX
+  if (sorted) sortByProb(ids, n, x)
+  else for (let k = 0; k < n; k++) orderKeys[ids[k]!] = -x[ids[k]!]!
+  const settle = (): void => {
+    if (!sorted && n <= SORT_MAX) { sortByProb(ids, n, x); sorted = true }
+  }
+  if (!nucleusDone && params.topK > 0 && n > params.topK) {
+    if (!sorted) selectByMass(ids, 0, n, orderKeys, null, params.topK, false)
+    n = params.topK
+    settle()
+  }
+  let total = sumProbs(ids, n, w)
+  if (params.topP < 1 && !nucleusDone) {
+    if (!sorted) {
+      // A hair above the target so the exact walk below (once the nucleus is small enough to
+      // sort) decides the boundary the way the reference's per-token cumulative sum does.
+      const at = selectByMass(ids, 0, n, orderKeys, w, params.topP * total * (1 + 1e-12), false)
+      if (at >= 0) n = at + 1
+      settle()
     }
-    cand = cand.slice(0, keep)
-    probs.length = keep
-    total = probs.reduce((a, b) => a + b, 0)
+    if (sorted) {
+      let acc = 0
+      for (let k = 0; k < n; k++) {
+        acc += w[ids[k]!]! / total
+        if (acc >= params.topP) { n = k + 1; break }
+      }
+    }
+    total = sumProbs(ids, n, w)
   }
-  if (params.typicalP < 1 && cand.length > 1) {
-    const kept = typicalFilter(probs, total, params.typicalP)
-    if (kept.length < cand.length) {
-      const c = cand, pr = probs
-      cand = kept.map((k) => c[k]!)
-      probs = kept.map((k) => pr[k]!)
-      total = probs.reduce((a, b) => a + b, 0)
+  if (params.typicalP < 1 && n > 1) {
+    let kept: number
+    if (sorted) {
+      const probs = new Array<number>(n)
+      for (let k = 0; k < n; k++) probs[k] = w[ids[k]!]!
+      const keep = typicalFilter(probs, total, params.typicalP)
+      for (let j = 0; j < keep.length; j++) ids[j] = ids[keep[j]!]! // keep is ascending: in-place is safe
+      kept = keep.length
+    } else {
+      kept = typicalSelect(ids, n, w, total, params.typicalP)
+    }
+    if (kept < n) {
+      n = kept
+      settle()
+      total = sumProbs(ids, n, w)
     }
   }
-  let u = rng() * total
-  let pick = cand[cand.length - 1]!
-  for (let k = 0; k < cand.length; k++) {
-    u -= probs[k]!
-    if (u < 0) { pick = cand[k]!; break }
+  const u = rng() * total
+  if (sorted) {
+    let left = u
+    for (let k = 0; k < n; k++) {
+      left -= w[ids[k]!]!
+      if (left < 0) return ids[k]!
+    }
+    return ids[n - 1]!
   }
-  const logprob = x[pick]! / t - logZ
-  return top ? { id: pick, logprob, top } : { id: pick, logprob }
+  const at = selectByMass(ids, 0, n, orderKeys, w, u, true)
+  if (at >= 0) return ids[at]!
+  // u at or past the total (rounding): the least likely candidate, as the reference's walk ends.
+  let last = ids[0]!
+  for (let k = 1; k < n; k++) {
+    const id = ids[k]!
+    if (orderKeys[id]! > orderKeys[last]! || (orderKeys[id] === orderKeys[last] && id > last)) last = id
+  }
+  return last
+}
+
+/**
+ * Locally typical filter (the semantics of `typicalFilter`) over an unordered candidate set:
+ * entropy in one pass, then a mass selection in typicality order finds the cut score, and every
+ * candidate scoring <= the cut stays (compacted to the front of `ids`). Returns the count kept.
+ */
+function typicalSelect(ids: Int32Array, n: number, w: Float64Array, total: number, mass: number): number {
+  const s = scoreKeys
+  const logTotal = Math.log(total)
+  let ent = 0
+  for (let k = 0; k < n; k++) {
+    const id = ids[k]!
+    const lp = Math.log(w[id]!) - logTotal
+    s[id] = lp
+    const p = w[id]! / total
+    if (p > 0) ent -= p * lp
+  }
+  let maxScore = -Infinity
+  for (let k = 0; k < n; k++) {
+    const id = ids[k]!
+    const sc = Math.abs(-s[id]! - ent)
+    s[id] = sc
+    if (sc > maxScore) maxScore = sc
+  }
+  const at = selectByMass(ids, 0, n, s, w, mass * total, false)
+  const cut = at >= 0 ? s[ids[at]!]! : maxScore
+  let m = 0
+  for (let k = 0; k < n; k++) if (s[ids[k]!]! <= cut) ids[m++] = ids[k]!
+  return m
+}
+
+/**
+ * Weighted quickselect. Order: ascending `key[id]`, ties to the lower id. Finds the first element
+ * (in that order) at which the cumulative weight of ids[lo..hi) reaches `target` (`strict`:
+ * exceeds it), with weight 1 per element when `w` is null; rearranges ids so that this element
+ * sits at the returned index and everything before it in the order sits in ids[lo..index).
+ * Returns -1 when the whole range stays below the target. Expected O(hi - lo).
+ */
+export function selectByMass(ids: Int32Array, lo: number, hi: number, key: Float64Array, w: Float64Array | null, target: number, strict: boolean): number {
+  let l = lo, h = hi, need = target
+  while (h - l > 16) {
+    // Median of three as the pivot, moved to l.
+    const m = (l + h) >>> 1
+    let a = ids[l]!, b = ids[m]!, c = ids[h - 1]!
+    if (before(key, b, a)) { const s = a; a = b; b = s }
+    if (before(key, c, b)) { const s = b; b = c; c = s; if (before(key, b, a)) { const s2 = a; a = b; b = s2 } }
+    const pi = ids[l] === b ? l : ids[m] === b ? m : h - 1
+    ids[pi] = ids[l]!
+    ids[l] = b
+    const p = b, kp = key[p]!
+    let i = l + 1
+    let mass = 0
+    for (let j = l + 1; j < h; j++) {
+      const q = ids[j]!
+      const kq = key[q]!
+      if (kq < kp || (kq === kp && q < p)) {
+        ids[j] = ids[i]!
+        ids[i] = q
+        i++
+        mass += w ? w[q]! : 1
+      }
+    }
+    const pos = i - 1
+    ids[l] = ids[pos]!
+    ids[pos] = p
+    const wp = w ? w[p]! : 1
+    if (strict ? mass > need : mass >= need) h = pos
+    else if (strict ? mass + wp > need : mass + wp >= need) return pos
+    else { need -= mass + wp; l = pos + 1 }
+  }
+  for (let j = l + 1; j < h; j++) {
+    const q = ids[j]!
+    let k = j - 1
+    while (k >= l && before(key, q, ids[k]!)) { ids[k + 1] = ids[k]!; k-- }
+    ids[k + 1] = q
+  }
+  let acc = 0
+  for (let j = l; j < h; j++) {
+    acc += w ? w[ids[j]!]! : 1
+    if (strict ? acc > need : acc >= need) return j
+  }
+  return -1
+}
+
+function before(key: Float64Array, a: number, b: number): boolean {
+  const ka = key[a]!, kb = key[b]!
+  return ka < kb || (ka === kb && a < b)
 }
 
 /**

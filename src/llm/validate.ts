@@ -11,6 +11,18 @@ import type { SamplingParams } from './sampler.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type { GenerateParameters, GenerateRequest, ValidGenerate, ValidGenerateFields, ValidationLimits } from './types.ts'
 
+/**
+ * A chat request's extras for the template (OpenAI `tools`, `add_generation_prompt`); a route passes
+ * them on a GenerateRequest with `messages`.
+ */
+export interface ChatPromptRequest extends GenerateRequest {
+  tools?: readonly unknown[]
+  /** Default true: the prompt ends where the assistant's reply starts. */
+  addGenerationPrompt?: boolean
+  /** Further template variables (vLLM's `chat_template_kwargs`, e.g. `enable_thinking`). */
+  templateKwargs?: Record<string, unknown>
+}
+
 /** What validation needs from a servable's files: its tokenizer and chat template (prompt-encoder.ts loads them). */
 export interface PromptEncoder {
   readonly tokenizer: LlmTokenizer
@@ -127,8 +139,14 @@ function encodePrompt(req: GenerateRequest, { tokenizer, chatTemplate }: PromptE
     }
     return [...req.inputIds]
   }
-  // A chat template already writes BOS where the model wants it.
-  if (req.messages !== undefined) return tokenizer.encode(chatTemplate.render(req.messages), false)
+  // The template writes BOS (and any other special token) where the model wants it, so the
+  // rendered text is encoded without adding any: transformers' apply_chat_template(tokenize=True)
+  // encodes with add_special_tokens=False.
+  if (req.messages !== undefined) {
+    const { tools, addGenerationPrompt, templateKwargs } = req as ChatPromptRequest
+    const extra = { ...templateKwargs, ...(tools === undefined ? {} : { tools }) }
+    return tokenizer.encode(chatTemplate.render(req.messages, addGenerationPrompt ?? true, extra), false)
+  }
   if (typeof req.inputs !== 'string' || req.inputs.length === 0) fail('`inputs` cannot be empty')
   return tokenizer.encode(req.inputs, req.addSpecialTokens ?? true)
 }

@@ -10,8 +10,10 @@
  * With `merged: true` the layout is optimum's merged decoder (see DecoderConfig.merged).
  *
  * The vocabulary is the byte-level one of src/llm/tokenizer.ts (PAD 0, BOS 1, EOS 2, byte b at
- * 3+b; 259 ids). The weights are random: the text is gibberish, but the compute and memory
- * traffic are those of a real model of the same shape.
+ * 3+b; 259 ids), or with `tokenizer: 'synthetic-bpe'` a real-size one whose tokenizer.json
+ * src/models/synthetic-tokenizer.ts writes (same ids for the specials and bytes). The weights are
+ * random: the text is gibberish, but the compute and memory traffic are those of a real model of
+ * the same shape.
  */
 import { writeFile } from 'node:fs/promises'
 import { GraphBuilder, makeValueInfo, onnx } from '../llm/proto-util.ts'
@@ -44,12 +46,24 @@ export interface DecoderConfig {
    * The weights are those of the unmerged model with the same config.
    */
   merged?: boolean
+  /** true: the output projection is the token embedding transposed (tied, as SmolLM2 and Llama 3.2 1B). */
+  tieEmbeddings?: boolean
+  /**
+   * The vocabulary the ids mean (recorded in the model's metadata): 'byte-level' (default, 259 ids)
+   * or 'synthetic-bpe' (vocabSize ids; write its tokenizer.json with writeSyntheticTokenizer).
+   */
+  tokenizer?: 'byte-level' | 'synthetic-bpe'
 }
 
-/** `tiny` is for unit tests (~0.1M params); `small` (~25M params) is for benchmarks. */
-export const DECODER_CONFIGS: Record<'tiny' | 'small', DecoderConfig> = {
+/**
+ * `tiny` is for unit tests (~0.1M params); `small` (~25M params) is for benchmarks; `smol` is
+ * SmolLM2-135M's shape (L30 d576 H9 KV3, intermediate 1536, 49,152-token vocabulary, tied
+ * embeddings, rope theta 1e5; 134.5M params) for benchmarks with a real-size vocabulary.
+ */
+export const DECODER_CONFIGS: Record<'tiny' | 'small' | 'smol', DecoderConfig> = {
   tiny: { numLayers: 2, hiddenSize: 64, numHeads: 4, numKvHeads: 2, intermediateSize: 128, vocabSize: 259, maxPositions: 512, ropeTheta: 10000, rmsEps: 1e-5, seed: 1234 },
   small: { numLayers: 8, hiddenSize: 512, numHeads: 8, numKvHeads: 4, intermediateSize: 1536, vocabSize: 259, maxPositions: 2048, ropeTheta: 10000, rmsEps: 1e-5, seed: 4321 },
+  smol: { numLayers: 30, hiddenSize: 576, numHeads: 9, numKvHeads: 3, intermediateSize: 1536, vocabSize: 49152, maxPositions: 2048, ropeTheta: 100000, rmsEps: 1e-5, seed: 135, tieEmbeddings: true, tokenizer: 'synthetic-bpe' },
 }
 
 /** Number of parameters of a config (weights only). */
@@ -57,7 +71,7 @@ export function countDecoderParams(c: DecoderConfig): number {
   const hd = c.hiddenSize / c.numHeads
   const attn = c.hiddenSize * (c.numHeads * hd) * 2 + c.hiddenSize * (c.numKvHeads * hd) * 2
   const mlp = 3 * c.hiddenSize * c.intermediateSize
-  return c.numLayers * (attn + mlp + 2 * c.hiddenSize) + 2 * c.vocabSize * c.hiddenSize + c.hiddenSize + c.vocabSize
+  return c.numLayers * (attn + mlp + 2 * c.hiddenSize) + (c.tieEmbeddings ? 1 : 2) * c.vocabSize * c.hiddenSize + c.hiddenSize + c.vocabSize
 }
 
 /** Builds the model and returns the encoded ModelProto bytes. */
@@ -187,7 +201,10 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
     // and keep greedy margins far above float noise (the cache/no-cache tests rely on that).
     const logitBias = new Float32Array(c.vocabSize)
     for (let b = 32; b < 127 && 3 + b < c.vocabSize; b++) logitBias[3 + b] = 3
-    const lm = g.op1('MatMul', [hf, W('lm_head', d, c.vocabSize, 3)])
+    // Tied: logits = (hf x s) E^T, with s = 3 sqrt(3/d) giving the logit scale of an untied lm_head.
+    const lm = c.tieEmbeddings
+      ? g.op1('MatMul', [g.op1('Mul', [hf, g.f32(3 * Math.sqrt(3 / d))]), g.op1('Transpose', [embed], { perm: { ints: [1, 0] } })])
+      : g.op1('MatMul', [hf, W('lm_head', d, c.vocabSize, 3)])
     g.opTo('Add', [lm, g.init('logit_bias', [c.vocabSize], logitBias)], 'logits')
   }
 
@@ -235,7 +252,7 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
     irVersion: 8,
     producerName: 'ms-serve-decoder',
     opsetImport: [{ domain: '', version: 17 }],
-    metadataProps: [{ key: 'ms_serve.tokenizer', value: 'byte-level' }, { key: 'ms_serve.config', value: JSON.stringify(c) }],
+    metadataProps: [{ key: 'ms_serve.tokenizer', value: c.tokenizer ?? 'byte-level' }, { key: 'ms_serve.config', value: JSON.stringify(c) }],
     graph: { name: 'decoder', node: g.nodes, initializer: g.inits, input: inputs, output: outputs },
   })
   return onnx.ModelProto.encode(model).finish()

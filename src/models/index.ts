@@ -10,6 +10,9 @@ export { buildImageCnn, imageCnnWeights, IMAGE_CNN_LABELS, IMAGE_CNN_CHANNELS, t
 export { buildMlp, mlpWeights, type MlpOptions, type MlpWeights } from './mlp.ts';
 export { OnnxGraphBuilder, mulberry32, normalSampler, randomNormal, heNormal, floatAttr, IR_VERSION, OPSET_VERSION } from './onnx-builder.ts';
 export type { Dim, ElemType, InitData, AttrValue } from './onnx-builder.ts';
+export { externalizeModel, writeExternalDataModel, usesExternalData, type ExternalDataOptions, type ExternalizedModel } from './external-data.ts';
+export { quantizeModel, quantizeBlockwise, dequantizeBlockwise, quantizeInt8PerColumn, type QuantizeOptions, type QuantFormat, type BlockwiseWeight } from './quantize.ts';
+export { buildSyntheticTokenizer, writeSyntheticTokenizer, byteToUnicode, type SyntheticTokenizer } from './synthetic-tokenizer.ts';
 
 /** Name -> builder for every built-in model, with default options. */
 export const BUILTIN_MODELS: Record<string, () => Uint8Array> = Object.freeze({

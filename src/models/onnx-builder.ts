@@ -3,6 +3,7 @@
 // deterministic across runs and machines.
 import p from 'onnx-proto';
 import type { onnx as O } from 'onnx-proto';
+import { externalizeModel } from './external-data.ts';
 
 // onnx-proto is CommonJS; Node's ESM loader cannot detect its named exports.
 const { onnx } = p;
@@ -20,7 +21,7 @@ export type Dim = number | string;
 export type ElemType = 'float32' | 'int32' | 'int64';
 
 /** Typed arrays accepted as initializer data (stored as little-endian rawData). */
-export type InitData = Float32Array | Int32Array | BigInt64Array;
+export type InitData = Float32Array | Int32Array | BigInt64Array | Uint8Array | Int8Array;
 
 /** A float attribute; plain numbers are encoded as INT, so floats must be marked. */
 export interface FloatAttr {
@@ -52,6 +53,8 @@ export function floatAttr(f: number): FloatAttr {
 function dataTypeOf(data: InitData): number {
   if (data instanceof Float32Array) return DataType.FLOAT;
   if (data instanceof Int32Array) return DataType.INT32;
+  if (data instanceof Uint8Array) return DataType.UINT8;
+  if (data instanceof Int8Array) return DataType.INT8;
   return DataType.INT64;
 }
 
@@ -173,6 +176,17 @@ export class OnnxGraphBuilder {
       },
     });
     return onnx.ModelProto.encode(model).finish();
+  }
+
+  /**
+   * Serialises the model with every initializer of at least `sizeThreshold` bytes in one external
+   * data file (see external-data.ts): returns the weight-less model and the data file's bytes.
+   */
+  encodeWithExternalData(location: string, sizeThreshold = 1024): { model: Uint8Array; data: Uint8Array } {
+    const split = externalizeModel(this.encode(), { location, sizeThreshold });
+    const data = new Uint8Array(split.dataLength);
+    for (const c of split.chunks) data.set(c.bytes, c.offset);
+    return { model: split.model, data };
   }
 
   private claim(name: string): void {

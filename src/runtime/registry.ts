@@ -35,11 +35,15 @@ export class ServableRegistry {
     this.failed.set(name, why)
   }
 
+  /** Called when a version starts serving (start-up, reload): e.g. the body parser's limits follow it. */
+  onServing: (s: LiveServable) => void = () => {}
+
   add(s: LiveServable): void {
     this.failed.delete(s.name)
     let m = this.byName.get(s.name)
     if (!m) this.byName.set(s.name, (m = new Map()))
     m.set(s.version, s)
+    this.onServing(s)
   }
 
   /** Replaces (or adds) a version atomically; returns the previous one for draining. */

@@ -153,7 +153,7 @@ test('start with bad flags exits 2 naming the flag', async (t) => {
   assert.equal(g.code, 2)
   assert.equal(g.stderr, 'ms-serve: --grpc expects HOST:PORT, e.g. --grpc 127.0.0.1:5500 (got "nohost")\n')
   const dt = await run('--device-type', 'tpu')
-  assert.notEqual(dt.code, 0)
+  assert.equal(dt.code, 2)
   assert.match(dt.stderr, /--device-type <type>' argument 'tpu' is invalid\. Allowed choices are cpu, cuda\./)
   const c = await run('--device-type', 'cuda')
   assert.equal(c.code, 2)
@@ -238,4 +238,33 @@ test('--help lists every flag', async () => {
   const top = await runCli(['--help'])
   assert.match(top.stdout, /^\s+start \[options\] <dir>/m)
   assert.match(top.stdout, /^\s+init \[options\] \[template\] \[name\]/m)
+})
+
+test('--version prints the package version; usage errors exit 2 and name the --help to read', async () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }
+  for (const flag of ['--version', '-V']) {
+    const v = await runCli([flag])
+    assert.equal(v.code, 0)
+    assert.equal(v.stdout, `${version}\n`)
+  }
+  const cases: Array<[args: string[], message: string, hint: string]> = [
+    [['start', 'servables', '--bogus'], "ms-serve: unknown option '--bogus'", "run 'ms-serve start --help' for its usage"],
+    [['start'], "ms-serve: missing required argument 'dir'", "run 'ms-serve start --help' for its usage"],
+    [['start', 'servables', '--isolation', 'fiber'], "ms-serve: option '--isolation <where>' argument 'fiber' is invalid.", "run 'ms-serve start --help' for its usage"],
+    [['init', '--dir'], "ms-serve: option '--dir <dir>' argument missing", "run 'ms-serve init --help' for its usage"],
+    [['bench', '--bogus'], "ms-serve: unknown option '--bogus'", "run 'ms-serve bench --help' for its usage"],
+    [['strat'], "ms-serve: unknown command 'strat'", "run 'ms-serve --help' for its usage"],
+    [['--bogus'], "ms-serve: unknown option '--bogus'", "run 'ms-serve --help' for its usage"],
+  ]
+  for (const [args, message, hint] of cases) {
+    const r = await runCli(args)
+    assert.equal(r.code, 2, `ms-serve ${args.join(' ')}: ${r.stderr}`)
+    assert.ok(r.stderr.startsWith(message), `ms-serve ${args.join(' ')}: ${r.stderr}`)
+    assert.ok(r.stderr.trimEnd().endsWith(hint), `ms-serve ${args.join(' ')}: ${r.stderr}`)
+    assert.equal(r.stdout, '')
+  }
+  // No command at all: the help, on stderr, as a usage error.
+  const none = await runCli([])
+  assert.equal(none.code, 2)
+  assert.match(none.stderr, /^Usage: ms-serve \[options\] \[command\]/m)
 })

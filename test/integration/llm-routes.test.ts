@@ -1,12 +1,12 @@
 // LLM serving through the real CLI: MindSpore-style, TGI and OpenAI routes, gRPC streaming,
 // validation errors, overload, cancellation. Uses the tiny seeded decoder from `init llm`.
+import { generateClient } from '../helpers/grpc-generate.ts'
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
 import OpenAI from 'openai'
 import { ROOT, postJson as post, runCli, startServer, type StartedServer } from '../helpers/server.ts'
 import { FIXTURES, writeServable } from '../helpers/fixtures.ts'
@@ -312,22 +312,15 @@ describe('LLM routes', () => {
     for await (const c of lcompS) { const x = c.choices[0]?.logprobs; if (x) for (const k of Object.keys(st)) st[k].push(...(x as any)[k]) }
     assert.deepEqual(st, l)
     await assert.rejects(client.completions.create({ model: 'llm', prompt: 'x', logprobs: 6 }), (e: any) => e.status === 422)
-    await assert.rejects(client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }), (e: any) => e.status === 404)
+    // --default-llm makes any other name unambiguous: it is answered by the default (TGI answers any name).
+    const placeholder = await client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }], max_tokens: 2 })
+    assert.equal(placeholder.model, 'llm')
     await assert.rejects(client.completions.create({ model: 'llm', prompt: '', max_tokens: 5 }), (e: any) => e.status === 422)
   })
 
   test('gRPC msserve.v1.MsServe/Generate streams tokens', async () => {
-    const pkg = protoLoader.loadSync(join(ROOT, 'proto', 'ms_serve.proto'), { keepCase: true, longs: Number, defaults: true })
-    const Svc = grpc.loadPackageDefinition(pkg).msserve as any
-    const client = new Svc.v1.MsServe(srv.grpc, grpc.credentials.createInsecure())
-    /** Every event of one Generate stream; rejects on a gRPC error. */
-    const generate = (req: object): Promise<any[]> => new Promise((resolve, reject) => {
-      const out: any[] = []
-      const call = client.Generate(req)
-      call.on('data', (e: any) => out.push(e))
-      call.on('error', reject)
-      call.on('end', () => resolve(out))
-    })
+    const { generate, close } = generateClient(srv.grpc)
+    after(close)
     const events = await generate({ servable: 'llm', prompt: 'Hello', max_new_tokens: 5, typical_p: 0.9, seed: 1 })
     assert.equal(events.length, 5)
     assert.equal(events.at(-1).generated_tokens, 5)
@@ -345,15 +338,9 @@ describe('LLM routes', () => {
     }
     const rest = await post(`${srv.rest}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 4, top_n_tokens: 3, details: true } })
     assert.deepEqual(greedy.map((e) => e.token_id), rest.json.details.tokens.map((t: any) => t.id), 'gRPC and REST agree under greedy decoding')
-    const err: any = await new Promise((resolve) => {
-      const call = client.Generate({ servable: 'llm', prompt: '' })
-      call.on('data', () => {})
-      call.on('error', resolve)
-      call.on('end', () => resolve(null))
-    })
-    assert.equal(err.code, grpc.status.INVALID_ARGUMENT)
+    const err: any = await generate({ servable: 'llm', prompt: '' }).then(() => null, (e: unknown) => e)
+    assert.equal(err?.code, grpc.status.INVALID_ARGUMENT)
     assert.match(err.details, /`inputs` cannot be empty/)
-    client.close()
   })
 
   test('/metrics reports the engines', async () => {

@@ -1,12 +1,12 @@
 // An LLM servable served at two versions (different seeded weights, so greedy text tells them
 // apart): the REST version in the URL and gRPC Generate's version_number pick the version.
+import { generateClient, type GenerateClient } from '../helpers/grpc-generate.ts'
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
 import { ROOT, postJson as post, runCli, startServer, type StartedServer } from '../helpers/server.ts'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 
@@ -15,7 +15,7 @@ const INSTANCE = { prompt: 'Hello', max_new_tokens: 8, ignore_eos: true }
 describe('LLM versions', () => {
   let dir: string
   let srv: StartedServer
-  let client: any
+  let client: GenerateClient | undefined
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'ms-serve-llmv-'))
     const servables = join(dir, 'servables')
@@ -26,8 +26,7 @@ describe('LLM versions', () => {
     writeFileSync(join(servables, 'llm', '2', 'model.onnx'), buildDecoder({ ...DECODER_CONFIGS.tiny, seed: 99 }))
     writeFileSync(join(dir, 'server.yaml'), 'servables:\n  llm: { versions: [1, 2] }\n')
     srv = await startServer(servables, ['--devices', '0', '--config', join(dir, 'server.yaml'), '--no-watch'])
-    const pkg = protoLoader.loadSync(join(ROOT, 'proto', 'ms_serve.proto'), { keepCase: true, longs: Number, defaults: true })
-    client = new (grpc.loadPackageDefinition(pkg).msserve as any).v1.MsServe(srv.grpc, grpc.credentials.createInsecure())
+    client = generateClient(srv.grpc)
   })
   after(async () => {
     client?.close()
@@ -35,14 +34,7 @@ describe('LLM versions', () => {
     rmSync(dir, { recursive: true, force: true })
   })
 
-  /** Every event of one Generate stream; rejects with the gRPC error. */
-  const generate = (req: object): Promise<any[]> => new Promise((resolve, reject) => {
-    const out: any[] = []
-    const call = client.Generate(req)
-    call.on('data', (e: any) => out.push(e))
-    call.on('error', reject)
-    call.on('end', () => resolve(out))
-  })
+  const generate = (req: object) => client!.generate(req)
 
   test('REST /model/llm/version/N:generate runs version N; a version not served is not available', async () => {
     const text = async (url: string) => {
@@ -81,7 +73,7 @@ describe('LLM versions', () => {
   })
 
   test('gRPC ServerInfo reports both versions and the package version', async () => {
-    const info: any = await new Promise((resolve, reject) => client.ServerInfo({}, (e: unknown, r: unknown) => (e ? reject(e) : resolve(r))))
+    const info = await client!.serverInfo()
     assert.equal(info.server_version, JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version)
     assert.deepEqual(info.servables.find((s: any) => s.name === 'llm').versions, [1, 2])
   })

@@ -53,10 +53,13 @@ test('a reload whose replicas fail to start keeps the old version serving and sa
   const t = setup()
   await t.reloader.reload(['fake'])
   const v1 = t.registry.get('fake', 0)!
+  const serving: number[] = []
+  t.registry.onServing = (s) => serving.push(s.version)
   t.setDisk([fakeServable({ version: 2 })])
   t.host.failInit.push('Load model failed: protobuf parsing failed')
   await t.reloader.reload(['fake'])
   assert.equal(t.registry.get('fake', 0), v1, 'version 1 still serves')
+  assert.deepEqual(serving, [], 'the failed version never served: limits that follow onServing keep version 1\'s')
   assert.equal(t.registry.get('fake', 2), undefined)
   assert.ok(t.lines.some((l) => /reload of servable fake failed; still serving version\(s\) 1: .*protobuf parsing failed/.test(l)), t.lines.join('\n'))
   t.host.auto = true

@@ -4,8 +4,8 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
-import { toServeError } from '../../errors.ts'
-import type { GenerateParameters, TokenEvent } from '../../llm/types.ts'
+import { ServeError, toServeError } from '../../errors.ts'
+import type { GenerateParameters, GenerateRequest, TokenEvent } from '../../llm/types.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { MS_PROTO_LOADER_OPTIONS, protoDir } from './ms-service.ts'
 import { PARAMETER_FIELDS, relayEvents, type EventRelay } from '../rest/llm-common.ts'
@@ -19,6 +19,8 @@ export const MS_SERVE_SERVICE = 'msserve.v1.MsServe'
 interface WireGenerateRequest extends Record<string, unknown> {
   servable?: string
   prompt?: string
+  /** A pre-tokenized prompt (absent or empty when the request has text). */
+  prompt_token_ids?: number[]
   /** uint64 as a Number (MS_PROTO_LOADER_OPTIONS longs); absent when 0, the newest. */
   version_number?: number
 }
@@ -88,7 +90,10 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
       void (async () => {
         try {
           // Validated and tokenized here: an invalid request ends with INVALID_ARGUMENT before any replica sees it.
-          const valid = llm.validate({ inputs: r.prompt ?? '', parameters: parameters(r) })
+          const ids = r.prompt_token_ids ?? []
+          if (ids.length > 0 && r.prompt) throw new ServeError('VALIDATION', 'set either `prompt` or `prompt_token_ids`, not both')
+          const prompt: GenerateRequest = ids.length > 0 ? { inputIds: ids } : { inputs: r.prompt ?? '' }
+          const valid = llm.validate({ ...prompt, parameters: parameters(r) })
           const events = llm.stream(valid, ac.signal)
           if (!(await relayEvents(call, events, GENERATE_RELAY))) call.end()
         } catch (e) {

@@ -6,12 +6,13 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
-import type { ChatMessage } from '../../llm/chat-template.ts'
-import type { FinishReason, GenerateParameters, GenerateRequest, TokenEvent, ValidGenerate } from '../../llm/types.ts'
+import type { ChatMessage, ChatToolCall } from '../../llm/chat-template.ts'
+import type { DoneEvent, FinishReason, GenerateParameters, GenerateRequest, TokenEvent, ValidGenerate } from '../../llm/types.ts'
+import type { ChatPromptRequest } from '../../llm/validate.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { collect, noLlm, parseJson, relaySse } from './llm-common.ts'
-import { clientGone } from './sse.ts'
+import { collect, noLlm, parseJson, relayEvents, relaySse, type Collected, type EventRelay } from './llm-common.ts'
+import { clientGone, openSse, type SseWriter } from './sse.ts'
 import { openAiError } from '../error-render.ts'
 
 const CREATED = Math.floor(Date.now() / 1000)
@@ -114,12 +115,60 @@ function completionLogprobs(ts: TokenEvent[], offset: number) {
   }
 }
 
+/**
+ * The LLM servable a request's `model` names: a servable name or a model id. A name no servable
+ * has still reaches the default one when that is unambiguous (`--default-llm`, or only one LLM
+ * servable loaded), as TGI answers any name with its one model (HF InferenceClient sends a
+ * placeholder); with several and no default it is a 404.
+ */
 function pickModel(registry: ServableRegistry, b: Record<string, unknown>): LlmDispatcher {
   const model = b.model
   if (model !== undefined && model !== null && typeof model !== 'string') bad('`model` must be a string')
-  const byName = typeof model === 'string' && model !== '' && model !== 'tgi' ? registry.llm(model) ?? registry.llms().find((l) => l.info.modelId === model) : registry.llm()
-  if (!byName) throw typeof model === 'string' && model ? new ServeError('SERVABLE_NOT_FOUND', `The model \`${model}\` does not exist`) : noLlm()
-  return byName
+  if (typeof model !== 'string' || model === '' || model === 'tgi') return registry.llm() ?? throwNoLlm()
+  const named = registry.llm(model) ?? registry.llms().find((l) => l.info?.modelId === model)
+  if (named) return named
+  if (registry.defaultLlm !== undefined || registry.llms().length === 1) {
+    const fallback = registry.llm()
+    if (fallback) return fallback
+  }
+  throw registry.llms().length === 0 ? noLlm() : new ServeError('SERVABLE_NOT_FOUND', `The model \`${model}\` does not exist`)
+}
+
+function throwNoLlm(): never {
+  throw noLlm()
+}
+
+/** A message's content: a string, null (an assistant's tool call), or text parts joined as TGI joins them. */
+function messageText(content: unknown, path: string): string {
+  if (typeof content === 'string') return content
+  if (content === null || content === undefined) return ''
+  if (!Array.isArray(content)) bad(`${path} must be a string or a list of text parts`)
+  return content.map((part, j) => {
+    const { type, text } = (part ?? {}) as { type?: unknown; text?: unknown }
+    if (type === 'text' && typeof text === 'string') return text
+    return bad(`${path}[${j}]: only text parts are supported`)
+  }).join('')
+}
+
+/**
+ * An assistant message's OpenAI `tool_calls`. `function.arguments` arrives as a JSON string; the
+ * template gets it parsed (as vLLM passes it), since templates write it with `| tojson` and
+ * transformers documents it as a dict. Text that is not JSON is passed on as it is.
+ */
+function toolCalls(v: unknown, path: string): ChatToolCall[] {
+  if (!Array.isArray(v)) bad(`${path} must be a list`)
+  return v.map((c, j) => {
+    const { id, type, function: fn } = (c ?? {}) as { id?: unknown; type?: unknown; function?: unknown }
+    const { name, arguments: args } = (fn ?? {}) as { name?: unknown; arguments?: unknown }
+    if (typeof name !== 'string') bad(`${path}[${j}].function.name must be a string`)
+    let parsed: unknown = args ?? {}
+    if (typeof args === 'string') {
+      try { parsed = JSON.parse(args) } catch { parsed = args }
+    }
+    const call: ChatToolCall = { type: typeof type === 'string' ? type : 'function', function: { name, arguments: parsed } }
+    if (typeof id === 'string') call.id = id
+    return call
+  })
 }
 
 function chatMessages(b: Record<string, unknown>): ChatMessage[] {
@@ -127,55 +176,213 @@ function chatMessages(b: Record<string, unknown>): ChatMessage[] {
   if (!Array.isArray(msgs) || msgs.length === 0) bad('`messages` must be a non-empty list')
   return msgs.map((m, i) => {
     if (!m || typeof m !== 'object') bad(`messages[${i}] must be an object`)
-    const { role, content } = m as { role?: unknown; content?: unknown }
+    const { role, content, tool_calls, tool_call_id, name } = m as Record<string, unknown>
     if (typeof role !== 'string') bad(`messages[${i}].role must be a string`)
-    let text: string
-    if (typeof content === 'string') text = content
-    else if (Array.isArray(content)) {
-      text = content.map((part, j) => {
-        if (part && typeof part === 'object' && (part as { type?: unknown }).type === 'text' && typeof (part as { text?: unknown }).text === 'string') return (part as { text: string }).text
-        return bad(`messages[${i}].content[${j}]: only text parts are supported`)
-      }).join('')
-    } else if (content === null || content === undefined) text = ''
-    else return bad(`messages[${i}].content must be a string or a list of text parts`)
-    return { role, content: text }
+    const msg: ChatMessage = { role, content: messageText(content, `messages[${i}].content`) }
+    if (tool_calls !== undefined && tool_calls !== null) msg.tool_calls = toolCalls(tool_calls, `messages[${i}].tool_calls`)
+    if (typeof tool_call_id === 'string') msg.tool_call_id = tool_call_id
+    if (typeof name === 'string') msg.name = name
+    return msg
+  })
+}
+
+/**
+ * OpenAI `tools` for the chat template. The template renders them (the model may answer with a
+ * call in its own format); `tool_choice` "required" or a named function would need constrained
+ * decoding, which ms-serve does not do yet.
+ */
+function chatTools(b: Record<string, unknown>): unknown[] | undefined {
+  const { tools, tool_choice: choice } = b
+  if (tools === undefined || tools === null) return undefined
+  if (!Array.isArray(tools) || tools.some((t) => !t || typeof t !== 'object' || typeof (t as { function?: { name?: unknown } }).function?.name !== 'string')) {
+    bad('`tools` must be a list of `{"type": "function", "function": {"name", ...}}`')
+  }
+  if (choice !== undefined && choice !== null && choice !== 'auto' && choice !== 'none') bad('`tool_choice` other than "auto" or "none" is not supported by ms-serve')
+  return tools
+}
+
+/**
+ * OpenAI completions `prompt`: a string, a list of token ids, or a list of either (one choice
+ * per prompt). Empty lists are refused; an empty string reaches validation (TGI's text).
+ */
+function completionPrompts(prompt: unknown): Array<Pick<GenerateRequest, 'inputs' | 'inputIds'>> {
+  const ids = (v: unknown): v is number[] => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'number')
+  if (typeof prompt === 'string') return [{ inputs: prompt }]
+  if (!Array.isArray(prompt) || prompt.length === 0) bad('`prompt` must be a string, a list of token ids, or a non-empty list of either')
+  if (ids(prompt)) return [{ inputIds: prompt }]
+  return prompt.map((p, i) => {
+    if (typeof p === 'string') return { inputs: p }
+    if (ids(p)) return { inputIds: p }
+    return bad(`\`prompt[${i}]\` must be a string or a non-empty list of token ids`)
   })
 }
 
 interface Kind { chat: boolean; id: string; model: string }
 
-function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: string | null, logprobs: unknown = null) {
+/** The fields every answer and chunk starts with. */
+function head(k: Kind, object: string) {
+  return { id: k.id, object, created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve' }
+}
+
+function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: string | null, logprobs: unknown = null, index = 0) {
   if (k.chat) {
     const delta: Record<string, string> = {}
     if (content.role) delta.role = 'assistant'
     if (content.text !== undefined) delta.content = content.text
-    return { id: k.id, object: 'chat.completion.chunk', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, delta, logprobs, finish_reason: finish }] }
+    return { ...head(k, 'chat.completion.chunk'), choices: [{ index, delta, logprobs, finish_reason: finish }] }
   }
-  return { id: k.id, object: 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: content.text ?? '', logprobs, finish_reason: finish }] }
+  return { ...head(k, 'text_completion'), choices: [{ index, text: content.text ?? '', logprobs, finish_reason: finish }] }
 }
 
-function stream(k: Kind, llm: LlmDispatcher, valid: ValidGenerate, includeUsage: boolean, withLogprobs: boolean, reply: FastifyReply): Promise<void> {
+function usageOf(done: readonly DoneEvent[]) {
+  let prompt = 0
+  let completion = 0
+  for (const d of done) { prompt += d.inputTokens; completion += d.generatedTokens }
+  return { prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion }
+}
+
+function usageChunk(k: Kind, done: readonly DoneEvent[]) {
+  const { system_fingerprint: _f, ...h } = head(k, k.chat ? 'chat.completion.chunk' : 'text_completion')
+  return { ...h, choices: [], usage: usageOf(done) }
+}
+
+/** One choice's events as OpenAI chunks carrying its `index`. */
+function choiceRelay(k: Kind, index: number, withLogprobs: boolean, onDone: (ev: DoneEvent) => void): EventRelay<SseWriter> {
   let offset = 0
-  return relaySse(llm, valid, reply, {
-    open: (sse) => { if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null)) },
+  return {
     token: (sse, t) => {
       if (t.special) return
       // With logprobs every text token gets its chunk, even one that adds no text yet (mid-character).
       if (withLogprobs) {
-        sse.send(chunk(k, { text: t.text }, null, k.chat ? { content: [chatLogprob(t)], refusal: null } : completionLogprobs([t], offset)))
+        sse.send(chunk(k, { text: t.text }, null, k.chat ? { content: [chatLogprob(t)], refusal: null } : completionLogprobs([t], offset), index))
         offset += t.text.length
-      } else if (t.text) sse.send(chunk(k, { text: t.text }, null))
+      } else if (t.text) sse.send(chunk(k, { text: t.text }, null, null, index))
     },
     done: (sse, ev) => {
-      sse.send(chunk(k, k.chat ? {} : { text: '' }, openAiFinish(ev.finishReason)))
-      if (includeUsage) sse.send({ id: k.id, object: k.chat ? 'chat.completion.chunk' : 'text_completion', created: Math.floor(Date.now() / 1000), model: k.model, choices: [], usage: { prompt_tokens: ev.inputTokens, completion_tokens: ev.generatedTokens, total_tokens: ev.inputTokens + ev.generatedTokens } })
+      sse.send(chunk(k, k.chat ? {} : { text: '' }, openAiFinish(ev.finishReason), null, index))
+      onDone(ev)
     },
     error: (sse, ev) => {
       const { status, body } = openAiError(ev)
       sse.send({ error: { ...body.error, http_status_code: status } })
     },
+  }
+}
+
+function stream(k: Kind, llm: LlmDispatcher, valid: ValidGenerate, includeUsage: boolean, withLogprobs: boolean, reply: FastifyReply): Promise<void> {
+  const done: DoneEvent[] = []
+  const relay = choiceRelay(k, 0, withLogprobs, (ev) => done.push(ev))
+  return relaySse(llm, valid, reply, {
+    ...relay,
+    open: (sse) => { if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null)) },
+    done: (sse, ev, last) => {
+      relay.done(sse, ev, last)
+      if (includeUsage) sse.send(usageChunk(k, done))
+    },
     close: (sse) => { sse.send('[DONE]', true) },
   })
+}
+
+/**
+ * Streams several completions (a list of prompts) as one SSE response, chunks interleaved as their
+ * tokens come, each carrying its choice `index` (as OpenAI and vLLM stream them). Every request is
+ * admitted before the stream opens, so overload is still a 429; once open, a failed choice sends
+ * the error event and cancels the others. Usage (when asked) sums all choices.
+ */
+async function streamMany(k: Kind, llm: LlmDispatcher, valids: readonly ValidGenerate[], includeUsage: boolean, withLogprobs: boolean, reply: FastifyReply): Promise<void> {
+  const ac = clientGone(reply)
+  const streams = startAll(valids, ac, (v, signal) => llm.stream(v, signal))
+  const sse = openSse(reply)
+  const done: DoneEvent[] = []
+  let failed = false
+  await Promise.all(streams.map(async (events, index) => {
+    const relay = choiceRelay(k, index, withLogprobs, (ev) => done.push(ev))
+    const ok = await relayEvents(sse, events, {
+      ...relay,
+      error: (w, ev) => {
+        if (!failed) relay.error(w, ev)
+        failed = true
+        ac.abort()
+      },
+    })
+    if (!ok && !failed) {
+      failed = true
+      ac.abort()
+      relay.error(sse, { type: 'error', requestId: '', code: 'INTERNAL', message: 'Request failed during generation: the stream ended without a final event' })
+    }
+  }))
+  if (includeUsage && !failed) sse.send(usageChunk(k, done))
+  sse.send('[DONE]', true)
+  sse.end()
+}
+
+/** Starts one request per entry; if one cannot start, the started ones are cancelled and its error is thrown. */
+function startAll<T>(valids: readonly ValidGenerate[], ac: AbortController, start: (v: ValidGenerate, signal: AbortSignal) => T): T[] {
+  try {
+    return valids.map((v) => start(v, ac.signal))
+  } catch (e) {
+    ac.abort()
+    throw e
+  }
+}
+
+/** Runs every prompt's request concurrently to completion; one failure cancels the others. Results in prompt order. */
+async function collectAll(llm: LlmDispatcher, valids: readonly ValidGenerate[], reply: FastifyReply): Promise<Collected[]> {
+  const ac = clientGone(reply)
+  try {
+    return await Promise.all(startAll(valids, ac, (v, signal) => collect(llm, v, signal)))
+  } catch (e) {
+    ac.abort()
+    throw e
+  }
+}
+
+async function completions(b: Record<string, unknown>, llm: LlmDispatcher, k: Kind, reply: FastifyReply): Promise<unknown> {
+  if (b.suffix !== undefined && b.suffix !== null) bad('`suffix` is not supported')
+  const prompts = completionPrompts(b.prompt)
+  const parameters = samplingFrom(b, 16)
+  const lp = logprobsFrom(b, false)
+  if (lp) parameters.topNTokens = lp
+  // Each prompt is tokenized and checked here, in the listener, before any of them starts.
+  const valids = prompts.map((p) => llm.validate({ ...p, parameters }))
+  const opts = b.stream_options as { include_usage?: unknown } | undefined
+  const includeUsage = opts?.include_usage === true
+  if (b.stream === true && valids.length === 1) return stream(k, llm, valids[0]!, includeUsage, lp !== null, reply)
+  if (b.stream === true) return streamMany(k, llm, valids, includeUsage, lp !== null, reply)
+  const results = await collectAll(llm, valids, reply)
+  const choices = results.map(({ tokens, done }, index) => {
+    // Logprobs cover the tokens of the text (special ones such as EOS are not in it).
+    const logprobs = lp === null ? null : completionLogprobs(tokens.filter((t) => !t.special), 0)
+    return { index, text: done.generatedText, logprobs, finish_reason: openAiFinish(done.finishReason) }
+  })
+  return reply.send({ ...head(k, 'text_completion'), choices, usage: usageOf(results.map((r) => r.done)) })
+}
+
+async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k: Kind, reply: FastifyReply): Promise<unknown> {
+  const format = b.response_format as { type?: unknown } | null | undefined
+  if (format !== undefined && format !== null && format.type !== 'text') bad('`response_format` is not supported by ms-serve')
+  const request: ChatPromptRequest = { messages: chatMessages(b), parameters: samplingFrom(b) }
+  const tools = chatTools(b)
+  if (tools !== undefined) request.tools = tools
+  // vLLM's extension: false renders the conversation without opening an assistant turn.
+  if (typeof b.add_generation_prompt === 'boolean') request.addGenerationPrompt = b.add_generation_prompt
+  const kwargs = b.chat_template_kwargs
+  if (kwargs !== undefined && kwargs !== null) {
+    if (typeof kwargs !== 'object' || Array.isArray(kwargs)) bad('`chat_template_kwargs` must be an object')
+    request.templateKwargs = kwargs as Record<string, unknown>
+  }
+  const lp = logprobsFrom(b, true)
+  if (lp) request.parameters = { ...request.parameters, topNTokens: lp }
+  // The chat template renders and the prompt is tokenized and checked here, in the listener.
+  const valid = llm.validate(request)
+  const opts = b.stream_options as { include_usage?: unknown } | undefined
+  if (b.stream === true) return stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply)
+  const [{ tokens, done }] = await collectAll(llm, [valid], reply) as [Collected]
+  const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)
+  const message = { role: 'assistant', content: done.generatedText }
+  const logprobs = lp === null ? null : { content: textTokens.map(chatLogprob), refusal: null }
+  const choices = [{ index: 0, message, logprobs, finish_reason: openAiFinish(done.finishReason) }]
+  return reply.send({ ...head(k, 'chat.completion'), choices, usage: usageOf([done]) })
 }
 
 export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableRegistry): void {
@@ -184,38 +391,7 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
       const b = parseJson(req.body)
       const llm = pickModel(registry, b)
       const k: Kind = { chat, id: `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID().replaceAll('-', '')}`, model: llm.info.modelId }
-      let request: GenerateRequest
-      let lp: number | null
-      if (chat) {
-        if (b.tools !== undefined || b.response_format !== undefined && (b.response_format as { type?: string })?.type !== 'text') bad('`tools` and `response_format` are not supported by ms-serve')
-        request = { messages: chatMessages(b), parameters: samplingFrom(b) }
-        lp = logprobsFrom(b, true)
-      } else {
-        if (b.suffix !== undefined && b.suffix !== null) bad('`suffix` is not supported')
-        let prompt = b.prompt
-        if (Array.isArray(prompt)) {
-          if (prompt.length !== 1) bad('a list of prompts is not supported by ms-serve; send one prompt per request')
-          prompt = prompt[0]
-        }
-        if (typeof prompt !== 'string') bad('`prompt` must be a string')
-        request = { inputs: prompt, parameters: samplingFrom(b, 16) }
-        lp = logprobsFrom(b, false)
-      }
-      if (lp) request.parameters = { ...request.parameters, topNTokens: lp }
-      // The chat template renders and the prompt is tokenized and checked here, in the listener.
-      const valid = llm.validate(request)
-      const opts = b.stream_options as { include_usage?: unknown } | undefined
-      if (b.stream === true) return await stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply)
-      const ac = clientGone(reply)
-      const { tokens, done } = await collect(llm, valid, ac.signal)
-      // Logprobs cover the tokens of the text (special ones such as EOS are not in it).
-      const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)
-      const usage = { prompt_tokens: done.inputTokens, completion_tokens: done.generatedTokens, total_tokens: done.inputTokens + done.generatedTokens }
-      const created = Math.floor(Date.now() / 1000)
-      if (chat) {
-        return reply.send({ id: k.id, object: 'chat.completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, message: { role: 'assistant', content: done.generatedText }, logprobs: lp === null ? null : { content: textTokens.map(chatLogprob), refusal: null }, finish_reason: openAiFinish(done.finishReason) }], usage })
-      }
-      return reply.send({ id: k.id, object: 'text_completion', created, model: k.model, system_fingerprint: 'ms-serve', choices: [{ index: 0, text: done.generatedText, logprobs: lp === null ? null : completionLogprobs(textTokens, 0), finish_reason: openAiFinish(done.finishReason) }], usage })
+      return await (chat ? chatCompletions(b, llm, k, reply) : completions(b, llm, k, reply))
     } catch (e) {
       if (reply.sent || reply.raw.headersSent) return
       const { status, body } = openAiError(toServeError(e))
@@ -224,8 +400,11 @@ export function registerOpenAiRoutes(app: FastifyInstance, registry: ServableReg
   }
   app.post('/v1/completions', handle(false))
   app.post('/v1/chat/completions', handle(true))
+  // vLLM's fields: `max_model_len` is the most tokens (prompt + generated) one request may hold.
   app.get('/v1/models', async () => ({
     object: 'list',
-    data: registry.llms().map((l) => ({ id: l.info?.modelId ?? l.name, object: 'model', created: CREATED, owned_by: 'ms-serve' })),
+    data: registry.llms().map((l) => ({
+      id: l.info?.modelId ?? l.name, object: 'model', created: CREATED, owned_by: 'ms-serve', max_model_len: l.info?.maxTotalTokens ?? null,
+    })),
   }))
 }

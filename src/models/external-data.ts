@@ -1,0 +1,98 @@
+/**
+ * ONNX external data, as `onnx.save_model(..., save_as_external_data=True)`, optimum (exports over
+ * 2 GB) and torch's dynamo exporter write it: large initializers keep their name, dims and type in
+ * `model.onnx` but their bytes move to one side file (`model.onnx_data`); the proto says where with
+ * `data_location = EXTERNAL` and `external_data` entries `location` (relative to the model's
+ * folder), `offset` and `length`. Initializers of subgraphs (If/Loop bodies) are moved too.
+ */
+import { open } from 'node:fs/promises'
+import { basename, dirname, join } from 'node:path'
+import p from 'onnx-proto'
+import type { onnx as O } from 'onnx-proto'
+
+// onnx-proto is CommonJS (see onnx-builder.ts); imported directly so onnx-builder can import this.
+const { onnx } = p
+
+/** How `externalizeModel` splits a model. */
+export interface ExternalDataOptions {
+  /** File name of the data file, relative to the model's folder (default `model.onnx_data`). */
+  location?: string
+  /** Tensors with fewer raw bytes stay inline (default 1024, as onnx's `size_threshold`). */
+  sizeThreshold?: number
+  /** Each tensor starts at a multiple of this (default 4096, so onnxruntime can memory-map it). */
+  align?: number
+}
+
+/** One tensor's bytes in the data file. */
+export interface ExternalChunk { offset: number; bytes: Uint8Array }
+
+/** A split model: the weight-less graph, the data file's chunks in order and its total length. */
+export interface ExternalizedModel {
+  model: Uint8Array
+  location: string
+  chunks: ExternalChunk[]
+  dataLength: number
+}
+
+/** Every initializer of a graph and of its subgraphs, depth first. */
+function* initializersOf(g: O.IGraphProto): Generator<O.ITensorProto> {
+  yield* g.initializer ?? []
+  for (const n of g.node ?? []) {
+    for (const a of n.attribute ?? []) {
+      if (a.g) yield* initializersOf(a.g)
+      for (const sg of a.graphs ?? []) yield* initializersOf(sg)
+    }
+  }
+}
+
+/** Moves the raw data of every large initializer of `bytes` to an external data file (in memory). */
+export function externalizeModel(bytes: Uint8Array, opts: ExternalDataOptions = {}): ExternalizedModel {
+  const location = opts.location ?? 'model.onnx_data'
+  const threshold = opts.sizeThreshold ?? 1024
+  const align = opts.align ?? 4096
+  const model = onnx.ModelProto.decode(bytes)
+  if (!model.graph) throw new Error('model has no graph')
+  const chunks: ExternalChunk[] = []
+  let end = 0
+  for (const t of initializersOf(model.graph)) {
+    const raw = t.rawData
+    if (!raw || raw.byteLength < threshold || t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) continue
+    const offset = Math.ceil(end / align) * align
+    chunks.push({ offset, bytes: raw })
+    end = offset + raw.byteLength
+    t.rawData = new Uint8Array(0)
+    t.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL
+    t.externalData = [
+      { key: 'location', value: location },
+      { key: 'offset', value: String(offset) },
+      { key: 'length', value: String(raw.byteLength) },
+    ]
+  }
+  return { model: onnx.ModelProto.encode(model).finish(), location, chunks, dataLength: end }
+}
+
+/**
+ * Writes `bytes` as `modelPath` plus its data file next to it (`<model file name>_data` unless
+ * `opts.location`), streaming the chunks; returns both paths and sizes.
+ */
+export async function writeExternalDataModel(modelPath: string, bytes: Uint8Array, opts: ExternalDataOptions = {}): Promise<{ modelPath: string; dataPath: string; modelBytes: number; dataBytes: number }> {
+  const split = externalizeModel(bytes, { ...opts, location: opts.location ?? `${basename(modelPath)}_data` })
+  const dataPath = join(dirname(modelPath), split.location)
+  const fh = await open(dataPath, 'w')
+  try {
+    for (const c of split.chunks) await fh.write(c.bytes, 0, c.bytes.byteLength, c.offset)
+    await fh.truncate(split.dataLength)
+  } finally {
+    await fh.close()
+  }
+  const mh = await open(modelPath, 'w')
+  try { await mh.write(split.model) } finally { await mh.close() }
+  return { modelPath, dataPath, modelBytes: split.model.byteLength, dataBytes: split.dataLength }
+}
+
+/** True if any initializer (subgraphs included) of a decoded model keeps its data in a file. */
+export function usesExternalData(model: O.IModelProto): boolean {
+  if (!model.graph) return false
+  for (const t of initializersOf(model.graph)) if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) return true
+  return false
+}

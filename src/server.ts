@@ -12,6 +12,7 @@ import { loadMsServiceDefinition } from './protocol/grpc/ms-service.ts'
 import { planDevices, withIsolation, type DeviceType, type Isolation } from './runtime/devices.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
+import { ServerMetrics } from './runtime/metrics.ts'
 import { addMsService } from './protocol/grpc/ms-service.ts'
 import { msServerOptions } from './protocol/grpc/ms-service.ts'
 import { addMsServeService } from './protocol/grpc/generate-service.ts'
@@ -106,7 +107,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((l: string) => process.stdout.write(l + '\n'))
   const strict = opts.strict ?? false
   const { servables, failures } = await loadServables(opts.dir, opts.versions, strict)
-  const registry = new ServableRegistry()
+  // One set of Prometheus instruments per server (never prom-client's global registry).
+  const metrics = new ServerMetrics()
+  const registry = new ServableRegistry(metrics)
   // The instance limits the body parser checks for both listeners, by servable name.
   const limits = instanceLimits(opts.policy, opts.policyOf)
   /** The policy of a version about to start (at start-up and on reload). */
@@ -121,7 +124,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
-  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), log: (l) => process.stderr.write(l + '\n') })
+  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), metrics, log: (l) => process.stderr.write(l + '\n') })
   const live = servables.map(create)
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
   const started = await Promise.allSettled(live.map(async (l) => {

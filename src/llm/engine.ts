@@ -17,6 +17,8 @@ import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
 import { DecoderRunner } from './decoder-runner.ts'
 import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite.ts'
+import { GrammarCompilerCache } from './grammar.ts'
+import type { SequenceGrammar } from './grammar.ts'
 import { SlotKvCache } from './kv-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
@@ -112,6 +114,9 @@ export class LlmEngine {
   private scratch = new Float32Array(0)
   private readonly counters = { numPrefills: 0, numDecodes: 0, generatedTokens: 0, prefillMs: 0, decodeMs: 0 }
   private encoder: PromptEncoder | undefined
+  /** Structured output: compiled grammars (made on the first constrained request) and each constrained sequence's matcher. */
+  private grammarCache: GrammarCompilerCache | undefined
+  private readonly matchers = new Map<Sequence, SequenceGrammar>()
 
   private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
@@ -213,6 +218,9 @@ export class LlmEngine {
     this.queue.length = 0
     this.rows.length = 0
     while (this.busy) await new Promise((r) => setImmediate(r))
+    // After the step in progress, which may still be masking with them.
+    for (const m of this.matchers.values()) m.dispose()
+    this.matchers.clear()
     await this.runner.session.release()
   }
 
@@ -242,7 +250,7 @@ export class LlmEngine {
     } catch (e) {
       // A failed run leaves the cache in an unknown state: fail the whole batch (TGI does the same).
       const msg = `Request failed during generation: ${(e as Error).message}`
-      for (const seq of [...this.rows, ...prefillIds]) { seq.fail('INFERENCE_FAILED', msg); this.inFlight.delete(seq.id) }
+      for (const seq of [...this.rows, ...prefillIds]) { seq.fail('INFERENCE_FAILED', msg); this.inFlight.delete(seq.id); this.dropGrammar(seq) }
       this.rows.length = 0
       this.reservedTokens = 0
     } finally {
@@ -268,7 +276,9 @@ export class LlmEngine {
     return this.scratch
   }
 
-  private async prefill(seqs: Sequence[]): Promise<void> {
+  private async prefill(queued: Sequence[]): Promise<void> {
+    const seqs = queued.some((s) => s.req.grammar) ? await this.attachGrammars(queued) : queued
+    if (seqs.length === 0) return
     const t0 = performance.now()
     const first = this.rows.length
     for (const [j, seq] of seqs.entries()) {
@@ -278,6 +288,7 @@ export class LlmEngine {
       this.reservedTokens += seq.reservedTokens
     }
     const logits = await this.runner.prefill(seqs.map((s) => s.req.inputIds), first, this.lens)
+    if (this.matchers.size > 0) await this.maskRows(seqs, logits.data, logits.vocabSize)
     const now = performance.now()
     this.counters.numPrefills++
     this.counters.prefillMs += now - t0
@@ -289,6 +300,7 @@ export class LlmEngine {
     const n = this.rows.length
     const tokens = this.rows.map((s) => s.lastToken)
     const logits = await this.runner.decode(tokens, n, this.lens)
+    if (this.matchers.size > 0) await this.maskRows(this.rows, logits.data, logits.vocabSize)
     const now = performance.now()
     this.counters.numDecodes++
     this.counters.decodeMs += now - t0
@@ -303,10 +315,53 @@ export class LlmEngine {
       if (seq.finished) continue // cancelled by a consumer callback during this loop
       this.counters.generatedTokens++
       if (seq.step(logits.subarray(i * vocab, (i + 1) * vocab), now, scratch)) done.push(seq)
+      else {
+        const m = this.matchers.get(seq)
+        // The mask allowed only tokens the matcher accepts; a refusal would be an xgrammar bug.
+        if (m && !m.accept(seq.lastToken)) { seq.fail('INFERENCE_FAILED', 'Request failed during generation: the grammar refused the sampled token'); done.push(seq) }
+      }
     }
     // Leave in descending row order so the row moved into each hole is one that stays.
     done.sort((a, b) => b.row - a.row)
     for (const seq of done) this.leave(seq)
+  }
+
+  /**
+   * Gives each constrained sequence its grammar matcher (compiled once per distinct grammar);
+   * a sequence whose grammar fails to compile fails alone. Returns the sequences to prefill.
+   */
+  private async attachGrammars(seqs: Sequence[]): Promise<Sequence[]> {
+    this.grammarCache ??= new GrammarCompilerCache(this.tokenizer, this.spec.vocabSize ?? this.tokenizer.vocabSize)
+    const ok: Sequence[] = []
+    for (const seq of seqs) {
+      const g = seq.req.grammar
+      if (g) {
+        try {
+          this.matchers.set(seq, await this.grammarCache.matcher(g))
+        } catch (e) {
+          seq.fail('INFERENCE_FAILED', `Request failed during generation: the grammar did not compile: ${(e as Error).message}`)
+          this.inFlight.delete(seq.id)
+          continue
+        }
+        // Cancelled or engine closed while compiling.
+        if (seq.finished || this.closed) { this.dropGrammar(seq); if (!this.closed) this.inFlight.delete(seq.id); continue }
+      }
+      ok.push(seq)
+    }
+    return ok
+  }
+
+  /** Masks the logits row of each constrained sequence (row i of `logits` is seqs[i]'s). */
+  private async maskRows(seqs: readonly Sequence[], logits: Float32Array, vocab: number): Promise<void> {
+    for (const [i, seq] of seqs.entries()) {
+      const m = this.matchers.get(seq)
+      if (m) await m.mask(logits.subarray(i * vocab, (i + 1) * vocab))
+    }
+  }
+
+  private dropGrammar(seq: Sequence): void {
+    const m = this.matchers.get(seq)
+    if (m) { m.dispose(); this.matchers.delete(seq) }
   }
 
   /** Removes a running sequence: the last row moves into its hole (one row's KV copy). */
@@ -323,6 +378,7 @@ export class LlmEngine {
     }
     this.rows.pop()
     seq.row = -1
+    this.dropGrammar(seq)
     this.reservedTokens -= seq.reservedTokens
     this.inFlight.delete(seq.id)
   }

@@ -519,3 +519,20 @@ export function typicalFilter(probs: readonly number[], total: number, mass: num
   for (let k = 0; k < n; k++) if (score[k]! <= cut) kept.push(k)
   return kept
 }
+
+/**
+ * Constrained decoding (grammar.ts): sets row[i] = -Infinity wherever bit i of an xgrammar token
+ * bitmask (32 ids per int32, least significant bit first) is 0, and past the mask's end.
+ */
+export function applyBitmask(row: Float32Array, mask: Int32Array): void {
+  const v = row.length
+  const words = Math.min(mask.length, Math.ceil(v / 32))
+  for (let w = 0; w < words; w++) {
+    const bits = mask[w]!
+    if (bits === -1) continue
+    const base = w * 32
+    const end = Math.min(32, v - base)
+    for (let b = 0; b < end; b++) if (((bits >>> b) & 1) === 0) row[base + b] = -Infinity
+  }
+  for (let i = words * 32; i < v; i++) row[i] = -Infinity
+}

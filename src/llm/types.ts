@@ -6,6 +6,7 @@
  */
 import type { ErrorCode } from '../errors.ts'
 import type { ChatMessage } from './chat-template.ts'
+import type { GrammarSpec } from './grammar.ts'
 import type { SamplingParams } from './sampler.ts'
 
 /** Generation parameters (TGI's `parameters`, camelCased). All optional. */
@@ -30,6 +31,11 @@ export interface GenerateParameters {
   ignoreEos?: boolean
   /** TGI `top_n_tokens`: each token event carries this many alternatives (0..maxTopNTokens; 0 = none). */
   topNTokens?: number
+  /**
+   * Structured output: constrain decoding to JSON or a JSON schema (grammar.ts; routes build it
+   * with jsonSchemaSpec and check it with checkGrammar before validating). Not with ignoreEos.
+   */
+  grammar?: GrammarSpec
 }
 
 /**
@@ -141,6 +147,8 @@ export interface ValidGenerateFields {
   readonly ignoreEos: boolean
   /** Alternatives per token event (0 = none). */
   readonly topNTokens: number
+  /** Structured output: the engine masks every step's logits to what this grammar allows. */
+  readonly grammar?: GrammarSpec
 }
 
 /** Limits validation checks against (also reported by /info). */

@@ -104,6 +104,13 @@ export function validateGenerate(req: GenerateRequest, encoder: PromptEncoder, l
     seed = Number(BigInt.asUintN(53, s))
   }
 
+  const grammar = p.grammar ?? undefined
+  if (grammar !== undefined) {
+    const g = grammar as { type?: unknown; schema?: unknown }
+    if (!(g.type === 'json' || (g.type === 'json_schema' && typeof g.schema === 'string'))) fail('`grammar` must be {type:"json"} or {type:"json_schema", schema}')
+    if (p.ignoreEos === true) fail('`grammar` cannot be combined with `ignore_eos`')
+  }
+
   let inputIds = encodePrompt(req, encoder)
   if (inputIds.length === 0) fail('`inputs` cannot be empty')
   if (truncate !== undefined && inputIds.length > truncate) inputIds = inputIds.slice(inputIds.length - truncate)
@@ -127,7 +134,7 @@ export function validateGenerate(req: GenerateRequest, encoder: PromptEncoder, l
     repetitionPenalty: repetitionPenalty ?? 1,
     frequencyPenalty: frequencyPenalty ?? 0,
   }
-  const valid: ValidGenerateFields = { inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true, topNTokens }
+  const valid: ValidGenerateFields = { inputIds, maxNewTokens, sampling, seed, seeded: doSample, stop: [...stop], ignoreEos: p.ignoreEos === true, topNTokens, ...(grammar ? { grammar: grammar.type === 'json' ? { type: 'json' as const } : { type: 'json_schema' as const, schema: grammar.schema } } : {}) }
   return valid as ValidGenerate
 }
 

@@ -16,6 +16,10 @@ import { policyFor, type ServingPolicy } from './policy.ts'
 import { IdleWaiters } from './idle.ts'
 import { prepareLlm } from './llm-dispatch.ts'
 import { servableSnapshot, type ServableSnapshot } from './snapshot.ts'
+import { ServerMetrics, type Protocol } from './metrics.ts'
+
+interface Observer { observe(v: number): void }
+interface MethodSeries { queue: Observer; byProtocol: Map<string, { duration: Observer; outcomes: Map<string, { inc(): void }> }> }
 
 import type { InstanceOutcome } from './predict-outcome.ts'
 import { predictSignature, type PredictSignature, type ValidInstances } from './valid-predict.ts'
@@ -67,6 +71,8 @@ export interface LiveServableOptions {
   /** Restart back-off (default replica-pool.ts restartDelayMs). */
   restartDelayMs?: (failures: number) => number
   log?: (line: string) => void
+  /** The server's instruments (metrics.ts); default a private set (unit tests). */
+  metrics?: ServerMetrics
 }
 
 export interface ModelStats { name: string; executions: number; inferences: number; padded: number; computeMs: number; batchSizes: Record<number, number> }
@@ -79,6 +85,10 @@ export class LiveServable {
   readonly modelStats: ModelStats[]
   readonly methodStats = new Map<string, MethodStats>()
   readonly policy: ServingPolicy
+  readonly metrics: ServerMetrics
+  /** Prometheus label children, made once (per model at construction, per method on first use). */
+  private readonly modelSeries: Array<{ compute: Observer; batch: Observer }>
+  private readonly methodSeries = new Map<string, MethodSeries>()
   /** Resolves waiters of drain() when the last queued or in-flight work finishes. */
   private readonly idle = new IdleWaiters()
   /** What the listener checks each request against (valid-predict.ts), built once the replicas report their models. */
@@ -86,6 +96,14 @@ export class LiveServable {
 
   constructor(readonly servable: ValidServable, devices: DevicePlan[], opts: LiveServableOptions = {}) {
     this.policy = opts.policy ?? policyFor(servable.name)
+    this.metrics = opts.metrics ?? new ServerMetrics()
+    this.modelSeries = servable.models.map((m) => ({
+      compute: this.metrics.computeDuration.labels(servable.name, String(servable.version), m.name),
+      batch: this.metrics.batchSize.labels(servable.name, String(servable.version), m.name),
+    }))
+    const sv = { servable: servable.name, version: String(servable.version) }
+    // The series exists from the start (0), so rate() and alerts see the first restart.
+    this.metrics.replicaRestarts.inc(sv, 0)
     this.signature = predictSignature(servable, [])
     const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'))
     const replicas = devices.map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
@@ -93,6 +111,7 @@ export class LiveServable {
       available: () => this.pumpAll(),
       idle: () => this.checkIdle(),
       allDown: (why) => this.failQueued(new ServeError('REPLICA_CRASHED', `every replica of ${this.name} is down (last: ${why}); restarting`)),
+      restarting: () => this.metrics.replicaRestarts.inc(sv),
       log,
     }, opts.restartDelayMs)
     this.modelStats = servable.models.map((m) => ({ name: m.name, executions: 0, inferences: 0, padded: 0, computeMs: 0, batchSizes: {} }))
@@ -198,7 +217,11 @@ export class LiveServable {
     const now = performance.now()
     st.batches++
     st.batchSizes[items.length] = (st.batchSizes[items.length] ?? 0) + 1
-    for (const it of items) st.queueMs += now - it.enqueuedAt
+    const queueHist = this.series(method).queue
+    for (const it of items) {
+      st.queueMs += now - it.enqueuedAt
+      queueHist.observe((now - it.enqueuedAt) / 1000)
+    }
     replica.run(method, items.map((i) => i.value.inst)).then(
       ({ results, runs }) => {
         for (const r of runs) {
@@ -208,6 +231,9 @@ export class LiveServable {
           ms.padded += r.padded
           ms.computeMs += r.ms
           ms.batchSizes[r.batch] = (ms.batchSizes[r.batch] ?? 0) + 1
+          const m = this.modelSeries[r.model]!
+          m.compute.observe(r.ms / 1000)
+          m.batch.observe(r.batch)
         }
         results.forEach((r, i) => settle(items[i]!.value, toOutcome(r)))
         if (results.some((r) => 'e' in r)) st.errors++
@@ -256,6 +282,32 @@ export class LiveServable {
     for (const t of this.timers.values()) clearTimeout(t)
     this.failQueued(new ServeError('SERVABLE_NOT_READY', `servable ${this.name} version ${this.version} is shutting down`))
     await this.pool.stop(force)
+  }
+
+  /** The label children of `method` (made on first use, then a map lookup: no label hashing per request). */
+  private series(method: string): MethodSeries {
+    let s = this.methodSeries.get(method)
+    if (!s) {
+      const v = String(this.version)
+      s = { queue: this.metrics.queueDuration.labels(this.name, v, method), byProtocol: new Map() }
+      this.methodSeries.set(method, s)
+    }
+    return s
+  }
+
+  /** Counts and times one answered predict of `method` (registry.ts calls it). */
+  recordRequest(method: string, protocol: Protocol, outcome: string, seconds: number): void {
+    const s = this.series(method)
+    let p = s.byProtocol.get(protocol)
+    if (!p) {
+      const v = String(this.version)
+      p = { duration: this.metrics.requestDuration.labels(this.name, v, method, protocol), outcomes: new Map() }
+      s.byProtocol.set(protocol, p)
+    }
+    let c = p.outcomes.get(outcome)
+    if (!c) p.outcomes.set(outcome, (c = this.metrics.requests.labels(this.name, String(this.version), method, protocol, outcome)))
+    c.inc()
+    p.duration.observe(seconds)
   }
 
   /** Instances of `method` waiting in its queue. */

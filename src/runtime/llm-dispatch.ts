@@ -13,6 +13,7 @@ import { validateGenerate, type PromptEncoder } from '../llm/validate.ts'
 import type { LiveServable } from './live-servable.ts'
 import type { LlmInfo } from './messages.ts'
 import type { Replica } from './replica.ts'
+import type { ServerMetrics } from './metrics.ts'
 
 /** Prompt encoders of the servable versions loaded in this process (a reloaded version gets a new one). */
 const encoders = new WeakMap<ValidServable, PromptEncoder>()
@@ -37,9 +38,15 @@ export async function prepareLlm(servable: ValidServable): Promise<void> {
 export class LlmDispatcher {
   private encoderCache: PromptEncoder | undefined
 
-  /** `encoder`: the servable's tokenizer and chat template; default the one prepareLlm loaded. */
-  constructor(readonly live: LiveServable, encoder?: PromptEncoder) {
+  private readonly metrics: ServerMetrics | undefined
+
+  /**
+   * `encoder`: the servable's tokenizer and chat template; default the one prepareLlm loaded.
+   * `metrics`: where request timings go; default the servable's (none for a bare test double).
+   */
+  constructor(readonly live: LiveServable, encoder?: PromptEncoder, metrics: ServerMetrics | undefined = live.metrics) {
     this.encoderCache = encoder
+    this.metrics = metrics
   }
 
   get name(): string { return this.live.name }
@@ -97,8 +104,35 @@ export class LlmDispatcher {
   /** Starts a request; throws QUEUE_FULL (`llm_overloaded`) or SERVABLE_NOT_READY at once. */
   start(req: ValidGenerate, onEvent: (ev: GenerateEvent) => void): () => void {
     const r = this.admit()
-    const id = r.generate(req, onEvent)
+    const id = r.generate(req, this.metrics ? this.timed(this.metrics, onEvent) : onEvent)
     return () => r.cancel(id)
+  }
+
+  /**
+   * `onEvent`, observing the request's timings from its event stream as the listener sees it (TGI's
+   * meanings): submit -> first token, the gap between token events, submit -> done or error.
+   */
+  private timed(m: ServerMetrics, onEvent: (ev: GenerateEvent) => void): (ev: GenerateEvent) => void {
+    const sv = { servable: this.name, version: String(this.version) }
+    const submitted = performance.now()
+    let last = 0
+    return (ev) => {
+      const now = performance.now()
+      if (ev.type === 'token') {
+        if (last === 0) m.llmTimeToFirstToken.observe(sv, (now - submitted) / 1000)
+        else m.llmTimePerOutputToken.observe(sv, (now - last) / 1000)
+        last = now
+      } else {
+        m.llmRequestDuration.observe(sv, (now - submitted) / 1000)
+        m.llmRequests.inc({ ...sv, outcome: ev.type === 'done' ? 'success' : ev.code.toLowerCase() })
+        if (ev.type === 'done') {
+          m.llmQueueDuration.observe(sv, ev.timings.queueMs / 1000)
+          m.llmInputLength.observe(sv, ev.inputTokens)
+          m.llmGeneratedTokens.observe(sv, ev.generatedTokens)
+        }
+      }
+      onEvent(ev)
+    }
   }
 
   /**

@@ -11,7 +11,44 @@ import type { DevicePlan } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ReplicaMessage } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
 
+/** Upper bounds (ms) of the engine step-duration buckets stats() reports (the listener's step histograms). */
+export const STEP_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
+
+/**
+ * Step durations of one kind (prefill or decode), from the engine's cumulative counters: each time
+ * the host looks (after a step's events, and on stats()), the steps run since then are observed at
+ * their mean duration (one step per look in practice: a step's events are flushed before the next).
+ */
+class StepBuckets {
+  /** Non-cumulative counts per bucket; the last one is +Inf. */
+  private readonly counts = new Array<number>(STEP_BUCKETS_MS.length + 1).fill(0)
+  private steps = 0
+  private ms = 0
+
+  observe(steps: number, ms: number): void {
+    const n = steps - this.steps
+    if (n <= 0) return
+    const each = (ms - this.ms) / n
+    let i = STEP_BUCKETS_MS.findIndex((le) => each <= le)
+    if (i < 0) i = STEP_BUCKETS_MS.length
+    this.counts[i]! += n
+    this.steps = steps
+    this.ms = ms
+  }
+
+  /** Flat stats() keys: `<prefix>_le_<ms>` cumulative counts, `<prefix>_le_inf`. */
+  report(prefix: string): Record<string, number> {
+    const out: Record<string, number> = {}
+    let acc = 0
+    STEP_BUCKETS_MS.forEach((le, i) => { acc += this.counts[i]!; out[`${prefix}_le_${le}`] = acc })
+    out[`${prefix}_le_inf`] = acc + this.counts[STEP_BUCKETS_MS.length]!
+    return out
+  }
+}
+
 export class LlmHost {
+  private readonly prefillSteps = new StepBuckets()
+  private readonly decodeSteps = new StepBuckets()
   private readonly ids = new Map<number, string>()
   /** Events produced in this turn (a step emits one per running request); sent as one message. */
   private pendingIds: number[] = []
@@ -83,6 +120,7 @@ export class LlmHost {
   }
 
   private flushEvents(): void {
+    this.observeSteps()
     const ids = this.pendingIds
     const events = this.pendingEvents
     this.pendingIds = []
@@ -100,7 +138,14 @@ export class LlmHost {
     return this.engine.close()
   }
 
+  private observeSteps(): void {
+    const st = this.engine.stats()
+    this.prefillSteps.observe(st.numPrefills, st.prefillMs)
+    this.decodeSteps.observe(st.numDecodes, st.decodeMs)
+  }
+
   stats(): Record<string, number | string> {
-    return { ...this.engine.stats() }
+    this.observeSteps()
+    return { ...this.engine.stats(), ...this.prefillSteps.report('prefillStep'), ...this.decodeSteps.report('decodeStep') }
   }
 }

@@ -10,12 +10,15 @@ import { LlmDispatcher } from './llm-dispatch.ts'
 import { requestTimeoutMs } from './policy.ts'
 import { collapseOutcomes, type PredictOutcome } from './predict-outcome.ts'
 import { validatePredict, withRefused } from './valid-predict.ts'
+import { ServerMetrics, type Protocol } from './metrics.ts'
 
 export interface PredictCall {
   name: string
   method: string
   version: number
   instances: Record<string, Value>[]
+  /** The listener it came through (the `protocol` label of msserve_requests_total). */
+  protocol?: Protocol
   /** The client's own deadline (REST x-request-timeout-ms, gRPC deadline), capped by the servable's. */
   timeoutMs?: number
   /** Registers what to run when the client goes away: queued instances are dropped. */
@@ -30,6 +33,9 @@ export class ServableRegistry {
   readonly failed = new Map<string, string>()
   /** The LLM servable that routes without a model name (TGI /generate, OpenAI without `model`) use. */
   defaultLlm: string | undefined
+
+  /** `metrics`: the server's instruments (metrics.ts); predict counts and times each request there. */
+  constructor(readonly metrics: ServerMetrics = new ServerMetrics()) {}
 
   markFailed(name: string, why: string): void {
     this.failed.set(name, why)
@@ -110,8 +116,24 @@ export class ServableRegistry {
    * checks never reaches a replica.
    */
   async predict(call: PredictCall): Promise<PredictOutcome> {
+    const t0 = performance.now()
+    const s = this.get(call.name, call.version)
+    const outcome = await this.run(call, s)
+    const result = 'error' in outcome ? outcome.error.code.toLowerCase() : outcome.instances.some((o) => 'error' in o) ? 'partial' : 'success'
+    const protocol = call.protocol ?? 'rest'
+    const seconds = (performance.now() - t0) / 1000
+    // Labels only from what the server knows: an unknown servable or method is not a new series.
+    if (s !== undefined && s.method(call.method) !== undefined) s.recordRequest(call.method, protocol, result, seconds)
+    else {
+      const labels = { servable: s ? s.name : '', version: s ? String(s.version) : '', method: '', protocol }
+      this.metrics.requests.inc({ ...labels, outcome: result })
+      this.metrics.requestDuration.observe(labels, seconds)
+    }
+    return outcome
+  }
+
+  private async run(call: PredictCall, s: LiveServable | undefined): Promise<PredictOutcome> {
     try {
-      const s = this.get(call.name, call.version)
       if (!s || !s.ready) return { error: this.notAvailable(call.name, call.method, call.version) }
       const valid = validatePredict(s.signature, call.method, call.instances)
       // Every instance refused by the checks: answered here, without a batch slot or a replica hop.

@@ -20,6 +20,8 @@ export interface PoolEvents {
   idle(): void
   /** Every replica is down (the last one just exited): the owner fails its queued work. */
   allDown(why: string): void
+  /** A replica exited and will be restarted (the restart counter). */
+  restarting?(): void
   /** Operator-facing lines (restarts, failed restarts). */
   log(line: string): void
 }
@@ -69,6 +71,7 @@ export class ReplicaPool {
   private onExit(r: Replica, why: string): void {
     if (this.stopped) return
     this.restarts++
+    this.on.restarting?.()
     // Back off per replica while restarts keep failing; a successful restart resets it, so a replica
     // that crashes once a day is not left waiting 30 s because of crashes long ago.
     const failures = (this.crashStreak.get(r) ?? 0) + 1

@@ -1,8 +1,9 @@
 /**
  * One read-only picture of what the server runs, for every consumer of statistics: /stats renders
- * it as JSON, /metrics as Prometheus text, the console and the bench read it. Only runtime/ looks at
- * replica objects; protocol/ sees these plain records. LLM engine counters come from each replica
- * with a bounded wait (a hung replica answers `{}`), so taking a snapshot never hangs.
+ * it as JSON, /metrics sets its gauges from it (metrics.ts update), the console and the bench
+ * read it. Only runtime/ looks at replica objects; protocol/ sees these plain records. LLM engine
+ * counters come from each replica with a bounded wait (a hung replica answers `{}`), so taking a
+ * snapshot never hangs.
  */
 import type { LiveServable } from './live-servable.ts'
 import type { Replica, ReplicaState } from './replica.ts'

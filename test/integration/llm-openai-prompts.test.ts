@@ -176,8 +176,16 @@ describe('OpenAI prompts, chat templates and model names', () => {
     // The same prompt as token ids on /v1/completions gives the same greedy answer.
     const same = await client.completions.create({ model: 'hf', prompt: want, max_tokens: 2, temperature: 0 })
     assert.equal(same.choices[0]!.text, r.choices[0]!.message.content)
-    // Constrained tool calls are not served (yet): a clear 422 rather than a silent free-text answer.
-    await assert.rejects(client.chat.completions.create({ model: 'hf', messages, tools, tool_choice: 'required' }), (e: any) => e.status === 422)
+    // tool_choice "required" is constrained output (llm-structured-routes.test.ts): a tool call, or
+    // free text cut by max_tokens (the schema's string is unbounded); streamed, still a clear 422.
+    const req = await client.chat.completions.create({ model: 'hf', messages, tools, tool_choice: 'required', max_tokens: 120, temperature: 0 })
+    const ch = req.choices[0]!
+    if (ch.finish_reason === 'tool_calls') {
+      const fn = (ch.message.tool_calls![0] as any).function as { name: string; arguments: string }
+      assert.equal(fn.name, 'get_weather')
+      assert.equal(typeof JSON.parse(fn.arguments), 'object')
+    } else assert.equal(ch.finish_reason, 'length')
+    await assert.rejects(client.chat.completions.create({ model: 'hf', messages, tools, tool_choice: 'required', stream: true }), (e: any) => e.status === 422)
   })
 
   test('gRPC Generate takes prompt_token_ids', async () => {

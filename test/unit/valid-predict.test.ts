@@ -196,6 +196,8 @@ function fakeLive(): { live: LiveServable; calls: number[] } {
   const calls: number[] = []
   const live = {
     name: 'add', version: 1, ready: true, servable: ADD, policy: policyFor('add'), signature: ADD_SIG,
+    method: (n: string) => ADD.methods.find((m) => m.name === n),
+    recordRequest: () => {},
     replicas: [{ state: 'ready', models: [info(0, ADD_INPUTS)] }],
     predict: async (_m: ValidMethod, instances: ValidInstances) => {
       calls.push(instances.length)

@@ -39,6 +39,8 @@ export interface MsPredictCall {
   signal?: AbortSignal
   /** The time left before the client's deadline, if it set one. */
   timeoutMs?: number
+  /** Always 'grpc' here: the protocol label of the request metrics. */
+  protocol?: 'grpc'
 }
 /**
  * Answers one Predict (the registry's predict on the server). Identical per-instance failures must
@@ -82,6 +84,7 @@ export async function handlePredict(req: WirePredictRequest, handler: MsPredictH
       method: spec?.method_name ?? '',
       version: Number(spec?.version_number ?? 0),
       instances,
+      protocol: 'grpc',
       ...(signal ? { signal } : {}),
     })
     return encodeReply(spec, result)
@@ -132,6 +135,7 @@ export function addMsService(server: grpc.Server, handler: MsPredictHandler, raw
               method: spec?.method_name ?? '',
               version: Number(spec?.version_number ?? 0),
               instances,
+              protocol: 'grpc',
               ...(timeoutMs === undefined ? {} : { timeoutMs }),
             })
             callback(null, encodeReply(spec, result))

@@ -9,6 +9,8 @@ import type { FastifyReply } from 'fastify'
 import type { DoneEvent, ErrorEvent, GenerateEvent, GenerateParameters, TokenEvent, ValidGenerate } from '../../llm/types.ts'
 import { clientGone, openSse, type SseWriter } from './sse.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
+import { checkGrammar, jsonSchemaSpec } from '../../llm/grammar.ts'
+import type { GrammarSpec } from '../../llm/grammar.ts'
 
 /** SERVABLE_NOT_FOUND for routes that need an LLM when none is loaded. */
 export function noLlm(): ServeError {
@@ -74,6 +76,22 @@ export function tgiParameters(p: Record<string, unknown>, path = 'parameters.'):
     if (v !== undefined) out[key] = v
   }
   return out as RouteParameters
+}
+
+/**
+ * TGI's `grammar` parameter: `{"type":"json","value":<JSON schema>}` (also `json_schema`, as TGI's
+ * alias) -> the GrammarSpec, checked by xgrammar here in the listener (422 if it cannot compile).
+ * `regex` is refused: the xgrammar build ms-serve uses has no regex front end.
+ */
+export async function tgiGrammar(g: unknown): Promise<GrammarSpec | undefined> {
+  if (g === undefined || g === null) return undefined
+  if (typeof g !== 'object' || Array.isArray(g)) throw new ServeError('VALIDATION', 'Failed to deserialize the JSON body into the target type: parameters.grammar: expected an object')
+  const { type, value } = g as { type?: unknown; value?: unknown }
+  if (type === 'regex') throw new ServeError('VALIDATION', '`grammar` of type "regex" is not supported by ms-serve (only "json")')
+  if (type !== 'json' && type !== 'json_schema') throw new ServeError('VALIDATION', 'Failed to deserialize the JSON body into the target type: parameters.grammar.type: expected "json" or "regex"')
+  const spec = jsonSchemaSpec(value, 'grammar.value')
+  await checkGrammar(spec)
+  return spec
 }
 
 /** Only the fields the engine reads (drops route-level flags such as `details`). */

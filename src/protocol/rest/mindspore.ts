@@ -59,7 +59,7 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
       const task = { kind: 'ms-json' as const, body, limits, servable: target.name }
       const { instances } = bodies ? await bodies.parse(task) : parseMsBody(task)
       const timeoutMs = requestTimeoutHeader(req.headers['x-request-timeout-ms'])
-      call = { name: target.name, method: target.method, version: target.version, instances, ...(timeoutMs === undefined ? {} : { timeoutMs }), onCancel: (cancel: () => void) => onClientGone(reply, cancel) }
+      call = { name: target.name, method: target.method, version: target.version, instances, protocol: 'rest' as const, ...(timeoutMs === undefined ? {} : { timeoutMs }), onCancel: (cancel: () => void) => onClientGone(reply, cancel) }
     } catch (e) {
       return sendError(reply, toServeError(e, 'INVALID_REQUEST'))
     }

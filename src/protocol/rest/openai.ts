@@ -9,6 +9,8 @@ import { ServeError, toServeError } from '../../errors.ts'
 import type { ChatMessage, ChatToolCall } from '../../llm/chat-template.ts'
 import type { DoneEvent, FinishReason, GenerateParameters, GenerateRequest, TokenEvent, ValidGenerate } from '../../llm/types.ts'
 import type { ChatPromptRequest } from '../../llm/validate.ts'
+import { checkGrammar, jsonSchemaSpec } from '../../llm/grammar.ts'
+import type { GrammarSpec } from '../../llm/grammar.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { collect, noLlm, parseJson, relayEvents, relaySse, type Collected, type EventRelay } from './llm-common.ts'
@@ -186,19 +188,49 @@ function chatMessages(b: Record<string, unknown>): ChatMessage[] {
   })
 }
 
+/** A tool call the output is constrained to: `name` set for a named function, else the output names it. */
+interface ForcedToolCall { grammar: GrammarSpec; name?: string }
+
 /**
- * OpenAI `tools` for the chat template. The template renders them (the model may answer with a
- * call in its own format); `tool_choice` "required" or a named function would need constrained
- * decoding, which ms-serve does not do yet.
+ * OpenAI `tools` for the chat template, and `tool_choice`. "auto"/"none" (or absent): the template
+ * renders the tools and the model answers as it likes. "required" or a named function
+ * (`{"type":"function","function":{"name"}}`) constrain the output: to the named function's
+ * `parameters` schema, or for "required" to `{"name": <one of the tools>, "arguments": <its
+ * parameters>}`; the reply then carries `message.tool_calls` (non-streaming only for now).
  */
-function chatTools(b: Record<string, unknown>): unknown[] | undefined {
+function chatTools(b: Record<string, unknown>): { tools: unknown[]; forced?: ForcedToolCall } | undefined {
   const { tools, tool_choice: choice } = b
-  if (tools === undefined || tools === null) return undefined
+  if (tools === undefined || tools === null) {
+    if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') bad('`tool_choice` needs `tools`')
+    return undefined
+  }
   if (!Array.isArray(tools) || tools.some((t) => !t || typeof t !== 'object' || typeof (t as { function?: { name?: unknown } }).function?.name !== 'string')) {
     bad('`tools` must be a list of `{"type": "function", "function": {"name", ...}}`')
   }
-  if (choice !== undefined && choice !== null && choice !== 'auto' && choice !== 'none') bad('`tool_choice` other than "auto" or "none" is not supported by ms-serve')
-  return tools
+  if (choice === undefined || choice === null || choice === 'auto' || choice === 'none') return { tools }
+  const fns = (tools as Array<{ function: { name: string; parameters?: unknown } }>).map((t) => t.function)
+  const params = (f: { parameters?: unknown }): unknown => f.parameters ?? { type: 'object' }
+  if (choice === 'required') {
+    const alt = fns.map((f) => ({ type: 'object', properties: { name: { const: f.name }, arguments: params(f) }, required: ['name', 'arguments'], additionalProperties: false }))
+    return { tools, forced: { grammar: jsonSchemaSpec(alt.length === 1 ? alt[0] : { anyOf: alt }, 'tools') } }
+  }
+  const name = (choice as { type?: unknown; function?: { name?: unknown } } | null)?.function?.name
+  if (typeof choice !== 'object' || (choice as { type?: unknown }).type !== 'function' || typeof name !== 'string') {
+    bad('`tool_choice` must be "none", "auto", "required" or `{"type": "function", "function": {"name"}}`')
+  }
+  const f = fns.find((x) => x.name === name)
+  if (!f) bad(`\`tool_choice\` names the function "${name}", which is not in \`tools\``)
+  return { tools, forced: { grammar: jsonSchemaSpec(params(f), `tools[${fns.indexOf(f)}].function.parameters`), name } }
+}
+
+/** The reply's tool call from a constrained output; null when it did not finish (e.g. max_tokens). */
+function toolCallOf(forced: ForcedToolCall, text: string): { id: string; type: 'function'; function: { name: string; arguments: string } } | null {
+  let v: unknown
+  try { v = JSON.parse(text) } catch { return null }
+  const id = `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`
+  if (forced.name !== undefined) return { id, type: 'function', function: { name: forced.name, arguments: JSON.stringify(v) } }
+  const { name, arguments: args } = v as { name: string; arguments: unknown }
+  return { id, type: 'function', function: { name, arguments: JSON.stringify(args) } }
 }
 
 /**
@@ -343,6 +375,9 @@ async function completions(b: Record<string, unknown>, llm: LlmDispatcher, k: Ki
   const parameters = samplingFrom(b, 16)
   const lp = logprobsFrom(b, false)
   if (lp) parameters.topNTokens = lp
+  // vLLM takes response_format on completions too.
+  const grammar = await responseFormat(b.response_format)
+  if (grammar) parameters.grammar = grammar
   // Each prompt is tokenized and checked here, in the listener, before any of them starts.
   const valids = prompts.map((p) => llm.validate({ ...p, parameters }))
   const opts = b.stream_options as { include_usage?: unknown } | undefined
@@ -358,12 +393,39 @@ async function completions(b: Record<string, unknown>, llm: LlmDispatcher, k: Ki
   return reply.send({ ...head(k, 'text_completion'), choices, usage: usageOf(results.map((r) => r.done)) })
 }
 
+/**
+ * OpenAI `response_format`: `text` (or absent) leaves decoding free; `json_object` constrains it to
+ * JSON; `json_schema` (`{name, schema, strict}`) to the schema, checked by xgrammar here (422 if it
+ * cannot compile). Output always follows the schema, whether or not `strict` is set.
+ */
+async function responseFormat(f: unknown): Promise<GrammarSpec | undefined> {
+  if (f === undefined || f === null) return undefined
+  if (typeof f !== 'object' || Array.isArray(f)) bad('`response_format` must be an object')
+  const { type, json_schema: js } = f as { type?: unknown; json_schema?: unknown }
+  if (type === 'text') return undefined
+  if (type === 'json_object') return { type: 'json' }
+  if (type !== 'json_schema') bad('`response_format.type` must be "text", "json_object" or "json_schema"')
+  if (js === null || typeof js !== 'object' || Array.isArray(js)) bad('`response_format.json_schema` must be an object with `name` and `schema`')
+  const { name, schema } = js as { name?: unknown; schema?: unknown }
+  if (typeof name !== 'string' || name.length === 0) bad('`response_format.json_schema.name` must be a non-empty string')
+  const spec = schema === undefined ? { type: 'json' as const } : jsonSchemaSpec(schema, 'response_format.json_schema.schema')
+  await checkGrammar(spec)
+  return spec
+}
+
 async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k: Kind, reply: FastifyReply): Promise<unknown> {
-  const format = b.response_format as { type?: unknown } | null | undefined
-  if (format !== undefined && format !== null && format.type !== 'text') bad('`response_format` is not supported by ms-serve')
   const request: ChatPromptRequest = { messages: chatMessages(b), parameters: samplingFrom(b) }
   const tools = chatTools(b)
-  if (tools !== undefined) request.tools = tools
+  if (tools !== undefined) request.tools = tools.tools
+  const forced = tools?.forced
+  let grammar = await responseFormat(b.response_format)
+  if (forced) {
+    if (grammar) bad('`response_format` cannot be combined with `tool_choice` "required" or a named function')
+    if (b.stream === true) bad('streaming with `tool_choice` "required" or a named function is not supported by ms-serve yet')
+    await checkGrammar(forced.grammar)
+    grammar = forced.grammar
+  }
+  if (grammar) request.parameters = { ...request.parameters, grammar }
   // vLLM's extension: false renders the conversation without opening an assistant turn.
   if (typeof b.add_generation_prompt === 'boolean') request.addGenerationPrompt = b.add_generation_prompt
   const kwargs = b.chat_template_kwargs
@@ -379,9 +441,10 @@ async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k
   if (b.stream === true) return stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply)
   const [{ tokens, done }] = await collectAll(llm, [valid], reply) as [Collected]
   const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)
-  const message = { role: 'assistant', content: done.generatedText }
+  const call = forced && done.finishReason === 'eos_token' ? toolCallOf(forced, done.generatedText) : null
+  const message = call ? { role: 'assistant', content: null, tool_calls: [call] } : { role: 'assistant', content: done.generatedText }
   const logprobs = lp === null ? null : { content: textTokens.map(chatLogprob), refusal: null }
-  const choices = [{ index: 0, message, logprobs, finish_reason: openAiFinish(done.finishReason) }]
+  const choices = [{ index: 0, message, logprobs, finish_reason: call ? 'tool_calls' : openAiFinish(done.finishReason) }]
   return reply.send({ ...head(k, 'chat.completion'), choices, usage: usageOf([done]) })
 }
 

@@ -186,7 +186,10 @@ export function buildRestServer(opts: RestOptions): RestServer {
   app.get('/v2/models/:name/versions/:version/ready', servableReady)
   // One runtime snapshot feeds both: protocol never walks replica objects.
   app.get('/stats', async () => serverSnapshot(opts.registry))
-  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(renderPrometheus(await serverSnapshot(opts.registry))))
+  app.get('/metrics', async (_req, reply) => {
+    const metrics = opts.registry.metrics
+    return reply.type(metrics.contentType).send(await renderPrometheus(metrics, await serverSnapshot(opts.registry)))
+  })
 
   /**
    * Shutdown without resets: stop accepting, answer what is in flight (each answer closes its

@@ -12,7 +12,7 @@ import type { DoneEvent, TokenEvent, TopToken, ValidGenerate } from '../../llm/t
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { validateBestOf } from '../../llm/validate.ts'
-import { collectMany, engineParameters, noLlm, parseJson, relaySse, tgiParameters, type Collected } from './llm-common.ts'
+import { collectMany, engineParameters, noLlm, parseJson, relaySse, tgiGrammar, tgiParameters, type Collected } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 import { tgiError } from '../error-render.ts'
 import { VERSION } from '../../version.ts'
@@ -24,14 +24,15 @@ function sendError(reply: FastifyReply, e: unknown) {
 
 interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean; bestOf: number; valid: ValidGenerate }
 
-function parseCall(registry: ServableRegistry, body: unknown, route: string): TgiCall {
+async function parseCall(registry: ServableRegistry, body: unknown, route: string): Promise<TgiCall> {
   const llm = registry.llm()
   if (!llm) throw noLlm()
   const b = parseJson(body)
   if (typeof b.inputs !== 'string') throw new ServeError('VALIDATION', b.inputs === undefined ? 'Failed to deserialize the JSON body into the target type: missing field `inputs`' : 'Failed to deserialize the JSON body into the target type: inputs: expected a string')
   const p = b.parameters
   if (p !== undefined && p !== null && (typeof p !== 'object' || Array.isArray(p))) throw new ServeError('VALIDATION', 'Failed to deserialize the JSON body into the target type: parameters: expected an object')
-  const params = tgiParameters((p ?? {}) as Record<string, unknown>)
+  const { grammar: grammarField, ...plain } = (p ?? {}) as Record<string, unknown>
+  const params = tgiParameters(plain)
   // As TGI: a body without `parameters` samples (its default parameters set do_sample = true).
   if (p === undefined || p === null) params.doSample = true
   const stream = route === '/generate_stream' || (route === '/' && b.stream === true)
@@ -42,7 +43,8 @@ function parseCall(registry: ServableRegistry, body: unknown, route: string): Tg
   // Prompt-token logprobs would need the prefill's logits for every position; not implemented.
   if (params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported by ms-serve')
   // 503 / 429 first, then every parameter and the token counts; nothing invalid reaches a replica.
-  const valid = llm.validate({ inputs: b.inputs, parameters: engineParameters(params) })
+  const grammar = await tgiGrammar(grammarField)
+  const valid = llm.validate({ inputs: b.inputs, parameters: { ...engineParameters(params), ...(grammar ? { grammar } : {}) } })
   return { llm, inputs: b.inputs, params, stream, bestOf, valid }
 }
 
@@ -138,7 +140,7 @@ function generateStream(call: TgiCall, reply: FastifyReply): Promise<void> {
 export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegistry): void {
   const handle = (route: string) => async (req: FastifyRequest, reply: FastifyReply) => {
     try {
-      const call = parseCall(registry, req.body, route)
+      const call = await parseCall(registry, req.body, route)
       if (call.stream) return await generateStream(call, reply)
       return await generate(call, reply, route === '/')
     } catch (e) {

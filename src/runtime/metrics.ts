@@ -26,11 +26,11 @@ export class ServerMetrics {
   readonly registry = new Registry()
 
   // Predict (Triton-like).
-  readonly requests = new Counter<SV | 'method' | 'protocol' | 'outcome'>({ name: 'msserve_requests_total', help: 'Predict requests answered, by outcome (success, partial: some instances failed, else the error code)', labelNames: ['servable', 'version', 'method', 'protocol', 'outcome'], registers: [this.registry] })
-  readonly requestDuration = new Histogram<SV | 'method' | 'protocol'>({ name: 'msserve_request_duration_seconds', help: 'Predict request time in the server, from validation to the answer', labelNames: ['servable', 'version', 'method', 'protocol'], buckets: REQUEST_BUCKETS, registers: [this.registry] })
-  readonly queueDuration = new Histogram<SV | 'method'>({ name: 'msserve_queue_duration_seconds', help: 'Time each instance waited in the batching queue', labelNames: ['servable', 'version', 'method'], buckets: REQUEST_BUCKETS, registers: [this.registry] })
-  readonly computeDuration = new Histogram<SV | 'model'>({ name: 'msserve_compute_duration_seconds', help: 'Model execution time of each executed batch', labelNames: ['servable', 'version', 'model'], buckets: REQUEST_BUCKETS, registers: [this.registry] })
-  readonly batchSize = new Histogram<SV | 'model'>({ name: 'msserve_batch_size', help: 'Instances in each executed model batch (padding excluded)', labelNames: ['servable', 'version', 'model'], buckets: BATCH_BUCKETS, registers: [this.registry] })
+  readonly requests = new LocalCounter(this.registry, 'msserve_requests_total', 'Predict requests answered, by outcome (success, partial: some instances failed, else the error code)', ['servable', 'version', 'method', 'protocol', 'outcome'])
+  readonly requestDuration = new LocalHistogram(this.registry, 'msserve_request_duration_seconds', 'Predict request time in the server, from validation to the answer', ['servable', 'version', 'method', 'protocol'], REQUEST_BUCKETS)
+  readonly queueDuration = new LocalHistogram(this.registry, 'msserve_queue_duration_seconds', 'Time each instance waited in the batching queue', ['servable', 'version', 'method'], REQUEST_BUCKETS)
+  readonly computeDuration = new LocalHistogram(this.registry, 'msserve_compute_duration_seconds', 'Model execution time of each executed batch', ['servable', 'version', 'model'], REQUEST_BUCKETS)
+  readonly batchSize = new LocalHistogram(this.registry, 'msserve_batch_size', 'Instances in each executed model batch (padding excluded)', ['servable', 'version', 'model'], BATCH_BUCKETS)
   readonly replicaRestarts = new Counter<SV>({ name: 'msserve_replica_restarts_total', help: 'Replica exits followed by a restart', labelNames: ['servable', 'version'], registers: [this.registry] })
   readonly queueDepth = new Gauge<SV | 'method'>({ name: 'msserve_queue_depth', help: 'Instances waiting in the batching queue', labelNames: ['servable', 'version', 'method'], registers: [this.registry] })
   readonly replicasReady = new Gauge<SV>({ name: 'msserve_replicas_ready', help: 'Replicas loaded and serving', labelNames: ['servable', 'version'], registers: [this.registry] })
@@ -162,3 +162,100 @@ function num(v: number | string | undefined): number {
   const n = Number(v ?? 0)
   return Number.isFinite(n) && n >= 0 ? n : 0
 }
+
+/*
+ * The predict path's counter and histograms are counted here, in plain numbers, and handed to the
+ * prom-client Registry only when it is scraped: prom-client's own observe() validates and hashes
+ * the labels and converts bucket bounds to keys on every call, several microseconds per request on
+ * the hottest path. A series is made once (labels()) and then costs a few additions per observation.
+ */
+class LocalSeries {
+  count = 0
+  sum = 0
+  constructor(readonly labels: Record<string, string>, readonly buckets: Float64Array) {}
+}
+
+function labelsOf(names: readonly string[], values: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  names.forEach((n, i) => { out[n] = values[i] ?? '' })
+  return out
+}
+
+/** A histogram counted locally (see above); `labels(...)` gives a series to observe into. */
+export class LocalHistogram {
+  readonly type = 'histogram'
+  readonly aggregator = 'sum'
+  private readonly series = new Map<string, LocalSeries>()
+
+  constructor(registry: Registry, readonly name: string, readonly help: string, readonly labelNames: readonly string[], readonly upperBounds: readonly number[]) {
+    registry.registerMetric(this as never)
+  }
+
+  /** The series of these label values (in labelNames order), made on first use. */
+  labels(...values: string[]): { observe(v: number): void } {
+    const key = values.join('\u0000')
+    let s = this.series.get(key)
+    if (!s) this.series.set(key, (s = new LocalSeries(labelsOf(this.labelNames, values), new Float64Array(this.upperBounds.length))))
+    const series = s
+    const bounds = this.upperBounds
+    return {
+      observe(v: number): void {
+        if (!Number.isFinite(v)) return
+        series.count++
+        series.sum += v
+        for (let i = 0; i < bounds.length; i++) if (v <= bounds[i]!) { series.buckets[i]!++; break }
+      },
+    }
+  }
+
+  observe(labels: Record<string, string>, v: number): void {
+    this.labels(...this.labelNames.map((n) => labels[n] ?? '')).observe(v)
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: Sample[] }> {
+    const values: Sample[] = []
+    for (const s of this.series.values()) {
+      let acc = 0
+      this.upperBounds.forEach((le, i) => {
+        acc += s.buckets[i]!
+        values.push({ labels: { ...s.labels, le }, value: acc, metricName: `${this.name}_bucket` })
+      })
+      values.push({ labels: { ...s.labels, le: '+Inf' }, value: s.count, metricName: `${this.name}_bucket` })
+      values.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` })
+      values.push({ labels: s.labels, value: s.count, metricName: `${this.name}_count` })
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values }
+  }
+
+  reset(): void { this.series.clear() }
+}
+
+/** A counter counted locally (see above). */
+export class LocalCounter {
+  readonly type = 'counter'
+  readonly aggregator = 'sum'
+  private readonly series = new Map<string, { labels: Record<string, string>; value: number }>()
+
+  constructor(registry: Registry, readonly name: string, readonly help: string, readonly labelNames: readonly string[]) {
+    registry.registerMetric(this as never)
+  }
+
+  labels(...values: string[]): { inc(n?: number): void } {
+    const key = values.join('\u0000')
+    let s = this.series.get(key)
+    if (!s) this.series.set(key, (s = { labels: labelsOf(this.labelNames, values), value: 0 }))
+    const series = s
+    return { inc(n = 1): void { series.value += n } }
+  }
+
+  inc(labels: Record<string, string>, n = 1): void {
+    this.labels(...this.labelNames.map((k) => labels[k] ?? '')).inc(n)
+  }
+
+  async get(): Promise<{ name: string; help: string; type: string; aggregator: string; values: Array<{ labels: Record<string, string>; value: number }> }> {
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values: [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value })) }
+  }
+
+  reset(): void { this.series.clear() }
+}
+

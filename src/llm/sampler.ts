@@ -188,7 +188,8 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number)
   // A small top-k needs no candidate list: one pass keeps the k best in order (below).
   const smallTopK = params.doSample && params.topK > 0 && params.topK <= SORT_MAX
   if (!params.doSample) {
-    // expMinus written out: this loop is most of a greedy step at V = 49k (T is 1 here).
+    // expMinus written out: this loop is most of a greedy step at V = 49k (T is 1 here). The other
+    // loops call it; bench/sampler.ts showed no difference beyond its run-to-run spread for them.
     for (let i = 0; i < v; i++) {
       const d = (maxZ - x[i]!) * EXP_STEPS
       if (!(d < EXP_LIMIT)) continue
@@ -197,13 +198,7 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number)
       sum += table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
     }
   } else if (smallTopK) {
-    for (let i = 0; i < v; i++) {
-      const d = (maxZ - x[i]! / t) * EXP_STEPS
-      if (!(d < EXP_LIMIT)) continue
-      const q = d | 0
-      const r = (d - q) * (1 / EXP_STEPS)
-      sum += table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
-    }
+    for (let i = 0; i < v; i++) sum += expMinus(table, maxZ - x[i]! / t)
     numCand = topKCandidates(x, params.topK, t, maxZ, table)
   } else {
     // Temperature folded into the softmax pass. Candidates: tokens within exp(-20) of the max (the
@@ -217,11 +212,7 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number)
       let count = 0
       for (let i = 0; i < v; i++) {
         const z = x[i]! / t
-        const d = (maxZ - z) * EXP_STEPS
-        if (!(d < EXP_LIMIT)) continue
-        const q = d | 0
-        const r = (d - q) * (1 / EXP_STEPS)
-        const e = table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+        const e = expMinus(table, maxZ - z)
         sum += e
         if (z >= floor) { mass += e; count++ }
       }
@@ -239,11 +230,8 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number)
       const collect = params.topP < 1 ? 0 : 1 // the top-p pass above already summed the row
       for (let i = 0; i < v; i++) {
         const z = x[i]! / t
-        const d = (maxZ - z) * EXP_STEPS
-        if (!(d < EXP_LIMIT)) continue
-        const q = d | 0
-        const r = (d - q) * (1 / EXP_STEPS)
-        const e = table[q]! * (1 - r * (1 - r * (1 / 2 - r * (1 / 6 - r * (1 / 24)))))
+        // Within the floor (20 below the max) the value is never the out-of-range 0.
+        const e = expMinus(table, maxZ - z)
         if (collect) sum += e
         if (z >= floor) { ids[numCand++] = i; w[i] = e }
       }

@@ -15,7 +15,6 @@ import { fromWire, type WireResult } from './wire.ts'
 import { policyFor, type ServingPolicy } from './policy.ts'
 import { IdleWaiters } from './idle.ts'
 import { prepareLlm } from './llm-dispatch.ts'
-import { servableSnapshot, type ServableSnapshot } from './snapshot.ts'
 import { ServerMetrics, type Protocol } from './metrics.ts'
 
 interface Observer { observe(v: number): void }
@@ -313,11 +312,6 @@ export class LiveServable {
   /** Instances of `method` waiting in its queue. */
   queued(method: string): number {
     return this.queues.get(method)?.length ?? 0
-  }
-
-  /** The counters now, as a plain record (runtime/snapshot.ts). */
-  stats(): ServableSnapshot {
-    return servableSnapshot(this)
   }
 }
 

@@ -28,7 +28,6 @@ export interface PredictCall {
 export class ServableRegistry {
   private byName = new Map<string, Map<number, LiveServable>>()
   private llmCache = new WeakMap<LiveServable, LlmDispatcher>()
-  /** Each loaded version's predict checker tables, built on its first request (replicas ready). */
   /** Servables that failed to load (name -> why): reported unavailable until a reload serves them. */
   readonly failed = new Map<string, string>()
   /** The LLM servable that routes without a model name (TGI /generate, OpenAI without `model`) use. */

@@ -1,7 +1,7 @@
 /**
  * Replica entry for `isolation: 'process'` (a child process, the default) and `'thread'` (a
  * worker thread): wires a ReplicaCore to the parent's channel. A process isolates native crashes
- * and gets the malloc tuning env (MALLOC_ENV in replica.ts) that only a fresh process reads; a
+ * and gets the malloc tuning env (MALLOC_ENV in transport.ts) that only a fresh process reads; a
  * thread saves the cross-process hop. ORT's run() blocks its thread either way, never the
  * listeners' event loop.
  */

@@ -14,8 +14,6 @@ import { IdleWaiters } from './idle.ts'
 import { localTransport, type Transport, type TransportEvents, type TransportFactory } from './transport.ts'
 import type { Value } from '../tensor.ts'
 
-export { MALLOC_ENV } from './transport.ts'
-
 export type ReplicaState = 'starting' | 'ready' | 'failed' | 'stopped'
 
 /** One group's answer: per-instance wire results and the model runs it took. */

@@ -3,6 +3,7 @@
 import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { LiveServable } from '../../src/runtime/live-servable.ts'
+import { servableSnapshot } from '../../src/runtime/snapshot.ts'
 import { restartDelayMs, MAX_INFLIGHT_GROUPS } from '../../src/runtime/replica-pool.ts'
 import { policyFor } from '../../src/runtime/policy.ts'
 import { Tensor } from '../../src/tensor.ts'
@@ -79,7 +80,7 @@ test('a deadline answers TIMEOUT and its queued instances are never sent; cancel
   await assert.rejects(late, (e: Error & { code: string }) => e.code === 'TIMEOUT' && /within its timeout of 20 ms/.test(e.message))
   cancel()
   await assert.rejects(gone, (e: Error & { code: string }) => e.code === 'CANCELLED')
-  assert.equal(live.stats().methods.run.queued, 0, 'their places in the queue are freed at once')
+  assert.equal(servableSnapshot(live).methods.run!.queued, 0, 'their places in the queue are freed at once')
   for (const g of host.sent.slice()) g.replica.answer(g)
   await Promise.all(busy)
   await tick()

@@ -3,13 +3,13 @@
  * application errors always travel in `PredictReply.error_msg` with gRPC status OK; only the
  * transport (size limits, unknown methods) produces non-OK statuses.
  */
+import type { PredictCall } from '../../runtime/registry.ts'
 import { join } from 'node:path'
 import { findPackageRoot } from '../../paths.ts'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { MS_STATUS, toServeError } from '../../errors.ts'
 import type { BodyParser, InstanceLimits } from '../body-parse.ts'
-import type { Value } from '../../tensor.ts'
 import type { PredictOutcome } from '../../runtime/predict-outcome.ts'
 import {
   decodeInstances, encodeReply, errorReply, type MsErrorLike, type WirePredictReply, type WirePredictRequest,
@@ -30,17 +30,19 @@ export { findPackageRoot }
 export const MS_SERVICE_NAME = 'mindspore.serving.proto.MSService'
 export const MS_PREDICT_PATH = `/${MS_SERVICE_NAME}/Predict`
 
-/** What a Predict handler receives; `signal` aborts when the client cancels or disconnects. */
-export interface MsPredictCall {
-  name: string
-  method: string
-  version: number
-  instances: Record<string, Value>[]
-  signal?: AbortSignal
-  /** The time left before the client's deadline, if it set one. */
-  timeoutMs?: number
-  /** Always 'grpc' here: the protocol label of the request metrics. */
-  protocol?: 'grpc'
+/** What a Predict handler receives: the registry's call (protocol `grpc`). */
+export type MsPredictCall = PredictCall
+
+/** The call for one decoded Predict; `timeoutMs` is what is left of the client's deadline. */
+function predictCall(spec: WirePredictRequest['servable_spec'], instances: PredictCall['instances'], timeoutMs?: number): PredictCall {
+  return {
+    name: spec?.name ?? '',
+    method: spec?.method_name ?? '',
+    version: Number(spec?.version_number ?? 0),
+    instances,
+    protocol: 'grpc',
+    ...(timeoutMs === undefined ? {} : { timeoutMs }),
+  }
 }
 /**
  * Answers one Predict (the registry's predict on the server). Identical per-instance failures must
@@ -75,18 +77,10 @@ export function msServerOptions(maxMsgMb = 100): grpc.ServerOptions {
  * Runs one Predict: decode, call the handler, encode. Never rejects: every failure becomes a
  * reply whose error_msg carries the MindSpore status (a ServeError's `ms`, SYSTEM_ERROR otherwise).
  */
-export async function handlePredict(req: WirePredictRequest, handler: MsPredictHandler, signal?: AbortSignal): Promise<WirePredictReply> {
+export async function handlePredict(req: WirePredictRequest, handler: MsPredictHandler): Promise<WirePredictReply> {
   const spec = req.servable_spec
   try {
-    const instances = decodeInstances(req)
-    const result = await handler({
-      name: spec?.name ?? '',
-      method: spec?.method_name ?? '',
-      version: Number(spec?.version_number ?? 0),
-      instances,
-      protocol: 'grpc',
-      ...(signal ? { signal } : {}),
-    })
+    const result = await handler(predictCall(spec, decodeInstances(req)))
     return encodeReply(spec, result)
   } catch (e) {
     return safeErrorReply(spec, e)
@@ -130,14 +124,7 @@ export function addMsService(server: grpc.Server, handler: MsPredictHandler, raw
       raw.bodies.parse({ kind: 'ms-grpc', body: call.request, limits: raw.limits }).then(
         async ({ instances, spec }) => {
           try {
-            const result = await handler({
-              name: spec?.name ?? '',
-              method: spec?.method_name ?? '',
-              version: Number(spec?.version_number ?? 0),
-              instances,
-              protocol: 'grpc',
-              ...(timeoutMs === undefined ? {} : { timeoutMs }),
-            })
+            const result = await handler(predictCall(spec, instances, timeoutMs))
             callback(null, encodeReply(spec, result))
           } catch (e) {
             callback(null, safeErrorReply(spec, e))

@@ -127,13 +127,16 @@ function pickModel(registry: ServableRegistry, b: Record<string, unknown>): LlmD
   const model = b.model
   if (model !== undefined && model !== null && typeof model !== 'string') bad('`model` must be a string')
   if (typeof model !== 'string' || model === '' || model === 'tgi') return registry.llm() ?? throwNoLlm()
-  const named = registry.llm(model) ?? registry.llms().find((l) => l.info?.modelId === model)
+  const named = registry.llm(model)
   if (named) return named
-  if (registry.defaultLlm !== undefined || registry.llms().length === 1) {
+  const llms = registry.llms()
+  const byId = llms.find((l) => l.info?.modelId === model)
+  if (byId) return byId
+  if (registry.defaultLlm !== undefined || llms.length === 1) {
     const fallback = registry.llm()
     if (fallback) return fallback
   }
-  throw registry.llms().length === 0 ? noLlm() : new ServeError('SERVABLE_NOT_FOUND', `The model \`${model}\` does not exist`)
+  throw llms.length === 0 ? noLlm() : new ServeError('SERVABLE_NOT_FOUND', `The model \`${model}\` does not exist`)
 }
 
 function throwNoLlm(): never {

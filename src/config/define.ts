@@ -5,6 +5,7 @@
  */
 import type { Value } from '../tensor.ts'
 import type { LlmEngineOptions } from '../llm/engine.ts'
+import type { ToolParserName } from '../llm/tool-calls.ts'
 import { checkOptionKeys } from './suggest.ts'
 
 export type GraphOptimizationLevel = 'disabled' | 'basic' | 'extended' | 'all'
@@ -59,6 +60,12 @@ export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' |
    * it). Each of a request's sequences counts as one request against maxConcurrentRequests.
    */
   maxBestOf?: number
+  /**
+   * How OpenAI tool_choice "auto" finds tool calls in the output: 'hermes' (`<tool_call>{...}</tool_call>`,
+   * Hermes/Qwen), 'llama3_json' (a `{"name", "parameters"}` object, Llama 3.1+), 'none' (the output
+   * is content). Default: read from the chat template's tool format, else 'none'.
+   */
+  toolParser?: ToolParserName
 }
 
 export interface StageOptions {
@@ -96,7 +103,7 @@ export const SESSION_OPTION_KEYS = optionKeys<SessionOptions>({
 export const LLM_OPTION_KEYS = optionKeys<LlmOptions>({
   file: true, maxBatchSize: true, maxTotalTokens: true, maxInputTokens: true, maxBatchPrefillTokens: true, maxBatchTotalTokens: true,
   maxConcurrentRequests: true, maxWaitingTokens: true, waitingServedRatio: true, maxConsecutivePrefills: true, maxStopSequences: true,
-  maxTopNTokens: true, maxBestOf: true, kvMode: true, allowSpinning: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
+  maxTopNTokens: true, maxBestOf: true, toolParser: true, kvMode: true, allowSpinning: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
 })
 export const SERVABLE_OPTION_KEYS = optionKeys<ServableOptions>({ requestTimeoutMs: true, maxInstancesPerRequest: true, watchdogMs: true })
 export const METHOD_SPEC_KEYS = optionKeys<{ inputs: unknown; outputs: unknown }>({ inputs: true, outputs: true })

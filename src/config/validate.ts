@@ -11,6 +11,7 @@ import type { GraphOptimizationLevel, LlmOptions, ServableDefinition, ServableOp
 import { relativeSite } from './compile.ts'
 import { checkOptionKeys } from './suggest.ts'
 import { resolveLlmBudgets, type LlmBudgets } from '../llm/budgets.ts'
+import { TOOL_PARSERS, type ToolParserName } from '../llm/tool-calls.ts'
 import { inRange, POLICY_RANGES, type ServingPolicy } from '../runtime/policy.ts'
 
 export interface ValidSession {
@@ -63,8 +64,10 @@ export interface ValidLlm {
   file: string
   path: string
   tokenizerDir?: string
-  options: Omit<LlmOptions, 'file' | 'tokenizerDir' | 'modelId'>
+  options: Omit<LlmOptions, 'file' | 'tokenizerDir' | 'modelId' | 'toolParser'>
   modelId: string
+  /** declareLlm toolParser; absent: detected from the chat template at load. */
+  toolParser?: ToolParserName
   site: string
 }
 
@@ -253,11 +256,14 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
   if (o.modelId !== undefined && (typeof o.modelId !== 'string' || !o.modelId)) {
     fail(configFile, site, `declareLlm modelId must be a non-empty string (got ${JSON.stringify(o.modelId)})`)
   }
+  if (o.toolParser !== undefined && !(TOOL_PARSERS as readonly unknown[]).includes(o.toolParser)) {
+    fail(configFile, site, `declareLlm toolParser must be one of ${TOOL_PARSERS.map((t) => `'${t}'`).join(', ')} (got ${JSON.stringify(o.toolParser)}); leave it out to read it from the chat template`)
+  }
   const tokenizerDir = o.tokenizerDir === undefined ? undefined : join(ctx.dir, o.tokenizerDir)
   if (tokenizerDir && !existsSync(tokenizerDir)) {
     fail(configFile, site, `declareLlm tokenizerDir ${tokenizerDir} does not exist; create it or fix the path (it is relative to ${ctx.dir})`)
   }
-  return { file: o.file, path, ...(tokenizerDir ? { tokenizerDir } : {}), options, modelId: o.modelId ?? ctx.name, site }
+  return { file: o.file, path, ...(tokenizerDir ? { tokenizerDir } : {}), options, modelId: o.modelId ?? ctx.name, ...(o.toolParser ? { toolParser: o.toolParser } : {}), site }
 }
 
 /**

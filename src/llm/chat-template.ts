@@ -50,6 +50,8 @@ export class ChatTemplate {
   private readonly templates = new Map<string, Template>()
   /** The source of the template used without tools. */
   readonly source: string
+  /** The sources of every template (named ones included). */
+  readonly sources: readonly string[]
   readonly isDefault: boolean
   private readonly specialTokens: Record<string, string> = {}
 
@@ -68,6 +70,7 @@ export class ChatTemplate {
     // transformers refuses named templates without a "default" when none is asked for; ms-serve
     // has no way to ask, so the first one stands in (a name that sorts first is as good as any).
     this.source = named.default ?? Object.values(named)[0]!
+    this.sources = Object.values(named)
     for (const k of SPECIAL_TOKEN_KEYS) {
       const s = tokenString(tokenizerConfig[k])
       if (s !== null) this.specialTokens[k] = s

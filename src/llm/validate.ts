@@ -7,6 +7,7 @@
  */
 import { ServeError } from '../errors.ts'
 import type { ChatTemplate } from './chat-template.ts'
+import type { ToolParserName } from './tool-calls.ts'
 import type { SamplingParams } from './sampler.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type { GenerateParameters, GenerateRequest, ValidGenerate, ValidGenerateFields, ValidationLimits } from './types.ts'
@@ -27,6 +28,8 @@ export interface ChatPromptRequest extends GenerateRequest {
 export interface PromptEncoder {
   readonly tokenizer: LlmTokenizer
   readonly chatTemplate: ChatTemplate
+  /** How tool_choice "auto" reads calls from the output (declareLlm toolParser, else detected from the template). */
+  readonly toolParser?: ToolParserName
 }
 
 function fail(msg: string): never {

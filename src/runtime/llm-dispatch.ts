@@ -8,6 +8,7 @@
 import { factError, ServeError, toServeError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
 import { fail } from '../config/validate.ts'
+import type { ToolParserName } from '../llm/tool-calls.ts'
 import type { GenerateEvent, GenerateRequest, ValidGenerate } from '../llm/types.ts'
 import { validateGenerate, type PromptEncoder } from '../llm/validate.ts'
 import type { LiveServable } from './live-servable.ts'
@@ -29,7 +30,7 @@ export async function prepareLlm(servable: ValidServable): Promise<void> {
   // Loaded on first use: a server without LLM servables never loads the tokenizer libraries.
   const { loadPromptEncoder } = await import('../llm/prompt-encoder.ts')
   try {
-    encoders.set(servable, await loadPromptEncoder(llm.path, llm.tokenizerDir))
+    encoders.set(servable, await loadPromptEncoder(llm.path, llm.tokenizerDir, undefined, llm.toolParser))
   } catch (e) {
     fail(servable.configFile, llm.site, `declareLlm({ file: '${llm.file}' }): ${toServeError(e, 'CONFIG_INVALID').message}`)
   }
@@ -67,6 +68,11 @@ export class LlmDispatcher {
   /** The device type the replicas run on (the device plan of `--device-type`). */
   get deviceType(): string {
     return this.live.replicas[0]?.device.deviceType ?? 'cpu'
+  }
+
+  /** How tool_choice "auto" reads tool calls from this model's output. */
+  get toolParser(): ToolParserName {
+    return this.encoder.toolParser ?? 'none'
   }
 
   private get encoder(): PromptEncoder {

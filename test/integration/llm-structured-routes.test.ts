@@ -77,7 +77,7 @@ describe('structured output routes', () => {
     checkPerson(again.json.generated_text)
   })
 
-  test('tool_choice "required" and a named function (official client): message.tool_calls with arguments following the parameters schema', async () => {
+  test('tool_choice "required" and a named function (official client): message.tool_calls with arguments following the parameters schema, streaming and not', async () => {
     const client = new OpenAI({ baseURL: `${srv.rest}/v1`, apiKey: 'unused' })
     const tools = [
       { type: 'function' as const, function: { name: 'get_person', description: 'Look a person up', parameters: SCHEMA } },
@@ -101,8 +101,20 @@ describe('structured output routes', () => {
       if (fn.name === 'get_person') checkPerson(fn.arguments)
       else { const a = JSON.parse(fn.arguments) as { n: number }; assert.ok(Number.isInteger(a.n) && a.n >= 0 && a.n <= 9, fn.arguments) }
     }
-    await assert.rejects(client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'x' }], tools, tool_choice: 'required', stream: true }),
-      (e: any) => e.status === 422 && /streaming/.test(e.error.message))
+    // Streamed, the same seeds give the same calls: the name first, the arguments in pieces as they are generated.
+    for (const [seed, choice] of [[9, { type: 'function' as const, function: { name: 'get_person' } }], [2, 'required' as const]] as const) {
+      const body = { model: 'llm', messages: [{ role: 'user' as const, content: seed === 9 ? 'Who?' : 'Call' }], max_tokens: 300, temperature: 1, seed, tools, tool_choice: choice }
+      const whole = await client.chat.completions.create(body)
+      const s = client.chat.completions.stream(body)
+      let pieces = 0
+      s.on('chunk', (c) => { if (c.choices[0]?.delta.tool_calls?.[0]?.function?.arguments) pieces++ })
+      const streamed = await s.finalChatCompletion()
+      assert.equal(streamed.choices[0]!.finish_reason, 'tool_calls')
+      const [a, b] = [whole, streamed].map((r) => (r.choices[0]!.message.tool_calls![0] as any).function as { name: string; arguments: string })
+      assert.equal(b!.name, a!.name)
+      assert.deepEqual(JSON.parse(b!.arguments), JSON.parse(a!.arguments))
+      assert.ok(pieces > 3, `arguments streamed in ${pieces} pieces`)
+    }
     await assert.rejects(client.chat.completions.create({ model: 'llm', messages: [{ role: 'user', content: 'x' }], tools, tool_choice: { type: 'function', function: { name: 'nope' } } }),
       (e: any) => e.status === 422 && /nope/.test(e.error.message))
   })

@@ -205,6 +205,9 @@ test('declareLlm: scheduler options are checked and kept (maxConsecutivePrefills
   assert.equal((await load(llm('maxBestOf: 3'), ['model.onnx'])).llm?.options.maxBestOf, 3)
   assert.equal((await load(llm('maxBestOf: 1'), ['model.onnx'])).llm?.options.maxBestOf, 1, 'best_of can be disabled')
   assert.match(await configError(load(llm('maxBestOf: 0'), ['model.onnx'])), /declareLlm maxBestOf must be an integer >= 1 \(got 0\)$/)
+  assert.equal((await load(llm("toolParser: 'llama3_json'"), ['model.onnx'])).llm?.toolParser, 'llama3_json')
+  assert.equal((await load(llm('maxBestOf: 2'), ['model.onnx'])).llm?.toolParser, undefined, 'absent: read from the chat template at load')
+  assert.match(await configError(load(llm("toolParser: 'mistral'"), ['model.onnx'])), /declareLlm toolParser must be one of 'hermes', 'llama3_json', 'none' \(got "mistral"\); leave it out to read it from the chat template$/)
 })
 
 test('an unknown declareModel option or session option is refused with a suggestion and the known options', async () => {

@@ -11,6 +11,7 @@ import type { DoneEvent, FinishReason, GenerateParameters, GenerateRequest, Toke
 import type { ChatPromptRequest } from '../../llm/validate.ts'
 import { checkGrammar, jsonSchemaSpec } from '../../llm/grammar.ts'
 import type { GrammarSpec } from '../../llm/grammar.ts'
+import { namedCallReader, readAll, requiredCallReader, toolCallReader, type ToolCallDelta, type ToolCallReader, type ToolEvent } from '../../llm/tool-calls.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { collect, noLlm, parseJson, relayEvents, relaySse, type Collected, type EventRelay } from './llm-common.ts'
@@ -191,17 +192,18 @@ function chatMessages(b: Record<string, unknown>): ChatMessage[] {
   })
 }
 
-/** A tool call the output is constrained to: `name` set for a named function, else the output names it. */
-interface ForcedToolCall { grammar: GrammarSpec; name?: string }
+/** How the reply reads tool calls from the output; `grammar` when tool_choice constrains it. */
+interface ToolMode { grammar?: GrammarSpec; reader: () => ToolCallReader | null }
 
 /**
- * OpenAI `tools` for the chat template, and `tool_choice`. "auto"/"none" (or absent): the template
- * renders the tools and the model answers as it likes. "required" or a named function
- * (`{"type":"function","function":{"name"}}`) constrain the output: to the named function's
- * `parameters` schema, or for "required" to `{"name": <one of the tools>, "arguments": <its
- * parameters>}`; the reply then carries `message.tool_calls` (non-streaming only for now).
+ * OpenAI `tools` for the chat template, and `tool_choice`. "none": the template renders the tools,
+ * the output is content. "auto" (or absent): the model chooses, and the servable's tool parser
+ * (declareLlm toolParser, or the chat template's format) reads calls from the output. "required" or
+ * a named function (`{"type":"function","function":{"name"}}`) constrain the output: to the named
+ * function's `parameters` schema, or for "required" to `{"name": <one of the tools>, "arguments":
+ * <its parameters>}`. Calls answer as `message.tool_calls` (streamed as tool-call deltas).
  */
-function chatTools(b: Record<string, unknown>): { tools: unknown[]; forced?: ForcedToolCall } | undefined {
+function chatTools(b: Record<string, unknown>, llm: LlmDispatcher): { tools: unknown[]; mode: ToolMode } | undefined {
   const { tools, tool_choice: choice } = b
   if (tools === undefined || tools === null) {
     if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') bad('`tool_choice` needs `tools`')
@@ -210,12 +212,16 @@ function chatTools(b: Record<string, unknown>): { tools: unknown[]; forced?: For
   if (!Array.isArray(tools) || tools.some((t) => !t || typeof t !== 'object' || typeof (t as { function?: { name?: unknown } }).function?.name !== 'string')) {
     bad('`tools` must be a list of `{"type": "function", "function": {"name", ...}}`')
   }
-  if (choice === undefined || choice === null || choice === 'auto' || choice === 'none') return { tools }
+  if (choice === 'none') return { tools, mode: { reader: () => null } }
+  if (choice === undefined || choice === null || choice === 'auto') {
+    const parser = llm.toolParser
+    return { tools, mode: { reader: () => toolCallReader(parser) } }
+  }
   const fns = (tools as Array<{ function: { name: string; parameters?: unknown } }>).map((t) => t.function)
   const params = (f: { parameters?: unknown }): unknown => f.parameters ?? { type: 'object' }
   if (choice === 'required') {
     const alt = fns.map((f) => ({ type: 'object', properties: { name: { const: f.name }, arguments: params(f) }, required: ['name', 'arguments'], additionalProperties: false }))
-    return { tools, forced: { grammar: jsonSchemaSpec(alt.length === 1 ? alt[0] : { anyOf: alt }, 'tools') } }
+    return { tools, mode: { grammar: jsonSchemaSpec(alt.length === 1 ? alt[0] : { anyOf: alt }, 'tools'), reader: () => requiredCallReader() } }
   }
   const name = (choice as { type?: unknown; function?: { name?: unknown } } | null)?.function?.name
   if (typeof choice !== 'object' || (choice as { type?: unknown }).type !== 'function' || typeof name !== 'string') {
@@ -223,17 +229,18 @@ function chatTools(b: Record<string, unknown>): { tools: unknown[]; forced?: For
   }
   const f = fns.find((x) => x.name === name)
   if (!f) bad(`\`tool_choice\` names the function "${name}", which is not in \`tools\``)
-  return { tools, forced: { grammar: jsonSchemaSpec(params(f), `tools[${fns.indexOf(f)}].function.parameters`), name } }
+  return { tools, mode: { grammar: jsonSchemaSpec(params(f), `tools[${fns.indexOf(f)}].function.parameters`), reader: () => namedCallReader(name) } }
 }
 
-/** The reply's tool call from a constrained output; null when it did not finish (e.g. max_tokens). */
-function toolCallOf(forced: ForcedToolCall, text: string): { id: string; type: 'function'; function: { name: string; arguments: string } } | null {
-  let v: unknown
-  try { v = JSON.parse(text) } catch { return null }
-  const id = `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`
-  if (forced.name !== undefined) return { id, type: 'function', function: { name: forced.name, arguments: JSON.stringify(v) } }
-  const { name, arguments: args } = v as { name: string; arguments: unknown }
-  return { id, type: 'function', function: { name, arguments: JSON.stringify(args) } }
+/** OpenAI's finish reason for an answer that made tool calls, or not. */
+function chatFinish(r: FinishReason, calls: number): 'stop' | 'length' | 'tool_calls' {
+  return r === 'length' ? 'length' : calls > 0 ? 'tool_calls' : 'stop'
+}
+
+/** A chunk's `tool_calls` entry for one delta (OpenAI: id, type and name on a call's first one). */
+function toolCallDelta(d: ToolCallDelta) {
+  if (d.id === undefined) return { index: d.index, function: { arguments: d.arguments } }
+  return { index: d.index, id: d.id, type: 'function', function: { name: d.name, arguments: d.arguments } }
 }
 
 /**
@@ -259,11 +266,12 @@ function head(k: Kind, object: string) {
   return { id: k.id, object, created: Math.floor(Date.now() / 1000), model: k.model, system_fingerprint: 'ms-serve' }
 }
 
-function chunk(k: Kind, content: { text?: string; role?: boolean }, finish: string | null, logprobs: unknown = null, index = 0) {
+function chunk(k: Kind, content: { text?: string; role?: boolean; toolCalls?: ToolCallDelta[] }, finish: string | null, logprobs: unknown = null, index = 0) {
   if (k.chat) {
-    const delta: Record<string, string> = {}
+    const delta: Record<string, unknown> = {}
     if (content.role) delta.role = 'assistant'
     if (content.text !== undefined) delta.content = content.text
+    if (content.toolCalls) delta.tool_calls = content.toolCalls.map(toolCallDelta)
     return { ...head(k, 'chat.completion.chunk'), choices: [{ index, delta, logprobs, finish_reason: finish }] }
   }
   return { ...head(k, 'text_completion'), choices: [{ index, text: content.text ?? '', logprobs, finish_reason: finish }] }
@@ -281,20 +289,30 @@ function usageChunk(k: Kind, done: readonly DoneEvent[]) {
   return { ...h, choices: [], usage: usageOf(done) }
 }
 
-/** One choice's events as OpenAI chunks carrying its `index`. */
-function choiceRelay(k: Kind, index: number, withLogprobs: boolean, onDone: (ev: DoneEvent) => void): EventRelay<SseWriter> {
+/**
+ * One choice's events as OpenAI chunks carrying its `index`. With a tool-call reader (chat with
+ * tools), token texts go through it and come out as content and tool-call deltas; logprobs are
+ * then not sent.
+ */
+function choiceRelay(k: Kind, index: number, withLogprobs: boolean, onDone: (ev: DoneEvent) => void, reader: ToolCallReader | null = null): EventRelay<SseWriter> {
   let offset = 0
+  const sendTools = (sse: SseWriter, evs: readonly ToolEvent[]) => {
+    for (const ev of evs) sse.send(chunk(k, 'content' in ev ? { text: ev.content } : { toolCalls: [ev.call] }, null, null, index))
+  }
   return {
     token: (sse, t) => {
       if (t.special) return
+      if (reader) sendTools(sse, reader.push(t.text))
       // With logprobs every text token gets its chunk, even one that adds no text yet (mid-character).
-      if (withLogprobs) {
+      else if (withLogprobs) {
         sse.send(chunk(k, { text: t.text }, null, k.chat ? { content: [chatLogprob(t)], refusal: null } : completionLogprobs([t], offset), index))
         offset += t.text.length
       } else if (t.text) sse.send(chunk(k, { text: t.text }, null, null, index))
     },
     done: (sse, ev) => {
-      sse.send(chunk(k, k.chat ? {} : { text: '' }, openAiFinish(ev.finishReason), null, index))
+      if (reader) sendTools(sse, reader.end())
+      const finish = k.chat ? chatFinish(ev.finishReason, reader?.calls ?? 0) : openAiFinish(ev.finishReason)
+      sse.send(chunk(k, k.chat ? {} : { text: '' }, finish, null, index))
       onDone(ev)
     },
     error: (sse, ev) => {
@@ -304,9 +322,9 @@ function choiceRelay(k: Kind, index: number, withLogprobs: boolean, onDone: (ev:
   }
 }
 
-function stream(k: Kind, llm: LlmDispatcher, valid: ValidGenerate, includeUsage: boolean, withLogprobs: boolean, reply: FastifyReply): Promise<void> {
+function stream(k: Kind, llm: LlmDispatcher, valid: ValidGenerate, includeUsage: boolean, withLogprobs: boolean, reply: FastifyReply, reader: ToolCallReader | null = null): Promise<void> {
   const done: DoneEvent[] = []
-  const relay = choiceRelay(k, 0, withLogprobs, (ev) => done.push(ev))
+  const relay = choiceRelay(k, 0, withLogprobs, (ev) => done.push(ev), reader)
   return relaySse(llm, valid, reply, {
     ...relay,
     open: (sse) => { if (k.chat) sse.send(chunk(k, { role: true, text: '' }, null)) },
@@ -418,15 +436,14 @@ async function responseFormat(f: unknown): Promise<GrammarSpec | undefined> {
 
 async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k: Kind, reply: FastifyReply): Promise<unknown> {
   const request: ChatPromptRequest = { messages: chatMessages(b), parameters: samplingFrom(b) }
-  const tools = chatTools(b)
+  const tools = chatTools(b, llm)
   if (tools !== undefined) request.tools = tools.tools
-  const forced = tools?.forced
+  const forced = tools?.mode.grammar
   let grammar = await responseFormat(b.response_format)
   if (forced) {
     if (grammar) bad('`response_format` cannot be combined with `tool_choice` "required" or a named function')
-    if (b.stream === true) bad('streaming with `tool_choice` "required" or a named function is not supported by ms-serve yet')
-    await checkGrammar(forced.grammar)
-    grammar = forced.grammar
+    await checkGrammar(forced)
+    grammar = forced
   }
   if (grammar) request.parameters = { ...request.parameters, grammar }
   // vLLM's extension: false renders the conversation without opening an assistant turn.
@@ -441,13 +458,16 @@ async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k
   // The chat template renders and the prompt is tokenized and checked here, in the listener.
   const valid = llm.validate(request)
   const opts = b.stream_options as { include_usage?: unknown } | undefined
-  if (b.stream === true) return stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply)
+  const reader = tools?.mode.reader() ?? null
+  if (b.stream === true) return stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply, reader)
   const [{ tokens, done }] = await collectAll(llm, [valid], reply) as [Collected]
   const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)
-  const call = forced && done.finishReason === 'eos_token' ? toolCallOf(forced, done.generatedText) : null
-  const message = call ? { role: 'assistant', content: null, tool_calls: [call] } : { role: 'assistant', content: done.generatedText }
+  const read = reader ? readAll(reader, done.generatedText) : null
+  const message = read && read.calls.length > 0
+    ? { role: 'assistant', content: read.content, tool_calls: read.calls.map((c) => ({ id: c.id, type: 'function', function: { name: c.name, arguments: c.arguments } })) }
+    : { role: 'assistant', content: done.generatedText }
   const logprobs = lp === null ? null : { content: textTokens.map(chatLogprob), refusal: null }
-  const choices = [{ index: 0, message, logprobs, finish_reason: call ? 'tool_calls' : openAiFinish(done.finishReason) }]
+  const choices = [{ index: 0, message, logprobs, finish_reason: chatFinish(done.finishReason, read?.calls.length ?? 0) }]
   return reply.send({ ...head(k, 'chat.completion'), choices, usage: usageOf([done]) })
 }
 

@@ -31,7 +31,7 @@ async function start(dir: string, extra: string[]): Promise<{ proc: ChildProcess
   proc.stdout!.on('data', (d) => { out += d })
   proc.stderr!.on('data', (d) => { out += d })
   for (let i = 0; i < 600; i++) {
-    const m = /RESTful server start success, listening on (\S+)/.exec(out)
+    const m = /RESTful server start success, listening on ([^\s"]+)/.exec(out)
     if (m) return { proc, rest: `http://${m[1]}` }
     if (proc.exitCode !== null) throw new Error(out)
     await sleep(50)

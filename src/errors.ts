@@ -45,6 +45,11 @@ export const ERROR_CODES = {
     http: 405, grpc: GrpcStatus.UNIMPLEMENTED, ms: MS_STATUS.INVALID_INPUTS,
     tgi: { status: 405, type: 'method_not_allowed' }, openai: { status: 405, type: 'invalid_request_error' },
   },
+  /** No API key, or not one of the server's (--api-key). */
+  UNAUTHENTICATED: {
+    http: 401, grpc: GrpcStatus.UNAUTHENTICATED, ms: MS_STATUS.FAILED,
+    tgi: { status: 401, type: 'authentication' }, openai: { status: 401, type: 'invalid_request_error', code: 'invalid_api_key' },
+  },
   SERVABLE_NOT_FOUND: {
     http: 404, grpc: GrpcStatus.NOT_FOUND, ms: MS_STATUS.INVALID_INPUTS,
     tgi: { status: 404, type: 'not_found' }, openai: { status: 404, type: 'invalid_request_error', code: 'model_not_found' },

@@ -20,6 +20,9 @@ import { buildRestServer, type RestServer } from './protocol/rest/server.ts'
 import { predictForProtocol } from './protocol/predict.ts'
 import { diskLoader, Reloader } from './runtime/reloader.ts'
 import { watchServables } from './config/watch.ts'
+import { ApiKeys, type TlsMaterial } from './config/security.ts'
+import { createLogger, eventLog, exportLogOptions, type Logger, type LogOptions } from './log.ts'
+import { addHealthService, addReflection, opsInterceptor } from './protocol/grpc/ops.ts'
 
 export interface HostPort { host: string; port: number }
 
@@ -54,7 +57,13 @@ export interface ServeOptions {
   strict?: boolean
   /** REST connection limits (see protocol/rest/server.ts). */
   http?: HttpLimits
-  log?: (line: string) => void
+  /** Where log lines go; default a JSON logger on stdout at `logOptions` (replicas log alike). */
+  logger?: Logger
+  logOptions?: LogOptions
+  /** TLS for both listeners (gRPC requires client certificates when `ca` is set). */
+  tls?: TlsMaterial | null
+  /** API keys: when any is given, every inference route on both listeners needs one (Bearer). */
+  apiKeys?: readonly string[]
 }
 
 export interface HttpLimits {
@@ -104,7 +113,10 @@ function failureLine(f: LoadFailure): string {
 
 /** Starts everything; resolves once both listeners are bound and every replica is ready. */
 export async function serve(opts: ServeOptions): Promise<RunningServer> {
-  const log = opts.log ?? ((l: string) => process.stdout.write(l + '\n'))
+  exportLogOptions(opts.logOptions ?? {})
+  const logger = opts.logger ?? createLogger(opts.logOptions)
+  const log = eventLog(logger)
+  const keys = opts.apiKeys && opts.apiKeys.length > 0 ? new ApiKeys(opts.apiKeys) : null
   const strict = opts.strict ?? false
   const { servables, failures } = await loadServables(opts.dir, opts.versions, strict)
   // One set of Prometheus instruments per server (never prom-client's global registry).
@@ -124,7 +136,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
   const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
-  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), metrics, log: (l) => process.stderr.write(l + '\n') })
+  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), metrics, log })
   const live = servables.map(create)
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
   const started = await Promise.allSettled(live.map(async (l) => {
@@ -136,7 +148,10 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       throw e
     }
     registry.add(l)
-    log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${Math.round(performance.now() - t0)} ms (isolation: ${l.replicas[0]?.isolation ?? 'process'})`)
+    const ms = Math.round(performance.now() - t0)
+    const isolation = l.replicas[0]?.isolation ?? 'process'
+    log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${ms} ms (isolation: ${isolation})`,
+      { event: 'servable_ready', servable: l.name, version: l.version, replicas: l.replicas.length, device_type: opts.deviceType, devices: opts.devices, isolation, ms })
   }))
   started.forEach((r, i) => {
     if (r.status === 'rejected') failures.push({ name: live[i]!.name, error: toServeError(r.reason, 'CONFIG_INVALID') })
@@ -150,7 +165,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
   for (const f of failures) {
     registry.markFailed(f.name, f.error.message)
-    process.stderr.write(failureLine(f) + '\n')
+    log(failureLine(f), { event: 'servable_failed', severity: 'error', servable: f.name, error: f.error.message })
   }
 
   const reloader = new Reloader(registry, { load: diskLoader(opts.dir, opts.versions ?? {}), create, log })
@@ -159,6 +174,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   await watcher?.ready
 
   let grpcServer: grpc.Server | null = null
+  let health: { stop(): void } | null = null
   let rest: RestServer | null = null
   let grpcAddress: string | null = null
   let restAddress: string | null = null
@@ -167,24 +183,32 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const bodies = new BodyParser(loadMsServiceDefinition().Predict!.requestDeserialize as never)
   try {
     if (opts.grpc) {
-      grpcServer = new grpc.Server(msServerOptions(opts.maxMsgMb))
+      grpcServer = new grpc.Server({ ...msServerOptions(opts.maxMsgMb), interceptors: [opsInterceptor({ keys, logger })] })
       addMsService(grpcServer, handler, { bodies, limits })
       addMsServeService(grpcServer, registry)
+      health = addHealthService(grpcServer, registry)
+      addReflection(grpcServer)
+      const tls = opts.tls
+      const creds = tls
+        ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.ca !== undefined)
+        : grpc.ServerCredentials.createInsecure()
       const port = await new Promise<number>((resolve, reject) => {
-        grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)))
+        grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
       })
       grpcAddress = `${opts.grpc.host}:${port}`
-      log(`Serving gRPC server start success, listening on ${grpcAddress}`)
+      log(`Serving gRPC server start success, listening on ${grpcAddress}`, { event: 'listening', protocol: 'grpc', address: grpcAddress, tls: Boolean(tls), client_certificates: Boolean(tls?.ca), api_key: keys !== null })
     }
     if (opts.rest) {
-      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {} })
+      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {}, tls: opts.tls ?? null, keys, logger })
       await rest.listen({ host: opts.rest.host, port: opts.rest.port })
       const addr = rest.server.address()
       const port = typeof addr === 'object' && addr ? addr.port : opts.rest.port
       restAddress = `${opts.rest.host}:${port}`
-      log(`Serving RESTful server start success, listening on ${restAddress}`)
+      const tls = opts.tls
+      log(`Serving RESTful server start success, listening on ${restAddress}`, { event: 'listening', protocol: tls ? 'https' : 'http', address: restAddress, tls: Boolean(tls), client_certificates: Boolean(tls?.ca && tls.clientAuth === 'both'), api_key: keys !== null })
     }
   } catch (e) {
+    health?.stop()
     grpcServer?.forceShutdown()
     await rest?.close()
     await watcher?.close()
@@ -204,6 +228,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     restAddress,
     reload: (names) => reloader.reload(names),
     async close() {
+      health?.stop()
       await watcher?.close()
       await reloader.settle()
       // Stop accepting, let in-flight requests finish, then stop replicas.

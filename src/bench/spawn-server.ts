@@ -40,8 +40,8 @@ export async function startServer(dir: string, opts: { devices?: string | null; 
 
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000)
   for (;;) {
-    const rest = /RESTful server start success, listening on (\S+)/.exec(out)?.[1]
-    const grpc = /gRPC server start success, listening on (\S+)/.exec(out)?.[1]
+    const rest = /RESTful server start success, listening on ([^\s"]+)/.exec(out)?.[1]
+    const grpc = /gRPC server start success, listening on ([^\s"]+)/.exec(out)?.[1]
     if (rest && grpc) {
       return {
         restOrigin: `http://${rest}`,

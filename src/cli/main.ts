@@ -14,6 +14,8 @@ import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
 import { VERSION } from '../version.ts'
+import { collectApiKeys, loadTls, type ClientAuth } from '../config/security.ts'
+import { createLogger, type LogFormat, type LogLevel } from '../log.ts'
 
 process.setSourceMapsEnabled(true)
 
@@ -60,7 +62,15 @@ program
   .option('--max-connections <n>', 'most open REST connections; 0 = no limit', '0')
   .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', String(DEFAULT_HEADERS_TIMEOUT_MS))
   .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', String(DEFAULT_BODY_TIMEOUT_MS))
-  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, the limit flags in snake_case (request_timeout_ms, ...), servables.<name>.{version(s), isolation, request_timeout_ms, max_instances_per_request, watchdog_ms}; flags win')
+  .addOption(new Option('--log-level <level>', 'log lines at this level and above (access lines are info; engine request lines debug)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
+  .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for collectors); pretty: readable lines').choices(['json', 'pretty']).default('json'))
+  .option('--tls-cert <file>', 'PEM certificate (chain): serve REST over HTTPS and gRPC over TLS (with --tls-key)')
+  .option('--tls-key <file>', 'PEM private key of --tls-cert')
+  .option('--tls-ca <file>', 'PEM CA certificate(s): clients must present a certificate it signed (mutual TLS; see --tls-client-auth)')
+  .addOption(new Option('--tls-client-auth <where>', 'with --tls-ca: require client certificates on both listeners, or on gRPC only').choices(['both', 'grpc']).default('both'))
+  .option('--api-key <key>', 'require Authorization: Bearer <key> on every inference route of both listeners (repeat for several keys; also MS_SERVE_API_KEY, comma-separated)', (v: string, prev: string[] = []) => [...prev, v])
+  .option('--api-key-file <file>', 'API keys, one per line (# comments allowed)')
+  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, the limit flags in snake_case (request_timeout_ms, ...), tls.{cert,key,ca,client_auth}, api_key_file, log_level, log_format, servables.<name>.{version(s), isolation, request_timeout_ms, max_instances_per_request, watchdog_ms}; flags win')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {
       // The YAML is checked whole (keys and values) in config/server-file.ts; flags given on the command line win.
@@ -107,7 +117,29 @@ program
         const found = scanServables(dir).map((f) => f.name)
         for (const w of unknownServableWarnings(file, String(o.config), found)) process.stderr.write(`ms-serve: warning: ${w}\n`)
       }
+      // Security and logging: flags win over the YAML; files are read (and checked) before anything starts.
+      const pick = (key: string, fromFile: string | undefined) => (src(key) || fromFile === undefined ? (o[key] === undefined ? undefined : String(o[key])) : fromFile)
+      const fileFrom = (key: string, flag: string, yamlKey: string, fromFile: string | undefined) => {
+        if (src(key)) return { path: String(o[key]), from: flag }
+        return fromFile === undefined ? undefined : { path: fromFile, from: `${o.config}: ${yamlKey}` }
+      }
+      const tlsFile = file.tls ?? {}
+      const cert = fileFrom('tlsCert', '--tls-cert', 'tls.cert', tlsFile.cert)
+      const key = fileFrom('tlsKey', '--tls-key', 'tls.key', tlsFile.key)
+      const ca = fileFrom('tlsCa', '--tls-ca', 'tls.ca', tlsFile.ca)
+      const tls = loadTls({
+        ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(ca ? { ca } : {}),
+        clientAuth: (pick('tlsClientAuth', tlsFile.client_auth) ?? 'both') as ClientAuth,
+      })
+      const keyFile = fileFrom('apiKeyFile', '--api-key-file', 'api_key_file', file.api_key_file)
+      const apiKeys = collectApiKeys((o.apiKey as unknown as string[] | undefined) ?? [], keyFile ? [keyFile] : [], process.env.MS_SERVE_API_KEY)
+      const logOptions = { level: pick('logLevel', file.log_level) as LogLevel, format: pick('logFormat', file.log_format) as LogFormat }
+      const logger = createLogger(logOptions)
       const server = await serve({
+        logger,
+        logOptions,
+        tls,
+        apiKeys,
         strict: Boolean(o.strict) || file.strict === true,
         policy,
         policyOf,
@@ -130,8 +162,9 @@ program
         // A second signal: end the replicas too (not left to notice the dead parent), then exit.
         if (closing) { server.kill(); process.exit(130) }
         closing = true
-        process.stdout.write(`ms-serve: ${sig} received, draining in-flight requests (send again to exit now)\n`)
-        server.close().then(() => process.exit(0), () => process.exit(1))
+        logger.info({ event: 'shutdown', signal: sig }, `${sig} received, draining in-flight requests (send again to exit now)`)
+        const exit = (code: number) => { logger.flush(); process.exit(code) }
+        server.close().then(() => exit(0), () => exit(1))
       }
       process.on('SIGINT', () => shutdown('SIGINT'))
       process.on('SIGTERM', () => shutdown('SIGTERM'))

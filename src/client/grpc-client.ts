@@ -12,8 +12,12 @@ import type { Value } from '../tensor.ts'
 export interface MsGrpcClientOptions {
   /** Send/receive limit in MiB (MindSpore's client uses 512). */
   maxMessageMb?: number
-  /** Defaults to an insecure channel. */
+  /** Defaults to an insecure channel; grpc.credentials.createSsl(ca, key, cert) for TLS / mutual TLS. */
   credentials?: grpc.ChannelCredentials
+  /** Sent as `authorization: Bearer <apiKey>` on every call (a server started with --api-key). */
+  apiKey?: string
+  /** Further metadata on every call (e.g. x-request-id). */
+  metadata?: Record<string, string>
 }
 
 export interface MsPredictOptions {
@@ -25,6 +29,7 @@ export class MsGrpcClient {
   private readonly client: grpc.Client
   private readonly serialize: (req: WirePredictRequest) => Buffer
   private readonly deserialize: (buf: Buffer) => WirePredictReply
+  private readonly metadata: grpc.Metadata
 
   constructor(address: string, options: MsGrpcClientOptions = {}) {
     const bytes = (options.maxMessageMb ?? 512) * 1024 * 1024
@@ -32,6 +37,9 @@ export class MsGrpcClient {
       'grpc.max_send_message_length': bytes,
       'grpc.max_receive_message_length': bytes,
     })
+    this.metadata = new grpc.Metadata()
+    if (options.apiKey !== undefined) this.metadata.set('authorization', `Bearer ${options.apiKey}`)
+    for (const [k, v] of Object.entries(options.metadata ?? {})) this.metadata.set(k, v)
     const predict = loadMsServiceDefinition()['Predict']!
     this.serialize = predict.requestSerialize as (req: WirePredictRequest) => Buffer
     this.deserialize = predict.responseDeserialize as (buf: Buffer) => WirePredictReply
@@ -57,7 +65,7 @@ export class MsGrpcClient {
   predictWire(request: WirePredictRequest, options: MsPredictOptions = {}): Promise<WirePredictReply> {
     const callOptions: grpc.CallOptions = options.timeoutMs === undefined ? {} : { deadline: Date.now() + options.timeoutMs }
     return new Promise((resolve, reject) => {
-      this.client.makeUnaryRequest(MS_PREDICT_PATH, this.serialize, this.deserialize, request, new grpc.Metadata(), callOptions, (err, reply) => {
+      this.client.makeUnaryRequest(MS_PREDICT_PATH, this.serialize, this.deserialize, request, this.metadata.clone(), callOptions, (err, reply) => {
         if (err) reject(err)
         else resolve(reply!)
       })

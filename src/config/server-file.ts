@@ -5,6 +5,9 @@
  * path in the message. cli/main.ts merges the two (flags win).
  */
 import { readFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { CLIENT_AUTH } from './security.ts'
+import { LOG_FORMATS, LOG_LEVELS } from '../log.ts'
 import { parse as parseYaml } from 'yaml'
 import { ServeError } from '../errors.ts'
 import { ISOLATIONS, type DeviceType, type Isolation } from '../runtime/devices.ts'
@@ -169,6 +172,16 @@ const servableEntries: Check<Record<string, ServableEntry>> = (v, at) => {
   return out
 }
 
+/** A file path; relative ones are resolved against the YAML file's folder. */
+const filePath: Check<string> = (v, at) => {
+  if (typeof v !== 'string' || v.trim() === '') wrongValue(at, 'a file path (relative to the YAML file\'s folder)', v)
+  return resolve(dirname(at.file), v)
+}
+
+/** `tls: { cert, key, ca, client_auth }`. */
+const TLS_KEYS = { cert: filePath, key: filePath, ca: filePath, client_auth: oneOf(CLIENT_AUTH) } satisfies Record<string, Check<unknown>>
+const tlsEntry: Check<Checked<typeof TLS_KEYS>> = (v, at) => checkMapping(v, at, TLS_KEYS, 'tls: { cert: server.pem, key: server.key }')
+
 /**
  * Every top-level key of the server YAML with the check of its value. Adding a key is one line
  * here; its type in ServerFile follows from the check.
@@ -186,6 +199,10 @@ export const SERVER_FILE_KEYS = {
   headers_timeout_ms: ranged(HTTP_RANGES.headersTimeoutMs),
   body_timeout_ms: ranged(HTTP_RANGES.bodyTimeoutMs),
   servables: servableEntries,
+  tls: tlsEntry,
+  api_key_file: filePath,
+  log_level: oneOf(LOG_LEVELS),
+  log_format: oneOf(LOG_FORMATS),
 } satisfies Record<string, Check<unknown>>
 
 /** The checked server YAML; a key left out of the file is undefined (the flag's default applies). */

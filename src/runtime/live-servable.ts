@@ -3,6 +3,7 @@
  * pure rule is batching/dynamic-batcher.ts), batches sent to the replica its ReplicaPool picks
  * (replica-pool.ts: least busy, restarts), deadlines and cancellation, drain, and statistics.
  */
+import type { EventLog } from '../log.ts'
 import { BatchQueue, type QueuedItem } from '../batching/dynamic-batcher.ts'
 import { factError, ServeError, toServeError } from '../errors.ts'
 import type { ValidMethod, ValidServable } from '../config/validate.ts'
@@ -69,7 +70,7 @@ export interface LiveServableOptions {
   transport?: (device: DevicePlan) => TransportFactory | undefined
   /** Restart back-off (default replica-pool.ts restartDelayMs). */
   restartDelayMs?: (failures: number) => number
-  log?: (line: string) => void
+  log?: EventLog
   /** The server's instruments (metrics.ts); default a private set (unit tests). */
   metrics?: ServerMetrics
 }

@@ -36,8 +36,22 @@ export async function prepareLlm(servable: ValidServable): Promise<void> {
   }
 }
 
+/**
+ * What a route's access line says of its LLM requests: filled in as they finish (a route with
+ * several requests, best_of or a list of prompts, sums them). `request_id` also goes to the replica.
+ */
+export interface LlmAccessNote {
+  request_id: string
+  servable: string
+  version: number
+  input_tokens: number
+  generated_tokens: number
+  finish_reason?: string
+}
+
 export class LlmDispatcher {
   private encoderCache: PromptEncoder | undefined
+  private readonly notes = new WeakMap<ValidGenerate, LlmAccessNote>()
 
   private readonly metrics: ServerMetrics | undefined
 
@@ -107,10 +121,28 @@ export class LlmDispatcher {
     return validateGenerate(req, this.encoder, this.info)
   }
 
+  /** Counts `req`'s tokens into `note` when it finishes, and gives the replica its request id. */
+  track(req: ValidGenerate, note: LlmAccessNote): void {
+    this.notes.set(req, note)
+  }
+
   /** Starts a request; throws QUEUE_FULL (`llm_overloaded`) or SERVABLE_NOT_READY at once. */
   start(req: ValidGenerate, onEvent: (ev: GenerateEvent) => void): () => void {
     const r = this.admit()
-    const id = r.generate(req, this.metrics ? this.timed(this.metrics, onEvent) : onEvent)
+    const note = this.notes.get(req)
+    let handler = this.metrics ? this.timed(this.metrics, onEvent) : onEvent
+    if (note) {
+      const inner = handler
+      handler = (ev) => {
+        if (ev.type === 'done') {
+          note.input_tokens += ev.inputTokens
+          note.generated_tokens += ev.generatedTokens
+          note.finish_reason = ev.finishReason
+        } else if (ev.type === 'error') note.finish_reason = 'error'
+        inner(ev)
+      }
+    }
+    const id = r.generate(req, handler, note?.request_id)
     return () => r.cancel(id)
   }
 

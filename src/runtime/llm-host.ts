@@ -10,6 +10,7 @@ import { fail, type ValidLlm } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ReplicaMessage } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
+import { replicaLogger } from '../log.ts'
 
 /** Upper bounds (ms) of the engine step-duration buckets stats() reports (the listener's step histograms). */
 export const STEP_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
@@ -53,6 +54,8 @@ export class LlmHost {
   /** Events produced in this turn (a step emits one per running request); sent as one message. */
   private pendingIds: number[] = []
   private pendingEvents: GenerateEvent[] = []
+
+  private readonly log = replicaLogger()
 
   private constructor(readonly engine: LlmEngine, readonly llm: ValidLlm, private readonly send: (m: ReplicaMessage) => void) {}
 
@@ -99,12 +102,22 @@ export class LlmHost {
     }
   }
 
-  /** Starts one request; a refusal (engine closed or full) comes back as an immediate error event. */
-  generate(id: number, req: LlmWireRequest): void {
+  /**
+   * Starts one request; a refusal (engine closed or full) comes back as an immediate error event.
+   * With the log level at debug, its end is logged here with `requestId` (the client's x-request-id
+   * or the listener's), so engine lines join the listener's access line.
+   */
+  generate(id: number, req: LlmWireRequest, requestId?: string): void {
+    const log = this.log.isLevelEnabled('debug') ? this.log : null
     try {
       const engineId = this.engine.submit(req, (event) => {
         this.queueEvent(id, event)
-        if (event.type !== 'token') this.ids.delete(id)
+        if (event.type === 'token') return
+        this.ids.delete(id)
+        if (!log) return
+        if (event.type === 'done') {
+          log.debug({ event: 'llm_request', request_id: requestId, servable: this.llm.modelId, input_tokens: event.inputTokens, generated_tokens: event.generatedTokens, finish_reason: event.finishReason, queue_ms: event.timings.queueMs }, 'llm request done')
+        } else log.debug({ event: 'llm_request', request_id: requestId, servable: this.llm.modelId, error: event.code, message: event.message }, 'llm request failed')
       }, `r${id}`)
       this.ids.set(id, engineId)
     } catch (e) {

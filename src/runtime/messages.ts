@@ -50,7 +50,7 @@ export interface RunStat { model: number; batch: number; padded: number; ms: num
 export type ParentMessage =
   | { type: 'init'; servable: ValidServable; device: DevicePlan }
   | { type: 'run'; id: number; method: string; instances: WireInstance[] }
-  | { type: 'generate'; id: number; request: LlmWireRequest }
+  | { type: 'generate'; id: number; request: LlmWireRequest; requestId?: string }
   | { type: 'cancel'; id: number }
   | { type: 'llm-stats'; id: number }
   | { type: 'shutdown' }

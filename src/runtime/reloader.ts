@@ -3,6 +3,7 @@
  * entry -> drain and stop the old ones. If any step fails, the old version keeps serving and the
  * error is logged. Reloads run one at a time, in the order the watcher reports them.
  */
+import type { EventLog } from '../log.ts'
 import { join, resolve } from 'node:path'
 import { findConfigFile, listVersions, loadServable } from '../config/scan.ts'
 import type { ValidServable } from '../config/validate.ts'
@@ -14,7 +15,7 @@ export interface ReloaderOptions {
   load(name: string): Promise<ValidServable[] | null>
   /** Builds (does not start) the LiveServable of one loaded version. */
   create(valid: ValidServable): LiveServable
-  log: (line: string) => void
+  log: EventLog
 }
 
 /** ReloaderOptions.load for a servable directory on disk (compiles servable_config.ts with esbuild). */
@@ -66,7 +67,7 @@ export class Reloader {
         this.registry.remove(name, s.version)
         this.retire(s)
       }
-      if (running.length) log(`servable ${name} removed (its folder or servable_config.ts is gone)`)
+      if (running.length) log(`servable ${name} removed (its folder or servable_config.ts is gone)`, { event: 'servable_removed', servable: name })
       return
     }
     const fresh: LiveServable[] = []
@@ -84,7 +85,7 @@ export class Reloader {
         this.registry.remove(name, s.version)
         this.retire(s)
       }
-      log(`servable ${name} reloaded: version(s) ${wanted.join(', ')} ready in ${Math.round(performance.now() - t0)} ms`)
+      log(`servable ${name} reloaded: version(s) ${wanted.join(', ')} ready in ${Math.round(performance.now() - t0)} ms`, { event: 'servable_reloaded', servable: name, versions: wanted, ms: Math.round(performance.now() - t0) })
     } catch (e) {
       await Promise.all(fresh.map((f) => f.stop(true)))
       this.failed(name, running, e)
@@ -94,6 +95,6 @@ export class Reloader {
   /** A reload that failed: the running versions keep serving; with none, the servable is reported failed. */
   private failed(name: string, running: LiveServable[], e: unknown): void {
     if (running.length === 0) this.registry.markFailed(name, (e as Error).message)
-    this.opts.log(`ms-serve: reload of servable ${name} failed; ${running.length ? `still serving version(s) ${running.map((s) => s.version).join(', ')}` : 'it is not served'}: ${(e as Error).message}`)
+    this.opts.log(`ms-serve: reload of servable ${name} failed; ${running.length ? `still serving version(s) ${running.map((s) => s.version).join(', ')}` : 'it is not served'}: ${(e as Error).message}`, { event: 'reload_failed', severity: 'error', servable: name, serving: running.map((s) => s.version), error: (e as Error).message })
   }
 }

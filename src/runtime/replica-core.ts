@@ -41,7 +41,7 @@ export class ReplicaCore {
         void this.run(msg.id, msg.method, msg.instances)
         break
       case 'generate':
-        if (this.llmHost) this.llmHost.generate(msg.id, msg.request)
+        if (this.llmHost) this.llmHost.generate(msg.id, msg.request, msg.requestId)
         else this.send({ type: 'event', id: msg.id, event: { type: 'error', requestId: '', code: 'SERVABLE_NOT_FOUND', message: 'this servable has no LLM' } })
         break
       case 'cancel':

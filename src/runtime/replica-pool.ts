@@ -3,6 +3,7 @@
  * exit, and the busy/idle edge its servable's drain waits on. It never knows the transports its
  * replicas use, so a remote kind plugs in without changes here. No timers run while nothing fails.
  */
+import type { EventLog } from '../log.ts'
 import type { Replica } from './replica.ts'
 
 /** A replica may hold this many groups at once: 2 lets the next batch cross the IPC pipe while one runs. */
@@ -23,7 +24,7 @@ export interface PoolEvents {
   /** A replica exited and will be restarted (the restart counter). */
   restarting?(): void
   /** Operator-facing lines (restarts, failed restarts). */
-  log(line: string): void
+  log: EventLog
 }
 
 export class ReplicaPool {
@@ -77,13 +78,13 @@ export class ReplicaPool {
     const failures = (this.crashStreak.get(r) ?? 0) + 1
     this.crashStreak.set(r, failures)
     const delay = this.delayMs(failures)
-    this.on.log(`ms-serve: replica ${r.label} exited (${why}); restarting in ${delay} ms`)
+    this.on.log(`ms-serve: replica ${r.label} exited (${why}); restarting in ${delay} ms`, { event: 'replica_exit', severity: 'warn', replica: r.label, reason: why, restart_in_ms: delay, restarts: this.restarts })
     if (!this.ready) this.on.allDown(why)
     setTimeout(() => {
       if (this.stopped) return
       r.start().then(
         () => { this.crashStreak.delete(r); this.on.available() },
-        (e) => this.on.log(`ms-serve: restart of ${r.label} failed: ${(e as Error).message}`),
+        (e) => this.on.log(`ms-serve: restart of ${r.label} failed: ${(e as Error).message}`, { event: 'replica_restart_failed', severity: 'error', replica: r.label, error: (e as Error).message }),
       )
     }, delay).unref()
   }

@@ -4,6 +4,7 @@
  * settles their promises, runs the hung-replica watchdog and reports exits. Restarts are the
  * pool's (replica-pool.ts). The handle never knows which transport it has.
  */
+import type { EventLog } from '../log.ts'
 import { ServeError, toServeError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan, Isolation } from './devices.ts'
@@ -60,7 +61,7 @@ export class Replica {
    * heartbeat every HEARTBEAT_MS; inline replicas share our thread and have no watchdog.
    * `open` picks the transport (default: the local one of the device plan's isolation).
    */
-  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0, open?: TransportFactory, private readonly log: (line: string) => void = (l) => process.stderr.write(l + '\n')) {
+  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0, open?: TransportFactory, private readonly log: EventLog = (l) => process.stderr.write(l + '\n')) {
     this.isolation = effectiveIsolation(servable, device.isolation)
     this.open = open ?? localTransport(this.isolation)
   }
@@ -119,7 +120,7 @@ export class Replica {
       const silentMs = performance.now() - this.lastHeard
       if (silentMs < this.watchdogMs) return
       const why = `no heartbeat for ${Math.round(silentMs)} ms (watchdog ${this.watchdogMs} ms): the replica is stopped or a stage never returns`
-      this.log(`ms-serve: replica ${this.label} hung: ${why}; killing it`)
+      this.log(`ms-serve: replica ${this.label} hung: ${why}; killing it`, { event: 'replica_hung', severity: 'error', replica: this.label, servable: this.servable.name, version: this.servable.version, reason: why })
       this.state = 'failed'
       this.failInflight(`hung, ${why}`)
       channel.kill()
@@ -210,15 +211,18 @@ export class Replica {
   /** Number of LLM requests this replica is generating or queueing. */
   get activeStreams(): number { return this.streams.size }
 
-  /** Starts an LLM request on this replica; events arrive on `onEvent` (tokens, then done or error). */
-  generate(request: LlmWireRequest, onEvent: (ev: GenerateEvent) => void): number {
+  /**
+   * Starts an LLM request on this replica; events arrive on `onEvent` (tokens, then done or error).
+   * `requestId` (the client's or the listener's) names it in the replica's engine log lines.
+   */
+  generate(request: LlmWireRequest, onEvent: (ev: GenerateEvent) => void, requestId?: string): number {
     const id = this.nextId++
     if (this.state !== 'ready' || !this.channel) {
       onEvent({ type: 'error', requestId: '', code: 'SERVABLE_NOT_READY', message: `replica ${this.label} is not ready` })
       return id
     }
     this.streams.set(id, onEvent)
-    this.send({ type: 'generate', id, request })
+    this.send(requestId === undefined ? { type: 'generate', id, request } : { type: 'generate', id, request, requestId })
     return id
   }
 

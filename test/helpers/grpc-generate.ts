@@ -11,18 +11,25 @@ export interface GenerateClient {
   close(): void
 }
 
-export function generateClient(address: string): GenerateClient {
+/** `md`: metadata sent on every call (authorization, x-request-id). */
+export function generateClient(address: string, credentials = grpc.credentials.createInsecure(), md: Record<string, string> = {}): GenerateClient {
   const pkg = protoLoader.loadSync(join(ROOT, 'proto', 'ms_serve.proto'), { keepCase: true, longs: Number, defaults: true })
-  const client = new (grpc.loadPackageDefinition(pkg).msserve as any).v1.MsServe(address, grpc.credentials.createInsecure())
+  const client = new (grpc.loadPackageDefinition(pkg).msserve as any).v1.MsServe(address, credentials)
   return {
     generate: (req) => new Promise((resolve, reject) => {
       const out: any[] = []
-      const call = client.Generate(req)
+      const meta = new grpc.Metadata()
+      for (const [k, v] of Object.entries(md)) meta.set(k, v)
+      const call = client.Generate(req, meta)
       call.on('data', (e: any) => out.push(e))
       call.on('error', reject)
       call.on('end', () => resolve(out))
     }),
-    serverInfo: () => new Promise((resolve, reject) => client.ServerInfo({}, (e: unknown, r: unknown) => (e ? reject(e) : resolve(r)))),
+    serverInfo: () => new Promise((resolve, reject) => {
+      const meta = new grpc.Metadata()
+      for (const [k, v] of Object.entries(md)) meta.set(k, v)
+      client.ServerInfo({}, meta, (e: unknown, r: unknown) => (e ? reject(e) : resolve(r)))
+    }),
     close: () => client.close(),
   }
 }

@@ -34,13 +34,23 @@ export async function startServer(dir: string, extra: string[] = [], timeoutMs =
   }
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const rest = /RESTful server start success, listening on (\S+)/.exec(out)?.[1]
-    const grpc = /gRPC server start success, listening on (\S+)/.exec(out)?.[1]
+    const rest = /RESTful server start success, listening on ([^\s"]+)/.exec(out)?.[1]
+    const grpc = /gRPC server start success, listening on ([^\s"]+)/.exec(out)?.[1]
     if (rest && grpc) return { proc, rest: `http://${rest}`, grpc, output: () => out, stop }
     if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}:\n${out}`)
     if (Date.now() > deadline) { await stop(); throw new Error(`server did not start in ${timeoutMs} ms:\n${out}`) }
     await new Promise((r) => setTimeout(r, 50))
   }
+}
+
+/** The server's JSON log lines (other output skipped), e.g. to find one by its `event`. */
+export function logEvents(output: string): Array<Record<string, any>> {
+  const out: Array<Record<string, any>> = []
+  for (const line of output.split('\n')) {
+    if (!line.startsWith('{')) continue
+    try { out.push(JSON.parse(line)) } catch { /* a line cut by the read */ }
+  }
+  return out
 }
 
 /** Runs the CLI to completion and returns exit code and output. */

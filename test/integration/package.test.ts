@@ -154,8 +154,8 @@ test('npm pack → npm install offline → init, start, predict (REST and gRPC),
   let rest: string | undefined
   let grpc: string | undefined
   while (!(rest && grpc)) {
-    rest = /RESTful server start success, listening on (\S+)/.exec(out)?.[1]
-    grpc = /gRPC server start success, listening on (\S+)/.exec(out)?.[1]
+    rest = /RESTful server start success, listening on ([^\s"]+)/.exec(out)?.[1]
+    grpc = /gRPC server start success, listening on ([^\s"]+)/.exec(out)?.[1]
     if (server.exitCode !== null) assert.fail(`ms-serve start exited with ${server.exitCode}:\n${out}`)
     if (Date.now() > deadline) assert.fail(`ms-serve start did not listen within 60 s:\n${out}`)
     await new Promise((r) => setTimeout(r, 50))

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import { postJson, servableStats, startServer, type StartedServer } from '../helpers/server.ts'
+import { logEvents, postJson, servableStats, startServer, type StartedServer } from '../helpers/server.ts'
 import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, kInstance, kRequest as one, kSum, X1, X2 } from '../helpers/fixtures.ts'
 
 interface ReplicaStats { device: string; pid: number; state: string; batchesDone: number }
@@ -164,7 +164,12 @@ test('a replica killed with SIGKILL fails its in-flight requests with REPLICA_CR
     assert.ok(Date.now() < deadline + 20_000, `replica not restarted: ${JSON.stringify(s.replicas)}`)
     await new Promise((res) => setTimeout(res, 100))
   }
-  assert.match(server.output(), new RegExp(`ms-serve: replica slow@1 cpu:0 exited \\(signal SIGKILL\\); restarting in \\d+ ms`))
+  const exit = logEvents(server.output()).find((e) => e.event === 'replica_exit')
+  assert.ok(exit, server.output())
+  assert.equal(exit.level, 40, 'a replica exit is a warning')
+  assert.equal(exit.replica, 'slow@1 cpu:0')
+  assert.equal(exit.reason, 'signal SIGKILL')
+  assert.match(exit.msg, /^replica slow@1 cpu:0 exited \(signal SIGKILL\); restarting in \d+ ms$/)
   // The restarted replica takes work again.
   const done = (await stats('slow')).replicas.map((r) => r.batchesDone)
   await Promise.all([2, 3, 4, 5].map(async (k) => assertClose((await postJson(`${server.rest}/model/slow:add_slow`, one(k))).json, sumOf(k))))
@@ -218,6 +223,6 @@ test('SIGTERM drains in-flight requests, then the server and its replicas exit',
   const [code] = await once(server.proc, 'exit')
   assert.equal(code, 0)
   assert.ok(Date.now() - t0 < 10_000, `shutdown took ${Date.now() - t0} ms (keep-alive connections must not hold it up)`)
-  assert.match(server.output(), /ms-serve: SIGTERM received, draining in-flight requests/)
+  assert.ok(logEvents(server.output()).some((e) => e.event === 'shutdown' && e.signal === 'SIGTERM' && /draining in-flight requests/.test(e.msg)), server.output())
   for (const pid of pids) assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `replica ${pid} outlived the server`)
 })

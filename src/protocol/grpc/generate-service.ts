@@ -3,6 +3,7 @@
  * Generate for LLM servables and ServerInfo. Errors are gRPC statuses from the error-code table.
  */
 import * as grpc from '@grpc/grpc-js'
+import { callRequestId } from '../request-id.ts'
 import * as protoLoader from '@grpc/proto-loader'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { GenerateParameters, GenerateRequest, TokenEvent } from '../../llm/types.ts'
@@ -94,6 +95,8 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
           if (ids.length > 0 && r.prompt) throw new ServeError('VALIDATION', 'set either `prompt` or `prompt_token_ids`, not both')
           const prompt: GenerateRequest = ids.length > 0 ? { inputIds: ids } : { inputs: r.prompt ?? '' }
           const valid = llm.validate({ ...prompt, parameters: parameters(r) })
+          // The request id the ops interceptor left in the metadata goes to the replica's engine log.
+          llm.track(valid, { request_id: callRequestId(call.metadata) ?? '', servable: llm.name, version: llm.version, input_tokens: 0, generated_tokens: 0 })
           const events = llm.stream(valid, ac.signal)
           if (!(await relayEvents(call, events, GENERATE_RELAY))) call.end()
         } catch (e) {

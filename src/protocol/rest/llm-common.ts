@@ -8,7 +8,7 @@ import { ServeError } from '../../errors.ts'
 import type { FastifyReply } from 'fastify'
 import type { DoneEvent, ErrorEvent, GenerateEvent, GenerateParameters, TokenEvent, ValidGenerate } from '../../llm/types.ts'
 import { clientGone, openSse, type SseWriter } from './sse.ts'
-import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
+import type { LlmAccessNote, LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import { checkGrammar, jsonSchemaSpec } from '../../llm/grammar.ts'
 import type { GrammarSpec } from '../../llm/grammar.ts'
 
@@ -199,4 +199,19 @@ export async function relaySse(llm: LlmDispatcher, req: ValidGenerate, reply: Fa
   }
   r.close?.(sse)
   sse.end()
+}
+
+/**
+ * `valid`, counted into the request's access line (servable, version, tokens; summed over a
+ * route's several requests) and carrying the request id to the replica.
+ */
+export function tracked(reply: FastifyReply, llm: LlmDispatcher, valid: ValidGenerate): ValidGenerate {
+  const req = reply.request
+  let note = req.access as LlmAccessNote | null
+  if (note?.input_tokens === undefined) {
+    note = { ...req.access, request_id: String(req.id), servable: llm.name, version: llm.version, input_tokens: 0, generated_tokens: 0 }
+    req.access = note
+  }
+  llm.track(valid, note)
+  return valid
 }

@@ -54,11 +54,13 @@ export function registerMindSporeRoutes(app: FastifyInstance, opts: RestOptions)
       if ((LLM_METHODS as readonly string[]).includes(target.method) && opts.registry.llm(target.name)) {
         const llm = opts.registry.llm(target.name, target.version)
         if (!llm) throw opts.registry.notAvailable(target.name, target.method, target.version)
+        req.access = { method: target.method }
         return handleMsGenerate(llm, target.method, req, reply, sendError)
       }
       const task = { kind: 'ms-json' as const, body, limits, servable: target.name }
       const { instances } = bodies ? await bodies.parse(task) : parseMsBody(task)
       const timeoutMs = requestTimeoutHeader(req.headers['x-request-timeout-ms'])
+      req.access = { servable: target.name, version: target.version, method: target.method, instances: instances.length }
       call = { name: target.name, method: target.method, version: target.version, instances, protocol: 'rest' as const, ...(timeoutMs === undefined ? {} : { timeoutMs }), onCancel: (cancel: () => void) => onClientGone(reply, cancel) }
     } catch (e) {
       return sendError(reply, toServeError(e, 'INVALID_REQUEST'))

@@ -12,7 +12,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { GenerateRequest } from '../../llm/types.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
-import { collect, engineParameters, parseJson, relaySse, tgiParameters } from './llm-common.ts'
+import { collect, engineParameters, parseJson, relaySse, tgiParameters, tracked } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 
 export const LLM_METHODS = ['generate', 'generated_stream'] as const
@@ -43,9 +43,9 @@ function toRequest(inst: Record<string, unknown>): GenerateRequest {
 type InstanceResult = InstanceOutcome<ServeError, { text: string; finish_reason: string; generated_tokens: number; prompt_tokens: number }>
 
 /** One :generate instance, validated and run on its own; its error (validation, overload, generation) is its result. */
-async function generateOne(llm: LlmDispatcher, request: GenerateRequest, signal: AbortSignal): Promise<InstanceResult> {
+async function generateOne(llm: LlmDispatcher, request: GenerateRequest, signal: AbortSignal, reply: FastifyReply): Promise<InstanceResult> {
   try {
-    const { done } = await collect(llm, llm.validate(request), signal)
+    const { done } = await collect(llm, tracked(reply, llm, llm.validate(request)), signal)
     return { text: done.generatedText, finish_reason: done.finishReason, generated_tokens: done.generatedTokens, prompt_tokens: done.inputTokens }
   } catch (e) {
     return { error: toServeError(e) }
@@ -59,14 +59,15 @@ export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: 
     const requests = instancesOf(req.body).map(toRequest)
     if (method === 'generate') {
       const ac = clientGone(reply)
-      const results = await Promise.all(requests.map((r) => generateOne(llm, r, ac.signal)))
+      if (req.access) req.access.instances = requests.length
+      const results = await Promise.all(requests.map((r) => generateOne(llm, r, ac.signal, reply)))
       const outcome = collapseOutcomes(results)
       if ('error' in outcome) return fail(outcome.error)
       const instances = outcome.instances.map((r) => ('error' in r ? { error_msg: msText(r.error) } : r))
       return reply.code(200).type('application/json').send(JSON.stringify({ instances }))
     }
     if (requests.length !== 1) throw new ServeError('INVALID_REQUEST', `generated_stream takes one instance per request (got ${requests.length})`)
-    await relaySse(llm, llm.validate(requests[0]!), reply, {
+    await relaySse(llm, tracked(reply, llm, llm.validate(requests[0]!)), reply, {
       holdLast: true,
       token: (sse, t) => sse.send({ index: t.index, token: t.text, token_id: t.id }),
       done: (sse, ev, last) => sse.send({ index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens }),

@@ -14,7 +14,7 @@ import type { GrammarSpec } from '../../llm/grammar.ts'
 import { namedCallReader, readAll, requiredCallReader, toolCallReader, type ToolCallDelta, type ToolCallReader, type ToolEvent } from '../../llm/tool-calls.ts'
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { collect, noLlm, parseJson, relayEvents, relaySse, type Collected, type EventRelay } from './llm-common.ts'
+import { collect, noLlm, parseJson, relayEvents, relaySse, tracked, type Collected, type EventRelay } from './llm-common.ts'
 import { clientGone, openSse, type SseWriter } from './sse.ts'
 import { openAiError } from '../error-render.ts'
 
@@ -400,7 +400,7 @@ async function completions(b: Record<string, unknown>, llm: LlmDispatcher, k: Ki
   const grammar = await responseFormat(b.response_format)
   if (grammar) parameters.grammar = grammar
   // Each prompt is tokenized and checked here, in the listener, before any of them starts.
-  const valids = prompts.map((p) => llm.validate({ ...p, parameters }))
+  const valids = prompts.map((p) => tracked(reply, llm, llm.validate({ ...p, parameters })))
   const opts = b.stream_options as { include_usage?: unknown } | undefined
   const includeUsage = opts?.include_usage === true
   if (b.stream === true && valids.length === 1) return stream(k, llm, valids[0]!, includeUsage, lp !== null, reply)
@@ -456,7 +456,7 @@ async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k
   const lp = logprobsFrom(b, true)
   if (lp) request.parameters = { ...request.parameters, topNTokens: lp }
   // The chat template renders and the prompt is tokenized and checked here, in the listener.
-  const valid = llm.validate(request)
+  const valid = tracked(reply, llm, llm.validate(request))
   const opts = b.stream_options as { include_usage?: unknown } | undefined
   const reader = tools?.mode.reader() ?? null
   if (b.stream === true) return stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply, reader)

@@ -4,6 +4,7 @@
  */
 import Fastify, { errorCodes, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import { createServer, type RequestListener, type Server, type ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import { Server as NetServer, type Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { OFFLOAD_BYTES, type BodyParser, type InstanceLimits } from '../body-parse.ts'
@@ -16,6 +17,9 @@ import { renderPrometheus } from './metrics.ts'
 import { serverSnapshot } from '../../runtime/snapshot.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
+import { isOpenRestPath, unauthenticated, type ApiKeys, type TlsMaterial } from '../../config/security.ts'
+import { silentLogger, type Logger } from '../../log.ts'
+import { acceptedRequestId, newRequestId } from '../request-id.ts'
 
 export interface RestOptions {
   registry: ServableRegistry
@@ -25,6 +29,38 @@ export interface RestOptions {
   bodies?: BodyParser
   limits?: InstanceLimits
   http?: HttpLimits
+  /** HTTPS with these (and client certificates when `ca` is set and clientAuth is 'both'). */
+  tls?: TlsMaterial | null
+  /** Every route but health, readiness and /metrics needs `Authorization: Bearer <key>`. */
+  keys?: ApiKeys | null
+  /** Access lines (info) go here; default none. */
+  logger?: Logger
+}
+
+/** What the access line says of a request beside method, URL, status and duration; routes fill it in. */
+export interface AccessFields {
+  servable?: string
+  version?: number
+  method?: string
+  instances?: number
+  input_tokens?: number
+  generated_tokens?: number
+  finish_reason?: string
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Set by routes for the access line (see AccessFields). */
+    access: AccessFields | null
+  }
+}
+
+/** The route family a URL belongs to (the access line's `family`, and whose error shape a 401 takes). */
+export function routeFamily(url: string): 'mindspore' | 'openai' | 'tgi' | 'ops' {
+  if (isMsRoute(url)) return 'mindspore'
+  if (url.startsWith('/v1/')) return 'openai'
+  if (url.startsWith('/generate') || url.startsWith('/info') || url.startsWith('/tokenize') || url === '/' || url.startsWith('/?')) return 'tgi'
+  return 'ops'
 }
 
 export const DEFAULT_HEADERS_TIMEOUT_MS = 10_000
@@ -110,14 +146,22 @@ export function buildRestServer(opts: RestOptions): RestServer {
   // response (no fastify onSend hook, which would run for every reply).
   let closing = false
   const serverFactory = (handler: RequestListener): Server => {
-    const server = createServer({
+    const serverOpts = {
       keepAliveTimeout: 65_000,
       // Slow clients: headers and the whole body must arrive in bounded time (408, then closed);
       // checked every second instead of Node's 30 s, so a slowloris is cut close to the limit.
       headersTimeout: http.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS,
       requestTimeout: http.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
       connectionsCheckingInterval: 1000,
-    }, handler)
+    }
+    const server = opts.tls
+      ? createHttpsServer({
+        ...serverOpts,
+        cert: opts.tls.cert,
+        key: opts.tls.key,
+        ...(opts.tls.ca ? { ca: opts.tls.ca, requestCert: opts.tls.clientAuth === 'both', rejectUnauthorized: opts.tls.clientAuth === 'both' } : {}),
+      }, handler) as unknown as Server
+      : createServer(serverOpts, handler)
     if (http.maxConnections) server.maxConnections = http.maxConnections
     server.on('connection', (sock: Socket) => {
       conns.set(sock, { active: 0, idleSince: performance.now(), res: null })
@@ -133,7 +177,39 @@ export function buildRestServer(opts: RestOptions): RestServer {
     })
     return server
   }
-  const app = Fastify({ bodyLimit, logger: false, return503OnClosing: true, serverFactory })
+  // fastify's own logger stays off: its per-request child loggers cost more than the one access
+  // line written below, on the server's pino logger.
+  const app = Fastify({
+    bodyLimit, logger: false, return503OnClosing: true, serverFactory,
+    genReqId: (req) => acceptedRequestId(req.headers['x-request-id']) ?? newRequestId(),
+  })
+  app.decorateRequest('access', null)
+  const logger = opts.logger ?? silentLogger()
+  const keys = opts.keys && opts.keys.size > 0 ? opts.keys : null
+  // One hook: the request id goes back on every answer; the API key is checked before the body is read.
+  app.addHook('onRequest', (req, reply, done) => {
+    void reply.header('x-request-id', req.id)
+    if (keys && !isOpenRestPath(req.url)) {
+      const auth = req.headers.authorization
+      if (!keys.check(auth)) {
+        const e = unauthenticated(auth !== undefined)
+        const family = routeFamily(req.url)
+        const { status, body } = family === 'mindspore' ? msRestError(e, opts.always200) : family === 'openai' ? openAiError(e) : tgiError(e)
+        void reply.code(status).header('www-authenticate', 'Bearer').type('application/json').send(body)
+        return
+      }
+    }
+    done()
+  })
+  if (logger.isLevelEnabled('info')) {
+    app.addHook('onResponse', (req, reply, done) => {
+      logger.info({
+        event: 'access', protocol: 'rest', request_id: req.id, family: routeFamily(req.url), http_method: req.method, url: req.url,
+        status: reply.statusCode, duration_ms: Math.round(reply.elapsedTime * 1000) / 1000, ...req.access,
+      }, 'request')
+      done()
+    })
+  }
   // MindSpore does not check Content-Type: every body is read as bytes and each route family parses it.
   app.removeAllContentTypeParsers()
   app.addContentTypeParser('*', (req, payload, done) => {

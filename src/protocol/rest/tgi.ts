@@ -12,7 +12,7 @@ import type { DoneEvent, TokenEvent, TopToken, ValidGenerate } from '../../llm/t
 import type { LlmDispatcher } from '../../runtime/llm-dispatch.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { validateBestOf } from '../../llm/validate.ts'
-import { collectMany, engineParameters, noLlm, parseJson, relaySse, tgiGrammar, tgiParameters, type Collected } from './llm-common.ts'
+import { collectMany, engineParameters, noLlm, parseJson, relaySse, tgiGrammar, tgiParameters, tracked, type Collected } from './llm-common.ts'
 import { clientGone } from './sse.ts'
 import { tgiError } from '../error-render.ts'
 import { VERSION } from '../../version.ts'
@@ -24,7 +24,7 @@ function sendError(reply: FastifyReply, e: unknown) {
 
 interface TgiCall { llm: LlmDispatcher; inputs: string; params: ReturnType<typeof tgiParameters>; stream: boolean; bestOf: number; valid: ValidGenerate }
 
-async function parseCall(registry: ServableRegistry, body: unknown, route: string): Promise<TgiCall> {
+async function parseCall(registry: ServableRegistry, body: unknown, route: string, reply: FastifyReply): Promise<TgiCall> {
   const llm = registry.llm()
   if (!llm) throw noLlm()
   const b = parseJson(body)
@@ -44,7 +44,7 @@ async function parseCall(registry: ServableRegistry, body: unknown, route: strin
   if (params.decoderInputDetails) throw new ServeError('VALIDATION', '`decoder_input_details` == true is not supported by ms-serve')
   // 503 / 429 first, then every parameter and the token counts; nothing invalid reaches a replica.
   const grammar = await tgiGrammar(grammarField)
-  const valid = llm.validate({ inputs: b.inputs, parameters: { ...engineParameters(params), ...(grammar ? { grammar } : {}) } })
+  const valid = tracked(reply, llm, llm.validate({ inputs: b.inputs, parameters: { ...engineParameters(params), ...(grammar ? { grammar } : {}) } }))
   return { llm, inputs: b.inputs, params, stream, bestOf, valid }
 }
 
@@ -140,7 +140,7 @@ function generateStream(call: TgiCall, reply: FastifyReply): Promise<void> {
 export function registerTgiRoutes(app: FastifyInstance, registry: ServableRegistry): void {
   const handle = (route: string) => async (req: FastifyRequest, reply: FastifyReply) => {
     try {
-      const call = await parseCall(registry, req.body, route)
+      const call = await parseCall(registry, req.body, route, reply)
       if (call.stream) return await generateStream(call, reply)
       return await generate(call, reply, route === '/')
     } catch (e) {

@@ -1,0 +1,84 @@
+/**
+ * The server's logger: pino, JSON lines on stdout by default (`--log-format pretty` for people at a
+ * terminal), `--log-level` fatal..trace or silent. The REST listener logs through it (fastify's
+ * own logger is this instance) and every event the server reports (start, servable ready, reload,
+ * replica exit and restart) is a structured line with an `event` field. The Authorization header
+ * is redacted wherever a request would be logged whole.
+ */
+import { pino, type Logger, type LevelWithSilent } from 'pino'
+import pretty from 'pino-pretty'
+
+export type { Logger }
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const satisfies readonly LevelWithSilent[]
+export type LogLevel = typeof LOG_LEVELS[number]
+export const LOG_FORMATS = ['json', 'pretty'] as const
+export type LogFormat = typeof LOG_FORMATS[number]
+
+export interface LogOptions {
+  level?: LogLevel
+  format?: LogFormat
+  /** Where lines go (default stdout); tests pass a stream. */
+  destination?: NodeJS.WritableStream
+}
+
+const REDACT = ['req.headers.authorization', 'headers.authorization', 'authorization']
+
+/** A logger as the options say. `pretty` formats on this thread (pino-pretty, synchronous). */
+export function createLogger(o: LogOptions = {}, bindings: Record<string, unknown> = {}): Logger {
+  const base = { level: o.level ?? 'info', redact: { paths: REDACT, censor: '[redacted]' }, base: { pid: process.pid, ...bindings }, timestamp: pino.stdTimeFunctions.isoTime }
+  if (o.format === 'pretty') {
+    return pino(base, pretty({ sync: true, colorize: false, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', ...(o.destination ? { destination: o.destination } : {}) }))
+  }
+  return pino(base, o.destination ?? pino.destination({ dest: 1, sync: false }))
+}
+
+/** A logger that drops everything (library use and tests that do not look at logs). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' })
+}
+
+/** Replicas log as the server does: the server puts its level and format in the environment they inherit. */
+export const LOG_ENV = { level: 'MS_SERVE_LOG_LEVEL', format: 'MS_SERVE_LOG_FORMAT' } as const
+
+/** Makes replicas started from now on log with `o` (they read LOG_ENV; see replicaLogger). */
+export function exportLogOptions(o: LogOptions): void {
+  if (o.level) process.env[LOG_ENV.level] = o.level
+  if (o.format) process.env[LOG_ENV.format] = o.format
+}
+
+let replicaLog: Logger | undefined
+
+/** The logger of replica-side code (one per process or worker), as the server's options say. */
+export function replicaLogger(): Logger {
+  if (replicaLog) return replicaLog
+  const level = process.env[LOG_ENV.level]
+  const format = process.env[LOG_ENV.format]
+  replicaLog = createLogger({
+    level: (LOG_LEVELS as readonly string[]).includes(level ?? '') ? level as LogLevel : 'info',
+    format: format === 'pretty' ? 'pretty' : 'json',
+  }, process.env.MS_SERVE_REPLICA ? { replica: process.env.MS_SERVE_REPLICA } : {})
+  return replicaLog
+}
+
+/** What an operator-facing event carries beside its text: its name, severity and facts. */
+export interface EventFields {
+  event: string
+  severity?: 'info' | 'warn' | 'error'
+  [key: string]: unknown
+}
+
+/**
+ * How runtime code reports events (servable ready, reload, replica exit and restart): a readable
+ * line and its fields. The server turns them into structured log lines (eventLog); a test may keep
+ * only the lines.
+ */
+export type EventLog = (line: string, fields?: EventFields) => void
+
+/** An EventLog writing to `logger`: one line per event at its severity (default info), the fields beside the message. */
+export function eventLog(logger: Logger): EventLog {
+  return (line, fields) => {
+    const { severity = 'info', ...rest } = fields ?? { event: 'message' }
+    logger[severity](rest, line.replace(/^ms-serve: /, ''))
+  }
+}

@@ -1,0 +1,26 @@
+/**
+ * Request ids: a client's `x-request-id` (REST header or gRPC metadata) is kept when it is short and
+ * plain, else the listener makes one; it is echoed back, written in the access line and carried to
+ * the replica's engine log.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Metadata } from '@grpc/grpc-js'
+
+/** An incoming request id is kept when it is short and plain; anything else gets a fresh one. */
+const REQUEST_ID = /^[\w.:@/+=-]{1,128}$/
+
+/** The request id a client sent (header or metadata value), if it is one we keep. */
+export function acceptedRequestId(v: unknown): string | undefined {
+  return typeof v === 'string' && REQUEST_ID.test(v) ? v : undefined
+}
+
+export function newRequestId(): string {
+  return randomUUID()
+}
+
+/** The request id of a call, as the interceptor left it in the call's metadata. */
+export function callRequestId(md: Metadata): string | undefined {
+  const v = md.get('x-request-id')[0]
+  return typeof v === 'string' ? v : undefined
+}
+

@@ -96,6 +96,26 @@ export class ServerMetrics {
     }
   }
 
+  /**
+   * Drops every series of a servable version that no longer serves (a reload retired it), so
+   * /metrics does not report it forever. Gauges are set afresh at each scrape and need nothing.
+   */
+  async forget(servable: string, version: number): Promise<void> {
+    const match = (l: Record<string, unknown>) => l.servable === servable && String(l.version) === String(version)
+    for (const m of [this.requests, this.requestDuration, this.queueDuration, this.computeDuration, this.batchSize]) m.forget(match)
+    for (const m of [this.replicaRestarts, this.llmRequests, this.llmRequestDuration, this.llmQueueDuration, this.llmTimeToFirstToken, this.llmTimePerOutputToken, this.llmInputLength, this.llmGeneratedTokens]) {
+      const seen = new Set<string>()
+      for (const v of (await m.get()).values) {
+        // A histogram's samples carry `le`; the series is its labels without it.
+        const { le: _le, ...labels } = v.labels as Record<string, string | number>
+        const key = JSON.stringify(labels)
+        if (!match(labels) || seen.has(key)) continue
+        seen.add(key)
+        ;(m as Counter<string>).remove(labels)
+      }
+    }
+  }
+
   private rendering: Promise<unknown> = Promise.resolve()
 
   /**
@@ -228,6 +248,11 @@ export class LocalHistogram {
   }
 
   reset(): void { this.series.clear() }
+
+  /** Drops the series whose labels `match` says. */
+  forget(match: (labels: Record<string, string>) => boolean): void {
+    for (const [k, s] of this.series) if (match(s.labels)) this.series.delete(k)
+  }
 }
 
 /** A counter counted locally (see above). */
@@ -257,5 +282,9 @@ export class LocalCounter {
   }
 
   reset(): void { this.series.clear() }
+
+  forget(match: (labels: Record<string, string>) => boolean): void {
+    for (const [k, s] of this.series) if (match(s.labels)) this.series.delete(k)
+  }
 }
 

@@ -48,7 +48,10 @@ export class Reloader {
   }
 
   private retire(old: LiveServable): void {
-    const p = old.drain().then(() => old.stop()).finally(() => this.retiring.delete(p))
+    const p = old.drain().then(() => old.stop()).then(() => {
+      // Its series go from /metrics, unless a reload of the same version number serves on.
+      if (!this.registry.all().some((s) => s.name === old.name && s.version === old.version)) return old.metrics.forget(old.name, old.version)
+    }).finally(() => this.retiring.delete(p))
     this.retiring.add(p)
   }
 

@@ -205,6 +205,21 @@ test('start --config with a misspelt or mistyped YAML key exits 2 with a suggest
   assert.equal(type.stderr, 'ms-serve: server.yaml: max_msg_mb must be an integer in 1..512 (got "lots")\n')
 })
 
+test('start with TLS or API key files that cannot be used exits 2 naming the flag or YAML key', async (t) => {
+  const cwd = tempServables(t)
+  addServable(join(cwd, 'servables'))
+  writeFileSync(join(cwd, 'server.yaml'), 'tls: { cert: nope.pem, key: nope.key }\n')
+  const yaml = await start(cwd, 'servables', '--config', 'server.yaml')
+  assert.equal(yaml.code, 2, yaml.stdout + yaml.stderr)
+  assert.match(yaml.stderr, new RegExp(`^ms-serve: server\\.yaml: tls\\.cert ${join(cwd, 'nope.pem').replace(/[.]/g, '\\.')}: cannot read the certificate: .*Give the path of a PEM file\n$`))
+  const half = await start(cwd, 'servables', '--tls-cert', 'server.yaml')
+  assert.equal(half.code, 2)
+  assert.equal(half.stderr, 'ms-serve: TLS needs both a certificate and its private key: add --tls-key FILE (YAML tls.key)\n')
+  const keyFile = await start(cwd, 'servables', '--api-key-file', 'missing-keys.txt')
+  assert.equal(keyFile.code, 2)
+  assert.match(keyFile.stderr, /^ms-serve: --api-key-file missing-keys\.txt: cannot read the API key file/)
+})
+
 test('start with an unknown declareModel option exits 2 naming file:line and the option it resembles', async (t) => {
   const { cwd, line } = editedAdd(t, 'maxBatchSize: 32', 'maxBatchsize: 32', 'maxBatchsize: 32')
   assert.ok(line > 0)

@@ -6,6 +6,7 @@ import { LiveServable } from '../../src/runtime/live-servable.ts'
 import { Reloader } from '../../src/runtime/reloader.ts'
 import { ServableRegistry } from '../../src/runtime/registry.ts'
 import { policyFor } from '../../src/runtime/policy.ts'
+import { ServerMetrics } from '../../src/runtime/metrics.ts'
 import type { ValidServable } from '../../src/config/validate.ts'
 import { validFor } from '../helpers/valid-instances.ts'
 import { FakeHost, fakeDevices, fakeServable, tick, x } from '../helpers/fake-transport.ts'
@@ -17,14 +18,15 @@ function setup() {
   const host = new FakeHost()
   const registry = new ServableRegistry()
   const lines: string[] = []
+  const metrics = new ServerMetrics()
   let onDisk: ValidServable[] | null | Error = [fakeServable({ version: 1 })]
-  const create = (v: ValidServable) => new LiveServable(v, fakeDevices(1), { policy: policyFor(v.name, { watchdogMs: 0 }), transport: (d) => host.factory(d), log: (l) => lines.push(l) })
+  const create = (v: ValidServable) => new LiveServable(v, fakeDevices(1), { policy: policyFor(v.name, { watchdogMs: 0 }), transport: (d) => host.factory(d), log: (l) => lines.push(l), metrics })
   const reloader = new Reloader(registry, {
     load: async () => { if (onDisk instanceof Error) throw onDisk; return onDisk },
     create,
     log: (l) => lines.push(l),
   })
-  return { host, registry, lines, reloader, create, setDisk: (d: typeof onDisk) => { onDisk = d } }
+  return { host, registry, lines, reloader, create, metrics, setDisk: (d: typeof onDisk) => { onDisk = d } }
 }
 
 test('a reload starts the new version, swaps it in, and stops the old one only after its in-flight work', async () => {
@@ -46,6 +48,8 @@ test('a reload starts the new version, swaps it in, and stops the old one only a
   await t.reloader.settle()
   assert.equal(oldReplica.ended, true, 'drained, then stopped')
   assert.ok(t.lines.some((l) => /servable fake reloaded: version\(s\) 1 ready/.test(l)), t.lines.join('\n'))
+  // The same version serves on: its series stay.
+  assert.match(await t.metrics.registry.metrics(), /msserve_queue_duration_seconds_count\{servable="fake",version="1",method="run"\} 1/)
   await fresh.stop()
 })
 
@@ -99,11 +103,25 @@ test('versions no longer on disk are retired and stopped', async () => {
   await t.reloader.reload(['fake'])
   assert.deepEqual(t.registry.all().map((s) => s.version), [1, 2])
   const replicaOfV1 = t.host.opened[0]!
+  for (const [v, replica] of [[1, replicaOfV1], [2, t.host.opened[1]!]] as const) {
+    const live = t.registry.get('fake', v)!
+    const done = live.predict(live.method('run')!, validFor(live, 'run', [x(v)]))
+    await tick()
+    replica.answer(replica.groups.at(-1)!)
+    await done
+  }
+  const before = await t.metrics.registry.metrics()
+  for (const v of [1, 2]) assert.match(before, new RegExp(`msserve_queue_duration_seconds_count\\{servable="fake",version="${v}"`))
   t.setDisk([fakeServable({ version: 2 }), fakeServable({ version: 3 })])
   await t.reloader.reload(['fake'])
   await t.reloader.settle()
   await tick()
   assert.deepEqual(t.registry.all().map((s) => s.version), [2, 3])
   assert.equal(replicaOfV1.ended, true, 'version 1 was stopped')
+  // Its series are gone from /metrics; version 2's stay.
+  const text = await t.metrics.registry.metrics()
+  assert.doesNotMatch(text, /version="1"/)
+  assert.match(text, /msserve_queue_duration_seconds_count\{servable="fake",version="2",method="run"\} 1/)
+  assert.match(text, /msserve_replica_restarts_total\{servable="fake",version="2"\} 0/)
   for (const s of t.registry.all()) await s.stop()
 })

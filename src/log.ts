@@ -30,8 +30,18 @@ export function createLogger(o: LogOptions = {}, bindings: Record<string, unknow
   if (o.format === 'pretty') {
     return pino(base, pretty({ sync: true, colorize: false, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', ...(o.destination ? { destination: o.destination } : {}) }))
   }
-  return pino(base, o.destination ?? pino.destination({ dest: 1, sync: false }))
+  if (o.destination) return pino(base, o.destination)
+  // Lines are gathered up to 8 KiB and written at least every FLUSH_MS (and at exit): one write per
+  // line costs a syscall and an event-loop callback each, 20-30 µs of listener CPU per request at
+  // bench load (BENCHMARKS.md §7). Event lines (start, reload, exit) are flushed at once (eventLog).
+  const dest = pino.destination({ dest: 1, sync: false, minLength: 8192 })
+  const timer = setInterval(() => { try { dest.flush() } catch { /* closing */ } }, FLUSH_MS)
+  timer.unref()
+  return pino(base, dest)
 }
+
+/** Longest an access line waits in the buffer before it is written. */
+export const FLUSH_MS = 250
 
 /** A logger that drops everything (library use and tests that do not look at logs). */
 export function silentLogger(): Logger {
@@ -80,5 +90,34 @@ export function eventLog(logger: Logger): EventLog {
   return (line, fields) => {
     const { severity = 'info', ...rest } = fields ?? { event: 'message' }
     logger[severity](rest, line.replace(/^ms-serve: /, ''))
+    // Rare and wanted at once (a tail -f, a supervisor waiting for "listening"): not left in the buffer.
+    try { logger.flush() } catch { /* closing */ }
+  }
+}
+
+/** One access line's fields: flat strings and numbers (undefined ones are left out). */
+export type AccessRecord = Record<string, string | number | boolean | undefined>
+
+/**
+ * A writer of access lines, one per request, on `logger`'s stream in pino's own JSON line format
+ * (level 30, ISO time, pid and bindings, the fields, msg): the line `logger.info(fields, msg)`
+ * writes, built directly for flat fields instead of through pino's generic serializer (~11 µs a
+ * line on the bench machine; BENCHMARKS.md §7). With `pretty`, pino-pretty reads the JSON line as
+ * it reads pino's. Null when info lines are off.
+ */
+export function accessWriter(logger: Logger, msg: string): ((r: AccessRecord) => void) | null {
+  if (!logger.isLevelEnabled('info')) return null
+  const stream = (logger as unknown as Record<symbol, { write(s: string): unknown }>)[pino.symbols.streamSym]
+  // The logger's bindings as pino renders them (`,"pid":1,"replica":"..."`).
+  const bindings = (logger as unknown as Record<symbol, string>)[pino.symbols.chindingsSym] ?? ''
+  const tail = `,"msg":${JSON.stringify(msg)}}\n`
+  return (r) => {
+    let line = `{"level":30,"time":"${new Date().toISOString()}"${bindings}`
+    for (const k in r) {
+      const v = r[k]
+      if (v === undefined) continue
+      line += typeof v === 'string' ? `,"${k}":${JSON.stringify(v)}` : `,"${k}":${v}`
+    }
+    stream.write(line + tail)
   }
 }

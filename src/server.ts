@@ -64,6 +64,8 @@ export interface ServeOptions {
   tls?: TlsMaterial | null
   /** API keys: when any is given, every inference route on both listeners needs one (Bearer). */
   apiKeys?: readonly string[]
+  /** false: no access line per request (default true; other events are still logged). */
+  accessLog?: boolean
 }
 
 export interface HttpLimits {
@@ -183,7 +185,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const bodies = new BodyParser(loadMsServiceDefinition().Predict!.requestDeserialize as never)
   try {
     if (opts.grpc) {
-      grpcServer = new grpc.Server({ ...msServerOptions(opts.maxMsgMb), interceptors: [opsInterceptor({ keys, logger })] })
+      grpcServer = new grpc.Server({ ...msServerOptions(opts.maxMsgMb), interceptors: [opsInterceptor({ keys, logger, accessLog: opts.accessLog ?? true })] })
       addMsService(grpcServer, handler, { bodies, limits })
       addMsServeService(grpcServer, registry)
       health = addHealthService(grpcServer, registry)
@@ -199,7 +201,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       log(`Serving gRPC server start success, listening on ${grpcAddress}`, { event: 'listening', protocol: 'grpc', address: grpcAddress, tls: Boolean(tls), client_certificates: Boolean(tls?.ca), api_key: keys !== null })
     }
     if (opts.rest) {
-      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {}, tls: opts.tls ?? null, keys, logger })
+      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {}, tls: opts.tls ?? null, keys, logger, accessLog: opts.accessLog ?? true })
       await rest.listen({ host: opts.rest.host, port: opts.rest.port })
       const addr = rest.server.address()
       const port = typeof addr === 'object' && addr ? addr.port : opts.rest.port

@@ -64,13 +64,14 @@ program
   .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', String(DEFAULT_BODY_TIMEOUT_MS))
   .addOption(new Option('--log-level <level>', 'log lines at this level and above (access lines are info; engine request lines debug)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
   .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for collectors); pretty: readable lines').choices(['json', 'pretty']).default('json'))
+  .option('--no-access-log', 'no access line per request (the other events are still logged)')
   .option('--tls-cert <file>', 'PEM certificate (chain): serve REST over HTTPS and gRPC over TLS (with --tls-key)')
   .option('--tls-key <file>', 'PEM private key of --tls-cert')
   .option('--tls-ca <file>', 'PEM CA certificate(s): clients must present a certificate it signed (mutual TLS; see --tls-client-auth)')
   .addOption(new Option('--tls-client-auth <where>', 'with --tls-ca: require client certificates on both listeners, or on gRPC only').choices(['both', 'grpc']).default('both'))
   .option('--api-key <key>', 'require Authorization: Bearer <key> on every inference route of both listeners (repeat for several keys; also MS_SERVE_API_KEY, comma-separated)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--api-key-file <file>', 'API keys, one per line (# comments allowed)')
-  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, the limit flags in snake_case (request_timeout_ms, ...), tls.{cert,key,ca,client_auth}, api_key_file, log_level, log_format, servables.<name>.{version(s), isolation, request_timeout_ms, max_instances_per_request, watchdog_ms}; flags win')
+  .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, the limit flags in snake_case (request_timeout_ms, ...), tls.{cert,key,ca,client_auth}, api_key_file, log_level, log_format, access_log, servables.<name>.{version(s), isolation, request_timeout_ms, max_instances_per_request, watchdog_ms}; flags win')
   .action(async (dir: string, o: Record<string, string | boolean | undefined>, cmd: Command) => {
     try {
       // The YAML is checked whole (keys and values) in config/server-file.ts; flags given on the command line win.
@@ -138,6 +139,7 @@ program
       const server = await serve({
         logger,
         logOptions,
+        accessLog: src('accessLog') || file.access_log === undefined ? o.accessLog !== false : file.access_log,
         tls,
         apiKeys,
         strict: Boolean(o.strict) || file.strict === true,

@@ -203,6 +203,7 @@ export const SERVER_FILE_KEYS = {
   api_key_file: filePath,
   log_level: oneOf(LOG_LEVELS),
   log_format: oneOf(LOG_FORMATS),
+  access_log: bool,
 } satisfies Record<string, Check<unknown>>
 
 /** The checked server YAML; a key left out of the file is undefined (the flag's default applies). */

@@ -198,7 +198,7 @@ test('start --config with a misspelt or mistyped YAML key exits 2 with a suggest
   const typo = await start(cwd, 'servables', '--config', 'server.yaml')
   assert.equal(typo.code, 2, typo.stdout + typo.stderr)
   assert.equal(typo.stderr, 'ms-serve: server.yaml: unknown key "devcies"; did you mean "devices"? Known keys: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, request_timeout_ms, '
-    + 'max_instances_per_request, watchdog_ms, max_connections, headers_timeout_ms, body_timeout_ms, servables, tls, api_key_file, log_level, log_format\n')
+    + 'max_instances_per_request, watchdog_ms, max_connections, headers_timeout_ms, body_timeout_ms, servables, tls, api_key_file, log_level, log_format, access_log\n')
   writeFileSync(join(cwd, 'server.yaml'), 'max_msg_mb: lots\n')
   const type = await start(cwd, 'servables', '--config', 'server.yaml')
   assert.equal(type.code, 2)

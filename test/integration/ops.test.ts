@@ -81,7 +81,7 @@ describe('TLS, mutual TLS and an API key', () => {
     certs = makeCertificates(dir)
     const sdir = join(dir, 'servables')
     servables(sdir)
-    srv = await startServer(sdir, ['--devices', '0', '--no-watch', '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-ca', certs.ca, '--api-key', KEY])
+    srv = await startServer(sdir, ['--devices', '0', '--no-watch', '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--tls-ca', certs.ca, '--api-key', KEY, '--no-access-log'])
   })
   after(async () => {
     await srv?.stop()
@@ -124,6 +124,11 @@ describe('TLS, mutual TLS and an API key', () => {
     const h = healthClient(srv.grpc, mtls)
     assert.equal((await h.check('')).status, 'SERVING')
     h.close()
+    // --no-access-log: requests leave no line; events still do.
+    await new Promise((r) => setTimeout(r, 400))
+    const events = logEvents(srv.output())
+    assert.ok(events.some((e) => e.event === 'listening' && e.protocol === 'https' && e.client_certificates === true))
+    assert.ok(!events.some((e) => e.event === 'access'), 'no access lines')
   })
 
   test('Python grpcio client over mutual TLS', async () => {

@@ -11,7 +11,7 @@ import { HealthImplementation, protoPath as healthProtoPath, type ServingStatus 
 import { ReflectionService } from '@grpc/reflection'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { isOpenGrpcPath, unauthenticated, type ApiKeys } from '../../config/security.ts'
-import type { Logger } from '../../log.ts'
+import { accessWriter, type Logger } from '../../log.ts'
 import { MS_PROTO_LOADER_OPTIONS, MS_SERVICE_NAME, protoDir } from './ms-service.ts'
 import { MS_SERVE_SERVICE } from './generate-service.ts'
 import { acceptedRequestId, newRequestId } from '../request-id.ts'
@@ -19,11 +19,13 @@ import { acceptedRequestId, newRequestId } from '../request-id.ts'
 export interface GrpcOpsOptions {
   keys: ApiKeys | null
   logger: Logger
+  /** false: no access lines. */
+  accessLog?: boolean
 }
 
 /** The interceptor every call passes (see the file comment). */
 export function opsInterceptor(o: GrpcOpsOptions): grpc.ServerInterceptor {
-  const access = o.logger.isLevelEnabled('info')
+  const access = o.accessLog === false ? null : accessWriter(o.logger, 'grpc call')
   return (method, call) => {
     const t0 = performance.now()
     let id = ''
@@ -48,12 +50,10 @@ export function opsInterceptor(o: GrpcOpsOptions): grpc.ServerInterceptor {
         next(md)
       },
       sendStatus: (status, next) => {
-        if (access) {
-          o.logger.info({
-            event: 'access', protocol: 'grpc', request_id: id, method: method.path, grpc_status: status.code,
-            duration_ms: Math.round((performance.now() - t0) * 1000) / 1000, peer: call.getPeer(),
-          }, 'grpc call')
-        }
+        access?.({
+          event: 'access', protocol: 'grpc', request_id: id, method: method.path, grpc_status: status.code,
+          duration_ms: Math.round((performance.now() - t0) * 1000) / 1000, peer: call.getPeer(),
+        })
         next(status)
       },
     })

@@ -24,3 +24,21 @@ export function callRequestId(md: Metadata): string | undefined {
   return typeof v === 'string' ? v : undefined
 }
 
+
+/** What a gRPC handler tells the call's access line (servable, method, instances or tokens). */
+export type GrpcAccessFields = Record<string, string | number | undefined>
+
+/** Keyed by the call's metadata: the one object the interceptor and the handler both hold. */
+const grpcAccess = new WeakMap<Metadata, GrpcAccessFields>()
+
+/** A handler adds to its call's access line (see ops.ts); returns the record, which it may fill in later. */
+export function noteGrpcAccess(md: Metadata, fields: GrpcAccessFields): GrpcAccessFields {
+  const a = grpcAccess.get(md)
+  if (a) return Object.assign(a, fields)
+  grpcAccess.set(md, fields)
+  return fields
+}
+
+export function grpcAccessOf(md: Metadata | undefined): GrpcAccessFields | undefined {
+  return md ? grpcAccess.get(md) : undefined
+}

@@ -207,8 +207,15 @@ describe('API keys on every route family, health, reflection and logs', () => {
     const gen = generateClient(srv.grpc, insecure)
     await assert.rejects(gen.generate({ servable: 'llm', prompt: 'hi', max_new_tokens: 2 }), (e: any) => e.code === grpc.status.UNAUTHENTICATED)
     gen.close()
-    const genOk = generateClient(srv.grpc, insecure, { authorization: `Bearer ${ENV_KEY}` })
-    assert.ok((await genOk.generate({ servable: 'llm', prompt: 'hi', max_new_tokens: 2 })).length >= 1)
+    const genOk = generateClient(srv.grpc, insecure, { authorization: `Bearer ${ENV_KEY}`, 'x-request-id': 'req-gen-9' })
+    const evs = await genOk.generate({ servable: 'llm', prompt: 'hi', max_new_tokens: 2 })
+    assert.equal(evs.at(-1).generated_tokens, 2)
+    let line: Record<string, any> | undefined
+    for (let i = 0; i < 30 && !line; i++) {
+      line = logEvents(srv.output()).find((e) => e.event === 'access' && e.request_id === 'req-gen-9')
+      if (!line) await new Promise((r) => setTimeout(r, 100))
+    }
+    assert.deepEqual([line?.rpc, line?.servable, line?.generated_tokens], ['/msserve.v1.MsServe/Generate', 'llm', 2])
     genOk.close()
     const h = healthClient(srv.grpc, insecure)
     for (const s of ['', 'add', 'llm', 'add/1', 'mindspore.serving.proto.MSService', 'msserve.v1.MsServe']) assert.equal((await h.check(s)).status, 'SERVING', s)
@@ -256,8 +263,9 @@ describe('API keys on every route family, health, reflection and logs', () => {
     assert.match(String(engine.replica), /^llm@1 cpu:0$/)
     const g = access('req-grpc-3')!
     assert.equal(g.protocol, 'grpc')
-    assert.equal(g.method, '/mindspore.serving.proto.MSService/Predict')
+    assert.equal(g.rpc, '/mindspore.serving.proto.MSService/Predict')
     assert.equal(g.grpc_status, 0)
+    assert.deepEqual([g.servable, g.method, g.instances], ['add', 'add_common', 1])
     // Startup events are structured too.
     assert.ok(events.some((e) => e.event === 'servable_ready' && e.servable === 'add' && e.version === 1))
     assert.ok(events.some((e) => e.event === 'listening' && e.protocol === 'grpc' && e.api_key === true))

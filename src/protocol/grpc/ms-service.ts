@@ -9,6 +9,7 @@ import { findPackageRoot } from '../../paths.ts'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { MS_STATUS, toServeError } from '../../errors.ts'
+import { noteGrpcAccess } from '../request-id.ts'
 import type { BodyParser, InstanceLimits } from '../body-parse.ts'
 import type { PredictOutcome } from '../../runtime/predict-outcome.ts'
 import {
@@ -123,6 +124,7 @@ export function addMsService(server: grpc.Server, handler: MsPredictHandler, raw
       const timeoutMs = msLeft(call)
       raw.bodies.parse({ kind: 'ms-grpc', body: call.request, limits: raw.limits }).then(
         async ({ instances, spec }) => {
+          noteGrpcAccess(call.metadata, { servable: spec?.name ?? '', version: Number(spec?.version_number ?? 0), method: spec?.method_name ?? '', instances: instances.length })
           try {
             const result = await handler(predictCall(spec, instances, timeoutMs))
             callback(null, encodeReply(spec, result))

@@ -14,7 +14,7 @@ import { isOpenGrpcPath, unauthenticated, type ApiKeys } from '../../config/secu
 import { accessWriter, type Logger } from '../../log.ts'
 import { MS_PROTO_LOADER_OPTIONS, MS_SERVICE_NAME, protoDir } from './ms-service.ts'
 import { MS_SERVE_SERVICE } from './generate-service.ts'
-import { acceptedRequestId, newRequestId } from '../request-id.ts'
+import { acceptedRequestId, grpcAccessOf, newRequestId } from '../request-id.ts'
 
 export interface GrpcOpsOptions {
   keys: ApiKeys | null
@@ -29,12 +29,14 @@ export function opsInterceptor(o: GrpcOpsOptions): grpc.ServerInterceptor {
   return (method, call) => {
     const t0 = performance.now()
     let id = ''
+    let md0: grpc.Metadata | undefined
     const checked = o.keys !== null && !isOpenGrpcPath(method.path)
     const ic: grpc.ServerInterceptingCall = new grpc.ServerInterceptingCall(call, {
       start: (next) => next({
         onReceiveMetadata: (md, mdNext) => {
           id = acceptedRequestId(md.get('x-request-id')[0]) ?? newRequestId()
           md.set('x-request-id', id)
+          md0 = md
           if (checked) {
             const auth = md.get('authorization')[0]
             if (!o.keys!.check(typeof auth === 'string' ? auth : undefined)) {
@@ -51,8 +53,8 @@ export function opsInterceptor(o: GrpcOpsOptions): grpc.ServerInterceptor {
       },
       sendStatus: (status, next) => {
         access?.({
-          event: 'access', protocol: 'grpc', request_id: id, method: method.path, grpc_status: status.code,
-          duration_ms: Math.round((performance.now() - t0) * 1000) / 1000, peer: call.getPeer(),
+          event: 'access', protocol: 'grpc', request_id: id, rpc: method.path, grpc_status: status.code,
+          duration_ms: Math.round((performance.now() - t0) * 1000) / 1000, peer: call.getPeer(), ...grpcAccessOf(md0),
         })
         next(status)
       },

@@ -1,9 +1,9 @@
 /**
  * The server's logger: pino, JSON lines on stdout by default (`--log-format pretty` for people at a
- * terminal), `--log-level` fatal..trace or silent. The REST listener logs through it (fastify's
- * own logger is this instance) and every event the server reports (start, servable ready, reload,
- * replica exit and restart) is a structured line with an `event` field. The Authorization header
- * is redacted wherever a request would be logged whole.
+ * terminal), `--log-level` fatal..trace or silent. Every event the server reports (start, servable
+ * ready, reload, replica exit and restart) is a structured line with an `event` field; both
+ * listeners write their access lines on it (accessWriter; fastify's own logger stays off). The
+ * Authorization header is redacted wherever a request would be logged whole.
  */
 import { pino, type Logger, type LevelWithSilent } from 'pino'
 import pretty from 'pino-pretty'

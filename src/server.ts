@@ -118,7 +118,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   exportLogOptions(opts.logOptions ?? {})
   const logger = opts.logger ?? createLogger(opts.logOptions)
   const log = eventLog(logger)
-  const keys = opts.apiKeys && opts.apiKeys.length > 0 ? new ApiKeys(opts.apiKeys) : null
+  const keys = ApiKeys.of(opts.apiKeys)
   const strict = opts.strict ?? false
   const { servables, failures } = await loadServables(opts.dir, opts.versions, strict)
   // One set of Prometheus instruments per server (never prom-client's global registry).

@@ -14,8 +14,8 @@ import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
 import { VERSION } from '../version.ts'
-import { collectApiKeys, loadTls, type ClientAuth } from '../config/security.ts'
-import { createLogger, type LogFormat, type LogLevel } from '../log.ts'
+import { CLIENT_AUTH, collectApiKeys, loadTls, type ClientAuth } from '../config/security.ts'
+import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
 
 process.setSourceMapsEnabled(true)
 
@@ -62,13 +62,13 @@ program
   .option('--max-connections <n>', 'most open REST connections; 0 = no limit', '0')
   .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', String(DEFAULT_HEADERS_TIMEOUT_MS))
   .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', String(DEFAULT_BODY_TIMEOUT_MS))
-  .addOption(new Option('--log-level <level>', 'log lines at this level and above (access lines are info; engine request lines debug)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'))
-  .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for collectors); pretty: readable lines').choices(['json', 'pretty']).default('json'))
+  .addOption(new Option('--log-level <level>', 'log lines at this level and above (access lines are info; engine request lines debug)').choices([...LOG_LEVELS]).default('info'))
+  .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for collectors); pretty: readable lines').choices([...LOG_FORMATS]).default('json'))
   .option('--no-access-log', 'no access line per request (the other events are still logged)')
   .option('--tls-cert <file>', 'PEM certificate (chain): serve REST over HTTPS and gRPC over TLS (with --tls-key)')
   .option('--tls-key <file>', 'PEM private key of --tls-cert')
   .option('--tls-ca <file>', 'PEM CA certificate(s): clients must present a certificate it signed (mutual TLS; see --tls-client-auth)')
-  .addOption(new Option('--tls-client-auth <where>', 'with --tls-ca: require client certificates on both listeners, or on gRPC only').choices(['both', 'grpc']).default('both'))
+  .addOption(new Option('--tls-client-auth <where>', 'with --tls-ca: require client certificates on both listeners, or on gRPC only').choices([...CLIENT_AUTH]).default('both'))
   .option('--api-key <key>', 'require Authorization: Bearer <key> on every inference route of both listeners (repeat for several keys; also MS_SERVE_API_KEY, comma-separated)', (v: string, prev: string[] = []) => [...prev, v])
   .option('--api-key-file <file>', 'API keys, one per line (# comments allowed)')
   .option('--config <file>', 'server config YAML: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, the limit flags in snake_case (request_timeout_ms, ...), tls.{cert,key,ca,client_auth}, api_key_file, log_level, log_format, access_log, servables.<name>.{version(s), isolation, request_timeout_ms, max_instances_per_request, watchdog_ms}; flags win')

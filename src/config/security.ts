@@ -63,7 +63,11 @@ export class ApiKeys {
   constructor(keys: readonly string[]) {
     this.digests = keys.map(digest)
   }
-  get size(): number { return this.digests.length }
+
+  /** The checker of `keys`; null when there are none (every route is then open). */
+  static of(keys: readonly string[] | undefined): ApiKeys | null {
+    return keys && keys.length > 0 ? new ApiKeys(keys) : null
+  }
 
   /** Whether `authorization` (a header value) is `Bearer <one of the keys>`. */
   check(authorization: string | undefined): boolean {

@@ -161,7 +161,6 @@ const REQUIRED_HEAD = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"argument
 
 /** tool_choice "required": the output is `{"name": ..., "arguments": ...}`; arguments stream once the name is known. */
 export function requiredCallReader(id = newCallId()): ToolCallReader {
-  let buf = ''
   let begun = false
   let whole = ''
   const args = new JsonValueEnd()
@@ -171,13 +170,11 @@ export function requiredCallReader(id = newCallId()): ToolCallReader {
       whole += text
       const out: ToolEvent[] = []
       if (!begun) {
-        buf += text
-        const m = REQUIRED_HEAD.exec(buf)
+        const m = REQUIRED_HEAD.exec(whole)
         if (!m) return out
         out.push({ call: { index: 0, id, name: JSON.parse(m[1]!) as string, arguments: '' } })
         begun = true
-        text = buf.slice(m[0].length).trimStart()
-        buf = ''
+        text = whole.slice(m[0].length)
       }
       if (!args.started) text = text.trimStart()
       if (args.done || text === '') return out

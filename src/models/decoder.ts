@@ -211,18 +211,18 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
     const lm = c.tieEmbeddings
       ? g.op1('MatMul', [g.op1('Mul', [hf, g.f32(3 * Math.sqrt(3 / d))]), g.op1('Transpose', [embed], { perm: { ints: [1, 0] } })])
       : g.op1('MatMul', [hf, W('lm_head', d, c.vocabSize, 3)])
+    const biased = [lm, g.init('logit_bias', [c.vocabSize], logitBias)]
     if (!c.script) {
-      g.opTo('Add', [lm, g.init('logit_bias', [c.vocabSize], logitBias)], 'logits')
+      g.opTo('Add', biased, 'logits')
       return
     }
-    const biased = g.op1('Add', [lm, g.init('logit_bias', [c.vocabSize], logitBias)])
     if (!withPos) throw new Error('a scripted decoder needs position_ids')
     const table = new Float32Array(c.maxPositions * c.vocabSize)
     for (const { after, ids } of c.script) {
       ids.forEach((id, i) => { table[(after - 1 + i) * c.vocabSize + id] = 100 })
     }
     const scripted = g.op1('Gather', [g.init('script', [c.maxPositions, c.vocabSize], table), 'position_ids'], { axis: { i: 0 } })
-    g.opTo('Add', [biased, scripted], 'logits')
+    g.opTo('Add', [g.op1('Add', biased), scripted], 'logits')
   }
 
   if (!c.merged) {

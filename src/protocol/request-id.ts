@@ -24,7 +24,6 @@ export function callRequestId(md: Metadata): string | undefined {
   return typeof v === 'string' ? v : undefined
 }
 
-
 /** What a gRPC handler tells the call's access line (servable, method, instances or tokens). */
 export type GrpcAccessFields = Record<string, string | number | undefined>
 
@@ -32,7 +31,7 @@ export type GrpcAccessFields = Record<string, string | number | undefined>
 const grpcAccess = new WeakMap<Metadata, GrpcAccessFields>()
 
 /** A handler adds to its call's access line (see ops.ts); returns the record, which it may fill in later. */
-export function noteGrpcAccess(md: Metadata, fields: GrpcAccessFields): GrpcAccessFields {
+export function noteGrpcAccess<T extends GrpcAccessFields>(md: Metadata, fields: T): T {
   const a = grpcAccess.get(md)
   if (a) return Object.assign(a, fields)
   grpcAccess.set(md, fields)

@@ -40,7 +40,7 @@ export async function prepareLlm(servable: ValidServable): Promise<void> {
  * What a route's access line says of its LLM requests: filled in as they finish (a route with
  * several requests, best_of or a list of prompts, sums them). `request_id` also goes to the replica.
  */
-export interface LlmAccessNote {
+export type LlmAccessNote = {
   request_id: string
   servable: string
   version: number
@@ -119,6 +119,11 @@ export class LlmDispatcher {
   validate(req: GenerateRequest): ValidGenerate {
     this.admit()
     return validateGenerate(req, this.encoder, this.info)
+  }
+
+  /** A fresh access note of a request to this servable (tokens 0), for track(). */
+  accessNote(requestId: string): LlmAccessNote {
+    return { request_id: requestId, servable: this.name, version: this.version, input_tokens: 0, generated_tokens: 0 }
   }
 
   /** Counts `req`'s tokens into `note` when it finishes, and gives the replica its request id. */

@@ -201,6 +201,11 @@ function labelsOf(names: readonly string[], values: readonly string[]): Record<s
   return out
 }
 
+/** Drops the series of a local metric whose labels `match` says (a retired version's). */
+function forgetSeries(series: Map<string, { labels: Record<string, string> }>, match: (labels: Record<string, string>) => boolean): void {
+  for (const [k, s] of series) if (match(s.labels)) series.delete(k)
+}
+
 /** A histogram counted locally (see above); `labels(...)` gives a series to observe into. */
 export class LocalHistogram {
   readonly type = 'histogram'
@@ -249,10 +254,7 @@ export class LocalHistogram {
 
   reset(): void { this.series.clear() }
 
-  /** Drops the series whose labels `match` says. */
-  forget(match: (labels: Record<string, string>) => boolean): void {
-    for (const [k, s] of this.series) if (match(s.labels)) this.series.delete(k)
-  }
+  forget(match: (labels: Record<string, string>) => boolean): void { forgetSeries(this.series, match) }
 }
 
 /** A counter counted locally (see above). */
@@ -283,8 +285,6 @@ export class LocalCounter {
 
   reset(): void { this.series.clear() }
 
-  forget(match: (labels: Record<string, string>) => boolean): void {
-    for (const [k, s] of this.series) if (match(s.labels)) this.series.delete(k)
-  }
+  forget(match: (labels: Record<string, string>) => boolean): void { forgetSeries(this.series, match) }
 }
 

@@ -191,16 +191,20 @@ test('start on a servable folder or on a file exits 2 naming what was given and 
   assert.equal(file.stderr, 'ms-serve: some.ts is a file, not a servable directory. Start a directory holding servable folders (DIR/<name>/servable_config.ts), e.g. ms-serve start servables; create one with: npx ms-serve init add --dir servables\n')
 })
 
+/** `start servables --config server.yaml` in `cwd`, with `yaml` as the file. */
+function startWithYaml(cwd: string, yaml: string) {
+  writeFileSync(join(cwd, 'server.yaml'), yaml)
+  return start(cwd, 'servables', '--config', 'server.yaml')
+}
+
 test('start --config with a misspelt or mistyped YAML key exits 2 with a suggestion', async (t) => {
   const cwd = tempServables(t)
   addServable(join(cwd, 'servables'))
-  writeFileSync(join(cwd, 'server.yaml'), 'devcies: [0]\n')
-  const typo = await start(cwd, 'servables', '--config', 'server.yaml')
+  const typo = await startWithYaml(cwd, 'devcies: [0]\n')
   assert.equal(typo.code, 2, typo.stdout + typo.stderr)
   assert.equal(typo.stderr, 'ms-serve: server.yaml: unknown key "devcies"; did you mean "devices"? Known keys: grpc, rest, devices, device_type, isolation, max_msg_mb, strict, request_timeout_ms, '
     + 'max_instances_per_request, watchdog_ms, max_connections, headers_timeout_ms, body_timeout_ms, servables, tls, api_key_file, log_level, log_format, access_log\n')
-  writeFileSync(join(cwd, 'server.yaml'), 'max_msg_mb: lots\n')
-  const type = await start(cwd, 'servables', '--config', 'server.yaml')
+  const type = await startWithYaml(cwd, 'max_msg_mb: lots\n')
   assert.equal(type.code, 2)
   assert.equal(type.stderr, 'ms-serve: server.yaml: max_msg_mb must be an integer in 1..512 (got "lots")\n')
 })
@@ -208,8 +212,7 @@ test('start --config with a misspelt or mistyped YAML key exits 2 with a suggest
 test('start with TLS or API key files that cannot be used exits 2 naming the flag or YAML key', async (t) => {
   const cwd = tempServables(t)
   addServable(join(cwd, 'servables'))
-  writeFileSync(join(cwd, 'server.yaml'), 'tls: { cert: nope.pem, key: nope.key }\n')
-  const yaml = await start(cwd, 'servables', '--config', 'server.yaml')
+  const yaml = await startWithYaml(cwd, 'tls: { cert: nope.pem, key: nope.key }\n')
   assert.equal(yaml.code, 2, yaml.stdout + yaml.stderr)
   assert.match(yaml.stderr, new RegExp(`^ms-serve: server\\.yaml: tls\\.cert ${join(cwd, 'nope.pem').replace(/[.]/g, '\\.')}: cannot read the certificate: .*Give the path of a PEM file\n$`))
   const half = await start(cwd, 'servables', '--tls-cert', 'server.yaml')

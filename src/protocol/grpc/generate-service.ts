@@ -3,7 +3,7 @@
  * Generate for LLM servables and ServerInfo. Errors are gRPC statuses from the error-code table.
  */
 import * as grpc from '@grpc/grpc-js'
-import { callRequestId, noteGrpcAccess, type GrpcAccessFields } from '../request-id.ts'
+import { callRequestId, noteGrpcAccess } from '../request-id.ts'
 import * as protoLoader from '@grpc/proto-loader'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { GenerateParameters, GenerateRequest, TokenEvent } from '../../llm/types.ts'
@@ -96,10 +96,8 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
           const prompt: GenerateRequest = ids.length > 0 ? { inputIds: ids } : { inputs: r.prompt ?? '' }
           const valid = llm.validate({ ...prompt, parameters: parameters(r) })
           // The request id the ops interceptor left in the metadata goes to the replica's engine log.
-          const note = { request_id: callRequestId(call.metadata) ?? '', servable: llm.name, version: llm.version, input_tokens: 0, generated_tokens: 0 }
-          llm.track(valid, note)
           // The access line reads the note when the call ends, tokens counted by then.
-          noteGrpcAccess(call.metadata, note as unknown as GrpcAccessFields)
+          llm.track(valid, noteGrpcAccess(call.metadata, llm.accessNote(callRequestId(call.metadata) ?? '')))
           const events = llm.stream(valid, ac.signal)
           if (!(await relayEvents(call, events, GENERATE_RELAY))) call.end()
         } catch (e) {

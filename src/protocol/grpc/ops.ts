@@ -69,7 +69,7 @@ export function opsInterceptor(o: GrpcOpsOptions): grpc.ServerInterceptor {
  * SERVING while a replica of it is ready; ms-serve's two services follow "". Statuses are
  * refreshed once a second and only changes reach Watch streams.
  */
-export function addHealthService(server: grpc.Server, registry: ServableRegistry): { refresh(): void; stop(): void } {
+export function addHealthService(server: grpc.Server, registry: ServableRegistry): { stop(): void } {
   const health = new HealthImplementation()
   const last = new Map<string, ServingStatus>()
   const set = (name: string, st: ServingStatus) => {
@@ -95,7 +95,7 @@ export function addHealthService(server: grpc.Server, registry: ServableRegistry
   health.addToServer(server)
   const timer = setInterval(refresh, 1000)
   timer.unref()
-  return { refresh, stop: () => clearInterval(timer) }
+  return { stop: () => clearInterval(timer) }
 }
 
 /** Adds server reflection over ms-serve's services and the health service. */

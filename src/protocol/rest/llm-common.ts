@@ -209,7 +209,7 @@ export function tracked(reply: FastifyReply, llm: LlmDispatcher, valid: ValidGen
   const req = reply.request
   let note = req.access as LlmAccessNote | null
   if (note?.input_tokens === undefined) {
-    note = { ...req.access, request_id: String(req.id), servable: llm.name, version: llm.version, input_tokens: 0, generated_tokens: 0 }
+    note = { ...req.access, ...llm.accessNote(String(req.id)) }
     req.access = note
   }
   llm.track(valid, note)

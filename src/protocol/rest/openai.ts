@@ -192,8 +192,8 @@ function chatMessages(b: Record<string, unknown>): ChatMessage[] {
   })
 }
 
-/** How the reply reads tool calls from the output; `grammar` when tool_choice constrains it. */
-interface ToolMode { grammar?: GrammarSpec; reader: () => ToolCallReader | null }
+/** The request's tools, the grammar when tool_choice constrains the output, and the reader of its calls (null: none). */
+interface ChatTools { tools: unknown[]; grammar?: GrammarSpec; reader: ToolCallReader | null }
 
 /**
  * OpenAI `tools` for the chat template, and `tool_choice`. "none": the template renders the tools,
@@ -203,7 +203,7 @@ interface ToolMode { grammar?: GrammarSpec; reader: () => ToolCallReader | null 
  * function's `parameters` schema, or for "required" to `{"name": <one of the tools>, "arguments":
  * <its parameters>}`. Calls answer as `message.tool_calls` (streamed as tool-call deltas).
  */
-function chatTools(b: Record<string, unknown>, llm: LlmDispatcher): { tools: unknown[]; mode: ToolMode } | undefined {
+function chatTools(b: Record<string, unknown>, llm: LlmDispatcher): ChatTools | undefined {
   const { tools, tool_choice: choice } = b
   if (tools === undefined || tools === null) {
     if (choice !== undefined && choice !== null && choice !== 'none' && choice !== 'auto') bad('`tool_choice` needs `tools`')
@@ -212,16 +212,13 @@ function chatTools(b: Record<string, unknown>, llm: LlmDispatcher): { tools: unk
   if (!Array.isArray(tools) || tools.some((t) => !t || typeof t !== 'object' || typeof (t as { function?: { name?: unknown } }).function?.name !== 'string')) {
     bad('`tools` must be a list of `{"type": "function", "function": {"name", ...}}`')
   }
-  if (choice === 'none') return { tools, mode: { reader: () => null } }
-  if (choice === undefined || choice === null || choice === 'auto') {
-    const parser = llm.toolParser
-    return { tools, mode: { reader: () => toolCallReader(parser) } }
-  }
+  if (choice === 'none') return { tools, reader: null }
+  if (choice === undefined || choice === null || choice === 'auto') return { tools, reader: toolCallReader(llm.toolParser) }
   const fns = (tools as Array<{ function: { name: string; parameters?: unknown } }>).map((t) => t.function)
   const params = (f: { parameters?: unknown }): unknown => f.parameters ?? { type: 'object' }
   if (choice === 'required') {
     const alt = fns.map((f) => ({ type: 'object', properties: { name: { const: f.name }, arguments: params(f) }, required: ['name', 'arguments'], additionalProperties: false }))
-    return { tools, mode: { grammar: jsonSchemaSpec(alt.length === 1 ? alt[0] : { anyOf: alt }, 'tools'), reader: () => requiredCallReader() } }
+    return { tools, grammar: jsonSchemaSpec(alt.length === 1 ? alt[0] : { anyOf: alt }, 'tools'), reader: requiredCallReader() }
   }
   const name = (choice as { type?: unknown; function?: { name?: unknown } } | null)?.function?.name
   if (typeof choice !== 'object' || (choice as { type?: unknown }).type !== 'function' || typeof name !== 'string') {
@@ -229,7 +226,7 @@ function chatTools(b: Record<string, unknown>, llm: LlmDispatcher): { tools: unk
   }
   const f = fns.find((x) => x.name === name)
   if (!f) bad(`\`tool_choice\` names the function "${name}", which is not in \`tools\``)
-  return { tools, mode: { grammar: jsonSchemaSpec(params(f), `tools[${fns.indexOf(f)}].function.parameters`), reader: () => namedCallReader(name) } }
+  return { tools, grammar: jsonSchemaSpec(params(f), `tools[${fns.indexOf(f)}].function.parameters`), reader: namedCallReader(name) }
 }
 
 /** OpenAI's finish reason for an answer that made tool calls, or not. */
@@ -438,7 +435,7 @@ async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k
   const request: ChatPromptRequest = { messages: chatMessages(b), parameters: samplingFrom(b) }
   const tools = chatTools(b, llm)
   if (tools !== undefined) request.tools = tools.tools
-  const forced = tools?.mode.grammar
+  const forced = tools?.grammar
   let grammar = await responseFormat(b.response_format)
   if (forced) {
     if (grammar) bad('`response_format` cannot be combined with `tool_choice` "required" or a named function')
@@ -458,7 +455,7 @@ async function chatCompletions(b: Record<string, unknown>, llm: LlmDispatcher, k
   // The chat template renders and the prompt is tokenized and checked here, in the listener.
   const valid = tracked(reply, llm, llm.validate(request))
   const opts = b.stream_options as { include_usage?: unknown } | undefined
-  const reader = tools?.mode.reader() ?? null
+  const reader = tools?.reader ?? null
   if (b.stream === true) return stream(k, llm, valid, opts?.include_usage === true, lp !== null, reply, reader)
   const [{ tokens, done }] = await collectAll(llm, [valid], reply) as [Collected]
   const textTokens = lp === null ? [] : tokens.filter((t) => !t.special)

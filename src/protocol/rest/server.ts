@@ -187,7 +187,7 @@ export function buildRestServer(opts: RestOptions): RestServer {
   })
   app.decorateRequest('access', null)
   const logger = opts.logger ?? silentLogger()
-  const keys = opts.keys && opts.keys.size > 0 ? opts.keys : null
+  const keys = opts.keys ?? null
   // One hook: the request id goes back on every answer; the API key is checked before the body is read.
   app.addHook('onRequest', (req, reply, done) => {
     void reply.header('x-request-id', req.id)
@@ -206,11 +206,9 @@ export function buildRestServer(opts: RestOptions): RestServer {
   const access = opts.accessLog === false ? null : accessWriter(logger, 'request')
   if (access) {
     app.addHook('onResponse', (req, reply, done) => {
-      const a = req.access
       access({
         event: 'access', protocol: 'rest', request_id: req.id, family: routeFamily(req.url), http_method: req.method, url: req.url,
-        status: reply.statusCode, duration_ms: Math.round(reply.elapsedTime * 1000) / 1000,
-        ...(a ? { servable: a.servable, version: a.version, method: a.method, instances: a.instances, input_tokens: a.input_tokens, generated_tokens: a.generated_tokens, finish_reason: a.finish_reason } : {}),
+        status: reply.statusCode, duration_ms: Math.round(reply.elapsedTime * 1000) / 1000, ...req.access,
       })
       done()
     })

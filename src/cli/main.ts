@@ -15,7 +15,7 @@ import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
 import { VERSION } from '../version.ts'
 import { CLIENT_AUTH, collectApiKeys, loadTls, type ClientAuth } from '../config/security.ts'
-import { createLogger, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
+import { createLogger, LOG_ENV, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
 
 process.setSourceMapsEnabled(true)
 
@@ -62,8 +62,8 @@ program
   .option('--max-connections <n>', 'most open REST connections; 0 = no limit', '0')
   .option('--headers-timeout-ms <n>', 'REST: a request whose headers take longer is answered 408 and closed', String(DEFAULT_HEADERS_TIMEOUT_MS))
   .option('--body-timeout-ms <n>', 'REST: a request whose body takes longer to arrive is answered 408 and closed', String(DEFAULT_BODY_TIMEOUT_MS))
-  .addOption(new Option('--log-level <level>', 'log lines at this level and above (access lines are info; engine request lines debug)').choices([...LOG_LEVELS]).default('info'))
-  .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for collectors); pretty: readable lines').choices([...LOG_FORMATS]).default('json'))
+  .addOption(new Option('--log-level <level>', 'log lines at this level and above (access lines are info; engine request lines debug)').choices([...LOG_LEVELS]).default('info').env(LOG_ENV.level))
+  .addOption(new Option('--log-format <format>', 'json: one JSON object per line (for collectors); pretty: readable lines').choices([...LOG_FORMATS]).default('json').env(LOG_ENV.format))
   .option('--no-access-log', 'no access line per request (the other events are still logged)')
   .option('--tls-cert <file>', 'PEM certificate (chain): serve REST over HTTPS and gRPC over TLS (with --tls-key)')
   .option('--tls-key <file>', 'PEM private key of --tls-cert')

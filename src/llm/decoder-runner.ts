@@ -13,6 +13,12 @@ import type { ModelSpec } from './model-spec.ts'
 /** Last-position logits of each row, row-major [rows, vocab]. */
 export interface StepLogits { data: Float32Array; vocabSize: number }
 
+/** Prompt positions served from the prefix cache: per prompt, how many, and how to copy them into a slot row. */
+export interface CachedPrefixes {
+  lens: readonly number[]
+  fill: (prompt: number, row: number) => void
+}
+
 /** Owns the session feeds; the engine owns row bookkeeping and `lens`. */
 export class DecoderRunner {
   private readonly emptyPast: KvArray
@@ -56,7 +62,8 @@ export class DecoderRunner {
    * rows, grows the cache if needed (existing rows 0..firstRow-1 keep their data) and copies
    * each prompt's K/V into its slot at positions 0..len-1.
    */
-  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array): Promise<StepLogits> {
+  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached?: CachedPrefixes): Promise<StepLogits> {
+    if (cached && cached.lens.some((p) => p > 0)) return this.prefillAfter(prompts, firstRow, lens, cached)
     const n = prompts.length
     const L = prompts.reduce((m, p) => Math.max(m, p.length), 0)
     const ids = new BigInt64Array(n * L)
@@ -95,6 +102,61 @@ export class DecoderRunner {
     for (let j = 0; j < n; j++) {
       const len = prompts[j]!.length
       this.cache.write(firstRow + j, 0, pk, pv, j, srcLen, srcLen - len, len)
+    }
+    return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, n)
+  }
+
+  /**
+   * Prefill of prompts whose first `cached.lens[j]` positions come from the prefix cache: the
+   * rows' capacity is fitted to the whole prompts, `cached.fill` copies each row's cached
+   * positions into its slot, and only the rest of each prompt runs, with the slot rows
+   * firstRow.. as `past` (a view, as in decode: cached positions unmasked, the rest of the
+   * capacity masked) and the suffixes left-padded to the longest. Needs position_ids.
+   */
+  private async prefillAfter(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached: CachedPrefixes): Promise<StepLogits> {
+    const n = prompts.length
+    for (let j = 0; j < n; j++) lens[firstRow + j] = prompts[j]!.length
+    this.cache.fit(lens, firstRow + n, 1)
+    for (let j = 0; j < n; j++) if (cached.lens[j]! > 0) cached.fill(j, firstRow + j)
+    const C = this.cache.capacity
+    let S = 0
+    for (let j = 0; j < n; j++) S = Math.max(S, prompts[j]!.length - cached.lens[j]!)
+    const T = C + S
+    const ids = new BigInt64Array(n * S)
+    const pos = new BigInt64Array(n * S).fill(1n)
+    const mask = new BigInt64Array(n * T)
+    for (let j = 0; j < n; j++) {
+      const p = prompts[j]!
+      const P = cached.lens[j]!
+      const pad = S - (p.length - P)
+      mask.fill(1n, j * T, j * T + P)
+      for (let i = 0; i < S; i++) {
+        const k = j * S + i
+        if (i < pad) { ids[k] = BigInt(this.padTokenId); continue }
+        ids[k] = BigInt(p[P + i - pad]!)
+        pos[k] = BigInt(P + i - pad)
+        mask[j * T + C + i] = 1n
+      }
+    }
+    const feeds: Record<string, ort.Tensor> = {
+      input_ids: new ort.Tensor('int64', ids, [n, S]),
+      attention_mask: new ort.Tensor('int64', mask, [n, T]),
+      position_ids: new ort.Tensor('int64', pos, [n, S]),
+    }
+    if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.decode
+    const views = this.cache.rowViews(firstRow, n)
+    for (let l = 0; l < this.spec.numLayers; l++) {
+      feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(views.keys[l]!, n, C)
+      feeds[this.spec.pastValueNames[l]!] = this.kvTensor(views.values[l]!, n, C)
+    }
+    const out = await this.run(feeds)
+    const pk = this.spec.presentKeyNames.map((k) => out[k]!.data as KvArray)
+    const pv = this.spec.presentValueNames.map((k) => out[k]!.data as KvArray)
+    const srcLen = out[this.spec.presentKeyNames[0]!]!.dims[2] as number // S ('new') or C+S ('full')
+    for (let j = 0; j < n; j++) {
+      const P = cached.lens[j]!
+      const count = prompts[j]!.length - P
+      this.cache.write(firstRow + j, P, pk, pv, j, srcLen, srcLen - count, count)
     }
     return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, n)
   }

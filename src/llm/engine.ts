@@ -15,11 +15,12 @@ import { performance } from 'node:perf_hooks'
 import ort from 'onnxruntime-node'
 import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
-import { DecoderRunner } from './decoder-runner.ts'
+import { DecoderRunner, type CachedPrefixes } from './decoder-runner.ts'
 import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite.ts'
 import { GrammarCompilerCache } from './grammar.ts'
 import type { SequenceGrammar } from './grammar.ts'
 import { SlotKvCache } from './kv-cache.ts'
+import { PrefixCache, type PrefixCacheStats } from './prefix-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
 import type { ModelSpec } from './model-spec.ts'
@@ -66,6 +67,14 @@ export interface LlmEngineOptions {
   maxStopSequences?: number
   /** Upper bound for a request's `top_n_tokens` (default 5, TGI's `--max-top-n-tokens`; 0 disables them). */
   maxTopNTokens?: number
+  /**
+   * Prefix cache budget in positions (default half the slot cache: maxBatchSize x maxTotalTokens / 2;
+   * 0 turns it off): prompt K/V kept in blocks after each prefill and finished request, reused by
+   * later prompts that start with the same tokens. Needs a model with position_ids.
+   */
+  prefixCacheTokens?: number
+  /** Positions per prefix-cache block (default 16): prompts share cached K/V in whole blocks. */
+  prefixBlockTokens?: number
   /** KV capacity growth step in positions (default 64). */
   kvBlock?: number
   /** 'new' (default): rewrite the graph to output only new KV positions; 'full': plain optimum I/O. */
@@ -79,8 +88,8 @@ export interface LlmEngineOptions {
   tokenizerDir?: string
 }
 
-/** Counters for /metrics and benchmarks. */
-export interface EngineStats {
+/** Counters for /metrics and benchmarks (prefix-cache counters all 0 when it is off). */
+export interface EngineStats extends PrefixCacheStats {
   queued: number
   running: number
   kvCapacity: number
@@ -117,11 +126,16 @@ export class LlmEngine {
   /** Structured output: compiled grammars (made on the first constrained request) and each constrained sequence's matcher. */
   private grammarCache: GrammarCompilerCache | undefined
   private readonly matchers = new Map<Sequence, SequenceGrammar>()
+  /** Null when off (budget 0, or a model without position_ids, whose positions follow the past length). */
+  readonly prefixCache: PrefixCache | null
 
   private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
+    this.prefixCache = opts.prefixCacheTokens >= opts.prefixBlockTokens && spec.hasPositionIds
+      ? new PrefixCache({ numLayers: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, dtype: spec.kvDtype, blockTokens: opts.prefixBlockTokens, maxTokens: opts.prefixCacheTokens })
+      : null
   }
 
   /** Loads the model (rewriting its KV outputs unless kvMode 'full') and the tokenizer it detokenizes with. */
@@ -140,6 +154,8 @@ export class LlmEngine {
       maxStopSequences: opts.maxStopSequences ?? 4,
       maxTopNTokens: opts.maxTopNTokens ?? 5,
       kvBlock: opts.kvBlock ?? 64,
+      prefixCacheTokens: opts.prefixCacheTokens ?? Math.floor(maxBatchSize * maxTotalTokens / 2),
+      prefixBlockTokens: opts.prefixBlockTokens ?? 16,
     }
 
     const original = new Uint8Array(await readFile(modelPath))
@@ -207,7 +223,8 @@ export class LlmEngine {
   /** Snapshot of queue/batch/cache counters. */
   stats(): EngineStats {
     const c = this.runner.cache
-    return { queued: this.queue.length, running: this.rows.length, kvCapacity: c.capacity, kvRelayouts: c.numRelayouts, kvBytes: c.byteSize, presentMode: this.spec.presentMode, ...this.counters }
+    const prefix = this.prefixCache?.stats() ?? { prefixCacheTokens: 0, prefixCacheBytes: 0, prefixLookupTokens: 0, prefixHitTokens: 0, prefixEvictions: 0 }
+    return { queued: this.queue.length, running: this.rows.length, kvCapacity: c.capacity, kvRelayouts: c.numRelayouts, kvBytes: c.byteSize, presentMode: this.spec.presentMode, ...this.counters, ...prefix }
   }
 
   /** Fails everything in flight and releases the session. */
@@ -287,7 +304,16 @@ export class LlmEngine {
       this.rows.push(seq)
       this.reservedTokens += seq.reservedTokens
     }
-    const logits = await this.runner.prefill(seqs.map((s) => s.req.inputIds), first, this.lens)
+    const prompts = seqs.map((s) => s.req.inputIds)
+    const pc = this.prefixCache
+    let cached: CachedPrefixes | undefined
+    if (pc) {
+      const chains = prompts.map((p) => pc.lookup(p))
+      cached = { lens: chains.map((c) => c.length * pc.blockTokens), fill: (j, row) => pc.copyInto(chains[j]!, this.runner.cache, row) }
+    }
+    const logits = await this.runner.prefill(prompts, first, this.lens, cached)
+    // Cached now, before any of these rows can leave: later prompts of this very prefix hit at once.
+    if (pc) for (const seq of seqs) pc.insert(seq.req.inputIds, seq.req.inputIds.length, this.runner.cache, seq.row)
     if (this.matchers.size > 0) await this.maskRows(seqs, logits.data, logits.vocabSize)
     const now = performance.now()
     this.counters.numPrefills++
@@ -319,6 +345,16 @@ export class LlmEngine {
         const m = this.matchers.get(seq)
         // The mask allowed only tokens the matcher accepts; a refusal would be an xgrammar bug.
         if (m && !m.accept(seq.lastToken)) { seq.fail('INFERENCE_FAILED', 'Request failed during generation: the grammar refused the sampled token'); done.push(seq) }
+      }
+    }
+    // A finished request's generated positions extend its prompt's cached chain (the next turn
+    // of a chat starts with them), when they complete a block the prompt did not.
+    const pc = this.prefixCache
+    if (pc) {
+      for (const seq of done) {
+        if (seq.row < 0) continue
+        const valid = this.lens[seq.row]!
+        if (Math.floor(valid / pc.blockTokens) > Math.floor(seq.req.inputIds.length / pc.blockTokens)) pc.insert([...seq.req.inputIds, ...seq.generated], valid, this.runner.cache, seq.row)
       }
     }
     // Leave in descending row order so the row moved into each hole is one that stays.

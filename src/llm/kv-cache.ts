@@ -131,6 +131,12 @@ export class SlotKvCache {
     return { keys: this.keys.map((b) => b.subarray(0, n)), values: this.values.map((b) => b.subarray(0, n)) }
   }
 
+  /** Dense [n, KV, capacity, hd] views of rows first..first+n-1 of each layer's K and V (no copy). */
+  rowViews(first: number, n: number): { keys: KvArray[]; values: KvArray[] } {
+    const per = this.rowHeadElems * this.capacity
+    return { keys: this.keys.map((b) => b.subarray(first * per, (first + n) * per)), values: this.values.map((b) => b.subarray(first * per, (first + n) * per)) }
+  }
+
   /**
    * Copies `count` positions of row `srcRow` of a present-like tensor [B, KV, srcLen, hd],
    * starting at `srcStart`, into cache row `row` at positions dstStart.. (all layers, K and V).

@@ -272,3 +272,38 @@ describe('API keys on every route family, health, reflection and logs', () => {
     for (const key of [FLAG_KEY, FILE_KEY, ENV_KEY]) assert.ok(!srv.output().includes(key), `key ${key} in the log`)
   })
 })
+
+describe('log settings from the environment', () => {
+  test('MS_SERVE_LOG_FORMAT=pretty applies when no flag is given; --log-format and --log-level win over the environment', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ms-serve-logenv-'))
+    t.after(() => rmSync(dir, { recursive: true, force: true }))
+    addServable(dir)
+    const saved = { format: process.env.MS_SERVE_LOG_FORMAT, level: process.env.MS_SERVE_LOG_LEVEL }
+    process.env.MS_SERVE_LOG_FORMAT = 'pretty'
+    let pretty: StartedServer | undefined
+    let flagged: StartedServer | undefined
+    try {
+      pretty = await startServer(dir, ['--no-watch'])
+      flagged = await startServer(dir, ['--no-watch', '--log-format', 'json'])
+    } finally {
+      if (saved.format === undefined) delete process.env.MS_SERVE_LOG_FORMAT; else process.env.MS_SERVE_LOG_FORMAT = saved.format
+    }
+    try {
+      assert.match(pretty.output(), /INFO: Serving RESTful server start success, listening on 127\.0\.0\.1:\d+\n/)
+      assert.equal(logEvents(pretty.output()).length, 0, 'no JSON lines')
+      assert.ok(logEvents(flagged.output()).some((e) => e.event === 'listening'), '--log-format json wins over the environment')
+    } finally {
+      await pretty.stop()
+      await flagged.stop()
+    }
+    process.env.MS_SERVE_LOG_LEVEL = 'warn'
+    let quiet: StartedServer | undefined
+    try {
+      quiet = await startServer(dir, ['--no-watch', '--log-level', 'info'])
+    } finally {
+      if (saved.level === undefined) delete process.env.MS_SERVE_LOG_LEVEL; else process.env.MS_SERVE_LOG_LEVEL = saved.level
+    }
+    await quiet.stop()
+    assert.ok(logEvents(quiet.output()).some((e) => e.event === 'listening'), 'the flag --log-level info wins over MS_SERVE_LOG_LEVEL=warn')
+  })
+})

@@ -25,7 +25,7 @@ import { writeSyntheticTokenizer } from '../src/models/synthetic-tokenizer.ts'
 const { values: args } = parseArgs({ options: {
   prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' }, rounds: { type: 'string', default: '4' },
   stagger: { type: 'string', default: '40' },
-  spin: { type: 'string', default: 'false' },
+  spin: { type: 'string', default: 'default' },
   ratio: { type: 'string' }, 'prefill-tokens': { type: 'string' }, 'consecutive-prefills': { type: 'string' }, 'served-only': { type: 'boolean', default: false },
   streams: { type: 'string', default: '1,4,16' }, out: { type: 'string' }, isolation: { type: 'string', default: 'process' }, intra: { type: 'string' },
   model: { type: 'string', default: 'small' },
@@ -62,8 +62,14 @@ export default defineServable((s) => {
   return dir
 }
 
-/** Byte-level prompt of exactly P-1 bytes (+ BOS = P tokens), different per stream. */
-const prompt = (k: number): string => Array.from({ length: P - 1 }, (_, i) => String.fromCharCode(97 + ((i * 7 + k * 13) % 26))).join('')
+/**
+ * Byte-level prompt of exactly P-1 bytes (+ BOS = P tokens), pseudo-random letters seeded by k: no
+ * two requests share a 16-token block, so the prefix cache (on by default) never hits here.
+ */
+const prompt = (k: number): string => {
+  let x = (Math.imul(k + 1, 2654435761) ^ 0x9e3779b9) >>> 0
+  return Array.from({ length: P - 1 }, () => { x = (Math.imul(x, 1103515245) + 12345) >>> 0; return String.fromCharCode(97 + ((x >>> 16) % 26)) }).join('')
+}
 
 interface Req { ttft: number; e2e: number; tokens: number }
 

@@ -9,7 +9,7 @@ import { ServeError, toServeError } from './errors.ts'
 import { instanceLimits, policyFor, type ServingPolicy } from './runtime/policy.ts'
 import { BodyParser } from './protocol/body-parse.ts'
 import { loadMsServiceDefinition } from './protocol/grpc/ms-service.ts'
-import { planDevices, withIsolation, type DeviceType, type Isolation } from './runtime/devices.ts'
+import { planDevices, withIsolation, type DeviceType, type IsolationSetting } from './runtime/devices.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
 import { ServerMetrics } from './runtime/metrics.ts'
@@ -31,9 +31,9 @@ export interface ServeOptions {
   devices: number[]
   deviceType: DeviceType
   /** Where replicas run: 'process' (default), 'thread' or 'inline' (see runtime/replica.ts). */
-  isolation?: Isolation
+  isolation?: IsolationSetting
   /** Per-servable isolation (server YAML `servables.<name>.isolation`), over `isolation`. */
-  isolationOf?: Record<string, Isolation>
+  isolationOf?: Record<string, IsolationSetting>
   grpc: HostPort | null
   rest: HostPort | null
   /** Largest request body / message, MiB (MindSpore default 100). */
@@ -152,8 +152,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     registry.add(l)
     const ms = Math.round(performance.now() - t0)
     const isolation = l.replicas[0]?.isolation ?? 'process'
-    log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${ms} ms (isolation: ${isolation})`,
-      { event: 'servable_ready', servable: l.name, version: l.version, replicas: l.replicas.length, device_type: opts.deviceType, devices: opts.devices, isolation, ms })
+    log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${ms} ms (isolation: ${isolation}${l.isolationReason ? `; ${l.isolationReason}` : ''})`,
+      { event: 'servable_ready', servable: l.name, version: l.version, replicas: l.replicas.length, device_type: opts.deviceType, devices: opts.devices, isolation, ...(l.isolationReason ? { isolation_reason: l.isolationReason } : {}), ms })
   }))
   started.forEach((r, i) => {
     if (r.status === 'rejected') failures.push({ name: live[i]!.name, error: toServeError(r.reason, 'CONFIG_INVALID') })

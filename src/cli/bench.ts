@@ -5,6 +5,7 @@ import { dirname } from 'node:path'
 import { isServeError, ServeError } from '../errors.ts'
 import { defaultWindowMs, parseDurationMs, parseGoodput, parseGrpcAddress, parseIntList, parseRateList, parseUrl } from '../bench/parse.ts'
 import type { ValidBenchOptions } from '../bench/types.ts'
+import { ISOLATION_SETTINGS } from '../runtime/devices.ts'
 
 type Flags = Record<string, string | boolean | undefined>
 
@@ -107,7 +108,7 @@ export function registerBenchCommand(program: Command): void {
     .addOption(new Option('--baseline <kind>', 'also run the model in-process with onnxruntime-node (same inputs, batch sizes 1..max) and report ms-serve as a ratio of it').choices(['raw']))
     .option('--baseline-time <time>', 'measuring time per batch size in the raw baseline', '1s')
     .option('--devices <ids>', 'device ids for the server started with --servables (ms-serve start --devices)')
-    .addOption(new Option('--isolation <where>', 'replica isolation for the server started with --servables (ms-serve start --isolation)').choices(['process', 'thread', 'inline']))
+    .addOption(new Option('--isolation <where>', 'replica isolation for the server started with --servables (ms-serve start --isolation)').choices([...ISOLATION_SETTINGS]))
     .option('--max-new-tokens <n>', 'generate: tokens per request', '64')
     .option('--prompt <text>', 'generate: the prompt (default: a fixed 45-word prompt)')
     .option('--goodput <slos>', 'generate: SLOs in ms for goodput, e.g. ttft:500,tpot:50 (also e2el)')

@@ -6,7 +6,7 @@ import {
   type NamedMs, type ServerFile,
 } from '../config/server-file.ts'
 import { scanServables } from '../config/scan.ts'
-import { ISOLATIONS, type DeviceType, type Isolation } from '../runtime/devices.ts'
+import { ISOLATION_SETTINGS, type DeviceType, type IsolationSetting } from '../runtime/devices.ts'
 import { parseDeviceIds, parseIsolation } from '../config/device-flags.ts'
 import { serve, type HttpLimits } from '../server.ts'
 import { DEFAULT_POLICY, MIN_WATCHDOG_MS, POLICY_RANGES, type IntRange, type ServingPolicy } from '../runtime/policy.ts'
@@ -46,7 +46,7 @@ program
   .argument('<dir>', 'servable directory: DIR/<name>/servable_config.ts + DIR/<name>/<version>/<model files>')
   .option('--devices <ids>', 'comma list of device ids; one replica per id per servable', '0')
   .addOption(new Option('--device-type <type>', 'execution provider for the device ids').choices(['cpu', 'cuda']).default('cpu'))
-  .addOption(new Option('--isolation <where>', 'where replicas run: process (a child process per replica: crash-isolated), thread (a worker thread), inline (the listeners\' thread: fastest for models that run in microseconds; LLMs then use a thread)').choices([...ISOLATIONS]).default('process'))
+  .addOption(new Option('--isolation <where>', 'where replicas run: auto (chosen per servable at load by timing its models: inline up to 1 ms a run at the largest batch, thread up to 10 ms, else process; LLMs process), process (a child process per replica: crash-isolated), thread (a worker thread), inline (the listeners\' thread: fastest for models that run in microseconds; LLMs then use a thread)').choices([...ISOLATION_SETTINGS]).default('auto'))
   .option('--grpc <host:port>', 'gRPC listen address (port 0 = any free port)', '127.0.0.1:5500')
   .option('--rest <host:port>', 'REST listen address (port 0 = any free port)', '127.0.0.1:1500')
   .option('--no-grpc-server', 'do not start the gRPC listener')
@@ -82,7 +82,7 @@ program
       const grpc = src('grpc') || file.grpc === undefined ? parseHostPort('--grpc', String(o.grpc)) : file.grpc
       const rest = src('rest') || file.rest === undefined ? parseHostPort('--rest', String(o.rest)) : file.rest
       const versions: Record<string, number[] | 'all'> = {}
-      const isolationOf: Record<string, Isolation> = {}
+      const isolationOf: Record<string, IsolationSetting> = {}
       const policyOf: Record<string, Partial<ServingPolicy>> = {}
       for (const [name, s] of Object.entries(file.servables ?? {})) {
         if (s.versions !== undefined) versions[name] = s.versions

@@ -3,7 +3,7 @@
  * parsed here, in config/, so their texts name the flag; runtime/ gets plain ids and kinds.
  */
 import { ServeError } from '../errors.ts'
-import { ISOLATIONS, type Isolation } from '../runtime/devices.ts'
+import { ISOLATION_SETTINGS, type IsolationSetting } from '../runtime/devices.ts'
 
 /** Parses `--devices 0,1` into unique non-negative ids. */
 export function parseDeviceIds(text: string): number[] {
@@ -20,7 +20,7 @@ export function parseDeviceIds(text: string): number[] {
 }
 
 /** Parses `--isolation`; the error names the choices. */
-export function parseIsolation(text: string, what = '--isolation'): Isolation {
-  if ((ISOLATIONS as readonly string[]).includes(text)) return text as Isolation
-  throw new ServeError('INVALID_REQUEST', `${what} must be one of ${ISOLATIONS.join(', ')} (got "${text}")`)
+export function parseIsolation(text: string, what = '--isolation'): IsolationSetting {
+  if ((ISOLATION_SETTINGS as readonly string[]).includes(text)) return text as IsolationSetting
+  throw new ServeError('INVALID_REQUEST', `${what} must be one of ${ISOLATION_SETTINGS.join(', ')} (got "${text}")`)
 }

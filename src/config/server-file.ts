@@ -10,7 +10,7 @@ import { CLIENT_AUTH } from './security.ts'
 import { LOG_FORMATS, LOG_LEVELS } from '../log.ts'
 import { parse as parseYaml } from 'yaml'
 import { ServeError } from '../errors.ts'
-import { ISOLATIONS, type DeviceType, type Isolation } from '../runtime/devices.ts'
+import { ISOLATION_SETTINGS, type DeviceType, type IsolationSetting } from '../runtime/devices.ts'
 import { intRange, inRange, MAX_TIMER_MS, POLICY_RANGES, type IntRange, type ServingPolicy } from '../runtime/policy.ts'
 import type { HostPort, HttpLimits } from '../server.ts'
 import { isOptionsObject } from './define.ts'
@@ -113,7 +113,7 @@ const POLICY_CHECKS = {
 export const SERVABLE_ENTRY_KEYS = {
   version: intIn(0, Infinity),
   versions: versionList,
-  isolation: oneOf(ISOLATIONS),
+  isolation: oneOf(ISOLATION_SETTINGS),
   ...POLICY_CHECKS,
 } satisfies Record<string, Check<unknown>>
 
@@ -121,7 +121,7 @@ export const SERVABLE_ENTRY_KEYS = {
  * One `servables.<name>` entry: which versions to serve (default the newest), where its replicas
  * run, and its limits over every other source (see runtime/policy.ts).
  */
-export interface ServableEntry { versions?: number[] | 'all'; isolation?: Isolation; policy?: Partial<ServingPolicy> }
+export interface ServableEntry { versions?: number[] | 'all'; isolation?: IsolationSetting; policy?: Partial<ServingPolicy> }
 
 /** The policy fields set in a checked mapping that has POLICY_KEYS' keys. */
 function policyFields(e: { [K in keyof typeof POLICY_KEYS]?: number }): Partial<ServingPolicy> {
@@ -191,7 +191,7 @@ export const SERVER_FILE_KEYS = {
   rest: listenAddress,
   devices: deviceIds,
   device_type: oneOf<DeviceType>(['cpu', 'cuda']),
-  isolation: oneOf(ISOLATIONS),
+  isolation: oneOf(ISOLATION_SETTINGS),
   max_msg_mb: intIn(MAX_MSG_MB.min, MAX_MSG_MB.max),
   strict: bool,
   ...POLICY_CHECKS,

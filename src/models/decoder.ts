@@ -151,10 +151,14 @@ export function buildDecoder(c: DecoderConfig): Uint8Array {
       return g.op1('Add', [g.op1('Mul', [x, cos]), g.op1('Mul', [rot, sin])], {}, 'rope')
     }
     const eps = g.f32(c.rmsEps)
+    // As torch exports transformers' RMSNorm (x.pow(2).mean(-1) -> rsqrt as 1/sqrt -> x * r -> w * x), the
+    // form onnxruntime's SimplifiedLayerNormFusion turns into one SimplifiedLayerNormalization node.
+    const two = g.f32(2)
+    const oneF = g.f32(1)
     const rmsNorm = (x: string, hint: string): string => {
-      const ms = g.op1('ReduceMean', [g.op1('Mul', [x, x])], { axes: { ints: [-1] }, keepdims: { i: 1 } })
-      const inv = g.op1('Reciprocal', [g.op1('Sqrt', [g.op1('Add', [ms, eps])])])
-      return g.op1('Mul', [g.op1('Mul', [x, inv]), g.init(`${hint}_w`, [d], new Float32Array(d).fill(1))], {}, hint)
+      const ms = g.op1('ReduceMean', [g.op1('Pow', [x, two])], { axes: { ints: [-1] }, keepdims: { i: 1 } })
+      const inv = g.op1('Div', [oneF, g.op1('Sqrt', [g.op1('Add', [ms, eps])])])
+      return g.op1('Mul', [g.init(`${hint}_w`, [d], new Float32Array(d).fill(1)), g.op1('Mul', [x, inv])], {}, hint)
     }
     const toHeads = (x: string, heads: number): string =>
       g.op1('Transpose', [g.op1('Reshape', [x, g.i64([0, 0, heads, hd])])], { perm: { ints: [0, 2, 1, 3] } })

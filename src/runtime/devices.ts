@@ -10,12 +10,15 @@ import { ServeError } from '../errors.ts'
 
 export type DeviceType = 'cpu' | 'cuda'
 
-/** Where a replica runs: a child process (default), a worker thread, or the listeners' thread. */
+/** Where a replica runs: a child process, a worker thread, or the listeners' thread. */
 export type Isolation = 'process' | 'thread' | 'inline'
 export const ISOLATIONS: readonly Isolation[] = ['process', 'thread', 'inline']
+/** What `--isolation` may say: one of those, or `auto` (the default: chosen at load, auto-isolation.ts). */
+export type IsolationSetting = Isolation | 'auto'
+export const ISOLATION_SETTINGS: readonly IsolationSetting[] = ['auto', ...ISOLATIONS]
 
 /** The plans with another isolation (a per-servable override of the server's). */
-export function withIsolation(plans: DevicePlan[], isolation: Isolation | undefined): DevicePlan[] {
+export function withIsolation(plans: DevicePlan[], isolation: IsolationSetting | undefined): DevicePlan[] {
   return isolation === undefined ? plans : plans.map((p) => ({ ...p, isolation }))
 }
 
@@ -25,15 +28,15 @@ export interface DevicePlan {
   intraOpThreads: number
   /** onnxruntime-node `executionProviders` session option. */
   executionProviders: Array<string | { name: string; deviceId?: number }>
-  /** Where the replica runs (see replica.ts). */
-  isolation: Isolation
+  /** Where the replica runs (see replica.ts); `auto` is decided when its servable loads. */
+  isolation: IsolationSetting
 }
 
 /**
  * One plan per (servable replica, device). On CPU every replica shares the same cores, so each
  * gets floor(cores / replicas) intra-op threads (at least 1).
  */
-export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism(), isolation: Isolation = 'process'): DevicePlan[] {
+export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism(), isolation: IsolationSetting = 'auto'): DevicePlan[] {
   if (deviceType !== 'cpu' && deviceType !== 'cuda') throw new ServeError('INVALID_REQUEST', `device type must be cpu or cuda (got "${deviceType}")`)
   const threads = Math.max(1, Math.floor(cores / Math.max(1, numReplicasTotal)))
   return deviceIds.map((id) => ({

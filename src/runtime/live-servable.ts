@@ -11,6 +11,7 @@ import type { Value } from '../tensor.ts'
 import type { DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
 import { ReplicaPool } from './replica-pool.ts'
+import { chooseIsolation } from './auto-isolation.ts'
 import type { TransportFactory } from './transport.ts'
 import { fromWire, type WireResult } from './wire.ts'
 import { policyFor, type ServingPolicy } from './policy.ts'
@@ -124,8 +125,17 @@ export class LiveServable {
   get ready(): boolean { return this.pool.ready }
   get restarts(): number { return this.pool.restarts }
 
+  /** Why the replicas run where they do, when `auto` chose it (the servable_ready line says it). */
+  isolationReason: string | undefined
+
   /** Starts every replica; rejects with the first load error (CONFIG_INVALID names file and fix). */
   async start(): Promise<void> {
+    const auto = this.pool.replicas.filter((r) => r.device.isolation === 'auto')
+    if (auto.length > 0) {
+      const choice = await chooseIsolation(this.servable, auto[0]!.device)
+      for (const r of auto) r.useIsolation(choice.isolation)
+      this.isolationReason = `auto: ${choice.reason}`
+    }
     // An LLM servable's tokenizer loads in the listener beside its replicas (llm-dispatch.ts validates with it).
     await Promise.all([this.pool.start(), prepareLlm(this.servable)])
     const models = this.pool.replicas[0]!.models

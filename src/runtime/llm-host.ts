@@ -67,8 +67,10 @@ export class LlmHost {
       engine = await LlmEngine.load(llm.path, {
         ...options,
         intraOpNumThreads: intraOpThreads ?? device.intraOpThreads,
-        // As for model replicas: no spinning on shared CPU cores unless the config asks for it.
-        allowSpinning: options.allowSpinning ?? device.deviceType !== 'cpu',
+        // Unlike model replicas, LLMs spin by default on CPU too: a decode step is ~100 short
+        // parallel sections, and waking the second intra-op thread for each cost ~40% of a step
+        // at batch 1 on the bench decoder (README "Replicas and devices"; BENCHMARKS.md §8c).
+        allowSpinning: options.allowSpinning ?? true,
         executionProviders: device.executionProviders,
         ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
       })

@@ -7,7 +7,7 @@
 import type { EventLog } from '../log.ts'
 import { ServeError, toServeError } from '../errors.ts'
 import type { ValidServable } from '../config/validate.ts'
-import type { DevicePlan, Isolation } from './devices.ts'
+import type { DevicePlan, Isolation, IsolationSetting } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage, RunStat } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
 import { instanceAsIs, instanceToWire, type WireResult } from './wire.ts'
@@ -22,8 +22,12 @@ export interface GroupResult { results: WireResult[]; runs: RunStat[]; ms: numbe
 
 interface Inflight { size: number; resolve: (r: GroupResult) => void; reject: (e: ServeError) => void }
 
-/** The isolation a servable really gets: LLM engines never run on the listeners' thread. */
-export function effectiveIsolation(servable: ValidServable, asked: Isolation): Isolation {
+/**
+ * The isolation a servable really gets: LLM engines never run on the listeners' thread; `auto` is
+ * `process` until its servable's load decides (LiveServable.start, auto-isolation.ts).
+ */
+export function effectiveIsolation(servable: ValidServable, asked: IsolationSetting): Isolation {
+  if (asked === 'auto') return 'process'
   return asked === 'inline' && servable.llm ? 'thread' : asked
 }
 
@@ -33,7 +37,7 @@ export class Replica {
   pid = 0
   inflightInstances = 0
   groupsDone = 0
-  readonly isolation: Isolation
+  isolation: Isolation
   private channel: Transport | null = null
   /** Resolves when the current channel has ended (for stop()). */
   private exited: Promise<void> = Promise.resolve()
@@ -63,10 +67,19 @@ export class Replica {
    */
   constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0, open?: TransportFactory, private readonly log: EventLog = (l) => process.stderr.write(l + '\n')) {
     this.isolation = effectiveIsolation(servable, device.isolation)
+    this.fixedOpen = open
     this.open = open ?? localTransport(this.isolation)
   }
 
-  private readonly open: TransportFactory
+  private open: TransportFactory
+  private readonly fixedOpen: TransportFactory | undefined
+
+  /** Sets where the replica will run (before start; `auto`'s choice). A transport given to the constructor stays. */
+  useIsolation(isolation: Isolation): void {
+    if (this.state !== 'starting' || this.channel) throw new Error(`replica ${this.label}: isolation is set before it starts`)
+    this.isolation = effectiveIsolation(this.servable, isolation)
+    if (!this.fixedOpen) this.open = localTransport(this.isolation)
+  }
 
   get label(): string { return `${this.servable.name}@${this.servable.version} ${this.device.deviceType}:${this.device.deviceId}` }
 

@@ -49,6 +49,8 @@ export interface ServableSnapshot {
   version: number
   ready: boolean
   restarts: number
+  /** Why the replicas run where they do, when `--isolation auto` chose it. */
+  isolationReason?: string
   replicas: ReplicaSnapshot[]
   models: ModelSnapshot[]
   methods: Record<string, MethodSnapshot>
@@ -87,6 +89,7 @@ export function servableSnapshot(s: LiveServable): ServableSnapshot {
     version: s.version,
     ready: s.ready,
     restarts: s.restarts,
+    ...(s.isolationReason ? { isolationReason: s.isolationReason } : {}),
     replicas: replicas.map((r) => ({ device: deviceOf(r), isolation: r.isolation, pid: r.pid, state: r.state, intraOpThreads: r.device.intraOpThreads, inflightInstances: r.inflightInstances, batchesDone: r.groupsDone })),
     models: s.modelStats.map((m, i) => ({ ...m, batchSizes: { ...m.batchSizes }, maxBatchSize: replicas[0]?.models[i]?.maxBatchSize ?? null, avgBatchSize: m.executions ? m.inferences / m.executions : 0 })),
     methods: Object.fromEntries([...s.methodStats].map(([k, v]) => [k, { ...v, batchSizes: { ...v.batchSizes }, queued: s.queued(k), avgQueueMs: v.instances ? v.queueMs / v.instances : 0 }])),

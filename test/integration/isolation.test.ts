@@ -10,6 +10,7 @@ import { join } from 'node:path'
 import { postJson, servableStats, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 import { addServable, assertClose, FIXTURE_SERVABLES, floatJson, kInstance, kRequest as one, kSum as sumOf, X2 } from '../helpers/fixtures.ts'
 import { MsGrpcClient } from '../../src/client/grpc-client.ts'
+import { byRunTime } from '../../src/runtime/auto-isolation.ts'
 import { tensor } from '../../src/tensor.ts'
 
 interface ReplicaStats { device: string; isolation: string; pid: number; state: string; batchesDone: number }
@@ -148,6 +149,38 @@ describe('isolation in the server YAML', () => {
     writeFileSync(join(dir, 'bad.yaml'), 'servables:\n  add: { isolation: fiber }\n')
     const r = await runCli(['start', servables, '--config', join(dir, 'bad.yaml'), '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0'])
     assert.equal(r.code, 2, r.stdout + r.stderr)
-    assert.match(r.stderr, /servables\.add\.isolation must be one of process, thread, inline \(got "fiber"\)/)
+    assert.match(r.stderr, /servables\.add\.isolation must be one of auto, process, thread, inline \(got "fiber"\)/)
+  })
+})
+
+describe('--isolation auto (the default)', () => {
+  test('each servable runs where the rule puts it for its probed run time, LLMs in a process; the reason is logged and in /stats', async (t) => {
+    const dir = tempServables(t)
+    const servables = join(dir, 'servables')
+    addServable(servables)
+    assert.equal((await runCli(['init', 'llm', '--dir', servables])).code, 0)
+    const server = await startServer(servables, ['--no-watch'])
+    try {
+      const all = await (await fetch(`${server.rest}/stats`)).json() as { servables: Array<ServableStats & { isolationReason?: string }> }
+      const add = all.servables.find((s) => s.name === 'add')!
+      const ms = Number(/^auto: ([\d.]+) ms a run at the largest batch/.exec(add.isolationReason ?? '')?.[1])
+      assert.ok(Number.isFinite(ms), `add was probed: ${add.isolationReason}`)
+      assert.equal(add.replicas[0]!.isolation, byRunTime(ms).isolation, `${ms} ms -> ${byRunTime(ms).isolation}`)
+      assertClose((await postJson(`${server.rest}/model/add:add_common`, one(3))).json, { instances: [{ y: sumOf(3) }] })
+      const llm = all.servables.find((s) => s.name === 'llm')!
+      assert.deepEqual(llm.replicas.map((r) => r.isolation), ['process'])
+      assert.equal(llm.isolationReason, 'auto: an LLM: the engine loop runs off the listeners')
+      assert.match(server.output(), /servable add version 1: 1 replica\(s\) on cpu:0 ready in \d+ ms \(isolation: \w+; auto: [\d.]+ ms a run at the largest batch/)
+    } finally {
+      await server.stop()
+    }
+    // Named isolation: no probe, no reason.
+    const named = await startServer(servables, ['--no-watch', '--isolation', 'process'])
+    try {
+      const all = await (await fetch(`${named.rest}/stats`)).json() as { servables: Array<ServableStats & { isolationReason?: string }> }
+      assert.deepEqual(all.servables.map((s) => [s.name, s.replicas[0]!.isolation, s.isolationReason]).sort(), [['add', 'process', undefined], ['llm', 'process', undefined]])
+    } finally {
+      await named.stop()
+    }
   })
 })

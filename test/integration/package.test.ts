@@ -171,9 +171,11 @@ test('npm pack → npm install offline → init, start, predict (REST and gRPC),
   const g = await run(process.execPath, ['predict-grpc.mjs'], { cwd: app, env: { ...process.env, MS_SERVE_GRPC: grpc } })
   assert.equal(g.stdout, 'y [2,2] [6,8,10,12]\n')
 
-  const stats = await (await fetch(`http://${rest}/stats`)).json() as { servables: Array<{ replicas: Array<{ pid: number }> }> }
-  const replicaPids = stats.servables.flatMap((s) => s.replicas.map((x) => x.pid)).filter((pid) => pid !== server.pid)
-  assert.ok(replicaPids.length > 0, 'process isolation: replicas have their own pids')
+  const stats = await (await fetch(`http://${rest}/stats`)).json() as { servables: Array<{ isolationReason?: string; replicas: Array<{ pid: number; isolation: string }> }> }
+  assert.ok(stats.servables.length > 0 && stats.servables.every((s) => s.isolationReason?.startsWith('auto: ')), `the default isolation is auto, with its reason: ${JSON.stringify(stats.servables)}`)
+  // Replicas that auto put in a process (an inline or thread replica has the server's pid) end with it.
+  const replicaPids = stats.servables.flatMap((s) => s.replicas.filter((x) => x.isolation === 'process').map((x) => x.pid))
+  assert.ok(replicaPids.every((pid) => pid !== server.pid))
   await stopByPid(server)
   assert.equal(server.exitCode, 0, `clean shutdown on SIGTERM:\n${out}`)
   for (const pid of replicaPids) {

@@ -25,7 +25,7 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ms-serve-replicas-'))
   addServable(dir)
   for (const name of ['batching', 'single', 'fixed4', 'add_nobatch', 'slow']) FIXTURE_SERVABLES[name]!(dir)
-  server = await startServer(dir, ['--devices', '0,1'])
+  server = await startServer(dir, ['--devices', '0,1', '--isolation', 'process'])
 })
 
 after(async () => {

@@ -125,7 +125,7 @@ test('server-wide --request-timeout-ms and a gRPC deadline end requests with 504
 test('a hung replica (SIGSTOP, a stage that never returns) is detected, its request fails, it restarts and serves', async (t) => {
   const dir = tempServables(t)
   FIXTURE_SERVABLES['stall']!(dir)
-  const srv = await startServer(dir, ['--no-watch', '--watchdog-ms', '1000'])
+  const srv = await startServer(dir, ['--no-watch', '--watchdog-ms', '1000', '--isolation', 'process'])
   t.after(() => srv.stop())
   const url = `${srv.rest}/model/stall:wait`
   const pid = await replicaPid(srv.rest, 'stall')
@@ -209,7 +209,7 @@ test('SIGTERM under keep-alive load answers every request and resets no connecti
 test('a second signal exits at once and ends the replicas; so does killing the server', async (t) => {
   const dir = tempServables(t)
   FIXTURE_SERVABLES['stall']!(dir)
-  const srv = await startServer(dir, ['--no-watch'])
+  const srv = await startServer(dir, ['--no-watch', '--isolation', 'process'])
   t.after(() => srv.stop())
   const pid = await replicaPid(srv.rest, 'stall')
   void postJson(`${srv.rest}/model/stall:wait`, waitBody(20_000)).catch(() => undefined)
@@ -221,7 +221,7 @@ test('a second signal exits at once and ends the replicas; so does killing the s
   assert.equal(code, 130)
   assert.ok(await within(2000, () => !alive(pid)), 'the replica ends with the server')
 
-  const again = await startServer(dir, ['--no-watch'])
+  const again = await startServer(dir, ['--no-watch', '--isolation', 'process'])
   t.after(() => again.stop())
   const pid2 = await replicaPid(again.rest, 'stall')
   again.proc.kill('SIGKILL')

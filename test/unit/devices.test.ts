@@ -20,8 +20,8 @@ test('parseDeviceIds rejects bad lists with a message naming the flag', () => {
 test('planDevices splits CPU cores between all replicas', () => {
   const plans = planDevices('cpu', [0, 1], 4, 16)
   assert.deepEqual(plans, [
-    { deviceType: 'cpu', deviceId: 0, intraOpThreads: 4, executionProviders: ['cpu'], isolation: 'process' },
-    { deviceType: 'cpu', deviceId: 1, intraOpThreads: 4, executionProviders: ['cpu'], isolation: 'process' },
+    { deviceType: 'cpu', deviceId: 0, intraOpThreads: 4, executionProviders: ['cpu'], isolation: 'auto' },
+    { deviceType: 'cpu', deviceId: 1, intraOpThreads: 4, executionProviders: ['cpu'], isolation: 'auto' },
   ])
   assert.equal(planDevices('cpu', [0], 1, 8)[0]!.intraOpThreads, 8)
   assert.equal(planDevices('cpu', [0, 1, 2], 3, 8)[0]!.intraOpThreads, 2, 'floor(8 / 3)')
@@ -31,7 +31,8 @@ test('planDevices splits CPU cores between all replicas', () => {
 test('planDevices carries the isolation; parseIsolation names the choices', () => {
   assert.deepEqual(planDevices('cpu', [0, 1], 2, 2, 'inline').map((p) => p.isolation), ['inline', 'inline'])
   assert.equal(parseIsolation('thread'), 'thread')
-  assert.throws(() => parseIsolation('fiber'), { code: 'INVALID_REQUEST', message: '--isolation must be one of process, thread, inline (got "fiber")' })
+  assert.equal(parseIsolation('auto'), 'auto')
+  assert.throws(() => parseIsolation('fiber'), { code: 'INVALID_REQUEST', message: '--isolation must be one of auto, process, thread, inline (got "fiber")' })
 })
 
 test('planDevices maps cuda device ids to the CUDA EP', () => {

@@ -149,13 +149,24 @@ const served = results.served as Array<Record<string, number>>
 const seq = results.seq as Array<Record<string, number>>
 const raw = (results.raw as { rows: Array<Record<string, number>> }).rows
 const loneTtft = served.find((x) => x.streams === 1)?.ttftP50 ?? NaN
+/**
+ * The separate-step bound of issue 11 goal 3: N requests of N new tokens each cost N lone prefills
+ * (the engine's batch-1 prefill) plus N decode steps at batch N (runner + token choice), run one
+ * after another; served output tok/s is compared with N x new / that time.
+ */
+const lonePrefill = raw.find((x) => x.batch === 1)?.enginePrefillMs
+const bound = (streams: number): number => {
+  const rr = raw.find((x) => x.batch === streams)
+  if (!rr || lonePrefill === undefined) return NaN
+  return (streams * N * 1000) / (streams * lonePrefill + N * (rr.engineMsPerStep! + rr.consumeMsPerStep!))
+}
 const f = (x: number | undefined, d = 0): string => (x === undefined || Number.isNaN(x) ? '-' : x.toFixed(d))
-console.log(`\n| streams | ms-serve output tok/s (end to end) | ms-serve decode tok/s (streams / TPOT p50) | TTFT p50 / p99 ms | TPOT p50 / p99 ms | one-at-a-time tok/s (a) | engine decode-step tok/s | plain ORT loop tok/s (b) | compute-only tok/s (c) | served decode vs (b) | served decode % of (c) | engine step % of (c) | TTFT p50 / lone |`)
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+console.log(`\n| streams | ms-serve output tok/s (end to end) | ms-serve decode tok/s (streams / TPOT p50) | TTFT p50 / p99 ms | TPOT p50 / p99 ms | one-at-a-time tok/s (a) | engine decode-step tok/s | plain ORT loop tok/s (b) | compute-only tok/s (c) | served decode vs (b) | served decode % of (c) | engine step % of (c) | TTFT p50 / lone | separate-step bound tok/s | served output / bound |`)
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 for (const row of served) {
   const q = seq.find((x) => x.streams === row.streams)
   const rr = raw.find((x) => x.batch === row.streams)
-  console.log(`| ${row.streams} | ${f(row.outputTokPerS)} | ${f(row.decodeTokPerS)} | ${f(row.ttftP50, 1)} / ${f(row.ttftP99, 1)} | ${f(row.tpotP50, 2)} / ${f(row.tpotP99, 2)} | ${f(q?.outputTokPerS)} | ${f(rr?.engineTokPerS)} | ${f(rr?.plainTokPerS)} | ${f(rr?.computeTokPerS)} | ${f(rr ? row.decodeTokPerS! / rr.plainTokPerS! : NaN, 2)}x | ${f(rr ? (100 * row.decodeTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(rr ? (100 * rr.engineTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(row.ttftP50! / loneTtft, 2)}x |`)
+  console.log(`| ${row.streams} | ${f(row.outputTokPerS)} | ${f(row.decodeTokPerS)} | ${f(row.ttftP50, 1)} / ${f(row.ttftP99, 1)} | ${f(row.tpotP50, 2)} / ${f(row.tpotP99, 2)} | ${f(q?.outputTokPerS)} | ${f(rr?.engineTokPerS)} | ${f(rr?.plainTokPerS)} | ${f(rr?.computeTokPerS)} | ${f(rr ? row.decodeTokPerS! / rr.plainTokPerS! : NaN, 2)}x | ${f(rr ? (100 * row.decodeTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(rr ? (100 * rr.engineTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(row.ttftP50! / loneTtft, 2)}x | ${f(bound(row.streams!))} | ${f((100 * row.outputTokPerS!) / bound(row.streams!))}% |`)
 }
 const outDir = join(import.meta.dirname, 'results')
 mkdirSync(outDir, { recursive: true })

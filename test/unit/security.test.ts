@@ -73,12 +73,14 @@ test('open routes: health, readiness and /metrics on REST; health and reflection
 
 test('accessWriter writes the line pino would write for the same fields (json), and pino-pretty reads it', async () => {
   const { PassThrough } = await import('node:stream')
-  const { accessWriter, createLogger } = await import('../../src/log.ts')
+  const { accessWriter, createLogger, flushAccessLines } = await import('../../src/log.ts')
   const lines = (s: InstanceType<typeof PassThrough>) => String(s.read() ?? '').split('\n').filter(Boolean)
   const out = new PassThrough()
   const logger = createLogger({ destination: out }, { replica: 'r@1 "q"' })
-  const fields = { event: 'access', request_id: 'a"b\\c', status: 200, duration_ms: 1.25, ok: true, skipped: undefined }
+  const fields = { event: 'access', request_id: 'a"b\\c', peer: '127.0.0.1:5000', servable: 'café', ctl: 'tab\there', status: 200, duration_ms: 1.25, ok: true, skipped: undefined }
   accessWriter(logger, 'request')!(fields)
+  assert.equal(out.read(), null, 'gathered, not written yet')
+  flushAccessLines(logger)
   logger.info(fields, 'request')
   const [mine, theirs] = lines(out).map((l) => JSON.parse(l))
   assert.equal(typeof mine.time, 'string')
@@ -86,7 +88,9 @@ test('accessWriter writes the line pino would write for the same fields (json), 
   assert.equal(mine.request_id, 'a"b\\c')
   assert.equal(accessWriter(createLogger({ level: 'warn', destination: out }), 'request'), null, 'off below info')
   const pretty = new PassThrough()
-  accessWriter(createLogger({ format: 'pretty', destination: pretty }), 'request')!({ event: 'access', status: 201 })
+  const prettyLogger = createLogger({ format: 'pretty', destination: pretty })
+  accessWriter(prettyLogger, 'request')!({ event: 'access', status: 201 })
+  flushAccessLines(prettyLogger)
   const text = String(pretty.read())
   assert.match(text, /INFO.*request/)
   assert.match(text, /status: 201/)

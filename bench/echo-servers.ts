@@ -19,6 +19,7 @@ import * as grpc from '@grpc/grpc-js'
 import { loadMsServiceDefinition, msServerOptions } from '../src/protocol/grpc/ms-service.ts'
 import type { WirePredictReply, WirePredictRequest } from '../src/protocol/grpc/ms-codec.ts'
 
+const TEN = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 type Hop = { send(msg: unknown): void; onMessage(fn: (m: { id: number; o: unknown }) => void): void }
 const ECHO_JS = `(m) => ({ id: m.id, o: m.i })`
 
@@ -35,7 +36,8 @@ async function echoServer(hop?: Hop): Promise<number> {
   app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body))
   app.post('/model/*', async (req, reply) => {
     const body = JSON.parse(req.body as string) as { instances: Array<Record<string, unknown>> }
-    const out = body.instances.map((i) => ({ y: i['x1'] }))
+    // The add servable's answer is its x1; other request shapes (the MLP's x) get a 10-float y, the MLP's output.
+    const out = body.instances.map((i) => ({ y: i['x1'] ?? TEN }))
     const answer = hop ? await new Promise((resolve) => { const id = ++next; pending.set(id, resolve); hop.send({ id, i: out }) }) : out
     return reply.code(200).type('application/json').send(JSON.stringify({ instances: answer }))
   })

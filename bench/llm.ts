@@ -95,7 +95,15 @@ const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b)
  * k x STAGGER_MS late so arrivals are spread as in steady serving, not one synchronized burst;
  * the first request of each client is a warm-up and is not counted.
  */
+/** The first LLM engine's counters from /stats (engine.ts EngineStats). */
+async function engineCounters(url: string): Promise<Record<string, number>> {
+  const s = await (await fetch(`${url}/stats`)).json() as { llms: Array<{ replicas: Array<{ engine: Record<string, number> }> }> }
+  return s.llms[0]!.replicas[0]!.engine
+}
+
 async function measure(url: string, streams: number): Promise<Record<string, number>> {
+  const e0 = await engineCounters(url)
+  const w0 = performance.now()
   const reqs: Req[] = []
   let first = Infinity, last = 0, tokensInWindow = 0
   await Promise.all(Array.from({ length: streams }, async (_, k) => {
@@ -112,7 +120,17 @@ async function measure(url: string, streams: number): Promise<Record<string, num
   }))
   const wall = last - first
   const tpot = reqs.map((r) => (r.e2e - r.ttft) / Math.max(1, r.tokens - 1))
+  // Where the server's time went (warm-ups included): its engine's steps as the engine timed them.
+  const e1 = await engineCounters(url)
+  const d = (k: string) => e1[k]! - e0[k]!
+  const engine = {
+    servedDecodeStepMs: d('decodeMs') / d('numDecodes'), servedPrefillMs: d('prefillMs') / d('numPrefills'),
+    // Each prefill step samples its requests' first tokens (one request per prefill step at these budgets).
+    meanDecodeBatch: (d('generatedTokens') - d('numPrefills')) / d('numDecodes'),
+    engineBusyShare: (d('decodeMs') + d('prefillMs')) / (performance.now() - w0),
+  }
   return {
+    ...engine,
     streams, requests: reqs.length, outputTokPerS: (tokensInWindow * 1000) / wall,
     decodeTokPerS: streams * 1000 / pct(tpot, 50),
     ttftP50: pct(reqs.map((r) => r.ttft), 50), ttftP99: pct(reqs.map((r) => r.ttft), 99),
@@ -167,6 +185,12 @@ for (const row of served) {
   const q = seq.find((x) => x.streams === row.streams)
   const rr = raw.find((x) => x.batch === row.streams)
   console.log(`| ${row.streams} | ${f(row.outputTokPerS)} | ${f(row.decodeTokPerS)} | ${f(row.ttftP50, 1)} / ${f(row.ttftP99, 1)} | ${f(row.tpotP50, 2)} / ${f(row.tpotP99, 2)} | ${f(q?.outputTokPerS)} | ${f(rr?.engineTokPerS)} | ${f(rr?.plainTokPerS)} | ${f(rr?.computeTokPerS)} | ${f(rr ? row.decodeTokPerS! / rr.plainTokPerS! : NaN, 2)}x | ${f(rr ? (100 * row.decodeTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(rr ? (100 * rr.engineTokPerS!) / rr.computeTokPerS! : NaN)}% | ${f(row.ttftP50! / loneTtft, 2)}x | ${f(bound(row.streams!))} | ${f((100 * row.outputTokPerS!) / bound(row.streams!))}% |`)
+}
+console.log('\n| streams | served decode step ms (engine-timed) | engine step alone ms | served prefill ms | mean decode batch | engine busy share of the wall |')
+console.log('|---|---|---|---|---|---|')
+for (const row of served) {
+  const rr = raw.find((x) => x.batch === row.streams)
+  console.log(`| ${row.streams} | ${f(row.servedDecodeStepMs, 2)} | ${f(rr?.engineMsPerStep, 2)} | ${f(row.servedPrefillMs, 1)} | ${f(row.meanDecodeBatch, 1)} | ${f(100 * row.engineBusyShare!)}% |`)
 }
 const outDir = join(import.meta.dirname, 'results')
 mkdirSync(outDir, { recursive: true })

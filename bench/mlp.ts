@@ -3,22 +3,27 @@
  *   batching    maxBatchSize 64 (dynamic batching on), with `--baseline raw`: onnxruntime-node
  *               in-process at batch sizes 1..64, the compute ceiling
  *   no batching maxBatchSize 1
+ *   budget      the same generator against a bare fastify echo of these requests (top level only):
+ *               the HTTP side's CPU per item (generator + echo), with the raw baseline's CPU per
+ *               item at its best batch, gives the CPU budget bound cores / (HTTP + ORT) items/s
+ *               that issue 11 goal 6 compares ms-serve with
  * Each configuration is its own server (one replica, so both get the same intra-op threads).
  * --profile 1 runs each server's main process with --cpu-prof (bench/results/prof-mlp/).
  *
  *   node scripts/build.mjs && node --import tsx bench/mlp.ts [--duration 10s] [--concurrency 1..64] [--max-batch 64] [--wait-ms 0]
- *     [--instances-per-request 1] [--no-spin 0|1] [--protocol rest|grpc] [--isolation process|thread|inline] [--profile 0|1]
+ *     [--instances-per-request 1] [--no-spin 0|1] [--protocol rest|grpc] [--isolation auto|process|thread|inline] [--profile 0|1]
  *
  * --no-spin 1 turns off ORT's intra-op thread spinning in the replicas (a what-if, not the default).
  */
+import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildMlp } from '../src/models/mlp.ts'
 import type { BenchReport } from '../src/bench/types.ts'
 import { startServer } from '../src/bench/spawn-server.ts'
-import { build, flags, fmt, pct, RESULTS, runBenchClean, tempDir, writeResult } from './lib.ts'
+import { build, flags, fmt, pct, RESULTS, ROOT, runBenchClean, tempDir, writeResult } from './lib.ts'
 
-const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0', isolation: 'process' })
+const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0', isolation: 'auto' })
 build()
 
 const root = tempDir('ms-serve-bench-mlp-')
@@ -59,13 +64,40 @@ async function benchServer(dir: string, extra: string[]): Promise<BenchReport> {
   }
 }
 
+/**
+ * The HTTP side's CPU per request (issue 11 goal 6): the same load generator against a bare fastify
+ * echo of this request shape (bench/echo-servers.ts: parses the body, answers a 10-float y), at the
+ * top concurrency level only; client + echo CPU per request.
+ */
+async function httpCpuPerRequest(): Promise<{ msPerRequest: number; report: BenchReport }> {
+  const echo = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+  try {
+    const addr = await new Promise<{ rest: string; pid: number }>((resolve, reject) => {
+      let out = ''
+      echo.stdout!.on('data', (d) => { out += d; const line = out.split('\n').find((l) => l.startsWith('{')); if (line) resolve(JSON.parse(line)) })
+      echo.once('exit', (c) => reject(new Error(`echo servers exited with ${c}`)))
+    })
+    const top = f.concurrency.split('..').at(-1)!.split(',').at(-1)!
+    const args = ['--servable', 'mlp', '--method', 'predict', '--concurrency', top, '--duration', f.duration, '--warmup', f.warmup, '--instances-per-request', f['instances-per-request'], '--servables', batched, '--url', `http://${addr.rest}`, '--server-pid', String(addr.pid)]
+    const report = await runBenchClean(args, { quietIdle: Number(f['quiet-idle']), maxOther: 0.3 })
+    const cpu = report.levels.at(-1)!.cpu
+    if (!cpu?.server) throw new Error('no CPU figures for the echo run')
+    return { msPerRequest: cpu.client.msPerRequest + cpu.server.msPerRequest, report }
+  } finally {
+    echo.kill('SIGTERM')
+  }
+}
+
 let withBatching: BenchReport
 let without: BenchReport
+let http: { msPerRequest: number; report: BenchReport }
 try {
   process.stderr.write(`mlp, maxBatchSize ${f['max-batch']} (dynamic batching) + raw onnxruntime baseline\n`)
   withBatching = await benchServer(batched, ['--baseline', 'raw', '--baseline-time', f['baseline-time']])
   process.stderr.write('mlp, maxBatchSize 1 (no batching)\n')
   without = await benchServer(unbatched, [])
+  process.stderr.write('bare fastify echo of the same requests (the HTTP side\'s CPU per request)\n')
+  http = await httpCpuPerRequest()
 } finally {
   root.remove()
 }
@@ -86,5 +118,15 @@ const rows = withBatching.levels.map((b) => {
 })
 const top = rows[rows.length - 1]!
 lines.push('', `At ${top.level}: ${pct(top.ratioToRaw)} of raw onnxruntime at B=${best.batch} (goal >= 80%), ${top.speedup.toFixed(2)}x no batching (goal >= 3x), p95 ${top.batchedP95.toFixed(2)} vs ${top.unbatchedP95.toFixed(2)} ms (goal: no worse).`)
-const file = writeResult(`mlp-ipr${f['instances-per-request']}-${f.protocol}-${f.isolation}${f['no-spin'] === '1' ? '-nospin' : ''}`, { args: f, rows, raw, reports: { batching: withBatching, noBatching: without } })
+// The CPU budget bound: every item needs the HTTP side's CPU (generator + a bare echo, per item) and
+// ORT's (the raw baseline's CPU per item at its best batch); the machine's cores cover both.
+const ipr = Number(f['instances-per-request'])
+const httpMs = http.msPerRequest / ipr
+const ortMs = best.cpuMsPerItem ?? NaN
+const cores = withBatching.machine.cpus
+const budget = (cores * 1000) / (httpMs + ortMs)
+const budgetRow = { httpCpuMsPerItem: httpMs, ortCpuMsPerItem: ortMs, cores, boundItemsPerSec: budget, msServeItemsPerSec: top.batchedItemsPerSec, ratioToBound: top.batchedItemsPerSec / budget, echoItemsPerSec: http.report.levels.at(-1)!.itemsPerSec }
+lines.push('', '| CPU per item: HTTP (generator + bare echo) | CPU per item: ORT (raw, best batch) | bound: cores / (HTTP + ORT) items/s | ms-serve items/s | ms-serve / bound |', '|---|---|---|---|---|',
+  `| ${(httpMs * 1000).toFixed(0)} µs | ${(ortMs * 1000).toFixed(0)} µs | ${fmt(budget)} | ${fmt(top.batchedItemsPerSec)} | **${pct(budgetRow.ratioToBound)}** (goal >= 80%) |`)
+const file = writeResult(`mlp-ipr${f['instances-per-request']}-${f.protocol}-${f.isolation}${f['no-spin'] === '1' ? '-nospin' : ''}`, { args: f, rows, raw, budget: budgetRow, reports: { batching: withBatching, noBatching: without, httpEcho: http.report } })
 process.stdout.write(lines.join('\n') + `\nwrote ${file}\n`)

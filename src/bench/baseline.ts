@@ -112,12 +112,14 @@ export async function rawOrtBaseline(a: RawOrtArgs): Promise<RawBaselineResult> 
       for (let i = 0; i < 5; i++) await runOnce()
       let runs = 0
       const t0 = performance.now()
+      const cpu0 = process.cpuUsage()
       while (runs < 10 || performance.now() - t0 < a.msPerBatch) {
         await runOnce()
         runs++
       }
       const ms = performance.now() - t0
-      const row = { batch, runs, msPerRun: ms / runs, itemsPerSec: (batch * runs * 1000) / ms }
+      const cpu = process.cpuUsage(cpu0)
+      const row = { batch, runs, msPerRun: ms / runs, itemsPerSec: (batch * runs * 1000) / ms, cpuMsPerItem: (cpu.user + cpu.system) / 1000 / (batch * runs) }
       rows.push(row)
       a.onProgress?.(`raw onnxruntime B=${batch}: ${Math.round(row.itemsPerSec)} items/s (${row.msPerRun.toFixed(3)} ms/run)`)
     }

@@ -132,7 +132,8 @@ export interface LevelResult {
   ratioToRaw: number | null
 }
 
-export interface RawBaselineRow { batch: number; runs: number; msPerRun: number; itemsPerSec: number }
+/** `cpuMsPerItem`: CPU of the bench process (ORT's threads included) per item while that batch size ran. */
+export interface RawBaselineRow { batch: number; runs: number; msPerRun: number; itemsPerSec: number; cpuMsPerItem?: number }
 
 export interface RawBaselineResult {
   kind: 'raw-ort' | 'raw-decode'

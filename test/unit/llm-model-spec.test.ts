@@ -67,6 +67,11 @@ test('rewrite outputs only the new KV positions and last logits, same values (ex
   assert.equal(concatsOfPast(orig), 2 * cfg.numLayers)
   assert.equal(concatsOfPast(plain.bytes), 2 * cfg.numLayers)
   assert.equal(concatsOfPast(rw.bytes), 0, 'attention reads the past in place: no Concat copies it')
+  const lmHeadSliced = (bytes: Uint8Array) => onnx.ModelProto.decode(bytes).graph!.node!.some((n) => n.opType === 'Slice' && n.output?.[0]?.includes('lm_head_last_position'))
+  assert.ok(lmHeadSliced(rw.bytes), 'the lm_head runs on the last position only')
+  // A scripted decoder adds a per-position table after the lm_head: not row-wise constant, so the logits are sliced after.
+  const scripted = rewriteForNewPositions(buildDecoder({ ...cfg, script: [{ after: 3, ids: [70, 71] }] }))
+  assert.equal(lmHeadSliced(scripted.bytes), false)
   const [a, b, c] = await Promise.all([ort.InferenceSession.create(orig), ort.InferenceSession.create(rw.bytes), ort.InferenceSession.create(plain.bytes)])
   const spec = describeModel(b)
   assert.equal(spec.presentMode, 'new')

@@ -14,12 +14,12 @@
  * --profile 1 starts ms-serve's main process with --cpu-prof; profiles land in bench/results/prof-add/
  * (summarise with bench/cpuprofile-top.ts). Replica processes are not profiled.
  */
-import { execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { startServer } from '../src/bench/spawn-server.ts'
 import type { BenchReport } from '../src/bench/types.ts'
-import { BIN, build, flags, fmt, h2loadPath, level, pct, RESULTS, ROOT, runBenchClean, runH2loadGrpc, runWrk, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
+import { BIN, build, flags, fmt, h2loadPath, level, pct, RESULTS, runBenchClean, runH2loadGrpc, runWrk, startEchoServers, tempDir, waitQuiet, wrkPath, writeResult } from './lib.ts'
 import { loadMsServiceDefinition } from '../src/protocol/grpc/ms-service.ts'
 import { encodeRequest } from '../src/protocol/grpc/ms-codec.ts'
 import { tensor } from '../src/tensor.ts'
@@ -37,12 +37,7 @@ if (f['no-spin'] === '1') {
   writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('maxWaitMs: 0 })', "maxWaitMs: 0, session: { extra: { 'session.intra_op.allow_spinning': '0' } } })"))
 }
 
-const echo = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
-const echoAddr = await new Promise<{ rest: string; grpc: string; restProcessHop: string; restWorkerHop: string; pid: number }>((resolve, reject) => {
-  let out = ''
-  echo.stdout!.on('data', (d) => { out += d; const line = out.split('\n').find((l) => l.startsWith('{')); if (line) resolve(JSON.parse(line)) })
-  echo.once('exit', (c) => reject(new Error(`echo servers exited with ${c}`)))
-})
+const echoAddr = await startEchoServers()
 
 const profDir = join(RESULTS, 'prof-add')
 if (f.profile === '1') mkdirSync(profDir, { recursive: true })
@@ -114,7 +109,7 @@ try {
   throw e
 } finally {
   await Promise.all([...servers.values()].map((server) => server.stop()))
-  echo.kill('SIGTERM')
+  echoAddr.proc.kill('SIGTERM')
   servables.remove()
 }
 

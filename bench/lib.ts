@@ -3,14 +3,16 @@
  * load generator never shares an event loop with a server), collect its JSON report, and write
  * results under bench/results/ (gitignored).
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { BenchReport, LevelResult } from '../src/bench/types.ts'
 import { machineInfo } from '../src/bench/run.ts'
 import { machineCpuMs } from '../src/bench/cpu.ts'
+import { DECODER_CONFIGS, writeDecoder } from '../src/models/decoder.ts'
+import { writeSyntheticTokenizer } from '../src/models/synthetic-tokenizer.ts'
 
 export const ROOT = join(fileURLToPath(import.meta.url), '..', '..')
 export const BIN = join(ROOT, 'bin', 'ms-serve.js')
@@ -163,3 +165,54 @@ export function writeResult(name: string, data: unknown): string {
 
 export const fmt = (x: number, digits = 0) => x.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits })
 export const pct = (x: number) => `${(x * 100).toFixed(0)}%`
+
+/** The addresses bench/echo-servers.ts prints, and its process (stop it with `proc.kill('SIGTERM')`). */
+export interface EchoServers { rest: string; grpc: string; restProcessHop: string; restWorkerHop: string; pid: number; proc: ChildProcess }
+
+/** Starts bench/echo-servers.ts in a process of its own and waits for its addresses. */
+export async function startEchoServers(): Promise<EchoServers> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+  const addr = await new Promise<Omit<EchoServers, 'proc'>>((resolve, reject) => {
+    let out = ''
+    proc.stdout!.on('data', (d) => { out += d; const line = out.split('\n').find((l) => l.startsWith('{')); if (line) resolve(JSON.parse(line)) })
+    proc.once('exit', (c) => reject(new Error(`echo servers exited with ${c}`)))
+  })
+  return { ...addr, proc }
+}
+
+/** The p-th percentile (0-100) of `xs`, nearest rank. */
+export const quantile = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! }
+
+/** Where the LLM benches keep their decoders (built once, gitignored). */
+export const BENCH_MODELS = join(ROOT, 'bench', '.models')
+
+/**
+ * The LLM benches' decoder, built on first use: `small` (25.4M, byte-level) or `smol` (SmolLM2-135M's
+ * shape with its synthetic BPE tokenizer files beside it). Returns the model file and the tokenizer
+ * files a servable needs next to it.
+ */
+export async function benchDecoder(model: 'small' | 'smol'): Promise<{ modelFile: string; tokenizerFiles: string[] }> {
+  const modelFile = model === 'small' ? join(BENCH_MODELS, 'decoder-small.onnx') : join(BENCH_MODELS, 'decoder-smol', 'model.onnx')
+  mkdirSync(dirname(modelFile), { recursive: true })
+  if (!existsSync(modelFile)) {
+    process.stderr.write(`building the ${model} decoder (once)...\n`)
+    if (model === 'smol') await writeSyntheticTokenizer(dirname(modelFile), DECODER_CONFIGS.smol.vocabSize)
+    await writeDecoder(modelFile, DECODER_CONFIGS[model])
+  }
+  return { modelFile, tokenizerFiles: model === 'smol' ? ['tokenizer.json', 'tokenizer_config.json'] : [] }
+}
+
+/** A servables folder `bench/.models/servables-<name>` with one `llm` servable on `modelFile` (hard links) and these declareLlm options. */
+export function llmServables(name: string, decoder: { modelFile: string; tokenizerFiles: string[] }, options: Record<string, number | boolean | string>): string {
+  const dir = join(BENCH_MODELS, `servables-${name}`)
+  rmSync(dir, { recursive: true, force: true })
+  mkdirSync(join(dir, 'llm', '1'), { recursive: true })
+  linkSync(decoder.modelFile, join(dir, 'llm', '1', 'model.onnx'))
+  for (const f of decoder.tokenizerFiles) linkSync(join(dirname(decoder.modelFile), f), join(dir, 'llm', '1', f))
+  writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
+export default defineServable((s) => {
+  s.declareLlm(${JSON.stringify({ file: 'model.onnx', ...options })})
+})
+`)
+  return dir
+}

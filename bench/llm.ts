@@ -16,11 +16,11 @@
  */
 import { spawnSync } from 'node:child_process'
 import { startServer } from '../src/bench/spawn-server.ts'
-import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { DECODER_CONFIGS, countDecoderParams, writeDecoder } from '../src/models/decoder.ts'
-import { writeSyntheticTokenizer } from '../src/models/synthetic-tokenizer.ts'
+import { DECODER_CONFIGS, countDecoderParams } from '../src/models/decoder.ts'
+import { BENCH_MODELS, benchDecoder, llmServables, quantile } from './lib.ts'
 
 const { values: args } = parseArgs({ options: {
   prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' }, rounds: { type: 'string', default: '4' },
@@ -37,29 +37,17 @@ const P = Number(args.prompt), N = Number(args.new), ROUNDS = Number(args.rounds
 const SPIN = args.spin as 'true' | 'false' | 'default'
 const STREAMS = args.streams!.split(',').map(Number)
 const root = join(import.meta.dirname, '..')
-const work = join(import.meta.dirname, '.models')
-// The real-vocab model sits in a folder of its own with its tokenizer files.
-const modelFile = MODEL === 'small' ? join(work, 'decoder-small.onnx') : join(work, 'decoder-smol', 'model.onnx')
-const TOKENIZER_FILES = MODEL === 'smol' ? ['tokenizer.json', 'tokenizer_config.json'] : []
-mkdirSync(work, { recursive: true })
-if (!existsSync(modelFile)) {
-  process.stderr.write(`building the ${MODEL} decoder (once)...\n`)
-  if (MODEL === 'smol') await writeSyntheticTokenizer(join(modelFile, '..'), DECODER_CONFIGS.smol.vocabSize)
-  await writeDecoder(modelFile, DECODER_CONFIGS[MODEL])
-}
+const work = BENCH_MODELS
+const decoder = await benchDecoder(MODEL)
 
 function servableDir(name: string, maxBatchSize: number): string {
-  const dir = join(work, `servables-${name}`)
-  rmSync(dir, { recursive: true, force: true })
-  mkdirSync(join(dir, 'llm', '1'), { recursive: true })
-  linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
-  for (const f of TOKENIZER_FILES) linkSync(join(modelFile, '..', f), join(dir, 'llm', '1', f))
-  writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
-export default defineServable((s) => {
-  s.declareLlm({ file: 'model.onnx', maxBatchSize: ${maxBatchSize}, maxTotalTokens: ${P + N + 8}, maxConcurrentRequests: 256${SPIN === 'default' ? '' : `, allowSpinning: ${SPIN}`}${args.ratio ? `, waitingServedRatio: ${args.ratio}` : ''}${args['prefill-tokens'] ? `, maxBatchPrefillTokens: ${args['prefill-tokens']}` : ''}${args.intra ? `, intraOpThreads: ${args.intra}` : ''}${args['consecutive-prefills'] ? `, maxConsecutivePrefills: ${args['consecutive-prefills']}` : ''} })
-})
-`)
-  return dir
+  const o: Record<string, number | boolean> = { maxBatchSize, maxTotalTokens: P + N + 8, maxConcurrentRequests: 256 }
+  if (SPIN !== 'default') o.allowSpinning = SPIN === 'true'
+  if (args.ratio) o.waitingServedRatio = Number(args.ratio)
+  if (args['prefill-tokens']) o.maxBatchPrefillTokens = Number(args['prefill-tokens'])
+  if (args.intra) o.intraOpThreads = Number(args.intra)
+  if (args['consecutive-prefills']) o.maxConsecutivePrefills = Number(args['consecutive-prefills'])
+  return llmServables(name, decoder, o)
 }
 
 /**
@@ -88,7 +76,7 @@ async function streamOnce(url: string, k: number): Promise<Req> {
   return { ttft, e2e: performance.now() - t0, tokens }
 }
 
-const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! }
+const pct = quantile
 
 /**
  * Closed loop: `streams` clients, each sending ROUNDS requests back to back. Client k starts

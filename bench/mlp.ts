@@ -15,13 +15,12 @@
  *
  * --no-spin 1 turns off ORT's intra-op thread spinning in the replicas (a what-if, not the default).
  */
-import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildMlp } from '../src/models/mlp.ts'
 import type { BenchReport } from '../src/bench/types.ts'
 import { startServer } from '../src/bench/spawn-server.ts'
-import { build, flags, fmt, pct, RESULTS, ROOT, runBenchClean, tempDir, writeResult } from './lib.ts'
+import { build, flags, fmt, pct, RESULTS, runBenchClean, startEchoServers, tempDir, writeResult } from './lib.ts'
 
 const f = flags({ duration: '10s', warmup: '2s', concurrency: '1..64', 'max-batch': '64', 'wait-ms': '0', protocol: 'rest', profile: '0', 'baseline-time': '1s', 'quiet-idle': '90', 'instances-per-request': '1', 'no-spin': '0', isolation: 'auto' })
 build()
@@ -70,13 +69,8 @@ async function benchServer(dir: string, extra: string[]): Promise<BenchReport> {
  * top concurrency level only; client + echo CPU per request.
  */
 async function httpCpuPerRequest(): Promise<{ msPerRequest: number; report: BenchReport }> {
-  const echo = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'bench', 'echo-servers.ts')], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] })
+  const addr = await startEchoServers()
   try {
-    const addr = await new Promise<{ rest: string; pid: number }>((resolve, reject) => {
-      let out = ''
-      echo.stdout!.on('data', (d) => { out += d; const line = out.split('\n').find((l) => l.startsWith('{')); if (line) resolve(JSON.parse(line)) })
-      echo.once('exit', (c) => reject(new Error(`echo servers exited with ${c}`)))
-    })
     const top = f.concurrency.split('..').at(-1)!.split(',').at(-1)!
     const args = ['--servable', 'mlp', '--method', 'predict', '--concurrency', top, '--duration', f.duration, '--warmup', f.warmup, '--instances-per-request', f['instances-per-request'], '--servables', batched, '--url', `http://${addr.rest}`, '--server-pid', String(addr.pid)]
     const report = await runBenchClean(args, { quietIdle: Number(f['quiet-idle']), maxOther: 0.3 })
@@ -84,7 +78,7 @@ async function httpCpuPerRequest(): Promise<{ msPerRequest: number; report: Benc
     if (!cpu?.server) throw new Error('no CPU figures for the echo run')
     return { msPerRequest: cpu.client.msPerRequest + cpu.server.msPerRequest, report }
   } finally {
-    echo.kill('SIGTERM')
+    addr.proc.kill('SIGTERM')
   }
 }
 

@@ -8,11 +8,11 @@
  *
  *   node --import tsx bench/prefix.ts [--system 512] [--user 32] [--new 32] [--streams 4] [--rounds 4] [--isolation process]
  */
-import { existsSync, linkSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { startServer } from '../src/bench/spawn-server.ts'
-import { DECODER_CONFIGS, writeDecoder } from '../src/models/decoder.ts'
+import { benchDecoder, llmServables, quantile } from './lib.ts'
 
 const { values: args } = parseArgs({ options: {
   system: { type: 'string', default: '512' }, user: { type: 'string', default: '32' }, new: { type: 'string', default: '32' },
@@ -20,23 +20,9 @@ const { values: args } = parseArgs({ options: {
   isolation: { type: 'string', default: 'process' }, out: { type: 'string' },
 } })
 const S = Number(args.system), U = Number(args.user), N = Number(args.new), STREAMS = Number(args.streams), ROUNDS = Number(args.rounds), STAGGER = Number(args.stagger)
-const work = join(import.meta.dirname, '.models')
-const modelFile = join(work, 'decoder-small.onnx')
-mkdirSync(work, { recursive: true })
-if (!existsSync(modelFile)) { process.stderr.write('building the small decoder (once)...\n'); await writeDecoder(modelFile, DECODER_CONFIGS.small) }
-
-function servableDir(label: string, cacheTokens: number | null): string {
-  const dir = join(work, `servables-prefix-${label}`)
-  rmSync(dir, { recursive: true, force: true })
-  mkdirSync(join(dir, 'llm', '1'), { recursive: true })
-  linkSync(modelFile, join(dir, 'llm', '1', 'model.onnx'))
-  writeFileSync(join(dir, 'llm', 'servable_config.ts'), `import { defineServable } from 'ms-serve'
-export default defineServable((s) => {
-  s.declareLlm({ file: 'model.onnx', maxBatchSize: 16, maxTotalTokens: ${S + U + N + 8}, maxConcurrentRequests: 256${cacheTokens === null ? '' : `, prefixCacheTokens: ${cacheTokens}`} })
-})
-`)
-  return dir
-}
+const decoder = await benchDecoder('small')
+const servableDir = (label: string, cacheTokens: number | null): string =>
+  llmServables(`prefix-${label}`, decoder, { maxBatchSize: 16, maxTotalTokens: S + U + N + 8, maxConcurrentRequests: 256, ...(cacheTokens === null ? {} : { prefixCacheTokens: cacheTokens }) })
 
 // Byte-level vocabulary: one token per ASCII character (+ BOS). The system prompt is S-1 bytes.
 const system = Array.from({ length: S - 1 }, (_, i) => String.fromCharCode(97 + ((i * 7) % 26))).join('')
@@ -66,7 +52,7 @@ async function streamOnce(url: string, k: number): Promise<Req> {
   return { k, ttft, e2e: performance.now() - t0, tokens, text }
 }
 
-const pct = (xs: number[], p: number): number => { const s = [...xs].sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! }
+const pct = quantile
 
 async function measure(url: string): Promise<{ row: Record<string, number>; texts: Map<number, string> }> {
   const reqs: Req[] = []

@@ -31,13 +31,9 @@ export function createLogger(o: LogOptions = {}, bindings: Record<string, unknow
     return pino(base, pretty({ sync: true, colorize: false, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', ...(o.destination ? { destination: o.destination } : {}) }))
   }
   if (o.destination) return pino(base, o.destination)
-  // Lines are gathered up to 8 KiB and written at least every FLUSH_MS (and at exit): one write per
-  // line costs a syscall and an event-loop callback each, 20-30 µs of listener CPU per request at
-  // bench load (BENCHMARKS.md §7). Event lines (start, reload, exit) are flushed at once (eventLog).
-  const dest = pino.destination({ dest: 1, sync: false, minLength: 8192 })
-  const timer = setInterval(() => { try { dest.flush() } catch { /* closing */ } }, FLUSH_MS)
-  timer.unref()
-  return pino(base, dest)
+  // Lines are written as they come (event lines are rare and wanted at once); access lines, one per
+  // request, reach it already gathered into 8 KiB chunks (lineBufferOf below).
+  return pino(base, pino.destination({ dest: 1, sync: false }))
 }
 
 /** Longest an access line waits in the buffer before it is written. */
@@ -92,8 +88,6 @@ export function eventLog(logger: Logger): EventLog {
     const { severity = 'info', ...rest } = fields ?? { event: 'message' }
     pending.flush() // access lines gathered so far go first: the log stays in time order
     logger[severity](rest, line.replace(/^ms-serve: /, ''))
-    // Rare and wanted at once (a tail -f, a supervisor waiting for "listening"): not left in the buffer.
-    try { logger.flush() } catch { /* closing */ }
   }
 }
 
@@ -146,8 +140,9 @@ const streamOf = (logger: Logger): LineStream => (logger as unknown as Record<sy
 
 /**
  * Access lines of one stream, gathered here and handed to it ACCESS_CHUNK characters at a time, at
- * least every FLUSH_MS, before any event line, and at exit: a write into pino's destination costs
- * ~2.5 µs even when it only buffers, three times the line itself (BENCHMARKS.md §8f).
+ * least every FLUSH_MS, before any event line, and at exit: one write per line cost a syscall and
+ * an event-loop callback each (20-30 µs of listener CPU per request, BENCHMARKS.md §7), and a write
+ * into pino's destination costs ~2.5 µs even when it only buffers, three times the line (§8h).
  */
 interface LineBuffer { add(line: string): void; flush(): void }
 const lineBuffers = new WeakMap<LineStream, LineBuffer>()

@@ -10,6 +10,7 @@ import type { ValidMethod, ValidModel, ValidServable } from '../config/validate.
 import { DTYPES, shapeSize, Tensor, type NumericDType, type TypedArray, type Value } from '../tensor.ts'
 import { seededRandom } from './load.ts'
 import type { RawBaselineResult, RawBaselineRow } from './types.ts'
+import { modelSessionOptions } from '../runtime/session-options.ts'
 
 type Ort = typeof OrtTypes
 
@@ -19,17 +20,9 @@ export async function loadOrt(): Promise<Ort> {
   return mod.default ?? mod
 }
 
-/** Session options as runtime/replica-main.ts builds them for a CPU replica. */
+/** Session options of a CPU replica of `m` with `intraOpThreads` threads (runtime/session-options.ts). */
 export function replicaSessionOptions(m: ValidModel, intraOpThreads: number): OrtTypes.InferenceSession.SessionOptions {
-  return {
-    executionProviders: ['cpu'],
-    intraOpNumThreads: m.session.intraOpThreads ?? intraOpThreads,
-    interOpNumThreads: m.session.interOpThreads ?? 1,
-    graphOptimizationLevel: m.session.graphOptimizationLevel,
-    executionMode: m.session.executionMode,
-    // As the replica: no intra-op spinning on CPU unless the config's extra entries say otherwise.
-    extra: { 'session.intra_op.allow_spinning': '0', ...m.session.extra } as never,
-  }
+  return modelSessionOptions(m, { deviceType: 'cpu', intraOpThreads, executionProviders: ['cpu'] })
 }
 
 /** 1, 2, 4, ... below max, then max. */

@@ -53,6 +53,16 @@ export class DecoderRunner {
     return { data: out, vocabSize: vocab }
   }
 
+  /** Slot rows first..first+n-1 as every layer's `past` (views at the current capacity, no copy). */
+  private feedPast(feeds: Record<string, ort.Tensor>, first: number, n: number): void {
+    const views = this.cache.rowViews(first, n)
+    const C = this.cache.capacity
+    for (let l = 0; l < this.spec.numLayers; l++) {
+      feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(views.keys[l]!, n, C)
+      feeds[this.spec.pastValueNames[l]!] = this.kvTensor(views.values[l]!, n, C)
+    }
+  }
+
   private async run(feeds: Record<string, ort.Tensor>): Promise<ort.InferenceSession.OnnxValueMapType> {
     return this.session.run(feeds, this.fetches)
   }
@@ -144,11 +154,7 @@ export class DecoderRunner {
       position_ids: new ort.Tensor('int64', pos, [n, S]),
     }
     if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.decode
-    const views = this.cache.rowViews(firstRow, n)
-    for (let l = 0; l < this.spec.numLayers; l++) {
-      feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(views.keys[l]!, n, C)
-      feeds[this.spec.pastValueNames[l]!] = this.kvTensor(views.values[l]!, n, C)
-    }
+    this.feedPast(feeds, firstRow, n)
     const out = await this.run(feeds)
     const pk = this.spec.presentKeyNames.map((k) => out[k]!.data as KvArray)
     const pv = this.spec.presentValueNames.map((k) => out[k]!.data as KvArray)
@@ -187,11 +193,7 @@ export class DecoderRunner {
     if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [numRows, 1])
     // Merged decoders: decode must take the with-past branch (the no-past one would drop the cache).
     if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.decode
-    const views = this.cache.pastViews(numRows)
-    for (let l = 0; l < this.spec.numLayers; l++) {
-      feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(views.keys[l]!, numRows, C)
-      feeds[this.spec.pastValueNames[l]!] = this.kvTensor(views.values[l]!, numRows, C)
-    }
+    this.feedPast(feeds, 0, numRows)
     const out = await this.run(feeds)
     // Exact mode (no position_ids): past had to equal max(len); make room for the new column now.
     if (exact) this.cache.fit(lens, numRows, 1)

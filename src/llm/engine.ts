@@ -20,7 +20,7 @@ import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite
 import { GrammarCompilerCache } from './grammar.ts'
 import type { SequenceGrammar } from './grammar.ts'
 import { SlotKvCache } from './kv-cache.ts'
-import { PrefixCache, type PrefixCacheStats } from './prefix-cache.ts'
+import { NO_PREFIX_CACHE, PrefixCache, type PrefixCacheStats } from './prefix-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
 import type { ModelSpec } from './model-spec.ts'
@@ -223,7 +223,7 @@ export class LlmEngine {
   /** Snapshot of queue/batch/cache counters. */
   stats(): EngineStats {
     const c = this.runner.cache
-    const prefix = this.prefixCache?.stats() ?? { prefixCacheTokens: 0, prefixCacheBytes: 0, prefixLookupTokens: 0, prefixHitTokens: 0, prefixEvictions: 0 }
+    const prefix = this.prefixCache?.stats() ?? NO_PREFIX_CACHE
     return { queued: this.queue.length, running: this.rows.length, kvCapacity: c.capacity, kvRelayouts: c.numRelayouts, kvBytes: c.byteSize, presentMode: this.spec.presentMode, ...this.counters, ...prefix }
   }
 

@@ -66,6 +66,17 @@ const attrInt = (n: O.INodeProto, name: string): number | undefined => {
 }
 const attrInts = (n: O.INodeProto, name: string): number[] | undefined => n.attribute?.find((x) => x.name === name)?.ints?.map(Number)
 
+/** Each value's producing node and its consumers, in the main graph as it is now. */
+function indexGraph(graph: O.GraphProto): { producer: Map<string, O.INodeProto>; users: Map<string, O.INodeProto[]> } {
+  const producer = new Map<string, O.INodeProto>()
+  const users = new Map<string, O.INodeProto[]>()
+  for (const n of graph.node) {
+    for (const o of n.output ?? []) producer.set(o, n)
+    for (const i of n.input ?? []) { const u = users.get(i); if (u) u.push(n); else users.set(i, [n]) }
+  }
+  return { producer, users }
+}
+
 /**
  * Attention over the past without copying it (main graph, float32 KV, 'new' mode only). Each
  * layer's `present = Concat(past, cur, axis 2)` is a copy of the whole past every step (at batch 16
@@ -81,20 +92,15 @@ const attrInts = (n: O.INodeProto, name: string): number[] | undefined => n.attr
  * name, the value that holds its new positions (for `present_new.*`); layers it could not match
  * are left as they are (their present_new is sliced from the Concat as before).
  */
-function splitAttentionOverPast(graph: O.GraphProto, g: GraphBuilder): Map<string, string> {
+function splitAttentionOverPast(graph: O.GraphProto, g: GraphBuilder, ends: string): Map<string, string> {
   const inputs = new Set(graph.input.map((i) => i.name ?? ''))
   const outputs = new Set(graph.output.map((o) => o.name ?? ''))
-  const producer = new Map<string, O.INodeProto>()
-  const users = new Map<string, O.INodeProto[]>()
-  for (const n of graph.node) {
-    for (const o of n.output ?? []) producer.set(o, n)
-    for (const i of n.input ?? []) { if (!users.has(i)) users.set(i, []); users.get(i)!.push(n) }
-  }
+  const { producer, users } = indexGraph(graph)
   const newPositions = new Map<string, string>()
   const remove = new Set<O.INodeProto>()
   const replace = new Map<O.INodeProto, O.INodeProto[]>()
-  let shared: { ends: string; zero: string; minusOne: string; two: string; three: string } | undefined
-  const consts = () => (shared ??= { ends: g.init('split_ends', [1], BigInt64Array.of(INT64_MAX)), zero: g.i64([0]), minusOne: g.i64([-1]), two: g.i64([2]), three: g.i64([3]) })
+  let shared: { zero: string; minusOne: string; two: string; three: string } | undefined
+  const consts = () => (shared ??= { zero: g.i64([0]), minusOne: g.i64([-1]), two: g.i64([2]), three: g.i64([3]) })
   const kt = { perm: { ints: [0, 1, 3, 2] } }
   /** Nodes g makes while `fn` runs, in order (to put them where the node they replace was). */
   const made = (fn: () => void): O.INodeProto[] => { const from = g.nodes.length; fn(); return g.nodes.splice(from) }
@@ -131,7 +137,7 @@ function splitAttentionOverPast(graph: O.GraphProto, g: GraphBuilder): Map<strin
         if (mm.opType !== 'MatMul' || (mm.domain ?? '') !== '' || mm.input?.[1] !== present || mm.input?.[0] === present) { ok = false; break }
         plan.push([mm, made(() => {
           const probs = mm.input![0]!
-          const { ends, zero, minusOne, two, three } = consts()
+          const { zero, minusOne, two, three } = consts()
           const P = g.op1('Slice', [g.op1('Shape', [past]), two, three])
           const onPast = g.op1('MatMul', [g.op1('Slice', [probs, zero, P, minusOne]), past])
           const onCur = g.op1('MatMul', [g.op1('Slice', [probs, P, ends, minusOne]), cur])
@@ -162,19 +168,14 @@ function splitAttentionOverPast(graph: O.GraphProto, g: GraphBuilder): Map<strin
  */
 function sliceBeforeLmHead(graph: O.GraphProto, g: GraphBuilder, ends: string): boolean {
   const inits = new Map(graph.initializer.map((t) => [t.name ?? '', t]))
-  const producer = new Map<string, O.INodeProto>()
-  const users = new Map<string, number>()
-  for (const n of graph.node) {
-    for (const o of n.output ?? []) producer.set(o, n)
-    for (const i of n.input ?? []) users.set(i, (users.get(i) ?? 0) + 1)
-  }
+  const { producer, users } = indexGraph(graph)
   const positionFree = (name: string) => { const t = inits.get(name); return t !== undefined && (t.dims?.length ?? 0) <= 1 }
   let node = producer.get('logits')
   for (let hops = 0; node && hops < 8; hops++) {
     if (['Add', 'Mul', 'Sub', 'Div'].includes(node.opType ?? '') && (node.domain ?? '') === '' && node.input?.length === 2) {
       const [a, b] = node.input as [string, string]
       const next = positionFree(b) ? a : positionFree(a) ? b : null
-      if (next === null || (users.get(next) ?? 0) !== 1) return false
+      if (next === null || users.get(next)?.length !== 1) return false
       node = producer.get(next)
       continue
     }
@@ -211,8 +212,8 @@ export function rewriteForNewPositions(bytes: Uint8Array, opts: { splitAttention
   if (!graph.input.some((i) => i.name === 'input_ids')) return { bytes, rewritten: false, reason: 'no input_ids input' }
 
   const g = new GraphBuilder('msserve_rw')
-  const direct = opts.splitAttention === false ? new Map<string, string>() : splitAttentionOverPast(graph, g)
   const ends = g.init('ends', [1], BigInt64Array.of(INT64_MAX))
+  const direct = opts.splitAttention === false ? new Map<string, string>() : splitAttentionOverPast(graph, g, ends)
   // [-S] as a 1-D int64 tensor, S = shape(input_ids)[1]; made only when a present is sliced.
   let sliceArgs: [string, string] | undefined
   const negS = (): [string, string] => (sliceArgs ??= [g.op1('Neg', [g.op1('Gather', [g.op1('Shape', ['input_ids']), g.i64([1])], { axis: { i: 0 } })]), g.i64([2])])

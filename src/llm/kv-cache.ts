@@ -125,13 +125,7 @@ export class SlotKvCache {
     this.numRelayouts++
   }
 
-  /** Dense [numRows, KV, capacity, hd] views of each layer's K and V (no copy). */
-  pastViews(numRows: number): { keys: KvArray[]; values: KvArray[] } {
-    const n = numRows * this.rowHeadElems * this.capacity
-    return { keys: this.keys.map((b) => b.subarray(0, n)), values: this.values.map((b) => b.subarray(0, n)) }
-  }
-
-  /** Dense [n, KV, capacity, hd] views of rows first..first+n-1 of each layer's K and V (no copy). */
+  /** Dense [n, KV, capacity, hd] views of rows first..first+n-1 of each layer's K and V (no copy; decode's past is rows 0..). */
   rowViews(first: number, n: number): { keys: KvArray[]; values: KvArray[] } {
     const per = this.rowHeadElems * this.capacity
     return { keys: this.keys.map((b) => b.subarray(first * per, (first + n) * per)), values: this.values.map((b) => b.subarray(first * per, (first + n) * per)) }

@@ -41,6 +41,9 @@ export interface PrefixCacheStats {
   prefixEvictions: number
 }
 
+/** The stats of an engine without a prefix cache. */
+export const NO_PREFIX_CACHE: Readonly<PrefixCacheStats> = Object.freeze({ prefixCacheTokens: 0, prefixCacheBytes: 0, prefixLookupTokens: 0, prefixHitTokens: 0, prefixEvictions: 0 })
+
 export interface PrefixCacheOptions {
   numLayers: number
   numKvHeads: number
@@ -101,14 +104,24 @@ export class PrefixCache {
 
   /** Copies the chain's positions into slot row `row` at positions 0.. (all layers, K and V). */
   copyInto(chain: readonly Block[], cache: SlotKvCache, row: number): void {
+    for (const [b, blk] of chain.entries()) this.copyBlock(blk.data, cache, row, b, 'into-cache')
+  }
+
+  /**
+   * Block `b` of slot row `row` <-> `data` ([layer][k|v][KV][B][hd]): each head's B positions are
+   * contiguous in both layouts, so a block is 2 x layers x heads copies.
+   */
+  private copyBlock(data: KvArray, cache: SlotKvCache, row: number, b: number, way: 'into-cache' | 'out-of-cache'): void {
     const { numLayers: L, numKvHeads: kv, headDim: hd, blockTokens: B } = this.opts
     const cap = cache.capacity
     const n = B * hd
-    for (const [b, blk] of chain.entries()) {
-      let s = 0
-      for (let l = 0; l < L; l++) {
-        for (const dst of [cache.keys[l]!, cache.values[l]!]) {
-          for (let h = 0; h < kv; h++, s += n) dst.set(blk.data.subarray(s, s + n), ((row * kv + h) * cap + b * B) * hd)
+    let d = 0
+    for (let l = 0; l < L; l++) {
+      for (const buf of [cache.keys[l]!, cache.values[l]!]) {
+        for (let h = 0; h < kv; h++, d += n) {
+          const at = ((row * kv + h) * cap + b * B) * hd
+          if (way === 'into-cache') buf.set(data.subarray(d, d + n), at)
+          else data.set(buf.subarray(at, at + n), d)
         }
       }
     }
@@ -139,19 +152,8 @@ export class PrefixCache {
   }
 
   private copyOut(cache: SlotKvCache, row: number, b: number): KvArray {
-    const { numLayers: L, numKvHeads: kv, headDim: hd, blockTokens: B } = this.opts
     const data = this.opts.dtype === 'float16' ? new Uint16Array(this.blockElems) : new Float32Array(this.blockElems)
-    const cap = cache.capacity
-    const n = B * hd
-    let d = 0
-    for (let l = 0; l < L; l++) {
-      for (const src of [cache.keys[l]!, cache.values[l]!]) {
-        for (let h = 0; h < kv; h++, d += n) {
-          const s = ((row * kv + h) * cap + b * B) * hd
-          data.set(src.subarray(s, s + n), d)
-        }
-      }
-    }
+    this.copyBlock(data, cache, row, b, 'out-of-cache')
     return data
   }
 
@@ -165,11 +167,6 @@ export class PrefixCache {
       return true
     }
     return false
-  }
-
-  /** Drops every block (the engine's KV state is unknown after a failed step). */
-  clear(): void {
-    this.blocks.clear()
   }
 
   stats(): PrefixCacheStats {

@@ -25,7 +25,9 @@
 import { statSync } from 'node:fs'
 import ort from 'onnxruntime-node'
 import type { ValidModel, ValidServable } from '../config/validate.ts'
+import { DTYPES, type NumericDType } from '../tensor.ts'
 import type { DevicePlan, Isolation } from './devices.ts'
+import { modelSessionOptions } from './session-options.ts'
 
 export const INLINE_MAX_MS = 1
 export const THREAD_MAX_MS = 10
@@ -39,26 +41,17 @@ export interface IsolationChoice {
   probeMs?: number
 }
 
-const ZEROS: Record<string, (n: number) => ort.Tensor['data']> = {
-  float32: (n) => new Float32Array(n), float64: (n) => new Float64Array(n), int32: (n) => new Int32Array(n), int64: (n) => new BigInt64Array(n),
-  int16: (n) => new Int16Array(n), int8: (n) => new Int8Array(n), uint8: (n) => new Uint8Array(n), uint16: (n) => new Uint16Array(n),
-  uint32: (n) => new Uint32Array(n), uint64: (n) => new BigUint64Array(n), bool: (n) => new Uint8Array(n), float16: (n) => new Uint16Array(n),
-}
-
 /** The fastest of 10 runs (ms) of `model` at its largest batch with zero inputs; null when it cannot be probed. */
 async function probeModel(model: ValidModel, device: DevicePlan): Promise<number | null> {
-  const session = await ort.InferenceSession.create(model.path, {
-    intraOpNumThreads: model.session.intraOpThreads ?? device.intraOpThreads,
-    interOpNumThreads: model.session.interOpThreads ?? 1,
-    graphOptimizationLevel: model.session.graphOptimizationLevel,
-    executionMode: model.session.executionMode,
-    extra: { 'session.intra_op.allow_spinning': '0', ...model.session.extra } as never,
-  })
+  const session = await ort.InferenceSession.create(model.path, modelSessionOptions(model, device))
   try {
     const batch = model.withBatchDim ? (model.maxBatchSize ?? 32) : 1
     const feeds: Record<string, ort.Tensor> = {}
     for (const [i, m] of session.inputMetadata.entries()) {
-      if (!m.isTensor || !(m.type in ZEROS)) return null
+      // ORT's type names are our dtype names; strings (and anything else) cannot be zero-filled here.
+      if (!m.isTensor) return null
+      const dtype = DTYPES[m.type as NumericDType] as (typeof DTYPES)[NumericDType] | undefined
+      if (!dtype) return null
       const batched = model.withBatchDim && !model.withoutBatchDimInputs.includes(i)
       const dims: number[] = []
       for (const [k, d] of m.shape.entries()) {
@@ -68,7 +61,7 @@ async function probeModel(model: ValidModel, device: DevicePlan): Promise<number
       }
       if (batched && typeof m.shape[0] === 'number' && m.shape[0] >= 0) dims[0] = m.shape[0] // a fixed batch is the batch
       const n = dims.reduce((a, b) => a * b, 1)
-      feeds[m.name] = new ort.Tensor(m.type as 'float32', ZEROS[m.type]!(n) as Float32Array, dims)
+      feeds[m.name] = new ort.Tensor(dtype.ort as 'float32', new dtype.ctor(n) as Float32Array, dims)
     }
     for (let i = 0; i < 2; i++) await session.run(feeds) // warm-up: allocations, kernel choices
     // The fastest of 10: the servable loads while others do, and waiting for the event loop only adds.

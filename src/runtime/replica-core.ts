@@ -14,6 +14,7 @@ import { errorToWire, instanceAsIs, instanceFromWire, instanceToWire, type WireI
 import { fail, type ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
+import { modelSessionOptions } from './session-options.ts'
 import { LlmHost } from './llm-host.ts'
 
 export class ReplicaCore {
@@ -71,17 +72,7 @@ export class ReplicaCore {
     for (const m of servable.models) {
       let session: ort.InferenceSession
       try {
-        session = await ort.InferenceSession.create(m.path, {
-          executionProviders: device.executionProviders as ort.InferenceSession.ExecutionProviderConfig[],
-          intraOpNumThreads: m.session.intraOpThreads ?? device.intraOpThreads,
-          interOpNumThreads: m.session.interOpThreads ?? 1,
-          graphOptimizationLevel: m.session.graphOptimizationLevel,
-          executionMode: m.session.executionMode,
-          // ORT flattens nested keys with '.', so the user's 'session.x.y' keys pass through as written.
-          // On CPU, intra-op threads do not spin by default: a spinning replica holds its cores
-          // between runs and starves the listeners and the other replicas on the same cores.
-          extra: { ...(device.deviceType === 'cpu' ? { 'session.intra_op.allow_spinning': '0' } : {}), ...m.session.extra } as never,
-        })
+        session = await ort.InferenceSession.create(m.path, modelSessionOptions(m, device))
       } catch (e) {
         await Promise.all(runners.map((r) => r.release()))
         fail(servable.configFile, m.site, `cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)

@@ -113,8 +113,9 @@ test('a crash fails the groups it held, the pool restarts the replica with back-
   const out = await held
   assert.equal((out[0] as { error: { code: string } }).error.code, 'REPLICA_CRASHED')
   assert.match((out[0] as { error: { message: string } }).error.message, /exited \(signal SIGSEGV\)/)
-  // Queued while down: served once a restart succeeds.
-  await tick()
+  // Queued while down: served once a restart succeeds. Wait for the first restart to have failed
+  // (its back-off is 1 ms; one setImmediate tick did not always reach it on a loaded machine).
+  while (!lines.some((l) => /restart of .* failed: model file is gone/.test(l))) await new Promise((r) => setTimeout(r, 1))
   host.auto = true
   const after = live.predict(method, validFor(live, 'run', [x(7)]))
   assert.deepEqual((await after).map(value), [7])

@@ -16,6 +16,7 @@ import { ServerMetrics } from './runtime/metrics.ts'
 import { addMsService } from './protocol/grpc/ms-service.ts'
 import { msServerOptions } from './protocol/grpc/ms-service.ts'
 import { addMsServeService } from './protocol/grpc/generate-service.ts'
+import { addOipService } from './protocol/oip/grpc.ts'
 import { buildRestServer, type RestServer } from './protocol/rest/server.ts'
 import { predictForProtocol } from './protocol/predict.ts'
 import { diskLoader, Reloader } from './runtime/reloader.ts'
@@ -188,6 +189,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       grpcServer = new grpc.Server({ ...msServerOptions(opts.maxMsgMb), interceptors: [opsInterceptor({ keys, logger, accessLog: opts.accessLog ?? true })] })
       addMsService(grpcServer, handler, { bodies, limits })
       addMsServeService(grpcServer, registry)
+      addOipService(grpcServer, registry)
       health = addHealthService(grpcServer, registry)
       addReflection(grpcServer)
       const tls = opts.tls

@@ -122,7 +122,7 @@ export function collectApiKeys(flags: readonly string[], files: ReadonlyArray<{ 
  */
 export function isOpenRestPath(url: string): boolean {
   const path = url.split('?', 1)[0]!
-  return path === '/health' || path === '/metrics' || path.startsWith('/v2/health/') || /^\/v2\/models\/[^/]+(\/versions\/[^/]+)?\/ready$/.test(path)
+  return path === '/health' || path === '/metrics' || path.startsWith('/v2/health/') || /^\/v2\/models\/[^/]+(\/[^/]+)?(\/versions\/[^/]+)?\/ready$/.test(path)
 }
 
 /** gRPC services open without a key: health checking and server reflection. */

@@ -46,3 +46,12 @@ export function grpcError(e: ErrorLike): Error & { code: number; details: string
   const text = tgiText(e)
   return Object.assign(new Error(text), { code: errorRow(e.code).grpc, details: text })
 }
+
+/**
+ * Open Inference Protocol: `{"error": "..."}` (model-servers.md §2.5) with the table's HTTP status,
+ * except that request validation is the protocol's 400 (the table's 422 is TGI's).
+ */
+export function oipError(e: ErrorLike): { status: number; body: { error: string } } {
+  const status = e.code === 'VALIDATION' ? 400 : errorRow(e.code).http
+  return { status, body: { error: tgiText(e) } }
+}

@@ -10,7 +10,7 @@ import type { GenerateParameters, GenerateRequest, TokenEvent } from '../../llm/
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { MS_PROTO_LOADER_OPTIONS, protoDir } from './ms-service.ts'
 import { PARAMETER_FIELDS, relayEvents, type EventRelay } from '../rest/llm-common.ts'
-import { LLM_METHODS } from '../rest/ms-generate.ts'
+import { describeServables, type MethodDescription, type ServableDescription, type TensorDescription } from '../../runtime/describe.ts'
 import { grpcError, type ErrorLike } from '../error-render.ts'
 import { VERSION } from '../../version.ts'
 
@@ -106,18 +106,24 @@ export function addMsServeService(server: grpc.Server, registry: ServableRegistr
       })()
     },
     ServerInfo: (_call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
-      const byName = new Map<string, { name: string; versions: number[]; methods: unknown[]; kind: string; ready: boolean }>()
-      for (const s of registry.all()) {
-        let e = byName.get(s.name)
-        if (!e) byName.set(s.name, (e = { name: s.name, versions: [], methods: [], kind: s.servable.llm ? 'llm' : 'model', ready: false }))
-        e.versions.push(s.version)
-        e.ready ||= s.ready
-        e.methods = [
-          ...s.servable.methods.map((m) => ({ name: m.name, inputs: m.inputs, outputs: m.outputs })),
-          ...(s.servable.llm ? LLM_METHODS.map((name) => ({ name, inputs: ['prompt'], outputs: ['text'] })) : []),
-        ]
-      }
-      cb(null, { server_version: VERSION, servables: [...byName.values()] })
+      const { servables, unavailable } = describeServables(registry)
+      cb(null, { server_version: VERSION, servables: servables.map(servableInfo), unavailable })
     },
   })
+}
+
+const tensorInfo = (t: TensorDescription) => ({ name: t.name, dtype: t.dtype ?? '', shape: t.shape ?? [], shape_known: t.shape !== null })
+
+const methodInfo = (m: MethodDescription) => ({
+  name: m.name, inputs: m.inputs.map((t) => t.name), outputs: m.outputs.map((t) => t.name),
+  input_tensors: m.inputs.map(tensorInfo), output_tensors: m.outputs.map(tensorInfo), batched: m.batched, max_batch_size: m.maxBatchSize ?? 0,
+})
+
+/** ServableInfo: the newest version's methods at the top (as before), every version in version_info. */
+function servableInfo(d: ServableDescription) {
+  const newest = d.versions[d.versions.length - 1]
+  return {
+    name: d.name, kind: d.kind, ready: d.ready, versions: d.versions.map((v) => v.version), methods: newest ? newest.methods.map(methodInfo) : [],
+    version_info: d.versions.map((v) => ({ version: v.version, ready: v.ready, methods: v.methods.map(methodInfo), replicas: v.replicas })),
+  }
 }

@@ -14,6 +14,7 @@ import { isOpenGrpcPath, unauthenticated, type ApiKeys } from '../../config/secu
 import { accessWriter, type Logger } from '../../log.ts'
 import { MS_PROTO_LOADER_OPTIONS, MS_SERVICE_NAME, protoDir } from './ms-service.ts'
 import { MS_SERVE_SERVICE } from './generate-service.ts'
+import { OIP_SERVICE } from '../oip/grpc.ts'
 import { acceptedRequestId, grpcAccessOf, newRequestId } from '../request-id.ts'
 
 export interface GrpcOpsOptions {
@@ -86,7 +87,7 @@ export function addHealthService(server: grpc.Server, registry: ServableRegistry
     }
     for (const name of registry.failed.keys()) if (!want.has(name)) want.set(name, 'NOT_SERVING')
     const overall: ServingStatus = all.length > 0 && all.every((s) => s.ready) && registry.failed.size === 0 ? 'SERVING' : 'NOT_SERVING'
-    for (const name of ['', MS_SERVICE_NAME, MS_SERVE_SERVICE]) want.set(name, overall)
+    for (const name of ['', MS_SERVICE_NAME, MS_SERVE_SERVICE, OIP_SERVICE]) want.set(name, overall)
     // A servable (version) gone since the last refresh is no longer served.
     for (const name of last.keys()) if (!want.has(name)) want.set(name, 'NOT_SERVING')
     for (const [name, st] of want) set(name, st)
@@ -100,6 +101,6 @@ export function addHealthService(server: grpc.Server, registry: ServableRegistry
 
 /** Adds server reflection over ms-serve's services and the health service. */
 export function addReflection(server: grpc.Server): void {
-  const pkg = protoLoader.loadSync([`${protoDir()}/ms_service.proto`, `${protoDir()}/ms_serve.proto`, healthProtoPath], { ...MS_PROTO_LOADER_OPTIONS, includeDirs: [protoDir()] })
+  const pkg = protoLoader.loadSync([`${protoDir()}/ms_service.proto`, `${protoDir()}/ms_serve.proto`, `${protoDir()}/oip_inference.proto`, healthProtoPath], { ...MS_PROTO_LOADER_OPTIONS, includeDirs: [protoDir()] })
   new ReflectionService(pkg).addToServer(server)
 }

@@ -12,11 +12,14 @@ import type { HttpLimits } from '../../server.ts'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { registerMindSporeRoutes } from './mindspore.ts'
-import { msRestError, openAiError, tgiError } from '../error-render.ts'
+import { msRestError, oipError, openAiError, tgiError } from '../error-render.ts'
 import { renderPrometheus } from './metrics.ts'
 import { serverSnapshot } from '../../runtime/snapshot.ts'
+import { describeServables } from '../../runtime/describe.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
+import { registerOipRoutes } from '../oip/rest.ts'
+import { registryReady } from '../oip/infer.ts'
 import { isOpenRestPath, unauthenticated, type ApiKeys, type TlsMaterial } from '../../config/security.ts'
 import { accessWriter, silentLogger, type Logger } from '../../log.ts'
 import { acceptedRequestId, newRequestId } from '../request-id.ts'
@@ -58,8 +61,9 @@ declare module 'fastify' {
 }
 
 /** The route family a URL belongs to (the access line's `family`, and whose error shape a 401 takes). */
-export function routeFamily(url: string): 'mindspore' | 'openai' | 'tgi' | 'ops' {
+export function routeFamily(url: string): 'mindspore' | 'openai' | 'tgi' | 'oip' | 'ops' {
   if (isMsRoute(url)) return 'mindspore'
+  if (url === '/v2' || url.startsWith('/v2/') || url.startsWith('/v2?')) return 'oip'
   if (url.startsWith('/v1/')) return 'openai'
   if (url.startsWith('/generate') || url.startsWith('/info') || url.startsWith('/tokenize') || url === '/' || url.startsWith('/?')) return 'tgi'
   return 'ops'
@@ -70,6 +74,11 @@ export const DEFAULT_BODY_TIMEOUT_MS = 60_000
 /** On shutdown, a keep-alive connection idle this long is closed (a busy one closes after its answer). */
 const IDLE_GRACE_MS = 300
 const DRAIN_TIMEOUT_MS = 30_000
+
+/** OIP routes keep their body as bytes too: the binary tensor extension follows the JSON header. */
+export function isOipRoute(url: string): boolean {
+  return url.startsWith('/v2/')
+}
 
 /** MindSpore routes keep their body as bytes (parsed, maybe off-thread, by BodyParser); the others get text. */
 export function isMsRoute(url: string): boolean {
@@ -196,7 +205,7 @@ export function buildRestServer(opts: RestOptions): RestServer {
       if (!keys.check(auth)) {
         const e = unauthenticated(auth !== undefined)
         const family = routeFamily(req.url)
-        const { status, body } = family === 'mindspore' ? msRestError(e, opts.always200) : family === 'openai' ? openAiError(e) : tgiError(e)
+        const { status, body } = family === 'mindspore' ? msRestError(e, opts.always200) : family === 'openai' ? openAiError(e) : family === 'oip' ? oipError(e) : tgiError(e)
         void reply.code(status).header('www-authenticate', 'Bearer').type('application/json').send(body)
         return
       }
@@ -218,7 +227,7 @@ export function buildRestServer(opts: RestOptions): RestServer {
   app.addContentTypeParser('*', (req, payload, done) => {
     readBody(payload, req.headers['content-length'], bodyLimit, (err, body) => {
       if (err) done(err, undefined)
-      else done(null, isMsRoute(req.url) ? body : body!.toString('utf8'))
+      else done(null, isMsRoute(req.url) || isOipRoute(req.url) ? body : body!.toString('utf8'))
     })
   })
 
@@ -232,13 +241,13 @@ export function buildRestServer(opts: RestOptions): RestServer {
       void reply.code(status).type('application/json').send(body)
       return
     }
-    const { status, body } = req.url.startsWith('/v1/') ? openAiError(e) : tgiError(e)
+    const { status, body } = req.url.startsWith('/v1/') ? openAiError(e) : isOipRoute(req.url) ? oipError(e) : tgiError(e)
     void reply.code(status).send(body)
   })
 
   // Unknown paths: say which routes exist, in both error shapes (MindSpore's error_msg and TGI's error).
   app.setNotFoundHandler((req, reply) => {
-    const msg = `no route ${req.method} ${req.url.split('?')[0]}: predict with POST /model/{name}[/version/{n}]:{method}; LLMs also answer POST /generate, /generate_stream, /v1/completions, /v1/chat/completions; GET /health, /stats, /metrics`
+    const msg = `no route ${req.method} ${req.url.split('?')[0]}: predict with POST /model/{name}[/version/{n}]:{method}; Open Inference Protocol: GET /v2, /v2/models/{model}, POST /v2/models/{model}/infer; LLMs also answer POST /generate, /generate_stream, /v1/completions, /v1/chat/completions; GET /health, /servables, /stats, /metrics`
     void reply.code(opts.always200 ? 200 : 404).send({ error_msg: 'please check url, the keyword:[model] must contain.', error: msg, error_type: 'not_found' })
   })
 
@@ -248,23 +257,25 @@ export function buildRestServer(opts: RestOptions): RestServer {
 
   const healthy = () => opts.registry.all().length > 0 && opts.registry.all().every((s) => s.ready)
   // Ready means every servable serves: one that failed to load keeps the server not ready.
-  const ready = () => healthy() && opts.registry.failed.size === 0
+  const ready = () => registryReady(opts.registry)
   app.get('/health', async (_req, reply) => (healthy() ? reply.code(200).send({}) : reply.code(503).send({ error: 'unhealthy', error_type: 'healthcheck' })))
   app.get('/v2/health/live', async () => ({ live: true }))
   app.get('/v2/health/ready', async (_req, reply) => reply.code(ready() ? 200 : 503).send({ ready: ready() }))
-  // Per-servable readiness (KServe v2 paths): 200 serving, 503 loading/restarting/failed, 404 unknown.
-  const servableReady = async (req: FastifyRequest, reply: FastifyReply) => {
-    const { name, version } = req.params as { name: string; version?: string }
-    const s = opts.registry.get(name, version === undefined ? 0 : Number(version))
-    const failed = opts.registry.failed.get(name)
-    if (!s && failed === undefined) return reply.code(404).send({ error: `no servable ${name}${version ? ` version ${version}` : ''}` })
-    const ok = s?.ready === true
-    return reply.code(ok ? 200 : 503).send({ name, ready: ok, ...(ok || failed === undefined ? {} : { error: failed }) })
-  }
-  app.get('/v2/models/:name/ready', servableReady)
-  app.get('/v2/models/:name/versions/:version/ready', servableReady)
+  // OIP: server metadata, model metadata and readiness, infer (protocol/oip/rest.ts).
+  registerOipRoutes(app, opts.registry)
   // One runtime snapshot feeds both: protocol never walks replica objects.
   app.get('/stats', async () => serverSnapshot(opts.registry))
+  // What each servable offers (methods, tensors, versions, replicas): `ms-serve list` and the client read it.
+  app.get('/servables', async () => describeServables(opts.registry))
+  app.get('/servables/:name', async (req, reply) => {
+    const { name } = req.params as { name: string }
+    const all = describeServables(opts.registry)
+    const s = all.servables.find((x) => x.name === name)
+    if (s) return s
+    const failed = all.unavailable.find((x) => x.name === name)
+    if (failed) return reply.code(503).send({ error: `servable ${name} is unavailable, it failed to load: ${failed.error}`, error_type: 'servable_unavailable' })
+    return reply.code(404).send({ error: `no servable ${name} (loaded: ${all.servables.map((x) => x.name).join(', ') || 'none'}); GET /servables lists them`, error_type: 'not_found' })
+  })
   app.get('/metrics', async (_req, reply) => {
     const metrics = opts.registry.metrics
     return reply.type(metrics.contentType).send(await renderPrometheus(metrics, await serverSnapshot(opts.registry)))

@@ -22,7 +22,7 @@ import { oipDatatype, type OipTensor } from './tensors.ts'
 
 /** `GET /v2` / ServerMetadata. */
 export const OIP_SERVER_NAME = 'ms-serve'
-export const OIP_EXTENSIONS = ['binary_tensor_data'] as const
+export const OIP_EXTENSIONS = ['binary_tensor_data', 'generate'] as const
 
 export function serverMetadata() {
   return { name: OIP_SERVER_NAME, version: VERSION, extensions: [...OIP_EXTENSIONS] }
@@ -45,6 +45,11 @@ export function parseVersion(v: string | undefined): number {
   return Number(v)
 }
 
+/** What an LLM servable shows as OIP metadata: Triton's generate names (text_input -> text_output). */
+const LLM_SIGNATURE: MethodDescription = {
+  name: 'generate', inputs: [{ name: 'text_input', dtype: 'string', shape: [1] }], outputs: [{ name: 'text_output', dtype: 'string', shape: [1] }], batched: false, maxBatchSize: null,
+}
+
 /** The names a servable answers to, for error texts. */
 function modelNames(s: LiveServable): string[] {
   const methods = s.servable.methods.map((m) => m.name)
@@ -63,7 +68,7 @@ export function resolveModel(registry: ServableRegistry, modelName: string, vers
     if (known.includes(name)) throw notFound(`model ${name} has no version ${v} (loaded: ${registry.all().filter((x) => x.name === name).map((x) => x.version).join(', ')})`)
     throw notFound(`no model ${name}; loaded: ${[...new Set(registry.all().flatMap(modelNames))].join(', ') || 'none'}`)
   }
-  if (s.servable.llm) throw notFound(`model ${name} is an LLM servable: use POST /v2/models/${name}/generate (or /generate_stream, the OpenAI and TGI routes); OIP infer serves tensor models`)
+  if (s.servable.llm) return { servable: s, method: LLM_SIGNATURE, modelName }
   const desc = describeVersion(s)
   const methodName = slash < 0 ? (s.servable.methods.length === 1 ? s.servable.methods[0]!.name : name) : modelName.slice(slash + 1)
   const method = desc.methods.find((m) => m.name === methodName)
@@ -88,7 +93,7 @@ export function modelMetadata(registry: ServableRegistry, target: OipTarget) {
   return {
     name: target.modelName,
     versions: registry.all().filter((x) => x.name === s.name).map((x) => String(x.version)),
-    platform: s.servable.models.length > 0 ? 'onnx_onnxv1' : 'ms-serve_pipeline',
+    platform: s.servable.llm ? 'ms-serve_llm' : s.servable.models.length > 0 ? 'onnx_onnxv1' : 'ms-serve_pipeline',
     inputs: method.inputs.map((t) => tensorMeta(t, method.batched)),
     outputs: method.outputs.map((t) => tensorMeta(t, method.batched)),
   }
@@ -180,6 +185,7 @@ function stack(name: string, values: Value[], batched: boolean): OipTensor {
 /** Runs one OIP inference through the registry (batching, deadlines and errors as MindSpore requests). */
 export async function oipInfer(registry: ServableRegistry, target: OipTarget, req: OipInferRequest, ctx: OipCallContext): Promise<OipInferResponse> {
   const { servable: s, method } = target
+  if (s.servable.llm) throw notFound(`model ${s.name} is an LLM servable: use POST /v2/models/${s.name}/generate or /generate_stream (or the OpenAI and TGI routes); infer serves tensor models`)
   const wanted = req.outputs ?? method.outputs.map((o) => o.name)
   for (const o of wanted) if (!method.outputs.some((x) => x.name === o)) throw invalid(`unknown output ${o}; model outputs: ${method.outputs.map((x) => x.name).join(', ')}`)
   const instances = splitInstances(method, req.inputs, s.policy.maxInstancesPerRequest)

@@ -9,11 +9,12 @@ import { ServeError, toServeError } from '../../errors.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { oipError } from '../error-render.ts'
 import { requestTimeoutHeader } from '../rest/mindspore.ts'
-import { modelMetadata, oipInfer, resolveModel, serverMetadata, type OipInferRequest, type OipInferResponse, type OipTarget } from './infer.ts'
+import { handleOipGenerate } from './generate.ts'
+import { modelMetadata, oipInfer, parseVersion, resolveModel, serverMetadata, type OipInferRequest, type OipInferResponse, type OipTarget } from './infer.ts'
 import { jsonDataOf, oipDatatype, rawOf, tensorFromJson, tensorFromRaw, type OipTensor } from './tensors.ts'
 
 /** The actions a `/v2/models/...` path can end in (a path without one is the model's metadata). */
-const ACTIONS = new Set(['ready', 'infer'])
+const ACTIONS = new Set(['ready', 'infer', 'generate', 'generate_stream'])
 
 export interface ModelPath { model: string; version: string | undefined; action: string | null }
 
@@ -128,9 +129,17 @@ export function registerOipRoutes(app: FastifyInstance, registry: ServableRegist
   const handle = async (req: FastifyRequest, reply: FastifyReply) => {
     const p = parseModelPath(req.url)
     if (p === null) return sendError(reply, new ServeError('SERVABLE_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}: OIP model routes are /v2/models/{model}[/versions/{v}][/ready|/infer], {model} = servable or servable/method`))
-    const verb = p.action === 'infer' ? 'POST' : 'GET'
+    const verb = p.action === 'infer' || p.action === 'generate' || p.action === 'generate_stream' ? 'POST' : 'GET'
     if (req.method !== verb) return sendError(reply, new ServeError('METHOD_NOT_ALLOWED', `${req.method} ${req.url.split('?')[0]}: use ${verb}`))
     if (p.action === 'ready') return ready(p, reply)
+    if (p.action === 'generate' || p.action === 'generate_stream') {
+      let v: number
+      try { v = parseVersion(p.version) } catch (e) { return sendError(reply, e) }
+      const llm = registry.get(p.model, v)?.servable.llm ? registry.llm(p.model, v) : undefined
+      if (!llm) return sendError(reply, new ServeError('SERVABLE_NOT_FOUND', `no LLM model ${p.model}${p.version ? ` version ${p.version}` : ''}; generate serves LLM servables (loaded: ${registry.llms().map((l) => l.name).join(', ') || 'none'}), tensor models answer /infer`))
+      req.access = { servable: llm.name, version: llm.version, method: p.action }
+      return handleOipGenerate(llm, p.action === 'generate_stream', p.model, req, reply)
+    }
     let target: OipTarget
     try { target = resolveModel(registry, p.model, p.version) } catch (e) { return sendError(reply, e) }
     if (p.action === null) return modelMetadata(registry, target)

@@ -35,7 +35,7 @@ test('health and server metadata', () => {
   assert.equal(report['live'], true)
   assert.equal(report['ready'], true)
   assert.equal(report['server_metadata'].name, 'ms-serve')
-  assert.deepEqual(report['server_metadata'].extensions, ['binary_tensor_data'])
+  assert.deepEqual(report['server_metadata'].extensions, ['binary_tensor_data', 'generate'])
   assert.equal(report['model_ready'], true)
 })
 

@@ -56,7 +56,7 @@ test('server metadata, liveness and readiness', async () => {
   assert.equal(meta.status, 200)
   assert.equal(meta.json.name, 'ms-serve')
   assert.match(meta.json.version, /^\d+\.\d+\.\d+/)
-  assert.deepEqual(meta.json.extensions, ['binary_tensor_data'])
+  assert.deepEqual(meta.json.extensions, ['binary_tensor_data', 'generate'])
   assert.deepEqual((await getJson('/v2/health/live')).json, { live: true })
   assert.deepEqual(await getJson('/v2/health/ready'), { status: 200, json: { ready: true } })
 })

@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import sharp from 'sharp'
-import { addServable, assertClose, FIXTURE_SERVABLES, imageServable } from '../helpers/fixtures.ts'
+import { addServable, assertClose, FIXTURE_SERVABLES, imageServable, writeServable } from '../helpers/fixtures.ts'
+import { OnnxGraphBuilder } from '../../src/models/index.ts'
 import { startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 import { IMAGE_CNN_LABELS } from '../../src/models/index.ts'
 
@@ -21,6 +22,16 @@ before(async () => {
   addServable(dir)
   imageServable(dir)
   for (const n of ['add_nobatch', 'errors', 'addv', 'single']) FIXTURE_SERVABLES[n]!(dir)
+  // The spec's illustrative model: scaler version 2, y = 2x over FP32 [batch, 3]; and KServe's iris-shaped [batch, 4].
+  for (const [name, width, version] of [['scaler', 3, 2], ['iris', 4, 1]] as const) {
+    const cfg = join(dir, `${name}.config.ts`)
+    writeFileSync(cfg, `import { defineServable } from 'ms-serve'\nexport default defineServable((s) => {\n  const m = s.declareModel({ file: 'double.onnx' })\n  s.registerMethod('predict', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage(m, [x]) }))\n})\n`)
+    const g = new OnnxGraphBuilder('double', 'y = x + x')
+    g.input('x', 'float32', ['batch', width])
+    g.op('Add', ['x', 'x'], {}, 'y')
+    g.output('y', 'float32', ['batch', width])
+    writeServable(dir, name, cfg, { [version]: { 'double.onnx': g.encode() } })
+  }
   writeFileSync(join(dir, 'server.yaml'), 'servables:\n  addv: { versions: [1, 2] }\n')
   srv = await startServer(dir, ['--no-watch', '--config', join(dir, 'server.yaml')])
 })
@@ -59,6 +70,28 @@ test('server metadata, liveness and readiness', async () => {
   assert.deepEqual(meta.json.extensions, ['binary_tensor_data', 'generate'])
   assert.deepEqual((await getJson('/v2/health/live')).json, { live: true })
   assert.deepEqual(await getJson('/v2/health/ready'), { status: 200, json: { ready: true } })
+})
+
+test('the spec example: scaler version 2, id echoed, requested output', async () => {
+  const r = await infer('scaler', { id: 'r7', inputs: [{ name: 'x', shape: [1, 3], datatype: 'FP32', data: [0.5, 1.5, 2.5] }], outputs: [{ name: 'y' }] })
+  assert.equal(r.status, 200, r.buf.toString())
+  assert.deepEqual(r.json, { model_name: 'scaler', model_version: '2', id: 'r7', outputs: [{ name: 'y', shape: [1, 3], datatype: 'FP32', data: [1.0, 3.0, 5.0] }] })
+  const meta = await getJson('/v2/models/scaler/versions/2')
+  assert.deepEqual(meta.json, { name: 'scaler', versions: ['2'], platform: 'onnx_onnxv1', inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 3] }], outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 3] }] })
+  // The one-input model of known type and shape takes a raw body (header length 0) as batch 1.
+  const raw = await infer('scaler', f32([1, 2, 3]), { 'inference-header-content-length': '0' })
+  assert.equal(raw.status, 200, raw.buf.toString())
+  const n = Number(raw.res.headers.get('inference-header-content-length'))
+  assert.deepEqual(JSON.parse(raw.buf.subarray(0, n).toString()).outputs, [{ name: 'y', datatype: 'FP32', shape: [1, 3], parameters: { binary_data_size: 12 } }])
+  assert.deepEqual(Array.from(new Float32Array(new Uint8Array(raw.buf.subarray(n)).buffer)), [2, 4, 6])
+})
+
+test("KServe's v2 example request (iris-shaped FP32 [2,4], nested data)", async () => {
+  const r = await infer('iris', { inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [[6.8, 2.8, 4.8, 1.4], [6.0, 3.4, 4.5, 1.6]] }] })
+  assert.equal(r.status, 200, r.buf.toString())
+  assert.deepEqual(r.json.outputs[0].shape, [2, 4])
+  assertClose(r.json.outputs[0].data, [13.6, 5.6, 9.6, 2.8, 12.0, 6.8, 9.0, 3.2])
+  assert.equal(r.json.id, undefined)
 })
 
 test('model metadata: servable/method, the batch dim as -1, versions, and one-method servables by their name', async () => {

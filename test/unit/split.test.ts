@@ -1,0 +1,67 @@
+/** `ms-serve split` (src/models/split.ts): stage files that chain and equal the whole model; bad split points. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { buildMlp, externalizeModel } from '../../src/models/index.ts'
+import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
+import { onnx } from '../../src/models/onnx-builder.ts'
+import { splitModel } from '../../src/models/split.ts'
+import { checkSplit, ortTyper } from '../../src/models/split-check.ts'
+
+const DEC4 = { ...DECODER_CONFIGS.tiny, numLayers: 4 }
+
+test('a 4-layer decoder in 2 and 3 stages: layers and their KV stay together, outputs equal the whole model', async () => {
+  const bytes = buildDecoder(DEC4)
+  for (const n of [2, 3]) {
+    const r = await splitModel(bytes, { stages: n }, ortTyper)
+    assert.equal(r.method, 'layers')
+    assert.equal(r.stages.length, n)
+    // Each layer's past input and present output are in the same stage, and only there.
+    for (let l = 0; l < 4; l++) {
+      const withPast = r.stages.filter((s) => s.inputs.includes(`past_key_values.${l}.key`))
+      const withPresent = r.stages.filter((s) => s.outputs.includes(`present.${l}.key`))
+      assert.equal(withPast.length, 1, `layer ${l} past in one stage`)
+      assert.equal(withPresent[0], withPast[0], `layer ${l} present in the stage of its past`)
+    }
+    assert.ok(r.stages.at(-1)!.outputs.includes('logits'))
+    // Between layers only the residual stream and the shared rotary tables and mask cross.
+    for (const c of r.crossings) assert.ok(c.length <= 4, `crossing ${c}`)
+    const rep = await checkSplit(bytes, r.stages)
+    assert.ok(rep.maxAbsDiff <= 1e-5, `max diff ${rep.maxAbsDiff}`)
+    assert.deepEqual(rep.outputs.map((o) => o.name).sort(), ['logits', ...[0, 1, 2, 3].flatMap((l) => [`present.${l}.key`, `present.${l}.value`])].sort())
+  }
+})
+
+test('the MLP by node count, and at a named tensor', async () => {
+  const bytes = buildMlp()
+  const even = await splitModel(bytes, { stages: 2 }, ortTyper)
+  assert.equal(even.method, 'nodes')
+  assert.equal(even.crossings[0]!.length, 1)
+  assert.equal((await checkSplit(bytes, even.stages)).maxAbsDiff, 0)
+  const names = onnx.ModelProto.decode(bytes).graph!.node!.map((n) => n.output![0]!)
+  const at = await splitModel(bytes, { at: [[names[0]!]] }, ortTyper)
+  assert.equal(at.method, 'tensors')
+  assert.deepEqual(at.stages[0]!.outputs, [names[0]])
+  assert.deepEqual(at.stages[1]!.inputs, [names[0]])
+  // A cut between a MatMul and its Add stops ORT fusing them: float rounding, not a different result.
+  assert.ok((await checkSplit(bytes, at.stages)).maxAbsDiff <= 1e-5)
+})
+
+test('bad split points are refused naming the tensor', async () => {
+  const bytes = buildMlp()
+  const g = onnx.ModelProto.decode(bytes).graph!
+  const input = g.input![0]!.name!
+  const weight = g.initializer![0]!.name!
+  const last = g.node!.at(-1)!.output![0]!
+  await assert.rejects(splitModel(bytes, { at: [['nosuch']] }, ortTyper), /split point nosuch is not a tensor of the model/)
+  await assert.rejects(splitModel(bytes, { at: [[input]] }, ortTyper), new RegExp(`split point ${input} is a graph input`))
+  await assert.rejects(splitModel(bytes, { at: [[weight]] }, ortTyper), new RegExp(`split point ${weight} is an initializer`))
+  await assert.rejects(splitModel(bytes, { at: [[last]] }, ortTyper), /stage 2 would be empty/)
+  await assert.rejects(splitModel(bytes, { stages: 99 }, ortTyper), /fewer than the 99 stages/)
+  await assert.rejects(splitModel(buildDecoder(DECODER_CONFIGS.tiny), { stages: 3 }, ortTyper), /the decoder has 2 layers, fewer than the 3 stages/)
+})
+
+test('merged decoders and external-data models are refused with what to do', async () => {
+  await assert.rejects(splitModel(buildDecoder({ ...DECODER_CONFIGS.tiny, merged: true }), { stages: 2 }, ortTyper), /merged decoder .* split decoder_with_past_model.onnx/)
+  const ext = externalizeModel(buildMlp(), { location: 'w.bin', sizeThreshold: 0 })
+  await assert.rejects(splitModel(ext.model, { stages: 2 }, ortTyper), /external data file; splitting such models is not supported yet/)
+})

@@ -31,8 +31,14 @@ export interface BatchingOptions {
 }
 
 export interface ModelOptions extends BatchingOptions {
-  /** ONNX file inside the version folder, e.g. `add.onnx`. */
-  file: string
+  /** ONNX file inside the version folder, e.g. `add.onnx` (or `stages` for a model split into pipeline stages). */
+  file?: string
+  /**
+   * A model split into pipeline stages (`ms-serve split`): the stage files in order. Stage k runs
+   * on the k-th device of its pipeline (`--devices`), batches overlap across stages, and every
+   * stage's inputs must be model inputs or outputs of earlier stages (checked at load).
+   */
+  stages?: string[]
   /** true (default): dim 0 of every input/output is the batch. false: each instance is a whole model input. */
   withBatchDim?: boolean
   /** Indices of inputs without a batch dim: the first instance's value is used for the whole batch. */
@@ -95,7 +101,7 @@ function optionKeys<T>(all: Record<keyof T, true>): readonly string[] {
 
 /** Every declareModel option; an option added to ModelOptions does not compile until it is listed here. */
 export const MODEL_OPTION_KEYS = optionKeys<ModelOptions>({
-  file: true, maxBatchSize: true, maxWaitMs: true, maxQueueSize: true, withBatchDim: true, withoutBatchDimInputs: true, session: true, name: true,
+  file: true, stages: true, maxBatchSize: true, maxWaitMs: true, maxQueueSize: true, withBatchDim: true, withoutBatchDimInputs: true, session: true, name: true,
 })
 export const SESSION_OPTION_KEYS = optionKeys<SessionOptions>({
   intraOpThreads: true, interOpThreads: true, graphOptimizationLevel: true, executionMode: true, extra: true,

@@ -25,8 +25,11 @@ export interface ValidSession {
 export interface ValidModel {
   index: number
   name: string
+  /** The ONNX file (for a staged model, its first stage's). */
   file: string
   path: string
+  /** A model split into pipeline stages: the stage files in order (absent: one file). */
+  stages?: { file: string; path: string }[]
   withBatchDim: boolean
   withoutBatchDimInputs: number[]
   /** null = take the model's fixed batch dim, or 32 when it is dynamic (decided in the replica). */
@@ -111,11 +114,19 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
     // Unknown keys first: a misspelt `fille` is better reported as a typo than as a missing file.
     const badKey = checkOptionKeys(o, MODEL_OPTION_KEYS, 'declareModel option')
     if (badKey) fail(configFile, site, badKey)
-    if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareModel({ file }) needs the ONNX file name inside the version folder, e.g. { file: 'model.onnx' }`)
-    const path = join(ctx.versionDir, o.file)
-    if (!existsSync(path)) {
-      fail(configFile, site, `model file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX file there, or fix the file name${ctx.name === 'add' || ctx.name === 'image' || ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init ${ctx.name} --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
+    if (o.stages !== undefined && o.file !== undefined) fail(configFile, site, `declareModel takes { file } or { stages }, not both`)
+    if (o.stages !== undefined && (!Array.isArray(o.stages) || o.stages.length < 2 || o.stages.some((f) => typeof f !== 'string' || !f))) {
+      fail(configFile, site, `declareModel({ stages }) needs the stage files in order, at least 2, e.g. { stages: ['stage1.onnx', 'stage2.onnx'] } (make them with npx ms-serve split MODEL --stages 2)`)
     }
+    const files = o.stages ?? [o.file]
+    if (files.length === 1 && (typeof o.file !== 'string' || !o.file)) fail(configFile, site, `declareModel({ file }) needs the ONNX file name inside the version folder, e.g. { file: 'model.onnx' }`)
+    for (const f of files as string[]) {
+      if (!existsSync(join(ctx.versionDir, f))) {
+        fail(configFile, site, `model file "${f}" not found in ${ctx.versionDir}. Put the ONNX file there, or fix the file name${ctx.name === 'add' || ctx.name === 'image' || ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init ${ctx.name} --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
+      }
+    }
+    const file = files[0] as string
+    const path = join(ctx.versionDir, file)
     const s = o.session ?? {}
     if (!isOptionsObject(s as unknown)) {
       fail(configFile, site, `session must be an object, e.g. session: { intraOpThreads: 2 } (got ${JSON.stringify(s)})`)
@@ -146,9 +157,10 @@ export function validateServable(def: ServableDefinition, ctx: { name: string; v
     if (!withBatchDim && maxBatchSize !== null && maxBatchSize !== 1) fail(configFile, site, `maxBatchSize is ${maxBatchSize} but withBatchDim is false: a model without a batch dim runs one instance at a time. Remove maxBatchSize or set withBatchDim: true`)
     return {
       index: i,
-      name: o.name ?? o.file.replace(/\.onnx$/i, ''),
-      file: o.file,
+      name: o.name ?? file.replace(/\.onnx$/i, ''),
+      file,
       path,
+      ...(o.stages ? { stages: o.stages.map((f) => ({ file: f, path: join(ctx.versionDir, f) })) } : {}),
       withBatchDim,
       withoutBatchDimInputs: wob,
       maxBatchSize: withBatchDim ? maxBatchSize : 1,

@@ -7,7 +7,7 @@ import { buildDecoder, DECODER_CONFIGS } from './decoder.ts';
 
 export { buildAddModel, addModelShape, type AddModelOptions } from './add.ts';
 export { buildImageCnn, imageCnnWeights, IMAGE_CNN_LABELS, IMAGE_CNN_CHANNELS, type ImageCnnOptions, type ImageCnnWeights } from './image-cnn.ts';
-export { buildMlp, mlpWeights, type MlpOptions, type MlpWeights } from './mlp.ts';
+export { buildMlp, buildDeepMlp, mlpWeights, type MlpOptions, type MlpWeights, type DeepMlpOptions } from './mlp.ts';
 export { OnnxGraphBuilder, mulberry32, normalSampler, randomNormal, heNormal, floatAttr, IR_VERSION, OPSET_VERSION } from './onnx-builder.ts';
 export type { Dim, ElemType, InitData, AttrValue } from './onnx-builder.ts';
 export { externalizeModel, writeExternalDataModel, usesExternalData, type ExternalDataOptions, type ExternalizedModel } from './external-data.ts';

@@ -65,3 +65,40 @@ export function buildMlp(opts: MlpOptions = {}): Uint8Array {
   g.output('y', 'float32', ['batch', w.outputDim]);
   return g.encode();
 }
+
+/** Options for {@link buildDeepMlp}. */
+export interface DeepMlpOptions {
+  readonly layers?: number;
+  readonly width?: number;
+  readonly inputDim?: number;
+  readonly outputDim?: number;
+  readonly seed?: number;
+}
+
+/**
+ * A deeper MLP for pipeline tests and benchmarks (`ms-serve split`, staged servables): `layers`
+ * hidden layers of `width` (MatMul + Add + Relu each), then a linear output. `x` float32
+ * `['batch', inputDim]` -> `y` float32 `['batch', outputDim]`. Defaults: 8 layers of 512, 256 -> 16.
+ */
+export function buildDeepMlp(opts: DeepMlpOptions = {}): Uint8Array {
+  const { layers = 8, width = 512, inputDim = 256, outputDim = 16, seed = 4321 } = opts;
+  const normal = normalSampler(mulberry32(seed));
+  const g = new OnnxGraphBuilder('deep_mlp', `ms-serve builtin: random-weight MLP ${inputDim}-${layers}x${width}-${outputDim}, seed ${seed}`);
+  g.input('x', 'float32', ['batch', inputDim]);
+  let h = 'x';
+  let fanIn = inputDim;
+  for (let l = 0; l < layers; l++) {
+    g.initializer(`fc${l}.weight`, heNormal(fanIn * width, fanIn, normal), [fanIn, width]);
+    g.initializer(`fc${l}.bias`, randomNormal(width, BIAS_STD, normal), [width]);
+    h = g.op('MatMul', [h, `fc${l}.weight`], {}, `fc${l}.matmul`);
+    h = g.op('Add', [h, `fc${l}.bias`], {}, `fc${l}.out`);
+    h = g.op('Relu', [h], {}, `relu${l}`);
+    fanIn = width;
+  }
+  g.initializer('head.weight', heNormal(fanIn * outputDim, fanIn, normal), [fanIn, outputDim]);
+  g.initializer('head.bias', randomNormal(outputDim, BIAS_STD, normal), [outputDim]);
+  h = g.op('MatMul', [h, 'head.weight'], {}, 'head.matmul');
+  g.op('Add', [h, 'head.bias'], {}, 'y');
+  g.output('y', 'float32', ['batch', outputDim]);
+  return g.encode();
+}

@@ -147,6 +147,20 @@ function crossingAt(ix: GraphIndex, p: number): number {
   return live.size
 }
 
+/** Ops onnxruntime fuses with what follows them (a bias Add, an activation): a cut right after one costs the fusion. */
+const FUSES_FORWARD = new Set(['MatMul', 'Conv', 'ConvTranspose', 'Gemm', 'MatMulInteger', 'MatMulNBits', 'FusedMatMul'])
+const ACTIVATIONS = new Set(['Relu', 'Gelu', 'Sigmoid', 'Tanh', 'LeakyRelu', 'HardSigmoid', 'Clip', 'Softplus', 'Elu', 'Selu', 'Swish', 'FastGelu', 'BiasGelu'])
+
+/** 0 for a cut after an activation or a plain op; more where the cut splits a fusable pair (MatMul|Add, Add|Relu). */
+function fusionPenalty(ix: GraphIndex, p: number): number {
+  const before = ix.nodes[p - 1]
+  const after = ix.nodes[p]
+  if (!before || !after) return 0
+  if (FUSES_FORWARD.has(before.opType ?? '')) return 2
+  if (before.opType === 'Add' && ACTIVATIONS.has(after.opType ?? '')) return 1
+  return 0
+}
+
 /** Even node-count boundaries, each moved to the nearby position where the fewest tensors cross. */
 function assignByNodes(ix: GraphIndex, stages: number): Int32Array {
   const n = ix.nodes.length
@@ -159,7 +173,7 @@ function assignByNodes(ix: GraphIndex, stages: number): Int32Array {
     let best = lo
     let bestCost = Infinity
     for (let p = lo; p <= hi; p++) {
-      const cost = crossingAt(ix, p) * n + Math.abs(p - target)
+      const cost = (crossingAt(ix, p) * 4 + fusionPenalty(ix, p)) * n + Math.abs(p - target)
       if (cost < bestCost) { bestCost = cost; best = p }
     }
     cuts.push(best)

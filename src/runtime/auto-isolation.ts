@@ -92,6 +92,7 @@ export function chooseIsolation(servable: ValidServable, device: DevicePlan): Pr
 async function decide(servable: ValidServable, device: DevicePlan): Promise<IsolationChoice> {
   if (servable.llm) return { isolation: 'process', reason: 'an LLM: the engine loop runs off the listeners' }
   if (device.deviceType !== 'cpu') return { isolation: 'process', reason: `device ${device.deviceType}` }
+  if (servable.models.some((m) => m.stages)) return { isolation: 'process', reason: 'a model in pipeline stages: its stages run in their own process' }
   let bytes = 0
   for (const m of servable.models) { try { bytes += statSync(m.path).size } catch { /* the replica's load reports it */ } }
   if (bytes > AUTO_PROBE_MAX_BYTES) return { isolation: 'process', reason: `models of ${Math.round(bytes / 2 ** 20)} MiB, not probed` }

@@ -30,6 +30,25 @@ export interface DevicePlan {
   executionProviders: Array<string | { name: string; deviceId?: number }>
   /** Where the replica runs (see replica.ts); `auto` is decided when its servable loads. */
   isolation: IsolationSetting
+  /**
+   * A pipeline replica of a staged model (declareModel `stages`): the device of each stage, in
+   * order (this plan is the first one's). Absent: every model runs on this device.
+   */
+  stageDevices?: DevicePlan[]
+}
+
+/**
+ * The replicas of a servable whose models are split into `stages` pipeline stages: one pipeline
+ * per `stages` devices, stage k on the k-th device of its pipeline. Fewer devices than stages:
+ * one pipeline, stages placed on the devices in turn (stage k on device k mod n).
+ */
+export function pipelinePlans(plans: readonly DevicePlan[], stages: number): DevicePlan[] {
+  if (stages <= 1 || plans.length === 0) return [...plans]
+  const pipelines = Math.max(1, Math.floor(plans.length / stages))
+  return Array.from({ length: pipelines }, (_, p) => {
+    const stageDevices = Array.from({ length: stages }, (_, k) => plans[(p * stages + k) % plans.length]!)
+    return { ...stageDevices[0]!, stageDevices }
+  })
 }
 
 /**

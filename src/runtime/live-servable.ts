@@ -8,7 +8,7 @@ import { BatchQueue, type QueuedItem } from '../batching/dynamic-batcher.ts'
 import { factError, ServeError, toServeError } from '../errors.ts'
 import type { ValidMethod, ValidServable } from '../config/validate.ts'
 import type { Value } from '../tensor.ts'
-import type { DevicePlan } from './devices.ts'
+import { pipelinePlans, type DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
 import { ReplicaPool } from './replica-pool.ts'
 import { chooseIsolation } from './auto-isolation.ts'
@@ -76,7 +76,11 @@ export interface LiveServableOptions {
   metrics?: ServerMetrics
 }
 
-export interface ModelStats { name: string; executions: number; inferences: number; padded: number; computeMs: number; batchSizes: Record<number, number> }
+export interface ModelStats {
+  name: string; executions: number; inferences: number; padded: number; computeMs: number; batchSizes: Record<number, number>
+  /** A staged model: milliseconds each stage was busy (summed over batches and replicas). */
+  stageMs?: number[]
+}
 export interface MethodStats { requests: number; instances: number; errors: number; batches: number; queueMs: number; batchSizes: Record<number, number> }
 
 export class LiveServable {
@@ -107,7 +111,9 @@ export class LiveServable {
     this.metrics.replicaRestarts.inc(sv, 0)
     this.signature = predictSignature(servable, [])
     const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'))
-    const replicas = devices.map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
+    // A servable with staged models runs one pipeline replica per `stages` devices (devices.ts).
+    const stages = Math.max(1, ...servable.models.map((m) => m.stages?.length ?? 1))
+    const replicas = pipelinePlans(devices, stages).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
     this.pool = new ReplicaPool(replicas, {
       available: () => this.pumpAll(),
       idle: () => this.checkIdle(),
@@ -241,6 +247,10 @@ export class LiveServable {
           ms.padded += r.padded
           ms.computeMs += r.ms
           ms.batchSizes[r.batch] = (ms.batchSizes[r.batch] ?? 0) + 1
+          if (r.stageMs) {
+            const acc = (ms.stageMs ??= r.stageMs.map(() => 0))
+            r.stageMs.forEach((x, k) => { acc[k] = (acc[k] ?? 0) + x })
+          }
           const m = this.modelSeries[r.model]!
           m.compute.observe(r.ms / 1000)
           m.batch.observe(r.batch)

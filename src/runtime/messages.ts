@@ -45,7 +45,8 @@ export interface ModelInfo {
   fixedBatch: boolean
 }
 
-export interface RunStat { model: number; batch: number; padded: number; ms: number }
+/** One model run in a replica; `stageMs`: a staged model's time in each stage (runtime/staged-session.ts). */
+export interface RunStat { model: number; batch: number; padded: number; ms: number; stageMs?: number[] }
 
 export type ParentMessage =
   | { type: 'init'; servable: ValidServable; device: DevicePlan }

@@ -9,6 +9,7 @@ import { ServeError } from '../errors.ts'
 import type { ValidModel } from '../config/validate.ts'
 import type { ModelInfo, RunStat, TensorMeta } from './messages.ts'
 import { checkModelInput, inputSpecs, ORT_TO_DTYPE, type InputSpec } from './input-check.ts'
+import { StagedSession } from './staged-session.ts'
 
 type Ort = typeof ortTypes
 
@@ -34,7 +35,7 @@ export class ModelRunner {
     return this.session.release()
   }
 
-  constructor(private readonly ort: Ort, private readonly session: ortTypes.InferenceSession, readonly model: ValidModel) {
+  constructor(private readonly ort: Ort, private readonly session: ortTypes.InferenceSession | StagedSession, readonly model: ValidModel) {
     const inMeta = session.inputMetadata.map(metaOf)
     const outMeta = session.outputMetadata.map(metaOf)
     const batchDims = model.withBatchDim ? inMeta.filter((_, i) => !model.withoutBatchDimInputs.includes(i)).concat(outMeta).map((m) => m.shape[0]) : []
@@ -141,9 +142,12 @@ export class ModelRunner {
       feeds[spec.name] = new this.ort.Tensor(DTYPES[dtype].ort as 'float32', data as Float32Array, [batch, ...rowShape])
     })
     const t0 = performance.now()
-    const out = await this.session.run(feeds)
+    let out: ortTypes.InferenceSession.ReturnType
+    let stageMs: number[] | undefined
+    if (this.session instanceof StagedSession) ({ out, stageMs } = await this.session.runTimed(feeds))
+    else out = await this.session.run(feeds)
     const ms = performance.now() - t0
-    this.stats.push({ model: this.model.index, batch: n, padded: batch - n, ms })
+    this.stats.push({ model: this.model.index, batch: n, padded: batch - n, ms, ...(stageMs ? { stageMs } : {}) })
     const perRow: Value[][] = rows.map(() => [])
     for (const meta of this.info.outputs) {
       const t = out[meta.name]!

@@ -11,7 +11,8 @@ import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import { ModelRunner } from './model-runner.ts'
 import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
 import { errorToWire, instanceAsIs, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
-import { fail, type ValidServable } from '../config/validate.ts'
+import { fail, type ValidModel, type ValidServable } from '../config/validate.ts'
+import { StagedSession } from './staged-session.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
 import { modelSessionOptions } from './session-options.ts'
@@ -70,11 +71,12 @@ export class ReplicaCore {
     const def = await importCompiled(servable.compiledFile)
     const runners: ModelRunner[] = []
     for (const m of servable.models) {
-      let session: ort.InferenceSession
+      let session: ort.InferenceSession | StagedSession
       try {
-        session = await ort.InferenceSession.create(m.path, modelSessionOptions(m, device))
+        session = m.stages ? await loadStages(m, device) : await ort.InferenceSession.create(m.path, modelSessionOptions(m, device))
       } catch (e) {
         await Promise.all(runners.map((r) => r.release()))
+        if (e instanceof ServeError && e.code === 'CONFIG_INVALID') fail(servable.configFile, m.site, e.message)
         fail(servable.configFile, m.site, `cannot load model ${m.path} on ${device.deviceType}:${device.deviceId}: ${(e as Error).message}`)
       }
       runners.push(new ModelRunner(ort, session, m))
@@ -105,5 +107,25 @@ export class ReplicaCore {
       const err = errorToWire(new ServeError('INFERENCE_FAILED', `replica could not send the result of ${methodName}: ${(e as Error).message}`))
       this.send({ type: 'result', id, results: instances.map(() => err), runs, ms: performance.now() - t0 })
     }
+  }
+}
+
+/** A staged model's sessions, stage k on the pipeline's k-th device (devices.ts pipelinePlans), checked to chain. */
+async function loadStages(m: ValidModel, device: DevicePlan): Promise<StagedSession> {
+  const stages = m.stages!
+  const sessions: ort.InferenceSession[] = []
+  try {
+    for (const [k, st] of stages.entries()) {
+      const d = device.stageDevices?.[k] ?? device
+      try {
+        sessions.push(await ort.InferenceSession.create(st.path, modelSessionOptions(m, d)))
+      } catch (e) {
+        throw new Error(`cannot load stage ${k + 1} ${st.path} on ${d.deviceType}:${d.deviceId}: ${(e as Error).message}`)
+      }
+    }
+    return new StagedSession(sessions, stages.map((s) => s.file))
+  } catch (e) {
+    await Promise.all(sessions.map((s) => s.release()))
+    throw e
   }
 }

@@ -53,7 +53,7 @@ export class ReplicaPool {
     const n = this.replicas.length
     for (let k = 0; k < n; k++) {
       const r = this.replicas[(this.rr + k) % n]!
-      if (r.state !== 'ready' || r.inflightGroups >= MAX_INFLIGHT_GROUPS) continue
+      if (r.state !== 'ready' || r.inflightGroups >= r.maxInflightGroups) continue
       if (!best || r.inflightInstances < best.inflightInstances) best = r
     }
     return best

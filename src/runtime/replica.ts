@@ -12,6 +12,7 @@ import type { LlmInfo, LlmWireRequest, ModelInfo, ParentMessage, ReplicaMessage,
 import type { GenerateEvent } from '../llm/types.ts'
 import { instanceAsIs, instanceToWire, type WireResult } from './wire.ts'
 import { IdleWaiters } from './idle.ts'
+import { MAX_INFLIGHT_GROUPS } from './replica-pool.ts'
 import { localTransport, type Transport, type TransportEvents, type TransportFactory } from './transport.ts'
 import type { Value } from '../tensor.ts'
 
@@ -205,6 +206,14 @@ export class Replica {
 
   /** Groups sent and not yet answered. */
   get inflightGroups(): number { return this.inflight.size }
+
+  /**
+   * Groups this replica takes at once: 2 lets the next batch cross the IPC pipe while one runs; a
+   * pipeline of staged models takes one more per stage, so every stage has a batch to work on.
+   */
+  get maxInflightGroups(): number {
+    return MAX_INFLIGHT_GROUPS + Math.max(0, ...this.servable.models.map((m) => (m.stages?.length ?? 1) - 1))
+  }
 
   private send(msg: ParentMessage): void {
     this.channel?.send(msg)

@@ -28,6 +28,8 @@ export interface ModelSnapshot {
   inferences: number
   padded: number
   computeMs: number
+  /** A staged model: milliseconds each stage was busy. */
+  stageMs?: number[]
   batchSizes: Record<number, number>
   maxBatchSize: number | null
   avgBatchSize: number

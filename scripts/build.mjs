@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
-const entries = ['src/api.ts', 'src/cli/main.ts']
+const entries = ['src/api.ts', 'src/cli/main.ts', 'src/client/index.ts']
 for (const dir of ['src/runtime', 'src/llm', 'src/bench', 'src/protocol']) {
   if (!existsSync(join(root, dir))) continue
   for (const f of readdirSync(join(root, dir))) if (f.endsWith('-main.ts')) entries.push(`${dir}/${f}`)
@@ -39,12 +39,14 @@ if (process.argv.includes('--types')) {
   // without skipLibCheck. Bundling keeps only what api.ts exports and what those types mention;
   // grpc-js's status enum is inlined so that the file imports nothing.
   const { generateDtsBundle } = (await import('dts-bundle-generator')).default
-  const [dts] = generateDtsBundle([{
-    filePath: join(root, 'src', 'api.ts'),
+  const [dts, clientDts] = generateDtsBundle(['api.ts', join('client', 'index.ts')].map((f) => ({
+    filePath: join(root, 'src', f),
     libraries: { inlinedLibraries: ['@grpc/grpc-js'] },
     output: { noBanner: true, exportReferencedTypes: false },
-  }], { preferredConfigPath: join(root, 'tsconfig.build.json') })
+  })), { preferredConfigPath: join(root, 'tsconfig.build.json') })
   writeFileSync(join(root, 'dist', 'api.d.ts'), `// ms-serve's public API (generated from src/api.ts by scripts/build.mjs --types).\n${dts}`)
+  // `ms-serve/client` (package.json exports): the client library's declarations, one file too.
+  writeFileSync(join(root, 'dist', 'client.d.ts'), `// ms-serve/client (generated from src/client/index.ts by scripts/build.mjs --types).\n${clientDts}`)
   if (!process.argv.includes('--quiet')) console.log(`ms-serve: wrote dist/api.d.ts in ${Date.now() - t1} ms`)
 }
 

@@ -4,7 +4,8 @@
  * ITL, E2EL) are computed from those times by the recorder, as vLLM's benchmark does client side.
  */
 import { Pool } from 'undici'
-import { interpretEvent, SseParser } from './sse.ts'
+import { SseParser } from '../client/sse.ts'
+import { interpretEvent } from './sse.ts'
 import { errorMessageOf, failed, networkErrorKind, type SendOutcome, type Target } from './target.ts'
 import type { GenerateRoute } from './types.ts'
 

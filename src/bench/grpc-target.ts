@@ -1,11 +1,13 @@
 /**
- * MindSpore gRPC predict through MsGrpcClient (one HTTP/2 channel, as MindSpore's client uses).
- * The request message is built once per distinct input; the reply is only decoded when it carries
- * error messages.
+ * MindSpore gRPC predict through the client's gRPC transport (one HTTP/2 channel, as MindSpore's
+ * client uses). The request message is built once per distinct input and sent with predictWire;
+ * the reply is only decoded when it carries error messages.
  */
 import { status as GrpcStatus } from '@grpc/grpc-js'
-import { MsGrpcClient } from '../client/grpc-client.ts'
-import { decodeReply, encodeRequest, type WirePredictRequest } from '../protocol/grpc/ms-codec.ts'
+import { Client } from '../client/client.ts'
+import { isClientError } from '../client/errors.ts'
+import { predictResults } from '../client/grpc-transport.ts'
+import { encodeRequest, type WirePredictRequest } from '../protocol/grpc/ms-codec.ts'
 import type { Value } from '../tensor.ts'
 import { failed, OK, type SendOutcome, type Target } from './target.ts'
 
@@ -22,7 +24,8 @@ export interface GrpcPredictOptions {
 const STATUS_NAMES = new Map<number, string>(Object.entries(GrpcStatus).filter(([, v]) => typeof v === 'number').map(([k, v]) => [v as number, k]))
 
 export function grpcPredictTarget(o: GrpcPredictOptions): Target {
-  const client = new MsGrpcClient(o.address)
+  const client = new Client({ grpc: o.address })
+  const transport = client.grpcTransport!
   const wires: WirePredictRequest[] = o.requests.map((r) => encodeRequest(o.servable, o.method, o.version, r))
   const itemsPerRequest = o.requests[0]?.length ?? 1
   const opts = { timeoutMs: o.timeoutMs }
@@ -33,22 +36,21 @@ export function grpcPredictTarget(o: GrpcPredictOptions): Target {
     async send(): Promise<SendOutcome> {
       const req = wires[next++ % wires.length]!
       try {
-        const reply = await client.predictWire(req, opts)
+        const reply = await transport.predictWire(req, opts)
         if (reply.error_msg && reply.error_msg.length > 0) {
-          const r = decodeReply(reply)
-          if ('error' in r) return failed('ms_error', r.error.message)
-          const bad = r.instances.find((i) => 'error' in i)
-          if (bad && 'error' in bad) return failed('ms_error', bad.error.message)
+          const bad = predictResults(reply).find((i) => i.error !== undefined)
+          if (bad) return failed('ms_error', bad.error!)
         }
         return OK
       } catch (e) {
-        const code = (e as { code?: number }).code
-        const name = typeof code === 'number' ? STATUS_NAMES.get(code) ?? String(code) : 'ERROR'
-        return failed(`grpc_${name}`, (e as { details?: string }).details || (e as Error).message)
+        if (!isClientError(e)) return failed('client_error', (e as Error).message)
+        // A whole-request error in the reply (gRPC status OK) or a gRPC status of the call.
+        if (e.grpcCode === GrpcStatus.OK) return failed('ms_error', e.message)
+        return failed(`grpc_${e.grpcCode === undefined ? 'ERROR' : STATUS_NAMES.get(e.grpcCode) ?? String(e.grpcCode)}`, e.message)
       }
     },
     async close(): Promise<void> {
-      client.close()
+      await client.close()
     },
   }
 }

@@ -13,6 +13,8 @@ import { DEFAULT_POLICY, MIN_WATCHDOG_MS, POLICY_RANGES, type IntRange, type Ser
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol/rest/server.ts'
 import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
+import { registerClientCommands } from './client-commands.ts'
+import { registerSplitCommand } from './split.ts'
 import { VERSION } from '../version.ts'
 import { CLIENT_AUTH, collectApiKeys, loadTls, type ClientAuth } from '../config/security.ts'
 import { createLogger, LOG_ENV, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
@@ -200,6 +202,8 @@ program
   })
 
 registerBenchCommand(program)
+registerClientCommands(program)
+registerSplitCommand(program, fail)
 // Set on every command (settings are copied to subcommands only when they are created): each usage
 // error names the command whose --help lists what it accepts.
 for (const cmd of [program, ...program.commands]) {

@@ -6,6 +6,7 @@
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildAddModel, buildImageCnn, OnnxGraphBuilder, type Dim } from '../../src/models/index.ts'
+import { IR_VERSION, makeValueInfo, onnx, OPSET_VERSION } from '../../src/models/onnx-builder.ts'
 import { ROOT } from './server.ts'
 
 export const FIXTURES = join(ROOT, 'test', 'fixtures', 'servables')
@@ -19,6 +20,27 @@ export function binaryModel(op: 'Add' | 'Mul', shape: Dim[]): Uint8Array {
   g.output('y', 'float32', shape)
   return g.encode()
 }
+
+/**
+ * outputs = inputs (one Identity each) for element types the graph builder does not declare:
+ * `[name, ONNX TensorProto.DataType, dims]` per input, output i named `<name>_out`.
+ */
+export function identityModel(inputs: Array<[name: string, elemType: number, dims: Dim[]]>): Uint8Array {
+  const model = onnx.ModelProto.create({
+    irVersion: IR_VERSION,
+    producerName: 'ms-serve-test',
+    opsetImport: [{ domain: '', version: OPSET_VERSION }],
+    graph: {
+      name: 'identity',
+      node: inputs.map(([name]) => ({ name: `id_${name}`, opType: 'Identity', input: [name], output: [`${name}_out`] })),
+      input: inputs.map(([name, t, dims]) => makeValueInfo(name, t, dims)),
+      output: inputs.map(([name, t, dims]) => makeValueInfo(`${name}_out`, t, dims)),
+    },
+  })
+  return onnx.ModelProto.encode(model).finish()
+}
+
+const T = onnx.TensorProto.DataType
 
 /** Writes DIR/<name>/servable_config.ts from `configFile` and each version's model files. */
 export function writeServable(dir: string, name: string, configFile: string, versions: Record<number, Record<string, Uint8Array>>): string {
@@ -54,6 +76,9 @@ export const FIXTURE_SERVABLES: Record<string, (dir: string) => string> = {
   crashy: (dir) => writeServable(dir, 'crashy', fixture('crashy'), { 1: { 'add.onnx': ADD() } }),
   constant: (dir) => writeServable(dir, 'constant', fixture('constant'), { 1: { 'add.onnx': ADD() } }),
   stall: (dir) => writeServable(dir, 'stall', fixture('stall'), { 1: { 'add.onnx': ADD() } }),
+  dtypes: (dir) => writeServable(dir, 'dtypes', fixture('dtypes'), {
+    1: { 'identity.onnx': identityModel([['h', T.FLOAT16, ['batch', 3]], ['i', T.INT64, ['batch', 3]], ['d', T.DOUBLE, ['batch', 2]], ['b', T.BOOL, ['batch', 2]]]) },
+  }),
   // Version 1 adds, version 2 multiplies.
   addv: (dir) => writeServable(dir, 'addv', fixture('addv'), { 1: { 'model.onnx': ADD() }, 2: { 'model.onnx': binaryModel('Mul', ['batch', 2, 2]) } }),
 }

@@ -12,7 +12,7 @@ import { Tensor, tensor, type Value } from '../../src/tensor.ts'
 import type { MsErrorLike } from '../../src/protocol/grpc/ms-codec.ts'
 import type { InstanceOutcome } from '../../src/runtime/predict-outcome.ts'
 import { addMsService, findPackageRoot, msServerOptions, type MsPredictCall } from '../../src/protocol/grpc/ms-service.ts'
-import { MsGrpcClient } from '../../src/client/grpc-client.ts'
+import { Client, ClientError } from '../../src/client/index.ts'
 import { pyFloat2x2 as y, runPythonClient } from '../helpers/python.ts'
 
 /** Fake servable `add`: add_common(x1, x2) -> y = x1 + x2 (float32 2x2), echo(text, raw) -> text!, reversed raw. */
@@ -88,22 +88,19 @@ test('Python grpcio client against addMsService', async () => {
   assert.deepEqual(r['bad_version']!.spec, { name: 'add', method: 'add_common', version: 2 })
 })
 
-test('Node MsGrpcClient against addMsService', async () => {
-  const client = new MsGrpcClient(address)
+test('Node Client (gRPC) against addMsService', async () => {
+  const client = new Client({ grpc: address })
   try {
     const x1 = tensor('float32', [2, 2], [1, 2, 3, 4])
-    const ok = await client.predict('add', 'add_common', [{ x1, x2: x1 }, { x1, x2: tensor('float32', [1], [0]) }])
-    assert.ok('instances' in ok)
-    const [first, second] = ok.instances
-    assert.deepEqual(((first as { outputs: Record<string, Value> }).outputs['y'] as Tensor).toArray(), [2, 4, 6, 8])
-    assert.deepEqual(second, { error: { msStatus: 2, message: 'Given model input 1 size 4 not match the size 16 defined in model' } })
-    const echo = await client.predict('add', 'echo', { text: 'héllo', raw: new Uint8Array([1, 2]) })
-    assert.ok('instances' in echo)
-    const out = (echo.instances[0] as { outputs: Record<string, Value> }).outputs
+    const [first, second] = await client.predict('add', 'add_common', [{ x1, x2: x1 }, { x1, x2: tensor('float32', [1], [0]) }])
+    assert.deepEqual((first!.outputs!['y'] as Tensor).toArray(), [2, 4, 6, 8])
+    assert.deepEqual(second, { error: 'Given model input 1 size 4 not match the size 16 defined in model', msStatus: 2 })
+    const [echo] = await client.predict('add', 'echo', { text: 'héllo', raw: new Uint8Array([1, 2]) })
+    const out: Record<string, Value> = echo!.outputs!
     assert.equal(out['text'], 'héllo!')
     assert.deepEqual([...(out['raw'] as Uint8Array)], [2, 1])
-    assert.deepEqual(await client.predict('nope', 'm', { x: 'a' }), { error: { msStatus: 2, message: 'Request servable(nope) method(m) , servable is not available' } })
+    await assert.rejects(client.predict('nope', 'm', { x: 'a' }), (e: ClientError) => e instanceof ClientError && e.msStatus === 2 && e.message === 'Request servable(nope) method(m) , servable is not available')
   } finally {
-    client.close()
+    await client.close()
   }
 })

@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { MsGrpcClient } from '../../src/client/grpc-client.ts'
+import { Client } from '../../src/client/index.ts'
 import { ADD_BODY, addServable, X1, X2 } from '../helpers/fixtures.ts'
 import { tensor } from '../../src/tensor.ts'
 import { postJson as post, runCli, startServer, type StartedServer } from '../helpers/server.ts'
@@ -45,12 +45,12 @@ describe('/metrics', () => {
     }
     const bad = await fetch(`${srv.rest}/model/add:add_common`, { method: 'POST', body: '{"instances":[{"x1":1}]}' })
     assert.notEqual(bad.status, 200)
-    const client = new MsGrpcClient(srv.grpc)
+    const client = new Client({ grpc: srv.grpc })
     try {
-      const out = await client.predict('add', 'add_common', { x1: tensor('float32', [2, 2], X1.flat()), x2: tensor('float32', [2, 2], X2.flat()) })
-      assert.ok('instances' in out)
+      const [out] = await client.predict('add', 'add_common', { x1: tensor('float32', [2, 2], X1.flat()), x2: tensor('float32', [2, 2], X2.flat()) })
+      assert.ok(out?.outputs, out?.error)
     } finally {
-      client.close()
+      await client.close()
     }
     const gen = await post(`${srv.rest}/generate`, { inputs: 'Hello', parameters: { max_new_tokens: 5, ignore_eos: true } })
     assert.equal(gen.status, 200, JSON.stringify(gen.json))

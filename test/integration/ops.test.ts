@@ -17,7 +17,7 @@ import { addServable, writeServable } from '../helpers/fixtures.ts'
 import { logEvents, postJson, ROOT, startServer, type StartedServer } from '../helpers/server.ts'
 import { generateClient } from '../helpers/grpc-generate.ts'
 import { generateStubs } from '../helpers/python.ts'
-import { MsGrpcClient } from '../../src/client/grpc-client.ts'
+import { Client, type ClientError } from '../../src/client/index.ts'
 import { tensor } from '../../src/tensor.ts'
 import { BUILTIN_MODELS } from '../../src/models/index.ts'
 
@@ -111,16 +111,22 @@ describe('TLS, mutual TLS and an API key', () => {
   test('Node gRPC client: mutual TLS + key answers; no key is UNAUTHENTICATED; no client certificate is refused; health needs no key', async () => {
     const read = (p: string) => readFileSync(p)
     const mtls = grpc.credentials.createSsl(read(certs.ca), read(certs.clientKey), read(certs.clientCert))
-    const ok = new MsGrpcClient(srv.grpc, { credentials: mtls, apiKey: KEY })
-    const r = await ok.predict('add', 'add_common', { x1: X(), x2: X() })
-    assert.ok(!('error' in r), JSON.stringify(r))
-    ok.close()
-    const noKey = new MsGrpcClient(srv.grpc, { credentials: mtls })
-    await assert.rejects(noKey.predict('add', 'add_common', { x1: X(), x2: X() }), (e: any) => e.code === grpc.status.UNAUTHENTICATED && /API key/.test(e.details))
-    noKey.close()
-    const noCert = new MsGrpcClient(srv.grpc, { credentials: grpc.credentials.createSsl(read(certs.ca)), apiKey: KEY })
-    await assert.rejects(noCert.predict('add', 'add_common', { x1: X(), x2: X() }, 0, { timeoutMs: 5000 }), (e: any) => e.code === grpc.status.UNAVAILABLE || e.code === grpc.status.DEADLINE_EXCEEDED)
-    noCert.close()
+    const tls = { ca: read(certs.ca), cert: read(certs.clientCert), key: read(certs.clientKey) }
+    const ok = new Client({ grpc: srv.grpc, tls, apiKey: KEY })
+    const [r] = await ok.predict('add', 'add_common', { x1: X(), x2: X() })
+    assert.ok(r?.outputs, r?.error)
+    await ok.close()
+    const noKey = new Client({ grpc: srv.grpc, tls })
+    await assert.rejects(noKey.predict('add', 'add_common', { x1: X(), x2: X() }), (e: ClientError) => e.grpcCode === grpc.status.UNAUTHENTICATED && e.code === 'UNAUTHENTICATED' && /API key/.test(e.message))
+    await noKey.close()
+    const noCert = new Client({ grpc: srv.grpc, tls: { ca: tls.ca }, apiKey: KEY })
+    await assert.rejects(noCert.predict('add', 'add_common', { x1: X(), x2: X() }, { timeoutMs: 5000 }), (e: ClientError) => e.grpcCode === grpc.status.UNAVAILABLE || e.grpcCode === grpc.status.DEADLINE_EXCEEDED)
+    await noCert.close()
+    // The client over HTTPS with a client certificate: predict and readiness.
+    const https = new Client({ url: srv.rest.replace('http://', 'https://'), tls, apiKey: KEY })
+    assert.deepEqual(await https.health(), { live: true, ready: true })
+    assert.deepEqual((await https.predict('add', 'add_common', { x1: X(), x2: X() }))[0]!.outputs!['y'], tensor('float32', [2, 2], [2, 4, 6, 8]))
+    await https.close()
     const h = healthClient(srv.grpc, mtls)
     assert.equal((await h.check('')).status, 'SERVING')
     h.close()
@@ -198,12 +204,12 @@ describe('API keys on every route family, health, reflection and logs', () => {
 
   test('gRPC: Predict and Generate need the key; health reports per servable; reflection lists the services', async () => {
     const insecure = grpc.credentials.createInsecure()
-    const bad = new MsGrpcClient(srv.grpc, { apiKey: 'wrong' })
-    await assert.rejects(bad.predict('add', 'add_common', { x1: X(), x2: X() }), (e: any) => e.code === grpc.status.UNAUTHENTICATED && /not valid/.test(e.details))
-    bad.close()
-    const good = new MsGrpcClient(srv.grpc, { apiKey: FLAG_KEY })
-    assert.ok(!('error' in await good.predict('add', 'add_common', { x1: X(), x2: X() })))
-    good.close()
+    const bad = new Client({ grpc: srv.grpc, apiKey: 'wrong' })
+    await assert.rejects(bad.predict('add', 'add_common', { x1: X(), x2: X() }), (e: ClientError) => e.grpcCode === grpc.status.UNAUTHENTICATED && /not valid/.test(e.message))
+    await bad.close()
+    const good = new Client({ grpc: srv.grpc, apiKey: FLAG_KEY })
+    assert.ok((await good.predict('add', 'add_common', { x1: X(), x2: X() }))[0]!.outputs)
+    await good.close()
     const gen = generateClient(srv.grpc, insecure)
     await assert.rejects(gen.generate({ servable: 'llm', prompt: 'hi', max_new_tokens: 2 }), (e: any) => e.code === grpc.status.UNAUTHENTICATED)
     gen.close()
@@ -234,9 +240,9 @@ describe('API keys on every route family, health, reflection and logs', () => {
     const chat = await post('/v1/chat/completions', { model: 'llm', messages: [{ role: 'user', content: 'hi' }], max_tokens: 3 }, { authorization: `Bearer ${FLAG_KEY}`, 'x-request-id': 'req-llm-7' })
     assert.equal(chat.status, 200)
     const usage = (await chat.json()).usage
-    const md = new MsGrpcClient(srv.grpc, { apiKey: FLAG_KEY, metadata: { 'x-request-id': 'req-grpc-3' } })
+    const md = new Client({ grpc: srv.grpc, apiKey: FLAG_KEY, headers: { 'x-request-id': 'req-grpc-3' } })
     await md.predict('add', 'add_common', { x1: X(), x2: X() })
-    md.close()
+    await md.close()
     // Lines are written as they happen; give the last ones a moment to arrive.
     let events: Array<Record<string, any>> = []
     for (let i = 0; i < 50; i++) {

@@ -54,6 +54,13 @@ function isAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }
 }
 
+/** A README example: the first ```js block that starts with `// NAME`. */
+function readmeExample(name: string): string {
+  const m = new RegExp('```js\\n(// ' + name.replace('.', '\\.') + '[\\s\\S]*?)```').exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))
+  assert.ok(m, `README.md has the ${name} example`)
+  return m[1]!
+}
+
 /** The README's gRPC client example: the first ```js block that starts with `// predict-grpc.mjs`. */
 function readmeGrpcExample(): string {
   const m = /```js\n(\/\/ predict-grpc\.mjs[\s\S]*?)```/.exec(readFileSync(join(ROOT, 'README.md'), 'utf8'))
@@ -131,6 +138,12 @@ test('npm pack → npm install offline → init, start, predict (REST and gRPC),
   // The helpers' signatures are real types, not `any`: each @ts-expect-error must meet an error.
   writeFileSync(join(app, 'api-check.ts'), [
     "import { castTensor, defineServable, InvalidInputError, tensor, type Tensor } from 'ms-serve'",
+    "import { Client, ClientError, type InstanceResult } from 'ms-serve/client'",
+    "const client: Client = new Client({ url: 'http://127.0.0.1:1' })",
+    "export const pending: Promise<InstanceResult[]> = client.predict('add', 'add_common', { x1: tensor('float32', [1], [1]) })",
+    "export const isErr = (e: unknown): boolean => e instanceof ClientError",
+    '// @ts-expect-error: the servable name is a string',
+    "client.predict(1, 'm', {})",
     "const t: Tensor = castTensor(tensor('int32', [2], [1, 2]), 'float32')",
     "const n: number = t.size",
     "export const checks = [n, new InvalidInputError('x').message, defineServable(() => {}).methods]",
@@ -170,6 +183,10 @@ test('npm pack → npm install offline → init, start, predict (REST and gRPC),
   writeFileSync(join(app, 'predict-grpc.mjs'), readmeGrpcExample())
   const g = await run(process.execPath, ['predict-grpc.mjs'], { cwd: app, env: { ...process.env, MS_SERVE_GRPC: grpc } })
   assert.equal(g.stdout, 'y [2,2] [6,8,10,12]\n')
+  // The README's client example, from the installed package's `ms-serve/client` export.
+  writeFileSync(join(app, 'predict-client.mjs'), readmeExample('predict-client.mjs'))
+  const c = await run(process.execPath, ['predict-client.mjs'], { cwd: app, env: { ...process.env, MS_SERVE_URL: `http://${rest}` } })
+  assert.equal(c.stdout, 'y [2,2] [6,8,10,12]\n')
 
   const stats = await (await fetch(`http://${rest}/stats`)).json() as { servables: Array<{ isolationReason?: string; replicas: Array<{ pid: number; isolation: string }> }> }
   assert.ok(stats.servables.length > 0 && stats.servables.every((s) => s.isolationReason?.startsWith('auto: ')), `the default isolation is auto, with its reason: ${JSON.stringify(stats.servables)}`)

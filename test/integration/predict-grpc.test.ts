@@ -1,4 +1,4 @@
-// MindSpore Serving gRPC (MSService.Predict) against the real CLI, through MsGrpcClient: add_common,
+// MindSpore Serving gRPC (MSService.Predict) against the real CLI, through the client's gRPC transport: add_common,
 // add_cast, versions, image, bytes/strings, and every error of §1.4 / §6 V5 with its MindSpore
 // status and exact text. Application errors always come with gRPC status OK.
 import { after, before, test } from 'node:test'
@@ -10,16 +10,15 @@ import sharp from 'sharp'
 import { status as GrpcStatus } from '@grpc/grpc-js'
 import { startServers, type StartedServer } from '../helpers/server.ts'
 import { predictServables } from '../helpers/fixtures.ts'
-import { MsGrpcClient } from '../../src/client/grpc-client.ts'
-import { encodeRequest, type MsReplyError } from '../../src/protocol/grpc/ms-codec.ts'
-import type { PredictOutcome } from '../../src/runtime/predict-outcome.ts'
+import { Client, ClientError, type InstanceResult } from '../../src/client/index.ts'
+import { encodeRequest } from '../../src/protocol/grpc/ms-codec.ts'
 import { tensor, type Tensor, type Value } from '../../src/tensor.ts'
 import { IMAGE_CNN_LABELS } from '../../src/models/index.ts'
 
 let dir = ''
 let server: StartedServer
 let small: StartedServer
-let client: MsGrpcClient
+let client: Client
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'ms-serve-grpc-'))
@@ -28,11 +27,11 @@ before(async () => {
     [servables, ['--devices', '0', '--config', config]],
     [smallDir, ['--devices', '0', '--max-msg-mb', '1']],
   ])
-  client = new MsGrpcClient(server.grpc)
+  client = new Client({ grpc: server.grpc })
 })
 
 after(async () => {
-  client?.close()
+  await client?.close()
   await Promise.all([server?.stop(), small?.stop()])
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
@@ -42,13 +41,13 @@ const X1 = f32([1, 2, 3, 4])
 const X2 = f32([5, 6, 7, 8])
 
 /** The outputs of every instance; fails on any error. */
-function outputs(r: PredictOutcome<MsReplyError>): Record<string, Value>[] {
-  assert.ok('instances' in r, `expected instances, got ${JSON.stringify(r)}`)
-  return r.instances.map((i, k) => {
-    assert.ok('outputs' in i, `instance ${k} failed: ${JSON.stringify(i)}`)
-    return i.outputs
+function outputs(r: InstanceResult[]): Record<string, Value>[] {
+  return r.map((i, k) => {
+    assert.equal(i.error, undefined, `instance ${k} failed: ${i.error}`)
+    return i.outputs!
   })
 }
+const wire = () => client.grpcTransport!
 const values = (v: Value | undefined) => {
   assert.ok(v && typeof v === 'object' && 'dtype' in v, `expected a tensor, got ${v}`)
   return { dtype: v.dtype, shape: [...v.shape], data: v.toArray() }
@@ -59,12 +58,16 @@ async function assertStillServing(): Promise<void> {
   assert.deepEqual(values(out!['y']), { dtype: 'float32', shape: [2, 2], data: [6, 8, 10, 12] })
 }
 
+/** A whole-request error: thrown, with MindSpore's status in a reply of gRPC status OK. */
 async function wholeError(name: string, method: string, instances: Record<string, Value>[], msStatus: number, message: string | RegExp, version = 0): Promise<void> {
-  const r = await client.predict(name, method, instances, version)
-  assert.ok('error' in r, `expected a whole-request error, got ${JSON.stringify(r)}`)
-  assert.equal(r.error.msStatus, msStatus, r.error.message)
-  if (typeof message === 'string') assert.equal(r.error.message, message)
-  else assert.match(r.error.message, message)
+  await assert.rejects(client.predict(name, method, instances, { version }), (e: unknown) => {
+    assert.ok(e instanceof ClientError, `expected a ClientError, got ${e}`)
+    assert.equal(e.msStatus, msStatus, e.message)
+    assert.equal(e.grpcCode, GrpcStatus.OK)
+    if (typeof message === 'string') assert.equal(e.message, message)
+    else assert.match(e.message, message)
+    return true
+  })
   await assertStillServing()
 }
 
@@ -98,7 +101,7 @@ test('float16 input is not silently accepted by a float32 model', async () => {
 })
 
 test('versions: 1 adds, 2 multiplies, 0 is the newest; 3 is not available', async () => {
-  const y = async (v: number) => values(outputs(await client.predict('addv', 'add_common', { x1: X1, x2: X2 }, v))[0]!['y']).data
+  const y = async (v: number) => values(outputs(await client.predict('addv', 'add_common', { x1: X1, x2: X2 }, { version: v }))[0]!['y']).data
   assert.deepEqual(await y(1), [6, 8, 10, 12])
   assert.deepEqual(await y(2), [5, 12, 21, 32])
   assert.deepEqual(await y(0), [5, 12, 21, 32])
@@ -106,7 +109,7 @@ test('versions: 1 adds, 2 multiplies, 0 is the newest; 3 is not available', asyn
 })
 
 test('the reply copies the request servable_spec', async () => {
-  const reply = await client.predictWire(encodeRequest('addv', 'add_common', 1, [{ x1: X1, x2: X2 }]))
+  const reply = await wire().predictWire(encodeRequest('addv', 'add_common', 1, [{ x1: X1, x2: X2 }]))
   assert.equal(reply.servable_spec?.name, 'addv')
   assert.equal(reply.servable_spec?.method_name, 'add_common')
   assert.equal(Number(reply.servable_spec?.version_number), 1)
@@ -127,18 +130,16 @@ test('image: PNG and JPEG bytes, several instances; a non-image fails in Preproc
   const png = await img().png().toBuffer()
   const jpeg = await img().jpeg().toBuffer()
   const r = await client.predict('image', 'classify', [{ image: png }, { image: jpeg }, { image: Buffer.from('not an image') }])
-  assert.ok('instances' in r)
-  for (const inst of r.instances.slice(0, 2)) {
-    assert.ok('outputs' in inst, JSON.stringify(inst))
+  for (const inst of r.slice(0, 2)) {
+    assert.ok(inst.outputs, JSON.stringify(inst))
     assert.ok(IMAGE_CNN_LABELS.includes(inst.outputs['label'] as string))
     const scores = Array.from((inst.outputs['top_scores'] as Tensor).data as Float32Array)
     assert.ok(scores[0]! >= scores[1]! && scores[1]! >= scores[2]!, `sorted ${scores}`)
     assert.ok(scores.reduce((a, b) => a + b, 0) <= 1 + 1e-6)
   }
-  const bad = r.instances[2]!
-  assert.ok('error' in bad)
-  assert.equal(bad.error.msStatus, 1)
-  assert.match(bad.error.message, /^Call Preprocess Failed, method: 'classify', stage index\(begin with 1\): 1, error msg: cannot decode image/)
+  const bad = r[2]!
+  assert.equal(bad.msStatus, 1)
+  assert.match(bad.error!, /^Call Preprocess Failed, method: 'classify', stage index\(begin with 1\): 1, error msg: cannot decode image/)
 })
 
 test('unknown servable, version and method (V1 vector text)', async () => {
@@ -162,16 +163,15 @@ test('int32 into the float32 model collapses to one error', async () => {
 
 test('mixed per-instance errors: N instances, failed ones empty, N error entries', async () => {
   const request = encodeRequest('add', 'add_common', 0, [{ x1: X1, x2: X2 }, { x1: X1, x2: tensor('float32', [3], [1, 2, 3]) }, { x1: X1, x2: X1 }])
-  const reply = await client.predictWire(request)
+  const reply = await wire().predictWire(request)
   assert.equal(reply.instances?.length, 3)
   assert.deepEqual(reply.instances![1], { items: {}, output_buffers: {} })
   assert.deepEqual(reply.error_msg!.map((e) => [Number(e.error_code), Buffer.from(e.error_msg ?? []).toString()]), [
     [0, ''], [2, 'Given model input 1 size 12 not match the size 16 defined in model'], [0, ''],
   ])
   const r = await client.predict('add', 'add_common', [{ x1: X1, x2: X2 }, { x1: X1, x2: tensor('float32', [3], [1, 2, 3]) }, { x1: X1, x2: X1 }])
-  assert.ok('instances' in r)
-  assert.deepEqual(r.instances[1], { error: { msStatus: 2, message: 'Given model input 1 size 12 not match the size 16 defined in model' } })
-  assert.deepEqual(values((r.instances[2] as { outputs: Record<string, Value> }).outputs['y']).data, [2, 4, 6, 8])
+  assert.deepEqual(r[1], { error: 'Given model input 1 size 12 not match the size 16 defined in model', msStatus: 2 })
+  assert.deepEqual(values(r[2]!.outputs!['y']).data, [2, 4, 6, 8])
 })
 
 /** add@1's counters in /stats (on the same server's REST listener). */
@@ -187,11 +187,11 @@ test('wrong dtype, size and string inputs are refused by the listener without re
   const i32 = tensor('int32', [2, 2], [1, 2, 3, 4])
   await wholeError('add', 'add_common', [{ x1: i32, x2: X2 }], 2, 'Given model input 0 data type kMSI_Int32 not match the data type kMSI_Float32 defined in model')
   const r = await client.predict('add', 'add_common', [{ x1: X1, x2: tensor('float32', [3], [1, 2, 3]) }, { x1: 'text', x2: X2 }, { x1: X1, x2: new Uint8Array(16) }])
-  assert.deepEqual(r, { instances: [
-    { error: { msStatus: 2, message: 'Given model input 1 size 12 not match the size 16 defined in model' } },
-    { error: { msStatus: 2, message: 'Given model input 0 data type kMSI_String not match the data type kMSI_Float32 defined in model' } },
-    { error: { msStatus: 2, message: 'Given model input 1 data type kMSI_Bytes not match the data type kMSI_Float32 defined in model' } },
-  ] })
+  assert.deepEqual(r, [
+    { error: 'Given model input 1 size 12 not match the size 16 defined in model', msStatus: 2 },
+    { error: 'Given model input 0 data type kMSI_String not match the data type kMSI_Float32 defined in model', msStatus: 2 },
+    { error: 'Given model input 1 data type kMSI_Bytes not match the data type kMSI_Float32 defined in model', msStatus: 2 },
+  ])
   const after = await addCounters()
   // wholeError's closing check ran one good request: exactly one instance, nothing from the refused ones.
   assert.equal(after.instances, before.instances + 1)
@@ -202,12 +202,12 @@ test('wrong dtype, size and string inputs are refused by the listener without re
 test('a malformed tensor is rejected before the model', async () => {
   const request = encodeRequest('add', 'add_common', 0, [{ x1: X1, x2: X2 }])
   request.instances![0]!.items!['x1']!.data = Buffer.alloc(12)
-  const reply = await client.predictWire(request)
+  const reply = await wire().predictWire(request)
   assert.deepEqual(reply.instances, [])
   assert.deepEqual(reply.error_msg!.map((e) => [Number(e.error_code), Buffer.from(e.error_msg ?? []).toString()]), [[2, 'Instances input x1 check failed, detail: Tensor check failed: input data size 12 invalid']])
   const str = encodeRequest('add', 'add_common', 0, [{ x1: 'a', x2: X2 }])
   str.instances![0]!.items!['x1']!.shape = { dims: [2] }
-  const r2 = await client.predictWire(str)
+  const r2 = await wire().predictWire(str)
   assert.equal(Buffer.from(r2.error_msg![0]!.error_msg ?? []).toString(), 'Instances input x1 check failed, detail: Instance tensor check failed: bytes or string type input  shape can only be (1,) or empty, but given shape is [2]')
   await assertStillServing()
 })
@@ -216,23 +216,23 @@ test('a TS stage that throws: per instance (Preprocess) and for a whole batch (P
   const neg = f32([1, -2, 3, 4])
   await wholeError('errors', 'checked', [{ x1: neg, x2: X2 }], 1, "Call Preprocess Failed, method: 'checked', stage index(begin with 1): 1, error msg: x1 must be non-negative, got -2")
   const r = await client.predict('errors', 'checked', [{ x1: X1, x2: X2 }, { x1: neg, x2: X2 }])
-  assert.ok('instances' in r)
-  assert.ok('outputs' in r.instances[0]!)
-  assert.deepEqual(r.instances[1], { error: { msStatus: 1, message: "Call Preprocess Failed, method: 'checked', stage index(begin with 1): 1, error msg: x1 must be non-negative, got -2" } })
+  assert.ok(r[0]!.outputs)
+  assert.deepEqual(r[1], { error: "Call Preprocess Failed, method: 'checked', stage index(begin with 1): 1, error msg: x1 must be non-negative, got -2", msStatus: 1 })
   await wholeError('errors', 'post_fail', [{ x1: X1, x2: X2 }, { x1: X2, x2: X1 }], 1, "Call Postprocess Failed, method: 'post_fail', stage index(begin with 1): 2, error msg: postprocess exploded")
 })
 
 test('a message over --max-msg-mb is refused with RESOURCE_EXHAUSTED; the server keeps serving', async () => {
-  const c = new MsGrpcClient(small.grpc)
+  const c = new Client({ grpc: small.grpc })
   try {
     const big = tensor('float32', [300_000], new Float32Array(300_000))
-    await assert.rejects(c.predict('add', 'add_common', { x1: big, x2: X2 }), (e: { code?: number; details?: string }) => {
-      assert.equal(e.code, GrpcStatus.RESOURCE_EXHAUSTED, e.details)
+    await assert.rejects(c.predict('add', 'add_common', { x1: big, x2: X2 }), (e: ClientError) => {
+      assert.equal(e.grpcCode, GrpcStatus.RESOURCE_EXHAUSTED, e.message)
+      assert.equal(e.code, 'PAYLOAD_TOO_LARGE', e.message)
       return true
     })
     const [out] = outputs(await c.predict('add', 'add_common', { x1: X1, x2: X2 }))
     assert.deepEqual(values(out!['y']).data, [6, 8, 10, 12])
   } finally {
-    c.close()
+    await c.close()
   }
 })

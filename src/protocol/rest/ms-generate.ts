@@ -1,7 +1,7 @@
 /**
  * MindSpore-style LLM methods on the predict URL: `POST /model/{name}:generate` returns whole
- * answers; `:generated_stream` streams one JSON event per token (SSE), the last one carrying the
- * full text and finish reason. Instances: `{"prompt": "...", "max_new_tokens": 32, ...sampling}`.
+ * answers; `:generated_stream` streams one JSON event per token (SSE: index, token, token_id,
+ * logprob), the last one carrying the full text and finish reason. Instances: `{"prompt": "...", "max_new_tokens": 32, ...sampling}`.
  * Errors render with their code's row of the error table (422 validation, 429 overloaded, 503 not
  * ready, ...); on :generate each instance is validated and run on its own (MindSpore's
  * per-instance errors), and only when all fail alike is the answer that one error.
@@ -69,8 +69,11 @@ export async function handleMsGenerate(llm: LlmDispatcher, method: string, req: 
     if (requests.length !== 1) throw new ServeError('INVALID_REQUEST', `generated_stream takes one instance per request (got ${requests.length})`)
     await relaySse(llm, tracked(reply, llm, llm.validate(requests[0]!)), reply, {
       holdLast: true,
-      token: (sse, t) => sse.send({ index: t.index, token: t.text, token_id: t.id }),
-      done: (sse, ev, last) => sse.send({ index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens }),
+      token: (sse, t) => sse.send({ index: t.index, token: t.text, token_id: t.id, logprob: t.logprob }),
+      done: (sse, ev, last) => sse.send({
+        index: last?.index ?? ev.generatedTokens, token: last?.text ?? '', token_id: last?.id ?? -1, ...(last ? { logprob: last.logprob } : {}),
+        text: ev.generatedText, finish_reason: ev.finishReason, generated_tokens: ev.generatedTokens,
+      }),
       error: (sse, ev) => sse.send({ error_msg: msText(ev) }),
     })
     return reply

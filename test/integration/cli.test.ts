@@ -229,7 +229,7 @@ test('start with an unknown declareModel option exits 2 naming file:line and the
   const r = await start(cwd, 'servables')
   assert.equal(r.code, 2, r.stdout + r.stderr)
   // Not anchored at the start: what this checks is the servable's own error, not how the CLI prefixes it.
-  assert.match(r.stderr, new RegExp(`servables/add/servable_config\\.ts:${line}: declareModel option "maxBatchsize" is unknown; did you mean "maxBatchSize"\\? Known options: file, maxBatchSize, `))
+  assert.match(r.stderr, new RegExp(`servables/add/servable_config\\.ts:${line}: declareModel option "maxBatchsize" is unknown; did you mean "maxBatchSize"\\? Known options: file, stages, maxBatchSize, `))
 })
 
 test('start exits 2 when the REST port is taken', async (t) => {

@@ -216,7 +216,7 @@ test('an unknown declareModel option or session option is refused with a suggest
   s.registerMethod('m', { inputs: ['x1', 'x2'], outputs: ['y'] }, ({ x1, x2 }) => ({ y: s.addStage(add, [x1, x2]) }))
 })
 `
-  assert.match(await configError(load(model('maxBatchsize: 32'))), /servable_config\.ts:3: declareModel option "maxBatchsize" is unknown; did you mean "maxBatchSize"\? Known options: file, maxBatchSize, maxWaitMs, maxQueueSize, withBatchDim, withoutBatchDimInputs, session, name$/)
+  assert.match(await configError(load(model('maxBatchsize: 32'))), /servable_config\.ts:3: declareModel option "maxBatchsize" is unknown; did you mean "maxBatchSize"\? Known options: file, stages, maxBatchSize, maxWaitMs, maxQueueSize, withBatchDim, withoutBatchDimInputs, session, name$/)
   assert.match(await configError(load(model('maxWiatMs: 1'))), /declareModel option "maxWiatMs" is unknown; did you mean "maxWaitMs"\?/)
   assert.match(await configError(load(model('colour: 1'))), /declareModel option "colour" is unknown\. Known options: file, /)
   assert.match(await configError(load(model('session: { intraOpThread: 2 }'))), /servable_config\.ts:3: declareModel session option "intraOpThread" is unknown; did you mean "intraOpThreads"\? Known options: intraOpThreads, interOpThreads, graphOptimizationLevel, executionMode, extra$/)
@@ -296,4 +296,20 @@ test('defineServable options: the servable\'s limits are range-checked and kept 
   assert.match(await configError(load(withOptions('{ maxInstancesPerRequest: 0 }'))), /defineServable option maxInstancesPerRequest must be an integer >= 1 \(got 0\)$/)
   assert.match(await configError(load(withOptions(`{ watchdogMs: '2s' }`))), /defineServable option watchdogMs must be 0 \(off\) or an integer in 1000\.\.2147483647 \(got "2s"\)$/)
   assert.match(await configError(load(withOptions('5'))), /servable_config\.ts:2: defineServable's second argument takes an options object, e.g\. \{ requestTimeoutMs: 5000 \} \(got 5\)$/)
+})
+
+test('declareModel({ stages }): the stage files in order, each present; not with file', async () => {
+  const model = (opts: string) => `${HEADER}export default defineServable((s) => {
+  const m = s.declareModel({ ${opts} })
+  s.registerMethod('m', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage(m, [x]) }))
+})
+`
+  const ok = await load(model(`stages: ['s1.onnx', 's2.onnx']`), ['s1.onnx', 's2.onnx'])
+  assert.deepEqual(ok.models[0]!.stages!.map((x) => x.file), ['s1.onnx', 's2.onnx'])
+  assert.equal(ok.models[0]!.file, 's1.onnx')
+  assert.equal(ok.models[0]!.name, 's1')
+  assert.equal((await load(model(`file: 's1.onnx'`), ['s1.onnx'])).models[0]!.stages, undefined)
+  assert.match(await configError(load(model(`stages: ['s1.onnx', 's2.onnx']`), ['s1.onnx'])), /model file "s2\.onnx" not found in /)
+  assert.match(await configError(load(model(`stages: ['s1.onnx']`), ['s1.onnx'])), /declareModel\(\{ stages \}\) needs the stage files in order, at least 2.*ms-serve split MODEL --stages 2/)
+  assert.match(await configError(load(model(`file: 's1.onnx', stages: ['s1.onnx', 's2.onnx']`), ['s1.onnx', 's2.onnx'])), /declareModel takes \{ file \} or \{ stages \}, not both/)
 })

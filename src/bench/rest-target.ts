@@ -1,8 +1,9 @@
 /**
- * MindSpore REST predict over undici: a keep-alive Pool with one connection per concurrent
- * request, prebuilt bodies, and a response check that only parses JSON when the reply is an error.
+ * MindSpore REST predict through the client's REST transport (ms-serve/client): one keep-alive
+ * connection per concurrent request, prebuilt bodies sent with `postRaw`, and a response check
+ * that only parses JSON when the reply is an error.
  */
-import { Pool } from 'undici'
+import { Client } from '../client/client.ts'
 import { errorMessageOf, failed, networkErrorKind, OK, type SendOutcome, type Target } from './target.ts'
 
 export interface RestPredictOptions {
@@ -23,13 +24,8 @@ export function msPredictPath(servable: string, method: string, version: number)
 }
 
 export function restPredictTarget(o: RestPredictOptions): Target {
-  const pool = new Pool(o.origin, {
-    connections: o.connections,
-    pipelining: 1,
-    keepAliveTimeout: 60_000,
-    headersTimeout: o.timeoutMs,
-    bodyTimeout: o.timeoutMs,
-  })
+  const client = new Client({ url: o.origin, connections: o.connections, timeoutMs: o.timeoutMs })
+  const rest = client.restTransport!
   const path = msPredictPath(o.servable, o.method, o.version)
   const headers = { 'content-type': 'application/json' }
   let next = 0
@@ -39,9 +35,9 @@ export function restPredictTarget(o: RestPredictOptions): Target {
     async send(): Promise<SendOutcome> {
       const body = o.bodies[next++ % o.bodies.length]!
       try {
-        const res = await pool.request({ path, method: 'POST', headers, body })
-        const text = await res.body.text()
-        if (res.statusCode !== 200) return failed(`http_${res.statusCode}`, errorMessageOf(text))
+        const res = await rest.postRaw(path, body, headers)
+        const text = res.text
+        if (res.status !== 200) return failed(`http_${res.status}`, errorMessageOf(text))
         // MindSpore answers whole-request and per-instance errors with `error_msg`, possibly in a 200.
         if (text.includes('"error_msg"')) return failed('ms_error', errorMessageOf(text))
         return OK
@@ -50,7 +46,7 @@ export function restPredictTarget(o: RestPredictOptions): Target {
       }
     },
     async close(): Promise<void> {
-      await pool.close()
+      await client.close()
     },
   }
 }

@@ -36,6 +36,11 @@ export class Client {
     return (this.transport === 'rest' ? this.restT : this.grpcT)!
   }
 
+  /** The REST transport (raw `postRaw` calls); null without a `url`. */
+  get restTransport(): RestTransport | null {
+    return this.restT
+  }
+
   /** The gRPC transport (raw `predictWire` calls); null without a `grpc` address. */
   get grpcTransport(): GrpcTransport | null {
     return this.grpcT

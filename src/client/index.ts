@@ -6,6 +6,7 @@ export { Client } from './client.ts'
 export { ClientError, isClientError } from './errors.ts'
 export type { ClientErrorCode } from './errors.ts'
 export { GrpcTransport, predictResults } from './grpc-transport.ts'
+export { RestTransport } from './rest-transport.ts'
 export type { WirePredictReply, WirePredictRequest } from '../protocol/grpc/ms-codec.ts'
 export type {
   CallOptions, ChatDelta, ChatMessage, ChatOptions, ChatParams, ChatReply, ClientOptions, GenerateDoneEvent, GenerateEvent, GenerateOptions,

@@ -54,7 +54,10 @@ export class RestTransport {
     this.base = u.pathname.replace(/\/+$/, '')
     const tls = o.tls ?? {}
     const connect = u.protocol === 'https:' && (tls.ca || tls.cert || tls.key) ? { ca: tls.ca, cert: tls.cert, key: tls.key } as object : undefined
-    this.pool = new Pool(this.origin, { pipelining: 1, keepAliveTimeout: 60_000, ...(o.connections ? { connections: o.connections } : {}), ...(connect ? { connect } : {}) })
+    // With a time limit, undici's own header/body timeouts back it up (1 s later than the call's
+    // timer, as for the server's 504): postRaw calls, which have no timer, are bounded too.
+    const idle = o.timeoutMs !== undefined ? { headersTimeout: o.timeoutMs + 1000, bodyTimeout: o.timeoutMs + 1000 } : {}
+    this.pool = new Pool(this.origin, { pipelining: 1, keepAliveTimeout: 60_000, ...idle, ...(o.connections ? { connections: o.connections } : {}), ...(connect ? { connect } : {}) })
     this.headers = { ...(o.headers ?? {}), ...(o.apiKey !== undefined ? { authorization: `Bearer ${o.apiKey}` } : {}) }
     this.timeoutMs = o.timeoutMs
   }
@@ -92,6 +95,16 @@ export class RestTransport {
       done()
       throw fail(e)
     }
+  }
+
+  /**
+   * Posts a prebuilt body and returns the status and text as they are (no parsing, no timer): the
+   * bench's REST load (src/bench/rest-target.ts) and tests of odd bodies. Transport failures throw
+   * the undici error.
+   */
+  async postRaw(path: string, body: string | Uint8Array, headers?: Record<string, string>): Promise<{ status: number; text: string }> {
+    const res = await this.pool.request({ path: this.base + path, method: 'POST', headers: headers ? { ...this.headers, ...headers } : this.headers, body })
+    return { status: res.statusCode, text: await res.body.text() }
   }
 
   /** Reads a whole body; a failure while reading is mapped like one before the answer. */

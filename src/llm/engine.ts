@@ -23,6 +23,7 @@ import { SlotKvCache } from './kv-cache.ts'
 import { NO_PREFIX_CACHE, PrefixCache, type PrefixCacheStats } from './prefix-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
+import { StagedSession } from '../runtime/staged-session.ts'
 import type { ModelSpec } from './model-spec.ts'
 import { planStep } from './scheduler.ts'
 import type { QueueEntry, SchedulerConfig } from './scheduler.ts'
@@ -86,6 +87,13 @@ export interface LlmEngineOptions {
   executionProviders?: Array<string | { name: string; deviceId?: number }>
   /** Directory with tokenizer.json / tokenizer_config.json (default: next to the model, then its parent). */
   tokenizerDir?: string
+  /**
+   * Pipeline stages: the decoder is split at transformer-layer boundaries at load (models/split.ts)
+   * and each stage runs in its own session, on `stageDevices[k]` when given; each stage reads and
+   * writes the KV of its own layers only. Default 1 (one session).
+   */
+  stages?: number
+  stageDevices?: Array<{ intraOpNumThreads?: number; executionProviders?: Array<string | { name: string; deviceId?: number }> }>
 }
 
 /** Counters for /metrics and benchmarks (prefix-cache counters all 0 when it is off). */
@@ -129,7 +137,7 @@ export class LlmEngine {
   /** Null when off (budget 0, or a model without position_ids, whose positions follow the past length). */
   readonly prefixCache: PrefixCache | null
 
-  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning'>>) {
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'stages' | 'stageDevices'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
@@ -160,14 +168,17 @@ export class LlmEngine {
 
     const original = new Uint8Array(await readFile(modelPath))
     const bytes = opts.kvMode === 'full' ? original : rewriteForNewPositions(original).bytes
-    const session = await ort.InferenceSession.create(bytes, {
+    const sessionOptions = (d: { intraOpNumThreads?: number; executionProviders?: LlmEngineOptions['executionProviders'] }): ort.InferenceSession.SessionOptions => ({
       graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
-      ...(opts.intraOpNumThreads ? { intraOpNumThreads: opts.intraOpNumThreads } : {}),
-      ...(opts.executionProviders ? { executionProviders: opts.executionProviders as ort.InferenceSession.ExecutionProviderConfig[] } : {}),
+      ...(d.intraOpNumThreads ? { intraOpNumThreads: d.intraOpNumThreads } : {}),
+      ...(d.executionProviders ? { executionProviders: d.executionProviders as ort.InferenceSession.ExecutionProviderConfig[] } : {}),
       // External data (model.onnx_data) is read from the model's folder, not the working directory.
       // Spinning intra-op threads hold their cores between runs; off when the cores are shared.
       extra: { ...externalDataFolderEntry(modelPath), ...(opts.allowSpinning === false ? { 'session.intra_op.allow_spinning': '0' } : {}) } as never,
     })
+    const session = (opts.stages ?? 1) > 1
+      ? await loadStagedDecoder(bytes, opts.stages!, (k) => sessionOptions({ ...opts, ...opts.stageDevices?.[k] }))
+      : await ort.InferenceSession.create(bytes, sessionOptions(opts))
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
     if (spec.vocabSize !== null && tokenizer.vocabSize > spec.vocabSize) {
@@ -418,4 +429,28 @@ export class LlmEngine {
     this.reservedTokens -= seq.reservedTokens
     this.inFlight.delete(seq.id)
   }
+}
+
+/**
+ * A decoder in `stages` pipeline stages: the (rewritten) graph split at layer boundaries
+ * (models/split.ts), one session per stage. The runner drives it like one session; each stage is
+ * fed only its own layers' past and returns only their new positions.
+ */
+async function loadStagedDecoder(bytes: Uint8Array, stages: number, options: (k: number) => ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  const { splitModel } = await import('../models/split.ts')
+  const { ortTyper } = await import('../models/split-check.ts')
+  let split
+  try {
+    split = await splitModel(bytes, { stages }, ortTyper)
+  } catch (e) {
+    throw new ServeError('CONFIG_INVALID', `declareLlm stages ${stages}: the decoder cannot be split: ${(e as Error).message}`)
+  }
+  const sessions: ort.InferenceSession[] = []
+  try {
+    for (const [k, st] of split.stages.entries()) sessions.push(await ort.InferenceSession.create(st.bytes, options(k)))
+  } catch (e) {
+    await Promise.all(sessions.map((s) => s.release()))
+    throw e
+  }
+  return new StagedSession(sessions, split.stages.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
 }

@@ -21,6 +21,7 @@ export const BUILTIN_MODELS: Record<string, () => Uint8Array> = Object.freeze({
   image_cnn: () => buildImageCnn(),
   mlp: () => buildMlp(),
   decoder_tiny: () => buildDecoder(DECODER_CONFIGS.tiny),
+  decoder_tiny4: () => buildDecoder({ ...DECODER_CONFIGS.tiny, numLayers: 4 }),
   decoder_small: () => buildDecoder(DECODER_CONFIGS.small),
 });
 

@@ -131,7 +131,8 @@ function assignByTensors(ix: GraphIndex, at: string[][]): Int32Array {
   return assigned
 }
 
-const PRESENT_RE = /^present\.(\d+)\.(key|value)$/
+/** A layer's KV output: optimum's `present.{i}.*`, or `present_new.{i}.*` after the engine's load-time rewrite. */
+const PRESENT_RE = /^present(?:_new)?\.(\d+)\.(key|value)$/
 
 /** Decoder layers from `present.{i}.*` outputs: their count, or 0 for other graphs. */
 function decoderLayers(ix: GraphIndex): number {
@@ -196,8 +197,12 @@ function assignByLayers(ix: GraphIndex, layers: number, stages: number): Int32Ar
   if (ix.nodes.some((x) => x.opType === 'If') && !ix.nodes.some((x) => (x.output ?? []).some((o) => PRESENT_RE.test(o) && x.opType !== 'If'))) {
     throw bad('a merged decoder (decoder_model_merged.onnx: the layers are inside one If node) cannot be split by layers; split decoder_with_past_model.onnx')
   }
-  const kv = (l: number) => new Set([`past_key_values.${l}.key`, `past_key_values.${l}.value`, `present.${l}.key`, `present.${l}.value`])
-  const touches = (i: number, names: Set<string>) => ix.reads[i]!.some((r) => names.has(r)) || (ix.nodes[i]!.output ?? []).some((o) => names.has(o))
+  const kv = (l: number) => new Set([`past_key_values.${l}.key`, `past_key_values.${l}.value`, `present.${l}.key`, `present.${l}.value`, `present_new.${l}.key`, `present_new.${l}.value`])
+  // Sinks (nodes whose outputs only leave the graph, e.g. the engine's rewrite appends the Slices
+  // making present_new.* at the end) do not place the cut; each goes with what it reads.
+  const read = new Set(ix.reads.flat())
+  const sink = ix.nodes.map((x) => (x.output ?? []).every((o) => !read.has(o)))
+  const touches = (i: number, names: Set<string>) => !sink[i] && (ix.reads[i]!.some((r) => names.has(r)) || (ix.nodes[i]!.output ?? []).some((o) => names.has(o)))
   const cuts: number[] = []
   for (let k = 1; k < stages; k++) {
     const b = Math.round((layers * k) / stages)
@@ -222,6 +227,12 @@ function assignByLayers(ix: GraphIndex, layers: number, stages: number): Int32Ar
   const assigned = new Int32Array(n)
   let k = 0
   for (let i = 0; i < n; i++) { while (k < cuts.length && i >= cuts[k]!) k++; assigned[i] = k }
+  for (let i = 0; i < n; i++) {
+    if (!sink[i]) continue
+    let st = 0
+    for (const r of ix.reads[i]!) { const q = ix.producer.get(r); if (q !== undefined) st = Math.max(st, assigned[q]!) }
+    assigned[i] = st
+  }
   return assigned
 }
 

@@ -112,7 +112,7 @@ export class LiveServable {
     this.signature = predictSignature(servable, [])
     const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'))
     // A servable with staged models runs one pipeline replica per `stages` devices (devices.ts).
-    const stages = Math.max(1, ...servable.models.map((m) => m.stages?.length ?? 1))
+    const stages = Math.max(1, servable.llm?.options.stages ?? 1, ...servable.models.map((m) => m.stages?.length ?? 1))
     const replicas = pipelinePlans(devices, stages).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
     this.pool = new ReplicaPool(replicas, {
       available: () => this.pumpAll(),

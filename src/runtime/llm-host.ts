@@ -72,6 +72,8 @@ export class LlmHost {
         // at batch 1 on the bench decoder (README "Replicas and devices"; BENCHMARKS.md §8c).
         allowSpinning: options.allowSpinning ?? true,
         executionProviders: device.executionProviders,
+        // Decoder stages (declareLlm stages): stage k on the pipeline's k-th device (devices.ts pipelinePlans).
+        ...(device.stageDevices ? { stageDevices: device.stageDevices.map((d) => ({ intraOpNumThreads: intraOpThreads ?? d.intraOpThreads, executionProviders: d.executionProviders })) } : {}),
         ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
       })
     } catch (e) {

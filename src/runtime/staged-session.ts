@@ -99,8 +99,13 @@ export class StagedSession {
     return { out, stageMs }
   }
 
-  async run(feeds: Feeds): Promise<Feeds> {
-    return (await this.runTimed(feeds)).out
+  /** InferenceSession.run: all outputs, or those named in `fetches`. */
+  async run(feeds: Feeds, fetches?: readonly string[]): Promise<Feeds> {
+    const { out } = await this.runTimed(feeds)
+    if (!fetches) return out
+    const picked: Feeds = {}
+    for (const n of fetches) picked[n] = out[n]!
+    return picked
   }
 
   async release(): Promise<void> {

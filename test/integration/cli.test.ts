@@ -88,7 +88,7 @@ test('init with an unknown template lists the available ones', async (t) => {
   const cwd = tempServables(t)
   const r = await runCli(['init', 'nope'], cwd)
   assert.equal(r.code, 2)
-  assert.match(r.stderr, /^ms-serve: unknown template "nope"\. Available: add, image(, \w+)*\n$/)
+  assert.match(r.stderr, /^ms-serve: unknown template "nope"\. Available: add, image(, [\w-]+)*\n$/)
   assert.ok(!existsSync(join(cwd, 'servables')))
 })
 

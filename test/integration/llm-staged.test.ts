@@ -1,0 +1,46 @@
+// `ms-serve init llm-distributed`: an LLM whose decoder runs in 2 pipeline stages, served by the
+// real CLI over devices 0,1 (one pipeline replica), answering greedy requests exactly like the
+// same decoder served unsplit.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { copyFileSync, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+
+let srv: StartedServer
+const cleanups: Array<() => void> = []
+
+before(async () => {
+  const dir = tempServables({ after: (fn) => cleanups.push(fn) })
+  const r = await runCli(['init', 'llm-distributed', '--dir', dir])
+  assert.equal(r.code, 0, r.stderr)
+  // The same decoder, unsplit, under the plain llm template's config.
+  mkdirSync(join(dir, 'plain', '1'), { recursive: true })
+  copyFileSync(join(ROOT, 'templates', 'llm', 'servable_config.ts'), join(dir, 'plain', 'servable_config.ts'))
+  copyFileSync(join(ROOT, 'templates', 'llm', 'tokenizer_config.json'), join(dir, 'plain', 'tokenizer_config.json'))
+  copyFileSync(join(dir, 'llm-distributed', '1', 'model.onnx'), join(dir, 'plain', '1', 'model.onnx'))
+  srv = await startServer(dir, ['--no-watch', '--devices', '0,1', '--isolation', 'process'])
+})
+
+after(async () => {
+  await srv?.stop()
+  for (const c of cleanups) c()
+})
+
+test('greedy text of the 2-stage decoder equals the unsplit one, alone and concurrently', async () => {
+  const prompts = ['Hello', 'The quick brown fox', 'Pipelines!']
+  const gen = (servable: string, prompt: string) => postJson(`${srv.rest}/model/${servable}:generate`, { instances: [{ prompt, max_new_tokens: 16, do_sample: false }] })
+  for (const p of prompts) {
+    const a = await gen('plain', p)
+    const b = await gen('llm-distributed', p)
+    assert.equal(b.status, 200, b.text)
+    assert.deepEqual(b.json, a.json)
+  }
+  const together = await Promise.all(prompts.map((p) => gen('llm-distributed', p)))
+  for (const [i, p] of prompts.entries()) assert.deepEqual(together[i]!.json, (await gen('plain', p)).json)
+  const stats = await (await fetch(`${srv.rest}/stats`)).json() as any
+  const staged = stats.servables.find((s: any) => s.name === 'llm-distributed')
+  const plain = stats.servables.find((s: any) => s.name === 'plain')
+  assert.equal(staged.replicas.length, 1, 'one pipeline over the 2 devices')
+  assert.equal(plain.replicas.length, 2, 'the unsplit LLM: one replica per device')
+})

@@ -24,6 +24,8 @@ import { watchServables } from './config/watch.ts'
 import { ApiKeys, type TlsMaterial } from './config/security.ts'
 import { createLogger, eventLog, exportLogOptions, type Logger, type LogOptions } from './log.ts'
 import { addHealthService, addReflection, opsInterceptor } from './protocol/grpc/ops.ts'
+import { AgentHub, type AgentInfo } from './runtime/agent-hub.ts'
+import type { EventLog } from './log.ts'
 
 export interface HostPort { host: string; port: number }
 
@@ -67,6 +69,10 @@ export interface ServeOptions {
   apiKeys?: readonly string[]
   /** false: no access line per request (default true; other events are still logged). */
   accessLog?: boolean
+  /** Where agents (`ms-serve agent`) connect; their devices become replicas of every servable. */
+  agentsListen?: HostPort | null
+  /** false: no replicas on this host's devices, only on agents' (default true). */
+  localReplicas?: boolean
 }
 
 export interface HttpLimits {
@@ -131,14 +137,19 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const policyOf = (s: ValidServable): ServingPolicy => policyFor(s.name, opts.policy, opts.policyOf, s.policy)
   // The body parser reads the instance limit by name: it follows the version that started serving
   // last (a reload that fails before it serves leaves the limit of the version still serving).
-  registry.onServing = (s) => { limits.byName[s.name] = s.policy.maxInstancesPerRequest }
+  const hub = opts.agentsListen ? new AgentHub(log) : null
+  registry.onServing = (s) => {
+    limits.byName[s.name] = s.policy.maxInstancesPerRequest
+    if (hub) attachAgents(s, hub, hub.list(), log)
+  }
+  if (hub) hub.onJoin = (a) => { for (const s of registry.all()) attachAgents(s, hub, [a], log) }
   if (opts.defaultLlm) {
     const s = servables.find((x) => x.name === opts.defaultLlm)
     if (!s?.llm) throw new ServeError('CONFIG_INVALID', `--default-llm ${opts.defaultLlm}: no LLM servable of that name in ${opts.dir} (LLM servables: ${servables.filter((x) => x.llm).map((x) => x.name).join(', ') || 'none'})`)
     registry.defaultLlm = opts.defaultLlm
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
-  const plans = planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
+  const plans = opts.localReplicas === false ? [] : planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
   const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), metrics, log })
   const live = servables.map(create)
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
@@ -177,6 +188,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   await watcher?.ready
 
   let grpcServer: grpc.Server | null = null
+  let agentServer: grpc.Server | null = null
   let health: { stop(): void } | null = null
   let rest: RestServer | null = null
   let grpcAddress: string | null = null
@@ -202,6 +214,22 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       grpcAddress = `${opts.grpc.host}:${port}`
       log(`Serving gRPC server start success, listening on ${grpcAddress}`, { event: 'listening', protocol: 'grpc', address: grpcAddress, tls: Boolean(tls), client_certificates: Boolean(tls?.ca), api_key: keys !== null })
     }
+    if (hub && opts.agentsListen) {
+      // The agent link: its own listener (agents need not reach the client ports), the same TLS
+      // and API keys as the others, keepalive pings to notice a cut link within seconds.
+      agentServer = new grpc.Server({ ...msServerOptions(512), 'grpc.keepalive_time_ms': 2000, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 1000, interceptors: [opsInterceptor({ keys, logger, accessLog: false })] })
+      hub.addTo(agentServer)
+      const tls = opts.tls
+      const creds = tls
+        ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.ca !== undefined)
+        : grpc.ServerCredentials.createInsecure()
+      const a = opts.agentsListen
+      const port = await new Promise<number>((resolve, reject) => {
+        agentServer!.bindAsync(`${a.host}:${a.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
+      })
+      const address = `${a.host}:${port}`
+      log(`Serving agents link start success, listening on ${address}`, { event: 'listening', protocol: 'agents', address, tls: Boolean(tls), api_key: keys !== null })
+    }
     if (opts.rest) {
       rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {}, tls: opts.tls ?? null, keys, logger, accessLog: opts.accessLog ?? true })
       await rest.listen({ host: opts.rest.host, port: opts.rest.port })
@@ -214,6 +242,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   } catch (e) {
     health?.stop()
     grpcServer?.forceShutdown()
+    agentServer?.forceShutdown()
     await rest?.close()
     await watcher?.close()
     await bodies.close()
@@ -242,9 +271,38 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       ])
       await bodies.close()
       await Promise.all(registry.all().map((l) => l.stop()))
+      hub?.close()
+      agentServer?.forceShutdown()
     },
     kill() {
       for (const l of registry.all()) l.kill()
     },
+  }
+}
+
+/** Which agents' replicas each servable version has (so a rejoin or a second onServing adds none twice). */
+const attached = new WeakMap<LiveServable, Set<string>>()
+
+/**
+ * Adds a replica per device of each agent to `s` (a servable version now serving, or every one
+ * when an agent first joins). Their transports wait while an agent is away.
+ */
+function attachAgents(s: LiveServable, hub: AgentHub, agents: readonly AgentInfo[], log: EventLog): void {
+  let have = attached.get(s)
+  if (!have) attached.set(s, (have = new Set()))
+  for (const a of agents) {
+    if (have.has(a.name)) continue
+    have.add(a.name)
+    for (const id of a.devices) {
+      const device = {
+        deviceType: a.deviceType === 'cuda' ? 'cuda' as const : 'cpu' as const, deviceId: id,
+        intraOpThreads: Math.max(1, Math.floor(a.cores / Math.max(1, a.devices.length))),
+        executionProviders: a.deviceType === 'cuda' ? [{ name: 'cuda', deviceId: id }] : ['cpu'], isolation: 'process' as const, agent: a.name,
+      }
+      s.addReplica(device, hub.transport(a.name), log).then(
+        () => log(`servable ${s.name} version ${s.version}: replica ready on agent ${a.name} device ${id}`, { event: 'replica_ready', servable: s.name, version: s.version, agent: a.name, device: id }),
+        () => { /* logged by the pool; restarts follow */ },
+      )
+    }
   }
 }

@@ -15,6 +15,7 @@ import { initServable, listTemplates } from './init.ts'
 import { registerBenchCommand } from './bench.ts'
 import { registerClientCommands } from './client-commands.ts'
 import { registerSplitCommand } from './split.ts'
+import { registerAgentCommand } from './agent.ts'
 import { VERSION } from '../version.ts'
 import { CLIENT_AUTH, collectApiKeys, loadTls, type ClientAuth } from '../config/security.ts'
 import { createLogger, LOG_ENV, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from '../log.ts'
@@ -51,6 +52,8 @@ program
   .addOption(new Option('--isolation <where>', 'where replicas run: auto (chosen per servable at load by timing its models: inline up to 1 ms a run at the largest batch, thread up to 10 ms, else process; LLMs process), process (a child process per replica: crash-isolated), thread (a worker thread), inline (the listeners\' thread: fastest for models that run in microseconds; LLMs then use a thread)').choices([...ISOLATION_SETTINGS]).default('auto'))
   .option('--grpc <host:port>', 'gRPC listen address (port 0 = any free port)', '127.0.0.1:5500')
   .option('--rest <host:port>', 'REST listen address (port 0 = any free port)', '127.0.0.1:1500')
+  .option('--agents-listen <host:port>', 'accept agents (ms-serve agent --master HOST:PORT) here; each agent device becomes a replica of every servable')
+  .option('--no-local-replicas', 'run no replicas on this host\'s devices, only on agents\' (with --agents-listen)')
   .option('--no-grpc-server', 'do not start the gRPC listener')
   .option('--no-rest-server', 'do not start the REST listener')
   .option('--max-msg-mb <n>', 'largest request body or gRPC message in MiB (1..512)', '100')
@@ -82,6 +85,7 @@ program
       const devices = src('devices') || file.devices === undefined ? parseDeviceIds(String(o.devices)) : file.devices
       const maxMsgMb = src('maxMsgMb') || file.max_msg_mb === undefined ? parseMaxMsgMb(String(o.maxMsgMb)) : file.max_msg_mb
       const grpc = src('grpc') || file.grpc === undefined ? parseHostPort('--grpc', String(o.grpc)) : file.grpc
+      if (o.localReplicas === false && !o.agentsListen) throw new ServeError('INVALID_REQUEST', '--no-local-replicas needs --agents-listen HOST:PORT: without local replicas only agents can serve')
       const rest = src('rest') || file.rest === undefined ? parseHostPort('--rest', String(o.rest)) : file.rest
       const versions: Record<string, number[] | 'all'> = {}
       const isolationOf: Record<string, IsolationSetting> = {}
@@ -160,6 +164,8 @@ program
         ...(o.defaultLlm ? { defaultLlm: String(o.defaultLlm) } : {}),
         versions,
         isolationOf,
+        agentsListen: o.agentsListen ? parseHostPort('--agents-listen', String(o.agentsListen)) : null,
+        localReplicas: o.localReplicas !== false,
       })
       let closing = false
       const shutdown = (sig: string) => {
@@ -204,6 +210,7 @@ program
 registerBenchCommand(program)
 registerClientCommands(program)
 registerSplitCommand(program, fail)
+registerAgentCommand(program, fail)
 // Set on every command (settings are copied to subcommands only when they are created): each usage
 // error names the command whose --help lists what it accepts.
 for (const cmd of [program, ...program.commands]) {

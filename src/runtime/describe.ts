@@ -118,7 +118,7 @@ export function describeVersion(s: LiveServable): VersionDescription {
     version: s.version,
     ready: s.ready,
     methods: [...s.servable.methods.map((m) => describeMethod(s.servable, m, models)), ...(s.servable.llm ? llmMethods() : [])],
-    replicas: s.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}`, isolation: r.isolation, state: r.state, pid: r.pid })),
+    replicas: s.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}${r.device.agent ? `@${r.device.agent}` : ''}`, isolation: r.isolation, state: r.state, pid: r.pid })),
     ...(llm ? { llm } : {}),
   }
 }

@@ -35,6 +35,8 @@ export interface DevicePlan {
    * order (this plan is the first one's). Absent: every model runs on this device.
    */
   stageDevices?: DevicePlan[]
+  /** A replica on a remote agent (`ms-serve agent`, runtime/agent-hub.ts): the agent's name. */
+  agent?: string
 }
 
 /**

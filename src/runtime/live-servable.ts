@@ -13,6 +13,7 @@ import { Replica } from './replica.ts'
 import { ReplicaPool } from './replica-pool.ts'
 import { chooseIsolation } from './auto-isolation.ts'
 import type { TransportFactory } from './transport.ts'
+import type { ModelInfo } from './messages.ts'
 import { fromWire, type WireResult } from './wire.ts'
 import { policyFor, type ServingPolicy } from './policy.ts'
 import { IdleWaiters } from './idle.ts'
@@ -96,6 +97,7 @@ export class LiveServable {
   private readonly methodSeries = new Map<string, MethodSeries>()
   /** Resolves waiters of drain() when the last queued or in-flight work finishes. */
   private readonly idle = new IdleWaiters()
+  private readonly log: EventLog
   /** What the listener checks each request against (valid-predict.ts), built once the replicas report their models. */
   signature: PredictSignature
 
@@ -111,6 +113,7 @@ export class LiveServable {
     this.metrics.replicaRestarts.inc(sv, 0)
     this.signature = predictSignature(servable, [])
     const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'))
+    this.log = log
     // A servable with staged models runs one pipeline replica per `stages` devices (devices.ts).
     const stages = Math.max(1, servable.llm?.options.stages ?? 1, ...servable.models.map((m) => m.stages?.length ?? 1))
     const replicas = pipelinePlans(devices, stages).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
@@ -144,7 +147,16 @@ export class LiveServable {
     }
     // An LLM servable's tokenizer loads in the listener beside its replicas (llm-dispatch.ts validates with it).
     await Promise.all([this.pool.start(), prepareLlm(this.servable)])
-    const models = this.pool.replicas[0]!.models
+    // A servable served only by remote agents has no replica yet: it is configured by the first one.
+    if (this.pool.replicas.length > 0) this.configure(this.pool.replicas[0]!.models)
+  }
+
+  private configured = false
+
+  /** The request checks and batch queues, from the models the first replica reported. */
+  private configure(models: readonly ModelInfo[]): void {
+    if (this.configured) return
+    this.configured = true
     this.signature = predictSignature(this.servable, models)
     for (const m of this.servable.methods) {
       const sizes = m.models.map((i) => models[i]!.maxBatchSize)
@@ -152,6 +164,17 @@ export class LiveServable {
       const limits = m.models.map((i) => this.servable.models[i]!.maxQueueSize)
       this.queues.set(m.name, new BatchQueue<Job>(sizes.length ? Math.min(...sizes) : 32, waits.length ? Math.min(...waits) : 0, limits.length ? Math.min(...limits) : 10000))
     }
+  }
+
+  /**
+   * Adds a replica on a remote agent's device (runtime/agent-hub.ts): it starts now and takes work
+   * once loaded. Rejects with its start error (a restart with back-off follows, as for an exit).
+   */
+  async addReplica(device: DevicePlan, open: TransportFactory, log?: EventLog): Promise<void> {
+    const r = new Replica(this.servable, device, this.policy.watchdogMs, open, log ?? this.log)
+    await this.pool.add(r)
+    this.configure(r.models)
+    this.pumpAll()
   }
 
   /** True when `method`'s queue cannot take one more instance (checked before a body is read). */

@@ -34,7 +34,30 @@ export class ReplicaPool {
   private crashStreak = new Map<Replica, number>()
   restarts = 0
 
-  constructor(readonly replicas: readonly Replica[], private readonly on: PoolEvents, private readonly delayMs: (failures: number) => number = restartDelayMs) {}
+  private readonly list: Replica[]
+  constructor(replicas: readonly Replica[], private readonly on: PoolEvents, private readonly delayMs: (failures: number) => number = restartDelayMs) {
+    this.list = [...replicas]
+  }
+
+  get replicas(): readonly Replica[] { return this.list }
+
+  /**
+   * Adds a replica to a running pool (a remote agent's device): it takes work once started. A
+   * start that fails is retried with the restart back-off, as an exit would be.
+   */
+  async add(r: Replica): Promise<void> {
+    if (this.stopped) return
+    this.list.push(r)
+    r.onExit = (rep, why) => this.onExit(rep, why)
+    r.onIdle = () => this.on.idle()
+    try {
+      await r.start()
+      this.on.available()
+    } catch (e) {
+      this.on.log(`ms-serve: replica ${r.label} could not start: ${(e as Error).message}`, { event: 'replica_restart_failed', severity: 'error', replica: r.label, error: (e as Error).message })
+      throw e
+    }
+  }
 
   get ready(): boolean { return this.replicas.some((r) => r.state === 'ready') }
 

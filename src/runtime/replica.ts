@@ -82,7 +82,7 @@ export class Replica {
     if (!this.fixedOpen) this.open = localTransport(this.isolation)
   }
 
-  get label(): string { return `${this.servable.name}@${this.servable.version} ${this.device.deviceType}:${this.device.deviceId}` }
+  get label(): string { return `${this.servable.name}@${this.servable.version} ${this.device.deviceType}:${this.device.deviceId}${this.device.agent ? ` on agent ${this.device.agent}` : ''}` }
 
   /** Starts the replica; resolves when its sessions are loaded, rejects with CONFIG_INVALID or REPLICA_CRASHED. */
   async start(): Promise<void> {

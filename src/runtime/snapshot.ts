@@ -81,7 +81,7 @@ export interface ServerSnapshot {
   llms: LlmSnapshot[]
 }
 
-const deviceOf = (r: Replica) => `${r.device.deviceType}:${r.device.deviceId}`
+const deviceOf = (r: Replica) => `${r.device.deviceType}:${r.device.deviceId}${r.device.agent ? `@${r.device.agent}` : ''}`
 
 /** The servable's counters now (synchronous: no replica is asked anything). */
 export function servableSnapshot(s: LiveServable): ServableSnapshot {

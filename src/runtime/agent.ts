@@ -1,0 +1,132 @@
+/**
+ * `ms-serve agent`: connects to a master's `--agents-listen` address (agent-hub.ts), says which
+ * devices it has, and runs the replicas the master opens as local child processes (the same
+ * replica-main.js as `--isolation process`), relaying their messages both ways. The model files
+ * are read at the paths the master sends (a shared or identical filesystem). A lost master link
+ * ends every replica here (the master fails their work and restarts them when the agent is back);
+ * the agent reconnects with back-off and joins again under the same name.
+ */
+import { availableParallelism, hostname } from 'node:os'
+import { serialize, deserialize } from 'node:v8'
+import * as grpc from '@grpc/grpc-js'
+import type { EventLog } from '../log.ts'
+import type { ParentMessage } from './messages.ts'
+import { openProcess, type Transport } from './transport.ts'
+import { loadAgentsDefinition } from './agent-hub.ts'
+import { VERSION } from '../version.ts'
+
+export interface AgentOptions {
+  master: string
+  devices: number[]
+  name?: string
+  deviceType?: 'cpu' | 'cuda'
+  credentials?: grpc.ChannelCredentials
+  apiKey?: string
+  log: EventLog
+}
+
+interface Frame { replica: number; message?: Buffer; shutdown?: boolean; kill?: boolean }
+interface MasterToAgent { welcome?: { master_version: string } | null; open?: { replica: number; label: string } | null; frame?: Frame | null }
+
+export interface RunningAgent {
+  /** Resolves once the first connection is welcomed. */
+  joined: Promise<void>
+  close(): Promise<void>
+}
+
+const RECONNECT_MAX_MS = 5000
+
+export function runAgent(o: AgentOptions): RunningAgent {
+  const name = o.name ?? `${hostname()}-${process.pid}`
+  const def = loadAgentsDefinition()
+  const Client = grpc.makeGenericClientConstructor(def as grpc.ServiceDefinition, 'Agents')
+  // Keepalive pings notice a master that vanished without closing the connection (a cut link).
+  const client = new Client(o.master, o.credentials ?? grpc.credentials.createInsecure(), {
+    'grpc.keepalive_time_ms': 2000, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 1,
+    'grpc.max_send_message_length': 512 * 1024 * 1024, 'grpc.max_receive_message_length': 512 * 1024 * 1024,
+  }) as unknown as { Connect(md: grpc.Metadata): grpc.ClientDuplexStream<unknown, MasterToAgent>; close(): void }
+  let closed = false
+  let attempt = 0
+  let onJoined!: () => void
+  const joined = new Promise<void>((r) => { onJoined = r })
+  const replicas = new Map<number, Transport>()
+  // Keeps the process alive while it waits to reconnect.
+  const keepAlive = setInterval(() => {}, 60_000)
+
+  const endReplicas = () => {
+    for (const t of replicas.values()) t.kill()
+    replicas.clear()
+  }
+
+  const connect = () => {
+    if (closed) return
+    const md = new grpc.Metadata()
+    if (o.apiKey) md.set('authorization', `Bearer ${o.apiKey}`)
+    const call = client.Connect(md)
+    let welcomed = false
+    const write = (m: unknown) => { try { call.write(m) } catch { /* the stream is ending */ } }
+    call.write({ hello: { name, devices: o.devices, cores: availableParallelism(), version: VERSION, device_type: o.deviceType ?? 'cpu', host: hostname() } })
+    call.on('data', (m: MasterToAgent) => {
+      if (m.welcome) {
+        welcomed = true
+        attempt = 0
+        o.log(`ms-serve agent ${name}: joined master ${o.master} with devices ${o.devices.join(',')}`, { event: 'agent_connected', agent: name, master: o.master })
+        onJoined()
+        return
+      }
+      if (m.open) {
+        const id = Number(m.open.replica)
+        const open = openProcess(m.open.label, {
+          message: (msg) => write({ frame: { replica: id, message: serialize(msg) } }),
+          exit: (why) => { replicas.delete(id); write({ frame: { replica: id, exit: why } }) },
+          startError: (e) => { replicas.delete(id); write({ frame: { replica: id, start_error: e.message } }) },
+        })
+        Promise.resolve(open).then((t) => replicas.set(id, t), (e: Error) => write({ frame: { replica: id, start_error: e.message } }))
+        return
+      }
+      const f = m.frame
+      if (!f) return
+      const t = replicas.get(Number(f.replica))
+      if (!t) return
+      if (f.kill) t.kill()
+      else if (f.shutdown) t.shutdown()
+      else if (f.message?.length) t.send(deserialize(f.message) as ParentMessage)
+    })
+    let ended = false
+    const retry = (why: string) => {
+      if (ended) return
+      ended = true
+      endReplicas()
+      if (closed) return
+      attempt++
+      const delay = Math.min(RECONNECT_MAX_MS, 250 * 2 ** Math.min(5, attempt - 1))
+      o.log(`ms-serve agent ${name}: ${welcomed ? 'lost the master' : 'cannot join the master'} at ${o.master} (${why}); retrying in ${delay} ms`, { event: 'agent_disconnected', severity: 'warn', agent: name, reason: why, retry_in_ms: delay })
+      setTimeout(connect, delay).unref()
+    }
+    call.on('error', (e: Error & { code?: number }) => {
+      // A refusal that retrying cannot fix (a wrong key, a name in use) ends the agent.
+      if (e.code === grpc.status.UNAUTHENTICATED || e.code === grpc.status.ALREADY_EXISTS || e.code === grpc.status.INVALID_ARGUMENT) {
+        o.log(`ms-serve agent ${name}: the master refused it: ${e.message}`, { event: 'agent_refused', severity: 'error', agent: name })
+        ended = true
+        closed = true
+        endReplicas()
+        process.exitCode = 2
+        clearInterval(keepAlive)
+        client.close()
+        return
+      }
+      retry(e.message)
+    })
+    call.on('end', () => retry('the master closed the link'))
+  }
+  connect()
+  return {
+    joined,
+    async close() {
+      closed = true
+      clearInterval(keepAlive)
+      endReplicas()
+      client.close()
+    },
+  }
+}

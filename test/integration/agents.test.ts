@@ -1,0 +1,110 @@
+// Remote replicas: a master with --agents-listen and no local replicas, and `ms-serve agent`
+// processes that join it, serve, are killed (clean errors, not ready) and rejoin (recovery).
+// Everything on loopback; every process is stopped by PID.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { addServable, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
+import { BIN, logEvents, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+
+let srv: StartedServer
+let agentsAddress = ''
+const cleanups: Array<() => void> = []
+const agents: ChildProcess[] = []
+
+function startAgent(name: string): { proc: ChildProcess; output: () => string } {
+  const proc = spawn(process.execPath, [BIN, 'agent', '--master', agentsAddress, '--devices', '0', '--name', name], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let out = ''
+  proc.stdout!.on('data', (d) => { out += d })
+  proc.stderr!.on('data', (d) => { out += d })
+  agents.push(proc)
+  return { proc, output: () => out }
+}
+
+async function killByPid(proc: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  process.kill(proc.pid!, signal)
+  await once(proc, 'exit')
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await fn()
+    if (v !== undefined) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${srv.output()}`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+}
+
+const predict = async () => {
+  const res = await fetch(`${srv.rest}/model/add:add_common`, { method: 'POST', body: floatJson({ instances: [{ x1: X1, x2: X2 }] }) })
+  return { status: res.status, json: await res.json() as any }
+}
+const ready = async () => (await fetch(`${srv.rest}/v2/health/ready`)).status === 200
+
+before(async () => {
+  const dir = tempServables({ after: (fn) => cleanups.push(fn) })
+  addServable(dir)
+  FIXTURE_SERVABLES['slow']!(dir)
+  srv = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas'])
+  agentsAddress = /agents link start success, listening on ([^\s"]+)/.exec(srv.output())![1]!
+})
+
+after(async () => {
+  for (const a of agents) await killByPid(a)
+  await srv?.stop()
+  for (const c of cleanups) c()
+})
+
+test('no agent: the servable is loaded but not ready; predict is a 503 naming it', async () => {
+  assert.equal(await ready(), false)
+  const r = await predict()
+  assert.equal(r.status, 503)
+  assert.match(r.json.error_msg, /servable is not available/)
+})
+
+test('an agent joins and serves; killed, its work fails cleanly and the servable is not ready; it rejoins and serves again', async () => {
+  const a = startAgent('a1')
+  await until('the agent replica to be ready', async () => ((await ready()) ? true : undefined))
+  const ok = await predict()
+  assert.equal(ok.status, 200, JSON.stringify(ok.json))
+  assert.deepEqual(ok.json.instances[0].y, [[6, 8], [10, 12]])
+  const stats = await (await fetch(`${srv.rest}/stats`)).json() as any
+  assert.deepEqual(stats.servables.map((s: any) => s.replicas.map((r: any) => [r.device, r.state])), [[['cpu:0@a1', 'ready']], [['cpu:0@a1', 'ready']]])
+  assert.ok(logEvents(srv.output()).some((e) => e.event === 'agent_joined' && e.agent === 'a1'))
+
+  // A request in flight on the agent (a 300 ms stage) when it dies fails with a clear error, at once.
+  const slow = fetch(`${srv.rest}/model/slow:add_slow`, { method: 'POST', body: floatJson({ instances: [{ x1: X1, x2: X2 }] }) })
+  await new Promise((r) => setTimeout(r, 100))
+  await killByPid(a.proc)
+  const failed = await slow
+  assert.equal(failed.status, 503)
+  assert.match(((await failed.json()) as any).error_msg, /agent a1 lost/)
+  await until('the master to notice the agent is gone', async () => ((await ready()) ? undefined : true))
+  const down = await predict()
+  assert.equal(down.status, 503, JSON.stringify(down.json))
+  assert.ok(logEvents(srv.output()).some((e) => e.event === 'agent_lost' && e.agent === 'a1'))
+
+  startAgent('a1')
+  await until('the agent to rejoin and its replica to restart', async () => ((await ready()) ? true : undefined))
+  const again = await predict()
+  assert.equal(again.status, 200, JSON.stringify(again.json))
+  assert.ok(logEvents(srv.output()).some((e) => e.event === 'agent_rejoined' && e.agent === 'a1'))
+})
+
+test('a second agent adds a replica; a name already connected is refused (exit 2)', async () => {
+  const b = startAgent('b1')
+  await until('two ready replicas', async () => {
+    const st = await (await fetch(`${srv.rest}/stats`)).json() as any
+    return st.servables.every((s: any) => s.replicas.filter((r: any) => r.state === 'ready').length === 2) ? true : undefined
+  })
+  const results = await Promise.all(Array.from({ length: 8 }, () => predict()))
+  assert.ok(results.every((r) => r.status === 200))
+  const dup = startAgent('b1')
+  const [code] = await once(dup.proc, 'exit')
+  assert.equal(code, 2, dup.output())
+  assert.match(dup.output(), /already connected; give each agent its own --name/)
+  await killByPid(b.proc)
+})

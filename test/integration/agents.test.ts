@@ -108,3 +108,35 @@ test('a second agent adds a replica; a name already connected is refused (exit 2
   assert.match(dup.output(), /already connected; give each agent its own --name/)
   await killByPid(b.proc)
 })
+
+test('with --api-key the agent link needs the key: without it the agent is refused (exit 2), with it it serves', async (t) => {
+  const dir = tempServables(t)
+  addServable(dir)
+  const keyed = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas', '--api-key', 'sekret'])
+  try {
+    const address = /agents link start success, listening on ([^\s"]+)/.exec(keyed.output())![1]!
+    const run = (extra: string[]) => spawn(process.execPath, [BIN, 'agent', '--master', address, '--devices', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MS_SERVE_API_KEY: '' } })
+    const refused = run(['--name', 'nokey'])
+    agents.push(refused)
+    let out = ''
+    refused.stderr!.on('data', (d) => { out += d })
+    refused.stdout!.on('data', (d) => { out += d })
+    const [code] = await once(refused, 'exit')
+    assert.equal(code, 2, out)
+    assert.match(out, /the master refused it/)
+    const good = run(['--name', 'withkey', '--api-key', 'sekret'])
+    agents.push(good)
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      const r = await fetch(`${keyed.rest}/v2/health/ready`)
+      if (r.status === 200) break
+      if (Date.now() > deadline) throw new Error(`not ready:\n${keyed.output()}`)
+      await new Promise((res) => setTimeout(res, 100))
+    }
+    const res = await fetch(`${keyed.rest}/model/add:add_common`, { method: 'POST', body: floatJson({ instances: [{ x1: X1, x2: X2 }] }), headers: { authorization: 'Bearer sekret' } })
+    assert.equal(res.status, 200)
+    await killByPid(good)
+  } finally {
+    await keyed.stop()
+  }
+})

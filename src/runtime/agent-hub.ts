@@ -8,7 +8,10 @@
  * it exits ("agent X lost"): its in-flight work fails, the pool restarts it, and the restart waits
  * for the agent to come back under the same name.
  */
+import { createHash } from 'node:crypto'
+import { readFileSync, statSync } from 'node:fs'
 import { serialize, deserialize } from 'node:v8'
+import type { ValidServable } from '../config/validate.ts'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 import { ServeError } from '../errors.ts'
@@ -143,13 +146,16 @@ export class AgentHub {
       const t: Transport = {
         pid: 0,
         sharesThread: false,
-        send: (msg: ParentMessage) => send({ message: serialize(msg) }),
+        // The init message carries the checksums of the files the replica will read, so the agent
+        // refuses to serve a servable whose files differ on its host.
+        send: (msg: ParentMessage) => send({ message: serialize(msg.type === 'init' ? { ...msg, checksums: servableChecksums(msg.servable) } : msg) }),
         shutdown: () => send({ shutdown: true }),
         kill: () => {
           send({ kill: true })
-          // The agent may be unreachable: the channel ends here now, whatever it answers.
+          // The agent may be unreachable: the channel ends here, whatever it answers; after the
+          // current turn, as a local process's exit event comes (the caller finishes first).
           const ch = agent.channels.get(id)
-          if (ch) { agent.channels.delete(id); ch.exit('killed') }
+          if (ch) { agent.channels.delete(id); setImmediate(() => ch.exit('killed')) }
         },
       }
       return t
@@ -160,4 +166,27 @@ export class AgentHub {
   close(): void {
     for (const a of this.agents.values()) { a.stream?.end(); a.stream = null }
   }
+}
+
+/** The files a replica of `s` reads: the compiled config and every model (stage) file. */
+export function servableFiles(s: ValidServable): string[] {
+  return [s.compiledFile, ...s.models.flatMap((m) => (m.stages ? m.stages.map((x) => x.path) : [m.path])), ...(s.llm ? [s.llm.path] : [])]
+}
+
+const digests = new Map<string, { mtimeMs: number; size: number; sha256: string }>()
+
+/** sha256 of a file, cached by path, size and modification time (model files are read once per change). */
+export function fileSha256(path: string): string {
+  const st = statSync(path)
+  const hit = digests.get(path)
+  if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.sha256
+  const sha256 = createHash('sha256').update(readFileSync(path)).digest('hex')
+  digests.set(path, { mtimeMs: st.mtimeMs, size: st.size, sha256 })
+  return sha256
+}
+
+function servableChecksums(s: ValidServable): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const f of servableFiles(s)) { try { out[f] = fileSha256(f) } catch { /* the replica's load reports a missing file */ } }
+  return out
 }

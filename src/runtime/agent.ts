@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js'
 import type { EventLog } from '../log.ts'
 import type { ParentMessage } from './messages.ts'
 import { openProcess, type Transport } from './transport.ts'
-import { loadAgentsDefinition } from './agent-hub.ts'
+import { fileSha256, loadAgentsDefinition } from './agent-hub.ts'
 import { VERSION } from '../version.ts'
 
 export interface AgentOptions {
@@ -90,7 +90,17 @@ export function runAgent(o: AgentOptions): RunningAgent {
       if (!t) return
       if (f.kill) t.kill()
       else if (f.shutdown) t.shutdown()
-      else if (f.message?.length) t.send(deserialize(f.message) as ParentMessage)
+      else if (f.message?.length) {
+        const msg = deserialize(f.message) as ParentMessage
+        const bad = msg.type === 'init' && msg.checksums ? differingFile(msg.checksums) : null
+        if (bad) {
+          // The replica would load other files than the master's: refused before it loads anything.
+          write({ frame: { replica: Number(f.replica), message: serialize({ type: 'init-error', error: { code: 'CONFIG_INVALID', message: `agent ${name}: ${bad}. Copy the servable directory to this host at the same path (the master sends paths, not files)` } }) } })
+          t.kill()
+          return
+        }
+        t.send(msg)
+      }
     })
     let ended = false
     const retry = (why: string) => {
@@ -129,4 +139,14 @@ export function runAgent(o: AgentOptions): RunningAgent {
       client.close()
     },
   }
+}
+
+/** The first file whose local copy is missing or differs from the master's checksum, described; else null. */
+function differingFile(checksums: Record<string, string>): string | null {
+  for (const [path, sha] of Object.entries(checksums)) {
+    let mine: string
+    try { mine = fileSha256(path) } catch { return `${path} is missing on this host` }
+    if (mine !== sha) return `${path} differs from the master's (sha256 ${mine.slice(0, 12)}... here, ${sha.slice(0, 12)}... there)`
+  }
+  return null
 }

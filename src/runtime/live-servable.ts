@@ -159,7 +159,12 @@ export class LiveServable {
     this.configured = true
     this.signature = predictSignature(this.servable, models)
     for (const m of this.servable.methods) {
-      const sizes = m.models.map((i) => models[i]!.maxBatchSize)
+      // A model in pipeline stages gets micro-batches: a batch of maxBatchSize / stages, so a full
+      // queue makes one batch per stage and the stages work on different batches at once.
+      const sizes = m.models.map((i) => {
+        const stages = this.servable.models[i]!.stages?.length ?? 1
+        return models[i]!.fixedBatch ? models[i]!.maxBatchSize : Math.max(1, Math.ceil(models[i]!.maxBatchSize / stages))
+      })
       const waits = m.models.map((i) => this.servable.models[i]!.maxWaitMs)
       const limits = m.models.map((i) => this.servable.models[i]!.maxQueueSize)
       this.queues.set(m.name, new BatchQueue<Job>(sizes.length ? Math.min(...sizes) : 32, waits.length ? Math.min(...waits) : 0, limits.length ? Math.min(...limits) : 10000))

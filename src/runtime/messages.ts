@@ -49,7 +49,8 @@ export interface ModelInfo {
 export interface RunStat { model: number; batch: number; padded: number; ms: number; stageMs?: number[] }
 
 export type ParentMessage =
-  | { type: 'init'; servable: ValidServable; device: DevicePlan }
+  /** `checksums`: sha256 by path of the files the replica reads, when it runs on an agent (agent-hub.ts). */
+  | { type: 'init'; servable: ValidServable; device: DevicePlan; checksums?: Record<string, string> }
   | { type: 'run'; id: number; method: string; instances: WireInstance[] }
   | { type: 'generate'; id: number; request: LlmWireRequest; requestId?: string }
   | { type: 'cancel'; id: number }

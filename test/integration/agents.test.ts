@@ -3,9 +3,11 @@
 // Everything on loopback; every process is stopped by PID.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { rmSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { once } from 'node:events'
-import { addServable, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
+import { addServable, binaryModel, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
 import { BIN, logEvents, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
@@ -138,5 +140,32 @@ test('with --api-key the agent link needs the key: without it the agent is refus
     await killByPid(good)
   } finally {
     await keyed.stop()
+  }
+})
+
+test('an agent whose copy of a model file differs from the master\'s refuses to serve it, naming the file', async (t) => {
+  if (spawnSync('unshare', ['-m', 'true']).status !== 0) { t.skip('needs unshare -m (root) to give the agent its own view of the files'); return }
+  const dir = tempServables(t)
+  addServable(dir)
+  const other = join(dir, '..', `${dir.split('/').pop()}-other.onnx`)
+  writeFileSync(other, binaryModel('Mul', ['batch', 2, 2]))
+  t.after(() => rmSync(other, { force: true }))
+  const m = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas'])
+  try {
+    const address = /agents link start success, listening on ([^\s"]+)/.exec(m.output())![1]!
+    // The agent sees another add.onnx at the same path (a bind mount in its own mount namespace).
+    const model = join(dir, 'add', '1', 'add.onnx')
+    const agent = spawn('unshare', ['-m', 'sh', '-c', `mount --bind "${other}" "${model}" && exec "${process.execPath}" "${BIN}" agent --master ${address} --devices 0 --name skewed`], { stdio: ['ignore', 'pipe', 'pipe'] })
+    agents.push(agent)
+    const deadline = Date.now() + 30_000
+    while (!/differs from the master's/.test(m.output())) {
+      if (Date.now() > deadline) throw new Error(`no refusal:\n${m.output()}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    assert.match(m.output(), new RegExp(`agent skewed: ${model.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} differs from the master's \\(sha256 `))
+    assert.equal((await fetch(`${m.rest}/v2/health/ready`)).status, 503, 'nothing serves the differing model')
+    await killByPid(agent)
+  } finally {
+    await m.stop()
   }
 })

@@ -253,7 +253,7 @@ describe('mlp model', () => {
 
 describe('registry, determinism and encoding', () => {
   it('lists exactly the built-in models', () => {
-    assert.deepEqual(Object.keys(BUILTIN_MODELS).sort(), ['add', 'add_nobatch', 'decoder_small', 'decoder_tiny', 'image_cnn', 'mlp']);
+    assert.deepEqual(Object.keys(BUILTIN_MODELS).sort(), ['add', 'add_nobatch', 'decoder_small', 'decoder_tiny', 'decoder_tiny4', 'image_cnn', 'mlp']);
     assert.throws(() => buildBuiltinModel('nope'), /unknown built-in model/);
     assert.throws(() => buildBuiltinModel('toString'), /unknown built-in model/);
   });

@@ -168,9 +168,12 @@ export class AgentHub {
   }
 }
 
-/** The files a replica of `s` reads: the compiled config and every model (stage) file. */
+/**
+ * The files a replica of `s` reads: its servable_config.ts (the agent compiles it itself, against
+ * its own install) and every model (stage) file.
+ */
 export function servableFiles(s: ValidServable): string[] {
-  return [s.compiledFile, ...s.models.flatMap((m) => (m.stages ? m.stages.map((x) => x.path) : [m.path])), ...(s.llm ? [s.llm.path] : [])]
+  return [s.configFile, ...s.models.flatMap((m) => (m.stages ? m.stages.map((x) => x.path) : [m.path])), ...(s.llm ? [s.llm.path] : [])]
 }
 
 const digests = new Map<string, { mtimeMs: number; size: number; sha256: string }>()

@@ -13,6 +13,7 @@ import type { EventLog } from '../log.ts'
 import type { ParentMessage } from './messages.ts'
 import { openProcess, type Transport } from './transport.ts'
 import { fileSha256, loadAgentsDefinition } from './agent-hub.ts'
+import { compileServableConfig } from '../config/compile.ts'
 import { VERSION } from '../version.ts'
 
 export interface AgentOptions {
@@ -50,6 +51,7 @@ export function runAgent(o: AgentOptions): RunningAgent {
   let onJoined!: () => void
   const joined = new Promise<void>((r) => { onJoined = r })
   const replicas = new Map<number, Transport>()
+  const order = new Map<number, Promise<void>>()
   // Keeps the process alive while it waits to reconnect.
   const keepAlive = setInterval(() => {}, 60_000)
 
@@ -78,7 +80,7 @@ export function runAgent(o: AgentOptions): RunningAgent {
         const id = Number(m.open.replica)
         const open = openProcess(m.open.label, {
           message: (msg) => write({ frame: { replica: id, message: serialize(msg) } }),
-          exit: (why) => { replicas.delete(id); write({ frame: { replica: id, exit: why } }) },
+          exit: (why) => { replicas.delete(id); order.delete(id); write({ frame: { replica: id, exit: why } }) },
           startError: (e) => { replicas.delete(id); write({ frame: { replica: id, start_error: e.message } }) },
         })
         Promise.resolve(open).then((t) => replicas.set(id, t), (e: Error) => write({ frame: { replica: id, start_error: e.message } }))
@@ -91,15 +93,28 @@ export function runAgent(o: AgentOptions): RunningAgent {
       if (f.kill) t.kill()
       else if (f.shutdown) t.shutdown()
       else if (f.message?.length) {
+        const id = Number(f.replica)
         const msg = deserialize(f.message) as ParentMessage
-        const bad = msg.type === 'init' && msg.checksums ? differingFile(msg.checksums) : null
-        if (bad) {
+        // Messages of one replica keep their order while its init is prepared (a compile).
+        const prev = order.get(id) ?? Promise.resolve()
+        const next = prev.then(async () => {
+          if (msg.type !== 'init') { t.send(msg); return }
+          const refused = (why: string) => {
+            write({ frame: { replica: id, message: serialize({ type: 'init-error', error: { code: 'CONFIG_INVALID', message: `agent ${name}: ${why}` } }) } })
+            t.kill()
+          }
           // The replica would load other files than the master's: refused before it loads anything.
-          write({ frame: { replica: Number(f.replica), message: serialize({ type: 'init-error', error: { code: 'CONFIG_INVALID', message: `agent ${name}: ${bad}. Copy the servable directory to this host at the same path (the master sends paths, not files)` } }) } })
-          t.kill()
-          return
-        }
-        t.send(msg)
+          const bad = msg.checksums ? differingFile(msg.checksums) : null
+          if (bad) return refused(`${bad}. Copy the servable directory to this host at the same path (the master sends paths, not files)`)
+          // The master's compiled config pins its own install's paths: compile the same source here.
+          try {
+            const { compiledFile } = await compileServableConfig(msg.servable.configFile)
+            t.send({ ...msg, servable: { ...msg.servable, compiledFile } })
+          } catch (e) {
+            refused((e as Error).message)
+          }
+        })
+        order.set(id, next.catch(() => undefined))
       }
     })
     let ended = false

@@ -1,0 +1,23 @@
+{{- define "ms-serve.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{- else -}}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
+
+{{- define "ms-serve.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "ms-serve.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ms-serve.claim" -}}
+{{- if .Values.servables.existingClaim -}}{{ .Values.servables.existingClaim }}{{- else -}}{{ include "ms-serve.fullname" . }}-servables{{- end -}}
+{{- end -}}
+
+{{- define "ms-serve.devices" -}}
+{{- join "," . -}}
+{{- end -}}

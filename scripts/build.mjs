@@ -30,6 +30,20 @@ await build({
   logLevel: 'warning',
   chunkNames: 'chunks/[name]-[hash]',
 })
+// The web console (/console): a browser bundle (Preact + uPlot) and its stylesheet; served from
+// dist/console by protocol/rest/console.ts, nothing fetched from elsewhere at run time.
+await build({
+  absWorkingDir: root,
+  entryPoints: ['src/console/app.ts', 'src/console/app.css'],
+  outdir: 'dist/console',
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: ['chrome110', 'firefox110', 'safari16'],
+  minify: true,
+  sourcemap: 'linked',
+  logLevel: 'warning',
+})
 if (!process.argv.includes('--quiet')) console.log(`ms-serve: built ${entries.length} entries into dist/ in ${Date.now() - t0} ms`)
 
 if (process.argv.includes('--types')) {

@@ -73,6 +73,8 @@ export interface ServeOptions {
   agentsListen?: HostPort | null
   /** false: no replicas on this host's devices, only on agents' (default true). */
   localReplicas?: boolean
+  /** false: no web console at /console (default true). */
+  console?: boolean
 }
 
 export interface HttpLimits {
@@ -231,7 +233,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       log(`Serving agents link start success, listening on ${address}`, { event: 'listening', protocol: 'agents', address, tls: Boolean(tls), api_key: keys !== null })
     }
     if (opts.rest) {
-      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {}, tls: opts.tls ?? null, keys, logger, accessLog: opts.accessLog ?? true })
+      rest = buildRestServer({ registry, maxMsgMb: opts.maxMsgMb, always200: opts.restAlways200 ?? false, bodies, limits, http: opts.http ?? {}, tls: opts.tls ?? null, keys, logger, accessLog: opts.accessLog ?? true, console: opts.console ?? true })
       await rest.listen({ host: opts.rest.host, port: opts.rest.port })
       const addr = rest.server.address()
       const port = typeof addr === 'object' && addr ? addr.port : opts.rest.port

@@ -54,6 +54,7 @@ program
   .option('--rest <host:port>', 'REST listen address (port 0 = any free port)', '127.0.0.1:1500')
   .option('--agents-listen <host:port>', 'accept agents (ms-serve agent --master HOST:PORT) here; each agent device becomes a replica of every servable')
   .option('--no-local-replicas', 'run no replicas on this host\'s devices, only on agents\' (with --agents-listen)')
+  .option('--no-console', 'do not serve the web console at /console on the REST listener')
   .option('--no-grpc-server', 'do not start the gRPC listener')
   .option('--no-rest-server', 'do not start the REST listener')
   .option('--max-msg-mb <n>', 'largest request body or gRPC message in MiB (1..512)', '100')
@@ -166,6 +167,7 @@ program
         isolationOf,
         agentsListen: o.agentsListen ? parseHostPort('--agents-listen', String(o.agentsListen)) : null,
         localReplicas: o.localReplicas !== false,
+        console: o.console !== false,
       })
       let closing = false
       const shutdown = (sig: string) => {

@@ -6,6 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ServeError } from '../errors.ts'
+import { isConsoleAsset } from '../protocol/rest/console.ts'
 
 /** Where client certificates are required when a CA is given: both listeners, or gRPC only (MindSpore's SSLConfig). */
 export const CLIENT_AUTH = ['both', 'grpc'] as const
@@ -122,7 +123,7 @@ export function collectApiKeys(flags: readonly string[], files: ReadonlyArray<{ 
  */
 export function isOpenRestPath(url: string): boolean {
   const path = url.split('?', 1)[0]!
-  return path === '/health' || path === '/metrics' || path.startsWith('/v2/health/') || /^\/v2\/models\/[^/]+(\/[^/]+)?(\/versions\/[^/]+)?\/ready$/.test(path)
+  return path === '/health' || path === '/metrics' || isConsoleAsset(path) || path.startsWith('/v2/health/') || /^\/v2\/models\/[^/]+(\/[^/]+)?(\/versions\/[^/]+)?\/ready$/.test(path)
 }
 
 /** gRPC services open without a key: health checking and server reflection. */

@@ -62,8 +62,8 @@ test('server YAML: tls paths resolve against the file\'s folder; api_key_file, l
 })
 
 test('open routes: health, readiness and /metrics on REST; health and reflection on gRPC; request ids kept only when plain', () => {
-  for (const p of ['/health', '/metrics', '/v2/health/live', '/v2/health/ready', '/v2/models/add/ready', '/v2/models/add/versions/2/ready', '/metrics?x=1']) assert.equal(isOpenRestPath(p), true, p)
-  for (const p of ['/model/add:add_common', '/v1/models', '/info', '/stats', '/generate', '/v2/models/add/infer', '/v2/models/add/ready/x']) assert.equal(isOpenRestPath(p), false, p)
+  for (const p of ['/health', '/metrics', '/v2/health/live', '/v2/health/ready', '/v2/models/add/ready', '/v2/models/add/versions/2/ready', '/metrics?x=1', '/console', '/console/app.js', '/console/app.css']) assert.equal(isOpenRestPath(p), true, p)
+  for (const p of ['/model/add:add_common', '/v1/models', '/info', '/stats', '/generate', '/v2/models/add/infer', '/v2/models/add/ready/x', '/console/stream', '/console/other.js', '/servables']) assert.equal(isOpenRestPath(p), false, p)
   assert.equal(isOpenGrpcPath('/grpc.health.v1.Health/Check'), true)
   assert.equal(isOpenGrpcPath('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo'), true)
   assert.equal(isOpenGrpcPath('/mindspore.serving.proto.MSService/Predict'), false)

@@ -19,6 +19,7 @@ import { describeServables } from '../../runtime/describe.ts'
 import { registerTgiRoutes } from './tgi.ts'
 import { registerOpenAiRoutes } from './openai.ts'
 import { registerOipRoutes } from '../oip/rest.ts'
+import { registerConsoleRoutes } from './console.ts'
 import { registryReady } from '../oip/infer.ts'
 import { isOpenRestPath, unauthenticated, type ApiKeys, type TlsMaterial } from '../../config/security.ts'
 import { accessWriter, silentLogger, type Logger } from '../../log.ts'
@@ -40,6 +41,8 @@ export interface RestOptions {
   logger?: Logger
   /** false: no access lines (each costs ~11 µs of listener CPU; see README Operations). */
   accessLog?: boolean
+  /** false: no web console at /console (default true). */
+  console?: boolean
 }
 
 /** What the access line says of a request beside method, URL, status and duration; routes fill it in. */
@@ -254,6 +257,7 @@ export function buildRestServer(opts: RestOptions): RestServer {
   registerMindSporeRoutes(app, opts)
   registerTgiRoutes(app, opts.registry)
   registerOpenAiRoutes(app, opts.registry)
+  if (opts.console !== false) registerConsoleRoutes(app, opts.registry)
 
   const healthy = () => opts.registry.all().length > 0 && opts.registry.all().every((s) => s.ready)
   // Ready means every servable serves: one that failed to load keeps the server not ready.

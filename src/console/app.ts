@@ -1,0 +1,250 @@
+/// <reference lib="dom" />
+/// <reference lib="dom.iterable" />
+/**
+ * The web console (`/console`), bundled for the browser by scripts/build.mjs into dist/console/.
+ * It reads only public routes: `/console/stream` (the runtime's stats snapshot and the servables'
+ * description, once a second, as server-sent events), `/servables`, MindSpore predict and OpenAI
+ * chat. With an API key on the server it asks for the key and sends it as a Bearer token.
+ */
+import { h, render, type ComponentChildren } from 'preact'
+import { useEffect, useRef, useState } from 'preact/hooks'
+import uPlot from 'uplot'
+import { SseParser } from '../client/sse.ts'
+
+type Any = any // the server's JSON, read defensively
+
+const KEY = 'ms-serve-api-key'
+const auth = (): Record<string, string> => { const k = sessionStorage.getItem(KEY); return k ? { authorization: `Bearer ${k}` } : {} }
+
+class NeedKey extends Error {}
+
+async function api(path: string, init: RequestInit = {}): Promise<Response> {
+  const res = await fetch(path, { ...init, headers: { ...auth(), ...(init.headers as Record<string, string> | undefined) } })
+  if (res.status === 401) throw new NeedKey('the server needs an API key')
+  return res
+}
+
+/** Reads an SSE body (the client library's parser), calling `on` with each event's data. */
+async function readSse(res: Response, on: (data: string) => void, signal?: AbortSignal): Promise<void> {
+  const reader = res.body!.getReader()
+  const dec = new TextDecoder()
+  const parser = new SseParser()
+  while (!signal?.aborted) {
+    const { done, value } = await reader.read()
+    if (done) break
+    for (const data of parser.push(dec.decode(value, { stream: true }))) on(data)
+  }
+  for (const data of parser.end()) on(data)
+}
+
+interface Sample { t: number; snapshot: Any; servables: Any }
+
+const sig = (t: Any) => `${t.name}: ${t.dtype ?? '?'}${t.shape ? `[${t.shape.join(',')}]` : ''}`
+
+function Overview({ s }: { s: Sample | null }) {
+  if (!s) return h('p', null, 'waiting for the first snapshot...')
+  const snap = new Map<string, Any>((s.snapshot.servables as Any[]).map((x) => [`${x.name}@${x.version}`, x]))
+  return h('div', { id: 'overview' },
+    (s.servables.servables as Any[]).map((sv) => h('section', { class: 'servable', 'data-name': sv.name, key: sv.name },
+      h('h3', null, `${sv.name} `, h('span', { class: sv.ready ? 'ok' : 'bad' }, sv.ready ? 'ready' : 'not ready'), ` (${sv.kind})`),
+      (sv.versions as Any[]).map((v) => h('div', { key: v.version },
+        h('h4', null, `version ${v.version}`),
+        h('ul', { class: 'methods' }, (v.methods as Any[]).map((m) => h('li', { key: m.name, class: 'method' },
+          h('code', null, `${m.name}(${m.inputs.map(sig).join(', ')}) -> (${m.outputs.map(sig).join(', ')})`),
+          m.batched ? ` batched, up to ${m.maxBatchSize} per run` : ''))),
+        h('table', { class: 'replicas' },
+          h('thead', null, h('tr', null, ['device', 'isolation', 'pid', 'state', 'in flight'].map((c) => h('th', { key: c }, c)))),
+          h('tbody', null, (v.replicas as Any[]).map((r, i) => {
+            const st = snap.get(`${sv.name}@${v.version}`)?.replicas?.[i]
+            return h('tr', { key: i }, h('td', null, r.device), h('td', null, r.isolation), h('td', null, r.pid), h('td', null, r.state), h('td', null, st?.inflightInstances ?? ''))
+          }))),
+        snap.get(`${sv.name}@${v.version}`) ? h('p', null, `restarts: ${snap.get(`${sv.name}@${v.version}`).restarts}`) : null,
+      )),
+    )),
+    (s.servables.unavailable as Any[]).map((u) => h('section', { class: 'servable failed', 'data-name': u.name, key: u.name },
+      h('h3', null, `${u.name} `, h('span', { class: 'bad' }, 'failed to load')),
+      h('pre', { class: 'error' }, u.error))),
+  )
+}
+
+/** Per servable: requests/s, errors/s, queue depth, average batch; per LLM: tokens/s, running. */
+function rates(prev: Sample, cur: Sample): Record<string, Record<string, number>> {
+  const dt = Math.max(0.001, (cur.t - prev.t) / 1000)
+  const out: Record<string, Record<string, number>> = {}
+  const sum = (sv: Any, k: string) => Object.values(sv.methods as Record<string, Any>).reduce((a: number, m: Any) => a + (m[k] ?? 0), 0)
+  for (const sv of cur.snapshot.servables as Any[]) {
+    const before = (prev.snapshot.servables as Any[]).find((x) => x.name === sv.name && x.version === sv.version)
+    const req = sum(sv, 'requests') - (before ? sum(before, 'requests') : 0)
+    const inst = sum(sv, 'instances') - (before ? sum(before, 'instances') : 0)
+    const batches = sum(sv, 'batches') - (before ? sum(before, 'batches') : 0)
+    out[sv.name] = { requestsPerSec: req / dt, errorsPerSec: (sum(sv, 'errors') - (before ? sum(before, 'errors') : 0)) / dt, queued: sum(sv, 'queued'), avgBatch: batches ? inst / batches : 0 }
+  }
+  for (const l of cur.snapshot.llms as Any[]) {
+    const before = (prev.snapshot.llms as Any[]).find((x) => x.name === l.name)
+    const tok = (x: Any) => (x?.replicas ?? []).reduce((a: number, r: Any) => a + Number(r.engine?.generatedTokens ?? 0), 0)
+    const running = (l.replicas as Any[]).reduce((a: number, r: Any) => a + Number(r.engine?.running ?? 0), 0)
+    const kv = (l.replicas as Any[]).reduce((a: number, r: Any) => a + Number(r.engine?.kvBytes ?? 0), 0)
+    out[l.name] = { ...(out[l.name] ?? {}), tokensPerSec: (tok(l) - tok(before)) / dt, running, kvMiB: kv / 2 ** 20 }
+  }
+  return out
+}
+
+function Chart({ name, series }: { name: string; series: { t: number[]; y: number[]; label: string } }) {
+  const el = useRef<HTMLDivElement>(null)
+  const plot = useRef<uPlot | null>(null)
+  useEffect(() => {
+    if (!el.current) return
+    plot.current = new uPlot({ width: Math.min(560, el.current.clientWidth || 560), height: 160, title: `${name}: ${series.label}`, series: [{}, { label: series.label, stroke: '#2a6fdb' }], axes: [{}, {}] }, [[], []], el.current)
+    return () => plot.current?.destroy()
+  }, [name, series.label])
+  useEffect(() => { plot.current?.setData([series.t, series.y]) }, [series.t.length, series.t[series.t.length - 1]])
+  return h('div', { ref: el, class: 'chart', 'data-points': series.t.length, 'data-last': series.y[series.y.length - 1] ?? 0, 'aria-label': `${name} ${series.label} chart` })
+}
+
+function Metrics({ history }: { history: Sample[] }) {
+  if (history.length < 2) return h('p', null, 'collecting samples...')
+  const points = history.slice(1).map((s, i) => ({ t: s.t / 1000, r: rates(history[i]!, s) }))
+  const last = points[points.length - 1]!.r
+  return h('div', { id: 'metrics' }, Object.entries(last).map(([name, r]) => {
+    const key = r.tokensPerSec !== undefined ? 'tokensPerSec' : 'requestsPerSec'
+    return h('section', { class: 'metric', 'data-name': name, key: name },
+      h('h3', null, name),
+      h('p', { class: 'numbers' }, Object.entries(r).map(([k, v]) => `${k} ${v.toFixed(k === 'running' || k === 'queued' ? 0 : 1)}`).join(' · ')),
+      h(Chart, { name, series: { t: points.map((p) => p.t), y: points.map((p) => p.r[name]?.[key] ?? 0), label: key === 'tokensPerSec' ? 'tokens/s' : 'requests/s' } }))
+  }))
+}
+
+/** A nested JSON array of zeros (as floats: MindSpore's REST reads `1` as int32 and `1.0` as float32). */
+function zeros(shape: number[] | null, dtype: string | null): string {
+  const leaf = dtype && /int|bool/.test(dtype) ? '0' : '0.0'
+  const build = (d: number): string => (d >= (shape?.length ?? 0) ? leaf : `[${Array.from({ length: Math.max(1, shape![d]! < 0 ? 1 : shape![d]!) }, () => build(d + 1)).join(', ')}]`)
+  return shape ? build(0) : '""'
+}
+
+function Predict({ s }: { s: Sample | null }) {
+  const servables = ((s?.servables.servables ?? []) as Any[]).filter((x) => x.kind === 'model')
+  const [name, setName] = useState('')
+  const [method, setMethod] = useState('')
+  const [values, setValues] = useState<Record<string, string>>({})
+  const [reply, setReply] = useState<{ status: number; text: string; ms: number } | null>(null)
+  const sv = servables.find((x) => x.name === name) ?? servables[0]
+  const version = sv?.versions[sv.versions.length - 1]
+  const m = (version?.methods as Any[] | undefined)?.find((x) => x.name === method) ?? version?.methods[0]
+  const run = async () => {
+    if (!sv || !m) return
+    const t0 = performance.now()
+    const fields = m.inputs.map((i: Any) => `${JSON.stringify(i.name)}: ${values[`${m.name}.${i.name}`] ?? zeros(i.shape, i.dtype)}`)
+    const res = await api(`/model/${encodeURIComponent(sv.name)}:${encodeURIComponent(m.name)}`, { method: 'POST', body: `{"instances":[{${fields.join(', ')}}]}` })
+    setReply({ status: res.status, text: await res.text(), ms: performance.now() - t0 })
+  }
+  const onFile = (input: string) => async (e: Event) => {
+    const f = (e.target as HTMLInputElement).files?.[0]
+    if (!f) return
+    const b = new Uint8Array(await f.arrayBuffer())
+    let bin = ''
+    for (const x of b) bin += String.fromCharCode(x)
+    setValues({ ...values, [input]: JSON.stringify({ b64: btoa(bin) }), [`${input}#preview`]: URL.createObjectURL(f) })
+  }
+  if (!sv) return h('p', null, 'no tensor servable is loaded')
+  return h('div', { id: 'predict' },
+    h('label', null, 'servable ', h('select', { id: 'predict-servable', value: sv.name, onChange: (e: Any) => { setName(e.target.value); setMethod('') } }, servables.map((x) => h('option', { key: x.name, value: x.name }, x.name)))),
+    h('label', null, ' method ', h('select', { id: 'predict-method', value: m?.name, onChange: (e: Any) => setMethod(e.target.value) }, (version.methods as Any[]).map((x) => h('option', { key: x.name, value: x.name }, x.name)))),
+    m && (m.inputs as Any[]).map((i) => {
+      const k = `${m.name}.${i.name}`
+      return h('div', { class: 'input', key: k },
+        h('label', { for: `in-${i.name}` }, sig(i)),
+        h('textarea', { id: `in-${i.name}`, rows: 3, value: values[k] ?? zeros(i.shape, i.dtype), onInput: (e: Any) => setValues({ ...values, [k]: e.target.value }) }),
+        i.dtype === null || i.dtype === 'bytes' ? h('span', null, ' or a file: ', h('input', { type: 'file', 'aria-label': `file for ${i.name}`, onChange: onFile(k) })) : null,
+        values[`${k}#preview`] ? h('img', { src: values[`${k}#preview`], alt: `preview of ${i.name}`, height: 64 }) : null)
+    }),
+    h('button', { id: 'predict-run', onClick: () => void run() }, 'Run'),
+    reply ? h('div', { id: 'predict-reply' }, h('p', null, `HTTP ${reply.status} in ${reply.ms.toFixed(1)} ms`), h('pre', { id: 'predict-output' }, reply.text)) : null,
+  )
+}
+
+function Chat({ s }: { s: Sample | null }) {
+  const llms = ((s?.servables.servables ?? []) as Any[]).filter((x) => x.kind === 'llm')
+  const [model, setModel] = useState('')
+  const [prompt, setPrompt] = useState('Hello')
+  const [maxTokens, setMaxTokens] = useState('32')
+  const [temperature, setTemperature] = useState('0')
+  const [schema, setSchema] = useState('')
+  const [out, setOut] = useState('')
+  const [events, setEvents] = useState(0)
+  const [busy, setBusy] = useState(false)
+  const name = model || llms[0]?.name
+  const body = () => {
+    const b: Any = { model: name, messages: [{ role: 'user', content: prompt }], max_tokens: Number(maxTokens), temperature: Number(temperature), stream: true }
+    if (schema.trim()) b.response_format = { type: 'json_schema', json_schema: { name: 'console', schema: JSON.parse(schema) } }
+    return b
+  }
+  const send = async () => {
+    setOut(''); setEvents(0); setBusy(true)
+    try {
+      const res = await api('/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body()) })
+      if (!res.ok) { setOut(await res.text()); return }
+      let text = ''
+      let n = 0
+      await readSse(res, (d) => {
+        if (d === '[DONE]') return
+        const delta = JSON.parse(d).choices?.[0]?.delta?.content
+        if (delta) { text += delta; n++; setOut(text); setEvents(n) }
+      })
+    } finally { setBusy(false) }
+  }
+  if (!name) return h('p', null, 'no LLM servable is loaded')
+  let curl = ''
+  try { curl = `curl -N ${location.origin}/v1/chat/completions -H 'content-type: application/json'${sessionStorage.getItem(KEY) ? " -H 'authorization: Bearer $KEY'" : ''} -d '${JSON.stringify(body())}'` } catch { curl = 'the JSON schema is not valid JSON' }
+  return h('div', { id: 'chat' },
+    h('label', null, 'model ', h('select', { id: 'chat-model', value: name, onChange: (e: Any) => setModel(e.target.value) }, llms.map((x) => h('option', { key: x.name }, x.name)))),
+    h('label', { for: 'chat-prompt' }, ' message'), h('textarea', { id: 'chat-prompt', rows: 3, value: prompt, onInput: (e: Any) => setPrompt(e.target.value) }),
+    h('label', null, 'max_tokens ', h('input', { id: 'chat-max', size: 5, value: maxTokens, onInput: (e: Any) => setMaxTokens(e.target.value) })),
+    h('label', null, ' temperature ', h('input', { id: 'chat-temp', size: 5, value: temperature, onInput: (e: Any) => setTemperature(e.target.value) })),
+    h('label', { for: 'chat-schema' }, ' JSON schema (structured output, optional)'), h('textarea', { id: 'chat-schema', rows: 2, value: schema, onInput: (e: Any) => setSchema(e.target.value) }),
+    h('button', { id: 'chat-send', disabled: busy, onClick: () => void send() }, busy ? 'Streaming...' : 'Send'),
+    h('pre', { id: 'chat-output', 'data-events': events, 'aria-live': 'polite' }, out),
+    h('details', null, h('summary', null, 'as curl'), h('pre', { id: 'chat-curl' }, curl)),
+  )
+}
+
+function KeyForm({ onKey }: { onKey: () => void }) {
+  const [k, setK] = useState('')
+  return h('form', { id: 'key-form', onSubmit: (e: Event) => { e.preventDefault(); sessionStorage.setItem(KEY, k); onKey() } },
+    h('p', null, 'This server needs an API key.'),
+    h('label', { for: 'api-key' }, 'API key '), h('input', { id: 'api-key', type: 'password', value: k, onInput: (e: Any) => setK(e.target.value) }),
+    h('button', { type: 'submit' }, 'Use key'))
+}
+
+const TABS = ['Overview', 'Metrics', 'Predict', 'Chat'] as const
+
+function App() {
+  const [tab, setTab] = useState<(typeof TABS)[number]>((location.hash.slice(1) as (typeof TABS)[number]) || 'Overview')
+  const [history, setHistory] = useState<Sample[]>([])
+  const [needKey, setNeedKey] = useState(false)
+  const [error, setError] = useState('')
+  const [attempt, setAttempt] = useState(0)
+  useEffect(() => {
+    const ac = new AbortController()
+    void (async () => {
+      try {
+        const res = await api('/console/stream', { signal: ac.signal })
+        setNeedKey(false)
+        await readSse(res, (d) => setHistory((h0) => [...h0.slice(-119), JSON.parse(d) as Sample]), ac.signal)
+      } catch (e) {
+        if (e instanceof NeedKey) setNeedKey(true)
+        else if (!ac.signal.aborted) setError(`lost the live stream: ${(e as Error).message}; reload the page`)
+      }
+    })()
+    return () => ac.abort()
+  }, [attempt])
+  const cur = history[history.length - 1] ?? null
+  const pages: Record<string, () => ComponentChildren> = {
+    Overview: () => h(Overview, { s: cur }), Metrics: () => h(Metrics, { history }), Predict: () => h(Predict, { s: cur }), Chat: () => h(Chat, { s: cur }),
+  }
+  return h('div', null,
+    h('header', null, h('h1', null, 'ms-serve'), h('nav', { role: 'tablist' }, TABS.map((t) => h('button', { key: t, role: 'tab', 'aria-selected': t === tab, id: `tab-${t}`, onClick: () => { setTab(t); location.hash = t } }, t)))),
+    needKey ? h(KeyForm, { onKey: () => setAttempt(attempt + 1) }) : h('main', null, error ? h('p', { class: 'bad' }, error) : null, pages[tab]!()),
+  )
+}
+
+render(h(App, null), document.getElementById('app')!)

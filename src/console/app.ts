@@ -37,7 +37,41 @@ async function readSse(res: Response, on: (data: string) => void, signal?: Abort
   for (const data of parser.end()) on(data)
 }
 
-interface Sample { t: number; snapshot: Any; servables: Any }
+interface Sample { t: number; snapshot: Any; servables: Any; latency?: Record<string, Record<string, { le: (number | null)[]; counts: number[] }>> }
+
+/** The q-quantile (ms) of the observations between two cumulative histograms, interpolated in its bucket; null when none. */
+function quantileMs(a: { le: (number | null)[]; counts: number[] } | undefined, b: { le: (number | null)[]; counts: number[] } | undefined, q: number): number | null {
+  if (!b) return null
+  const d = b.counts.map((c, i) => c - (a?.counts[i] ?? 0))
+  const total = d[d.length - 1] ?? 0
+  if (total <= 0) return null
+  const want = q * total
+  for (let i = 0; i < d.length; i++) {
+    if (d[i]! < want) continue
+    const hi = b.le[i] ?? b.le[i - 1] ?? 0
+    const lo = i > 0 ? (b.le[i - 1] ?? 0) : 0
+    const below = i > 0 ? d[i - 1]! : 0
+    const frac = d[i]! - below > 0 ? (want - below) / (d[i]! - below) : 1
+    return (lo + (hi! - lo) * frac) * 1000
+  }
+  return null
+}
+
+/** Percentiles over the last (up to) 10 samples, per servable. */
+function percentiles(history: Sample[]): Record<string, Record<string, number>> {
+  const cur = history[history.length - 1]
+  const old = history[Math.max(0, history.length - 11)]
+  const out: Record<string, Record<string, number>> = {}
+  for (const [name, hs] of Object.entries(cur?.latency ?? {})) {
+    for (const [k, h] of Object.entries(hs)) {
+      for (const [label, q] of [['p50', 0.5], ['p99', 0.99]] as const) {
+        const v = quantileMs(old?.latency?.[name]?.[k], h, q)
+        if (v !== null) (out[name] ??= {})[`${k} ${label} ms`] = v
+      }
+    }
+  }
+  return out
+}
 
 const sig = (t: Any) => `${t.name}: ${t.dtype ?? '?'}${t.shape ? `[${t.shape.join(',')}]` : ''}`
 
@@ -101,15 +135,32 @@ function Chart({ name, series }: { name: string; series: { t: number[]; y: numbe
   return h('div', { ref: el, class: 'chart', 'data-points': series.t.length, 'data-last': series.y[series.y.length - 1] ?? 0, 'aria-label': `${name} ${series.label} chart` })
 }
 
+/** Executed batch sizes since start, from the snapshot (all methods of the newest version). */
+function batchHistogram(s: Sample, name: string) {
+  const sv = (s.snapshot.servables as Any[]).filter((x) => x.name === name).pop()
+  if (!sv) return null
+  const sizes: Record<string, number> = {}
+  for (const m of Object.values(sv.methods as Record<string, Any>)) for (const [b, n] of Object.entries(m.batchSizes as Record<string, number>)) sizes[b] = (sizes[b] ?? 0) + n
+  const entries = Object.entries(sizes).sort((a, b) => Number(a[0]) - Number(b[0]))
+  if (entries.length === 0) return null
+  const max = Math.max(...entries.map((e) => e[1]))
+  return h('div', { class: 'batches', 'aria-label': `${name} batch sizes` }, h('p', null, 'batch sizes executed'),
+    entries.map(([b, n]) => h('div', { key: b, class: 'bar', 'data-batch': b, 'data-count': n },
+      h('span', { class: 'bar-label' }, `${b}`), h('span', { class: 'bar-fill', style: `width:${Math.max(2, (n / max) * 300)}px` }), ` ${n}`)))
+}
+
 function Metrics({ history }: { history: Sample[] }) {
   if (history.length < 2) return h('p', null, 'collecting samples...')
   const points = history.slice(1).map((s, i) => ({ t: s.t / 1000, r: rates(history[i]!, s) }))
   const last = points[points.length - 1]!.r
-  return h('div', { id: 'metrics' }, Object.entries(last).map(([name, r]) => {
-    const key = r.tokensPerSec !== undefined ? 'tokensPerSec' : 'requestsPerSec'
+  const pct = percentiles(history)
+  return h('div', { id: 'metrics' }, Object.entries(last).map(([name, r0]) => {
+    const r = { ...r0, ...(pct[name] ?? {}) }
+    const key = r0.tokensPerSec !== undefined ? 'tokensPerSec' : 'requestsPerSec'
     return h('section', { class: 'metric', 'data-name': name, key: name },
       h('h3', null, name),
-      h('p', { class: 'numbers' }, Object.entries(r).map(([k, v]) => `${k} ${v.toFixed(k === 'running' || k === 'queued' ? 0 : 1)}`).join(' · ')),
+      h('p', { class: 'numbers' }, Object.entries(r).map(([k, v]) => h('span', { key: k, 'data-metric': k, 'data-value': v }, `${k} ${v.toFixed(k === 'running' || k === 'queued' ? 0 : k.endsWith(' ms') ? 2 : 1)} · `))),
+      batchHistogram(history[history.length - 1]!, name),
       h(Chart, { name, series: { t: points.map((p) => p.t), y: points.map((p) => p.r[name]?.[key] ?? 0), label: key === 'tokensPerSec' ? 'tokens/s' : 'requests/s' } }))
   }))
 }

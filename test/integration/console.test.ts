@@ -109,6 +109,13 @@ test('metrics: the requests/s chart moves after traffic', { skip }, async () => 
   assert.ok(last > 0, 'requests/s above 0 after traffic')
   assert.ok(Number(await page.$eval('section.metric[data-name="add"] .chart', (e) => e.getAttribute('data-points'))) >= 2)
   assert.ok(await page.$('section.metric[data-name="add"] canvas'), 'uPlot drew a canvas')
+  // Latency percentiles from the server's histograms, and the executed batch sizes.
+  await page.waitForSelector('section.metric[data-name="add"] [data-metric="latency p99 ms"]', { timeout: 10_000 })
+  const p50 = Number(await page.$eval('section.metric[data-name="add"] [data-metric="latency p50 ms"]', (e) => e.getAttribute('data-value')))
+  const p99 = Number(await page.$eval('section.metric[data-name="add"] [data-metric="latency p99 ms"]', (e) => e.getAttribute('data-value')))
+  assert.ok(p50 > 0 && p99 >= p50 && p99 < 10_000, `p50 ${p50} ms, p99 ${p99} ms`)
+  const counts = await page.$$eval('section.metric[data-name="add"] .bar', (bars) => bars.map((b) => Number(b.getAttribute('data-count'))))
+  assert.ok(counts.length > 0 && counts.every((n) => n > 0), `batch histogram ${counts}`)
   await page.screenshot({ path: join(SHOTS, 'metrics.png'), fullPage: true })
   await page.close()
 })

@@ -50,11 +50,39 @@ export function registerConsoleRoutes(app: FastifyInstance, registry: ServableRe
     let stopped = false
     const tick = async () => {
       if (stopped) return
-      sse.send({ t: Date.now(), snapshot: await serverSnapshot(registry), servables: describeServables(registry) })
+      sse.send({ t: Date.now(), snapshot: await serverSnapshot(registry), servables: describeServables(registry), latency: await latencyBuckets(registry) })
       if (!stopped) timer = setTimeout(() => void tick(), intervalMs)
     }
     let timer: NodeJS.Timeout | undefined
     req.raw.on('close', () => { stopped = true; if (timer) clearTimeout(timer) })
     await tick()
   })
+}
+
+/** The histograms the console turns into percentiles: predict latency, LLM TTFT and time per token. */
+const LATENCY = { msserve_request_duration_seconds: 'latency', msserve_llm_time_to_first_token_seconds: 'ttft', msserve_llm_time_per_output_token_seconds: 'tpot' } as const
+
+/**
+ * Cumulative bucket counts per servable (versions, methods and protocols summed) from the server's
+ * Prometheus histograms: `{ add: { latency: { le: [...], counts: [...] } } }`. The page takes the
+ * difference of two samples for a window's percentiles.
+ */
+export async function latencyBuckets(registry: ServableRegistry): Promise<Record<string, Record<string, { le: number[]; counts: number[] }>>> {
+  const out: Record<string, Record<string, { le: number[]; counts: number[] }>> = {}
+  for (const m of await registry.metrics.registry.getMetricsAsJSON()) {
+    const key = (LATENCY as Record<string, string>)[m.name]
+    if (!key) continue
+    for (const v of m.values as Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>) {
+      if (!v.metricName?.endsWith('_bucket')) continue
+      const name = String(v.labels['servable'])
+      const le = v.labels['le'] === '+Inf' ? Infinity : Number(v.labels['le'])
+      const h = ((out[name] ??= {})[key] ??= { le: [], counts: [] })
+      let i = h.le.indexOf(le)
+      if (i < 0) { h.le.push(le); h.counts.push(0); i = h.le.length - 1 }
+      h.counts[i]! += v.value
+    }
+  }
+  // JSON has no Infinity: the last bucket is sent as le null.
+  for (const s of Object.values(out)) for (const h of Object.values(s)) h.le = h.le.map((x) => (Number.isFinite(x) ? x : null)) as number[]
+  return out
 }

@@ -37,7 +37,7 @@ async function readSse(res: Response, on: (data: string) => void, signal?: Abort
   for (const data of parser.end()) on(data)
 }
 
-interface Sample { t: number; snapshot: Any; servables: Any; latency?: Record<string, Record<string, { le: (number | null)[]; counts: number[] }>> }
+interface Sample { t: number; snapshot: Any; servables: Any; outcomes?: Record<string, Record<string, number>>; latency?: Record<string, Record<string, { le: (number | null)[]; counts: number[] }>> }
 
 /** The q-quantile (ms) of the observations between two cumulative histograms, interpolated in its bucket; null when none. */
 function quantileMs(a: { le: (number | null)[]; counts: number[] } | undefined, b: { le: (number | null)[]; counts: number[] } | undefined, q: number): number | null {
@@ -135,6 +135,15 @@ function Chart({ name, series }: { name: string; series: { t: number[]; y: numbe
   return h('div', { ref: el, class: 'chart', 'data-points': series.t.length, 'data-last': series.y[series.y.length - 1] ?? 0, 'aria-label': `${name} ${series.label} chart` })
 }
 
+/** Failed requests by kind (outcome code) over the last (up to) 10 samples. */
+function errorKinds(history: Sample[], name: string) {
+  const cur = history[history.length - 1]?.outcomes?.[name] ?? {}
+  const old = history[Math.max(0, history.length - 11)]?.outcomes?.[name] ?? {}
+  const kinds = Object.entries(cur).map(([k, v]) => [k, v - (old[k] ?? 0)] as const).filter(([k, d]) => k !== 'success' && d > 0)
+  if (kinds.length === 0) return null
+  return h('p', { class: 'bad errors' }, 'errors (10 s): ', kinds.map(([k, d]) => h('span', { key: k, 'data-error': k, 'data-count': d }, `${k} ${d} `)))
+}
+
 /** Executed batch sizes since start, from the snapshot (all methods of the newest version). */
 function batchHistogram(s: Sample, name: string) {
   const sv = (s.snapshot.servables as Any[]).filter((x) => x.name === name).pop()
@@ -160,6 +169,7 @@ function Metrics({ history }: { history: Sample[] }) {
     return h('section', { class: 'metric', 'data-name': name, key: name },
       h('h3', null, name),
       h('p', { class: 'numbers' }, Object.entries(r).map(([k, v]) => h('span', { key: k, 'data-metric': k, 'data-value': v }, `${k} ${v.toFixed(k === 'running' || k === 'queued' ? 0 : k.endsWith(' ms') ? 2 : 1)} · `))),
+      errorKinds(history, name),
       batchHistogram(history[history.length - 1]!, name),
       h(Chart, { name, series: { t: points.map((p) => p.t), y: points.map((p) => p.r[name]?.[key] ?? 0), label: key === 'tokensPerSec' ? 'tokens/s' : 'requests/s' } }))
   }))

@@ -116,6 +116,10 @@ test('metrics: the requests/s chart moves after traffic', { skip }, async () => 
   assert.ok(p50 > 0 && p99 >= p50 && p99 < 10_000, `p50 ${p50} ms, p99 ${p99} ms`)
   const counts = await page.$$eval('section.metric[data-name="add"] .bar', (bars) => bars.map((b) => Number(b.getAttribute('data-count'))))
   assert.ok(counts.length > 0 && counts.every((n) => n > 0), `batch histogram ${counts}`)
+  // Errors by kind: 3 requests with a malformed x1 (and no x2) are invalid_request outcomes.
+  await Promise.all(Array.from({ length: 3 }, () => fetch(`${srv.rest}/model/add:add_common`, { method: 'POST', body: '{"instances":[{"x1":[[1.0]]}]}' })))
+  await page.waitForSelector('section.metric[data-name="add"] .errors [data-error]', { timeout: 10_000 })
+  assert.match(await text(page, 'section.metric[data-name="add"] .errors'), /errors \(10 s\): invalid_request 3/)
   await page.screenshot({ path: join(SHOTS, 'metrics.png'), fullPage: true })
   await page.close()
 })

@@ -50,7 +50,7 @@ export function registerConsoleRoutes(app: FastifyInstance, registry: ServableRe
     let stopped = false
     const tick = async () => {
       if (stopped) return
-      sse.send({ t: Date.now(), snapshot: await serverSnapshot(registry), servables: describeServables(registry), latency: await latencyBuckets(registry) })
+      sse.send({ t: Date.now(), snapshot: await serverSnapshot(registry), servables: describeServables(registry), ...(await latencyAndOutcomes(registry)) })
       if (!stopped) timer = setTimeout(() => void tick(), intervalMs)
     }
     let timer: NodeJS.Timeout | undefined
@@ -67,9 +67,19 @@ const LATENCY = { msserve_request_duration_seconds: 'latency', msserve_llm_time_
  * Prometheus histograms: `{ add: { latency: { le: [...], counts: [...] } } }`. The page takes the
  * difference of two samples for a window's percentiles.
  */
-export async function latencyBuckets(registry: ServableRegistry): Promise<Record<string, Record<string, { le: number[]; counts: number[] }>>> {
+export async function latencyAndOutcomes(registry: ServableRegistry): Promise<{ latency: Record<string, Record<string, { le: number[]; counts: number[] }>>; outcomes: Record<string, Record<string, number>> }> {
   const out: Record<string, Record<string, { le: number[]; counts: number[] }>> = {}
+  // Requests answered by outcome (success, partial, or the error code), per servable: the errors by kind.
+  const outcomes: Record<string, Record<string, number>> = {}
   for (const m of await registry.metrics.registry.getMetricsAsJSON()) {
+    if (m.name === 'msserve_requests_total' || m.name === 'msserve_llm_requests_total') {
+      for (const v of m.values as Array<{ labels: Record<string, string | number>; value: number }>) {
+        const o = ((outcomes[String(v.labels['servable'])] ??= {}))
+        const k = String(v.labels['outcome'])
+        o[k] = (o[k] ?? 0) + v.value
+      }
+      continue
+    }
     const key = (LATENCY as Record<string, string>)[m.name]
     if (!key) continue
     for (const v of m.values as Array<{ labels: Record<string, string | number>; value: number; metricName?: string }>) {
@@ -84,5 +94,5 @@ export async function latencyBuckets(registry: ServableRegistry): Promise<Record
   }
   // JSON has no Infinity: the last bucket is sent as le null.
   for (const s of Object.values(out)) for (const h of Object.values(s)) h.le = h.le.map((x) => (Number.isFinite(x) ? x : null)) as number[]
-  return out
+  return { latency: out, outcomes }
 }

@@ -196,6 +196,11 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   let grpcAddress: string | null = null
   let restAddress: string | null = null
   const handler = predictForProtocol(registry)
+  // Both gRPC listeners (clients, agents) use the same certificate (and client CA for mutual TLS).
+  const tls = opts.tls
+  const grpcCreds = () => (tls
+    ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.ca !== undefined)
+    : grpc.ServerCredentials.createInsecure())
   // One parse worker for large MindSpore bodies of both listeners (started on the first one).
   const bodies = new BodyParser(loadMsServiceDefinition().Predict!.requestDeserialize as never)
   try {
@@ -206,12 +211,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       addOipService(grpcServer, registry)
       health = addHealthService(grpcServer, registry)
       addReflection(grpcServer)
-      const tls = opts.tls
-      const creds = tls
-        ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.ca !== undefined)
-        : grpc.ServerCredentials.createInsecure()
       const port = await new Promise<number>((resolve, reject) => {
-        grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
+        grpcServer!.bindAsync(`${opts.grpc!.host}:${opts.grpc!.port}`, grpcCreds(), (err, p) => (err ? reject(err) : resolve(p)))
       })
       grpcAddress = `${opts.grpc.host}:${port}`
       log(`Serving gRPC server start success, listening on ${grpcAddress}`, { event: 'listening', protocol: 'grpc', address: grpcAddress, tls: Boolean(tls), client_certificates: Boolean(tls?.ca), api_key: keys !== null })
@@ -221,13 +222,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       // and API keys as the others, keepalive pings to notice a cut link within seconds.
       agentServer = new grpc.Server({ ...msServerOptions(512), 'grpc.keepalive_time_ms': 2000, 'grpc.keepalive_timeout_ms': 2000, 'grpc.keepalive_permit_without_calls': 1, 'grpc.http2.min_ping_interval_without_data_ms': 1000, interceptors: [opsInterceptor({ keys, logger, accessLog: false })] })
       hub.addTo(agentServer)
-      const tls = opts.tls
-      const creds = tls
-        ? grpc.ServerCredentials.createSsl(tls.ca ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], tls.ca !== undefined)
-        : grpc.ServerCredentials.createInsecure()
       const a = opts.agentsListen
       const port = await new Promise<number>((resolve, reject) => {
-        agentServer!.bindAsync(`${a.host}:${a.port}`, creds, (err, p) => (err ? reject(err) : resolve(p)))
+        agentServer!.bindAsync(`${a.host}:${a.port}`, grpcCreds(), (err, p) => (err ? reject(err) : resolve(p)))
       })
       const address = `${a.host}:${port}`
       log(`Serving agents link start success, listening on ${address}`, { event: 'listening', protocol: 'agents', address, tls: Boolean(tls), api_key: keys !== null })

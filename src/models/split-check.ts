@@ -3,7 +3,7 @@
  * checking on random inputs that the chained stages compute what the whole model does.
  */
 import * as ort from 'onnxruntime-node'
-import { onnx } from './onnx-builder.ts'
+import { mulberry32, onnx } from './onnx-builder.ts'
 import type { OutputTyper, SplitStage } from './split.ts'
 import { ServeError } from '../errors.ts'
 
@@ -19,18 +19,6 @@ export const ortTyper: OutputTyper = async (bytes, names) => {
     return out
   } finally {
     await session.release()
-  }
-}
-
-/** A seeded generator, so a check is repeatable. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
 
@@ -52,7 +40,7 @@ function dimSize(name: string, dims: Record<string, number>): number {
 
 /** Random inputs of the model's types; masks are ones, position ids count up, ids are small. */
 function feedsFor(session: ort.InferenceSession, dims: Record<string, number>, seed: number): Record<string, ort.Tensor> {
-  const r = rng(seed)
+  const r = mulberry32(seed)
   const feeds: Record<string, ort.Tensor> = {}
   for (const m of session.inputMetadata) {
     if (!m.isTensor) throw new ServeError('INVALID_REQUEST', `input ${m.name} is not a tensor; the check cannot feed it`)

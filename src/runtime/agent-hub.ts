@@ -13,22 +13,16 @@ import { readFileSync, statSync } from 'node:fs'
 import { serialize, deserialize } from 'node:v8'
 import type { ValidServable } from '../config/validate.ts'
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
 import { ServeError } from '../errors.ts'
 import type { EventLog } from '../log.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import type { Transport, TransportEvents, TransportFactory } from './transport.ts'
-import { MS_PROTO_LOADER_OPTIONS, protoDir } from '../protocol/grpc/ms-service.ts'
+import { loadServiceDefinition } from '../protocol/grpc/ms-service.ts'
 
 export const AGENTS_SERVICE = 'msserve.v1.Agents'
 
-let cached: grpc.ServiceDefinition | undefined
-
 export function loadAgentsDefinition(): grpc.ServiceDefinition {
-  if (cached) return cached
-  const pkg = protoLoader.loadSync('ms_serve_agent.proto', { ...MS_PROTO_LOADER_OPTIONS, includeDirs: [protoDir()] })
-  cached = pkg[AGENTS_SERVICE] as unknown as grpc.ServiceDefinition
-  return cached
+  return loadServiceDefinition('ms_serve_agent.proto', AGENTS_SERVICE)
 }
 
 export interface AgentHello { name: string; devices: number[]; cores: number; version: string; device_type: string; host: string }

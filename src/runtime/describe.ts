@@ -109,15 +109,30 @@ export function describeMethod(servable: ValidServable, m: ValidMethod, models: 
   }
 }
 
-/** One loaded version. */
-export function describeVersion(s: LiveServable): VersionDescription {
+/** Method descriptions by servable version, kept while its replicas report the same models. */
+const methodCache = new WeakMap<LiveServable, { models: readonly ModelInfo[]; methods: MethodDescription[] }>()
+
+/**
+ * A version's methods, described once per set of models its replicas reported (the OIP routes ask
+ * on every request; the description only changes when a replica loads).
+ */
+export function versionMethods(s: LiveServable): MethodDescription[] {
   const replica = s.replicas.find((r) => r.models.length > 0 || r.llm) ?? s.replicas[0]
   const models = replica?.models ?? []
+  const hit = methodCache.get(s)
+  if (hit && hit.models === models) return hit.methods
+  const methods = [...s.servable.methods.map((m) => describeMethod(s.servable, m, models)), ...(s.servable.llm ? llmMethods() : [])]
+  methodCache.set(s, { models, methods })
+  return methods
+}
+
+/** One loaded version. */
+export function describeVersion(s: LiveServable): VersionDescription {
   const llm = s.replicas.find((r) => r.llm)?.llm
   return {
     version: s.version,
     ready: s.ready,
-    methods: [...s.servable.methods.map((m) => describeMethod(s.servable, m, models)), ...(s.servable.llm ? llmMethods() : [])],
+    methods: versionMethods(s),
     replicas: s.replicas.map((r) => ({ device: `${r.device.deviceType}:${r.device.deviceId}${r.device.agent ? `@${r.device.agent}` : ''}`, isolation: r.isolation, state: r.state, pid: r.pid })),
     ...(llm ? { llm } : {}),
   }

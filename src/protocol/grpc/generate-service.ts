@@ -4,11 +4,10 @@
  */
 import * as grpc from '@grpc/grpc-js'
 import { callRequestId, noteGrpcAccess } from '../request-id.ts'
-import * as protoLoader from '@grpc/proto-loader'
 import { ServeError, toServeError } from '../../errors.ts'
 import type { GenerateParameters, GenerateRequest, TokenEvent } from '../../llm/types.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
-import { MS_PROTO_LOADER_OPTIONS, protoDir } from './ms-service.ts'
+import { loadServiceDefinition, MS_PROTO_LOADER_OPTIONS } from './ms-service.ts'
 import { PARAMETER_FIELDS, relayEvents, type EventRelay } from '../rest/llm-common.ts'
 import { describeServables, type MethodDescription, type ServableDescription, type TensorDescription } from '../../runtime/describe.ts'
 import { grpcError, type ErrorLike } from '../error-render.ts'
@@ -26,13 +25,8 @@ interface WireGenerateRequest extends Record<string, unknown> {
   version_number?: number
 }
 
-let cached: grpc.ServiceDefinition | undefined
-
 export function loadMsServeDefinition(): grpc.ServiceDefinition {
-  if (cached) return cached
-  const pkg = protoLoader.loadSync('ms_serve.proto', { ...MS_PROTO_LOADER_OPTIONS, defaults: false, includeDirs: [protoDir()] })
-  cached = pkg[MS_SERVE_SERVICE] as unknown as grpc.ServiceDefinition
-  return cached
+  return loadServiceDefinition('ms_serve.proto', MS_SERVE_SERVICE, { ...MS_PROTO_LOADER_OPTIONS, defaults: false })
 }
 
 /** The request's sampling fields: they carry TGI's names, and proto already typed them (no checks). */

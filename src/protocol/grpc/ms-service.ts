@@ -58,6 +58,19 @@ export function protoDir(): string {
 
 let cached: grpc.ServiceDefinition | undefined
 
+const services = new Map<string, grpc.ServiceDefinition>()
+
+/** Loads (once per service) `service` from proto/`file` with `options` (default MS_PROTO_LOADER_OPTIONS). */
+export function loadServiceDefinition(file: string, service: string, options: protoLoader.Options = MS_PROTO_LOADER_OPTIONS): grpc.ServiceDefinition {
+  let def = services.get(service)
+  if (!def) {
+    def = protoLoader.loadSync(file, { ...options, includeDirs: [protoDir()] })[service] as unknown as grpc.ServiceDefinition
+    if (!def) throw new Error(`ms-serve: ${service} missing from ${file}`)
+    services.set(service, def)
+  }
+  return def
+}
+
 /** Loads (once) the MSService definition from proto/ms_service.proto. */
 export function loadMsServiceDefinition(): grpc.ServiceDefinition {
   if (cached) return cached
@@ -89,7 +102,7 @@ export async function handlePredict(req: WirePredictRequest, handler: MsPredictH
 }
 
 /** The client's deadline as milliseconds left (undefined when it set none). */
-function msLeft(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
+export function msLeft(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
   const d = call.getDeadline()
   const at = d instanceof Date ? d.getTime() : d
   return Number.isFinite(at) ? Math.max(1, at - Date.now()) : undefined

@@ -5,13 +5,13 @@
  * goes back in `raw_output_contents`, as Triton answers. Errors are gRPC statuses from the error table.
  */
 import * as grpc from '@grpc/grpc-js'
-import * as protoLoader from '@grpc/proto-loader'
+import type * as protoLoader from '@grpc/proto-loader'
 import { ServeError, toServeError } from '../../errors.ts'
 import { shapeSize } from '../../tensor.ts'
 import type { ServableRegistry } from '../../runtime/registry.ts'
 import { noteGrpcAccess } from '../request-id.ts'
 import { grpcError } from '../error-render.ts'
-import { protoDir } from '../grpc/ms-service.ts'
+import { loadServiceDefinition, msLeft } from '../grpc/ms-service.ts'
 import { modelMetadata, oipInfer, registryReady, resolveModel, serverMetadata } from './infer.ts'
 import { bytesAs, rawOf, tensorFromJson, tensorFromRaw, type OipTensor } from './tensors.ts'
 
@@ -20,13 +20,8 @@ export const OIP_SERVICE = 'inference.GRPCInferenceService'
 /** 64-bit integers as strings (exact), bytes as Buffers, oneofs named. */
 export const OIP_PROTO_LOADER_OPTIONS: protoLoader.Options = { keepCase: true, longs: String, enums: String, bytes: Buffer, defaults: true, oneofs: true }
 
-let cached: grpc.ServiceDefinition | undefined
-
 export function loadOipDefinition(): grpc.ServiceDefinition {
-  if (cached) return cached
-  const pkg = protoLoader.loadSync('oip_inference.proto', { ...OIP_PROTO_LOADER_OPTIONS, includeDirs: [protoDir()] })
-  cached = pkg[OIP_SERVICE] as unknown as grpc.ServiceDefinition
-  return cached
+  return loadServiceDefinition('oip_inference.proto', OIP_SERVICE, OIP_PROTO_LOADER_OPTIONS)
 }
 
 interface WireContents {
@@ -80,12 +75,6 @@ export function decodeInferInputs(r: WireInferRequest): OipTensor[] {
     if (raw.length > 0 && x.contents && Object.values(x.contents).some((v) => Array.isArray(v) && v.length > 0)) throw invalid(`input ${x.name} sets contents while the request uses raw_input_contents`)
     return decodeInput(x, raw.length > 0 ? raw[i] : undefined)
   })
-}
-
-function msLeft(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
-  const d = call.getDeadline()
-  const at = d instanceof Date ? d.getTime() : d
-  return Number.isFinite(at) ? Math.max(1, at - Date.now()) : undefined
 }
 
 type Unary<Req> = (call: grpc.ServerUnaryCall<Req, unknown>, cb: grpc.sendUnaryData<unknown>) => void

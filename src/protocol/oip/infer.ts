@@ -13,7 +13,7 @@
  */
 import { factError, ServeError, type ErrorCode } from '../../errors.ts'
 import { DTYPES, Tensor, type Value } from '../../tensor.ts'
-import { describeVersion, type MethodDescription, type TensorDescription } from '../../runtime/describe.ts'
+import { versionMethods, type MethodDescription, type TensorDescription } from '../../runtime/describe.ts'
 import type { LiveServable } from '../../runtime/live-servable.ts'
 import type { PredictCall, ServableRegistry } from '../../runtime/registry.ts'
 import type { Protocol } from '../../runtime/metrics.ts'
@@ -69,9 +69,8 @@ export function resolveModel(registry: ServableRegistry, modelName: string, vers
     throw notFound(`no model ${name}; loaded: ${[...new Set(registry.all().flatMap(modelNames))].join(', ') || 'none'}`)
   }
   if (s.servable.llm) return { servable: s, method: LLM_SIGNATURE, modelName }
-  const desc = describeVersion(s)
   const methodName = slash < 0 ? (s.servable.methods.length === 1 ? s.servable.methods[0]!.name : name) : modelName.slice(slash + 1)
-  const method = desc.methods.find((m) => m.name === methodName)
+  const method = versionMethods(s).find((m) => m.name === methodName)
   if (!method) {
     const names = modelNames(s)
     throw notFound(slash < 0

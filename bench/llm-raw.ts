@@ -6,7 +6,7 @@
  * Prints a table and writes bench/results/llm-raw-<time>.json.
  *
  *   node --import tsx bench/llm-raw.ts [--prompt 128] [--new 64] [--threads 2] [--block 64] [--reps 3] [--batches 1,4,16] [--out file.json]
- *     [--model small|smol] [--engine-only] [--spin true|false] [--top-k N --top-p P --temperature T --seed S]
+ *     [--model small|smol] [--engine-only] [--spin true|false] [--logit-stats true|false|both] [--top-k N --top-p P --temperature T --seed S --repetition-penalty R]
  *
  * `--model smol` is SmolLM2-135M's shape with its 49,152-token vocabulary (synthetic BPE
  * tokenizer.json next to the model); `--engine-only` skips the plain and compute-only loops. The
@@ -14,6 +14,9 @@
  * its `consume` after each decode run) and report it as a share of the whole decode step.
  * `--spin false` turns ORT's intra-op spinning off in the engine, as the server does on CPU
  * (default: the engine's own default, spinning on, as the earlier runs of this script).
+ * `--logit-stats both` loads a second engine without the graph's logit statistics and times both
+ * in the same run, alternating (their cost in onnxruntime lands in the runner's decode time, so
+ * compare the whole step, runner + token choice); false runs only that one.
  *
  * glibc reads the malloc tuning at startup, so without it this script re-executes itself with
  * MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296 (see onnxruntime-node-notes).
@@ -43,8 +46,8 @@ const { values: args } = parseArgs({
   options: {
     prompt: { type: 'string', default: '128' }, new: { type: 'string', default: '64' },
     threads: { type: 'string', default: '2' }, block: { type: 'string', default: '64' }, reps: { type: 'string', default: '3' }, batches: { type: 'string', default: '1,4,16' },
-    out: { type: 'string' }, model: { type: 'string', default: 'small' }, 'engine-only': { type: 'boolean', default: false }, spin: { type: 'string' },
-    'top-k': { type: 'string' }, 'top-p': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' },
+    out: { type: 'string' }, model: { type: 'string', default: 'small' }, 'engine-only': { type: 'boolean', default: false }, spin: { type: 'string' }, 'logit-stats': { type: 'string', default: 'true' },
+    'top-k': { type: 'string' }, 'top-p': { type: 'string' }, temperature: { type: 'string' }, seed: { type: 'string' }, 'repetition-penalty': { type: 'string' },
   },
 })
 const P = Number(args.prompt), N = Number(args.new), THREADS = Number(args.threads), REPS = Number(args.reps)
@@ -67,6 +70,7 @@ if (!existsSync(modelPath)) {
 const sampling: GenerateParameters = {
   ...(args['top-k'] ? { topK: Number(args['top-k']) } : {}), ...(args['top-p'] ? { topP: Number(args['top-p']) } : {}),
   ...(args.temperature ? { temperature: Number(args.temperature) } : {}), ...(args.seed ? { seed: Number(args.seed) } : {}),
+  ...(args['repetition-penalty'] ? { repetitionPenalty: Number(args['repetition-penalty']) } : {}),
 }
 
 // The engine's token choice after each decode run, timed from outside (bench instrumentation:
@@ -127,31 +131,47 @@ const spec = plainSession ? describeModel(plainSession) : null!
 /** Plain optimum loop (as --baseline raw): prefill, then N-1 steps feeding every present back as past; ms per step. */
 const benchPlain = async (B: number): Promise<number> => (await timePlainDecode(ort, plainSession!, spec, B, P, N - 1)).msPerRun
 const maxB = Math.max(...BATCHES)
-const engine = await LlmEngine.load(modelPath, {
-  maxBatchSize: maxB, maxTotalTokens: P + N + 1, maxBatchPrefillTokens: maxB * P, intraOpNumThreads: THREADS, kvBlock: Number(args.block),
-  ...(args.spin === undefined ? {} : { allowSpinning: args.spin === 'true' }),
-})
+const STATS_MODES = ({ true: [true], false: [false], both: [true, false] } as Record<string, boolean[]>)[args['logit-stats']!]
+if (!STATS_MODES) throw new Error(`--logit-stats must be true, false or both (got ${args['logit-stats']})`)
+const engines: Array<{ logitStats: boolean; engine: LlmEngine }> = []
+for (const logitStats of STATS_MODES) {
+  engines.push({
+    logitStats,
+    engine: await LlmEngine.load(modelPath, {
+      maxBatchSize: maxB, maxTotalTokens: P + N + 1, maxBatchPrefillTokens: maxB * P, intraOpNumThreads: THREADS, kvBlock: Number(args.block), logitStats,
+      ...(args.spin === undefined ? {} : { allowSpinning: args.spin === 'true' }),
+    }),
+  })
+}
+const engine = engines[0]!.engine
 const rows: Array<Record<string, number>> = []
 for (const B of BATCHES) {
-  await benchEngine(engine, B) // warm-up
+  for (const { engine } of engines) await benchEngine(engine, B) // warm-up
   if (!ENGINE_ONLY) { await benchPlain(B); await benchCompute(plainSession!, B) }
-  const e: number[] = [], p: number[] = [], c: number[] = [], wall: number[] = [], pre: number[] = [], cons: number[] = []
+  const runs = engines.map(() => ({ e: [] as number[], wall: [] as number[], pre: [] as number[], cons: [] as number[] }))
+  const p: number[] = [], c: number[] = []
   for (let r = 0; r < REPS; r++) {
-    const er = await benchEngine(engine, B)
-    e.push(er.msPerStep); wall.push(er.wallMs); pre.push(er.prefillMs); cons.push(er.consumeMsPerStep)
+    for (const [k, { engine }] of engines.entries()) {
+      const er = await benchEngine(engine, B)
+      const m = runs[k]!
+      m.e.push(er.msPerStep); m.wall.push(er.wallMs); m.pre.push(er.prefillMs); m.cons.push(er.consumeMsPerStep)
+    }
     p.push(ENGINE_ONLY ? NaN : await benchPlain(B))
     c.push(ENGINE_ONLY ? NaN : await benchCompute(plainSession!, B))
   }
-  const row = {
-    batch: B, engineMsPerStep: median(e), plainMsPerStep: median(p), computeMsPerStep: median(c),
-    engineTokPerS: (B * 1000) / median(e), plainTokPerS: (B * 1000) / median(p), computeTokPerS: (B * 1000) / median(c),
-    engineVsPlain: median(p) / median(e), engineVsCompute: median(c) / median(e),
-    engineWallTokPerS: (B * N * 1000) / median(wall), enginePrefillMs: median(pre),
-    // decodeMs counts the runner (feeds, session.run, KV writes); the token choice comes after it.
-    consumeMsPerStep: median(cons), consumeShareOfStep: median(cons) / (median(e) + median(cons)),
-    engineMsMin: Math.min(...e), engineMsMax: Math.max(...e), plainMsMin: Math.min(...p), plainMsMax: Math.max(...p), computeMsMin: Math.min(...c), computeMsMax: Math.max(...c),
+  for (const [k, { logitStats }] of engines.entries()) {
+    const { e, wall, pre, cons } = runs[k]!
+    rows.push({
+      batch: B, logitStats: logitStats ? 1 : 0, engineMsPerStep: median(e), plainMsPerStep: median(p), computeMsPerStep: median(c),
+      engineTokPerS: (B * 1000) / median(e), plainTokPerS: (B * 1000) / median(p), computeTokPerS: (B * 1000) / median(c),
+      engineVsPlain: median(p) / median(e), engineVsCompute: median(c) / median(e),
+      engineWallTokPerS: (B * N * 1000) / median(wall), enginePrefillMs: median(pre),
+      // decodeMs counts the runner (feeds, session.run incl. the graph's logit statistics, KV
+      // writes); the token choice comes after it.
+      consumeMsPerStep: median(cons), consumeShareOfStep: median(cons) / (median(e) + median(cons)),
+      engineMsMin: Math.min(...e), engineMsMax: Math.max(...e), plainMsMin: Math.min(...p), plainMsMax: Math.max(...p), computeMsMin: Math.min(...c), computeMsMax: Math.max(...c),
+    })
   }
-  rows.push(row)
   console.log(`B=${B} done`)
 }
 const f = (x: number, d = 1): string => x.toFixed(d)
@@ -160,10 +180,10 @@ console.log('|---|---|---|---|---|---|---|')
 for (const r of rows) {
   console.log(`| ${r.batch} | ${f(r.engineMsPerStep!, 2)} (${f(r.engineTokPerS!, 0)}) [${f(r.engineMsMin!, 2)}-${f(r.engineMsMax!, 2)}] | ${f(r.plainMsPerStep!, 2)} (${f(r.plainTokPerS!, 0)}) [${f(r.plainMsMin!, 2)}-${f(r.plainMsMax!, 2)}] | ${f(r.computeMsPerStep!, 2)} (${f(r.computeTokPerS!, 0)}) [${f(r.computeMsMin!, 2)}-${f(r.computeMsMax!, 2)}] | ${f(r.engineVsPlain!, 2)}x | ${f(r.engineVsCompute! * 100, 0)}% | ${f(r.engineWallTokPerS!, 0)} |`)
 }
-console.log(`\n| B | engine decode step ms (runner + token choice) | token choice ms/step | token choice share of the step | sampling ${JSON.stringify(sampling)} |`)
-console.log('|---|---|---|---|---|')
+console.log(`\n| B | logit stats in the graph | engine decode step ms (runner + token choice) | runner ms/step | token choice ms/step | token choice share of the step | sampling ${JSON.stringify(sampling)} |`)
+console.log('|---|---|---|---|---|---|---|')
 for (const r of rows) {
-  console.log(`| ${r.batch} | ${f(r.engineMsPerStep! + r.consumeMsPerStep!, 2)} | ${f(r.consumeMsPerStep!, 3)} | ${f(r.consumeShareOfStep! * 100, 1)}% | |`)
+  console.log(`| ${r.batch} | ${r.logitStats ? 'yes' : 'no'} | ${f(r.engineMsPerStep! + r.consumeMsPerStep!, 2)} | ${f(r.engineMsPerStep!, 2)} | ${f(r.consumeMsPerStep!, 3)} | ${f(r.consumeShareOfStep! * 100, 1)}% | |`)
 }
 const outDir = join(import.meta.dirname, 'results')
 mkdirSync(outDir, { recursive: true })

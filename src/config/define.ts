@@ -109,7 +109,7 @@ export const SESSION_OPTION_KEYS = optionKeys<SessionOptions>({
 export const LLM_OPTION_KEYS = optionKeys<LlmOptions>({
   file: true, maxBatchSize: true, maxTotalTokens: true, maxInputTokens: true, maxBatchPrefillTokens: true, maxBatchTotalTokens: true,
   maxConcurrentRequests: true, maxWaitingTokens: true, waitingServedRatio: true, maxConsecutivePrefills: true, maxStopSequences: true,
-  maxTopNTokens: true, maxBestOf: true, stages: true, toolParser: true, prefixCacheTokens: true, prefixBlockTokens: true, kvMode: true, allowSpinning: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
+  maxTopNTokens: true, maxBestOf: true, stages: true, toolParser: true, prefixCacheTokens: true, prefixBlockTokens: true, kvMode: true, allowSpinning: true, logitStats: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
 })
 export const SERVABLE_OPTION_KEYS = optionKeys<ServableOptions>({ requestTimeoutMs: true, maxInstancesPerRequest: true, watchdogMs: true })
 export const METHOD_SPEC_KEYS = optionKeys<{ inputs: unknown; outputs: unknown }>({ inputs: true, outputs: true })

@@ -258,6 +258,10 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
     if (typeof o.allowSpinning !== 'boolean') fail(configFile, site, `declareLlm allowSpinning must be true or false (got ${JSON.stringify(o.allowSpinning)})`)
     options.allowSpinning = o.allowSpinning
   }
+  if (o.logitStats !== undefined) {
+    if (typeof o.logitStats !== 'boolean') fail(configFile, site, `declareLlm logitStats must be true or false (got ${JSON.stringify(o.logitStats)})`)
+    options.logitStats = o.logitStats
+  }
   if (o.kvMode !== undefined) {
     if (o.kvMode !== 'new' && o.kvMode !== 'full') fail(configFile, site, `declareLlm kvMode must be 'new' or 'full' (got ${JSON.stringify(o.kvMode)})`)
     options.kvMode = o.kvMode

@@ -8,10 +8,15 @@ import ort from 'onnxruntime-node'
 import { f16BitsToF32 } from '../tensor.ts'
 import { SlotKvCache } from './kv-cache.ts'
 import type { KvArray } from './kv-cache.ts'
+import { LOGIT_STATS } from './model-spec.ts'
 import type { ModelSpec } from './model-spec.ts'
 
-/** Last-position logits of each row, row-major [rows, vocab]. */
-export interface StepLogits { data: Float32Array; vocabSize: number }
+/**
+ * Last-position logits of each row, row-major [rows, vocab]; with the rewrite's logit statistics
+ * (model-spec.ts LOGIT_STATS) also each row's largest logit and its most likely token's
+ * log-probability at the row's temperature (as fed in `invTemp`).
+ */
+export interface StepLogits { data: Float32Array; vocabSize: number; stats?: { max: Float32Array; topLogprob: Float32Array } }
 
 /** Prompt positions served from the prefix cache: per prompt, how many, and how to copy them into a slot row. */
 export interface CachedPrefixes {
@@ -29,6 +34,7 @@ export class DecoderRunner {
   constructor(readonly session: ort.InferenceSession, readonly spec: ModelSpec, readonly cache: SlotKvCache, private readonly padTokenId: number) {
     this.emptyPast = spec.kvDtype === 'float16' ? new Uint16Array(0) : new Float32Array(0)
     this.fetches = [spec.logitsName, ...spec.presentKeyNames, ...spec.presentValueNames]
+    if (spec.hasLogitStats) this.fetches.push(LOGIT_STATS.max, LOGIT_STATS.topLogprob)
     this.useCacheBranch = spec.hasUseCacheBranch
       ? { prefill: new ort.Tensor('bool', Uint8Array.of(0), [1]), decode: new ort.Tensor('bool', Uint8Array.of(1), [1]) }
       : null
@@ -38,19 +44,30 @@ export class DecoderRunner {
     return new ort.Tensor(this.spec.kvDtype, data, [rows, this.spec.numKvHeads, len, this.spec.headDim])
   }
 
-  private lastLogits(t: ort.Tensor, rows: number): StepLogits {
+  /** The statistics input: 1/temperature per row (1 where `invTemp` is not given). */
+  private feedInvTemperature(feeds: Record<string, ort.Tensor>, rows: number, invTemp: ArrayLike<number> | undefined): void {
+    if (!this.spec.hasLogitStats) return
+    const a = new Float32Array(rows)
+    for (let r = 0; r < rows; r++) a[r] = invTemp ? invTemp[r]! : 1
+    feeds[LOGIT_STATS.invTemperature] = new ort.Tensor('float32', a, [rows, 1, 1])
+  }
+
+  private lastLogits(out: ort.InferenceSession.OnnxValueMapType, rows: number): StepLogits {
+    const t = out[this.spec.logitsName] as ort.Tensor
     const [, seq, vocab] = t.dims as [number, number, number]
     const src = t.data as Float32Array | Uint16Array
+    // Computed over the last position (a rewritten graph's logits are [rows, 1, vocab]).
+    const stats = this.spec.hasLogitStats ? { max: out[LOGIT_STATS.max]!.data as Float32Array, topLogprob: out[LOGIT_STATS.topLogprob]!.data as Float32Array } : undefined
     // One position per row (every step of a rewritten graph, decode steps of a plain one):
     // float32 logits already are [rows, vocab], hand them over without a copy.
-    if (seq === 1 && src instanceof Float32Array) return { data: src, vocabSize: vocab }
-    const out = new Float32Array(rows * vocab)
+    if (seq === 1 && src instanceof Float32Array) return { data: src, vocabSize: vocab, stats }
+    const data = new Float32Array(rows * vocab)
     for (let r = 0; r < rows; r++) {
       const off = (r * seq + seq - 1) * vocab
-      if (src instanceof Float32Array) out.set(src.subarray(off, off + vocab), r * vocab)
-      else for (let i = 0; i < vocab; i++) out[r * vocab + i] = f16BitsToF32(src[off + i]!)
+      if (src instanceof Float32Array) data.set(src.subarray(off, off + vocab), r * vocab)
+      else for (let i = 0; i < vocab; i++) data[r * vocab + i] = f16BitsToF32(src[off + i]!)
     }
-    return { data: out, vocabSize: vocab }
+    return { data, vocabSize: vocab, stats }
   }
 
   /** Slot rows first..first+n-1 as every layer's `past` (views at the current capacity, no copy). */
@@ -72,8 +89,8 @@ export class DecoderRunner {
    * rows, grows the cache if needed (existing rows 0..firstRow-1 keep their data) and copies
    * each prompt's K/V into its slot at positions 0..len-1.
    */
-  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached?: CachedPrefixes): Promise<StepLogits> {
-    if (cached && cached.lens.some((p) => p > 0)) return this.prefillAfter(prompts, firstRow, lens, cached)
+  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached?: CachedPrefixes, invTemp?: ArrayLike<number>): Promise<StepLogits> {
+    if (cached && cached.lens.some((p) => p > 0)) return this.prefillAfter(prompts, firstRow, lens, cached, invTemp)
     const n = prompts.length
     const L = prompts.reduce((m, p) => Math.max(m, p.length), 0)
     const ids = new BigInt64Array(n * L)
@@ -99,6 +116,7 @@ export class DecoderRunner {
     // and expects attention_mask to span just the prompt, as fed here. The with-past branch with
     // an empty past computes the same thing; [false] is what optimum feeds, so use that.
     if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.prefill
+    this.feedInvTemperature(feeds, n, invTemp)
     for (let l = 0; l < this.spec.numLayers; l++) {
       feeds[this.spec.pastKeyNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
       feeds[this.spec.pastValueNames[l]!] = this.kvTensor(this.emptyPast, n, 0)
@@ -113,7 +131,7 @@ export class DecoderRunner {
       const len = prompts[j]!.length
       this.cache.write(firstRow + j, 0, pk, pv, j, srcLen, srcLen - len, len)
     }
-    return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, n)
+    return this.lastLogits(out, n)
   }
 
   /**
@@ -123,7 +141,7 @@ export class DecoderRunner {
    * firstRow.. as `past` (a view, as in decode: cached positions unmasked, the rest of the
    * capacity masked) and the suffixes left-padded to the longest. Needs position_ids.
    */
-  private async prefillAfter(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached: CachedPrefixes): Promise<StepLogits> {
+  private async prefillAfter(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached: CachedPrefixes, invTemp: ArrayLike<number> | undefined): Promise<StepLogits> {
     const n = prompts.length
     for (let j = 0; j < n; j++) lens[firstRow + j] = prompts[j]!.length
     this.cache.fit(lens, firstRow + n, 1)
@@ -154,6 +172,7 @@ export class DecoderRunner {
       position_ids: new ort.Tensor('int64', pos, [n, S]),
     }
     if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.decode
+    this.feedInvTemperature(feeds, n, invTemp)
     this.feedPast(feeds, firstRow, n)
     const out = await this.run(feeds)
     const pk = this.spec.presentKeyNames.map((k) => out[k]!.data as KvArray)
@@ -164,14 +183,14 @@ export class DecoderRunner {
       const count = prompts[j]!.length - P
       this.cache.write(firstRow + j, P, pk, pv, j, srcLen, srcLen - count, count)
     }
-    return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, n)
+    return this.lastLogits(out, n)
   }
 
   /**
    * One decode step for rows 0..numRows-1 with input `tokens[r]` at position `lens[r]`.
    * Writes the new K/V at position lens[r] and increments lens[r].
    */
-  async decode(tokens: ArrayLike<number>, numRows: number, lens: Int32Array): Promise<StepLogits> {
+  async decode(tokens: ArrayLike<number>, numRows: number, lens: Int32Array, invTemp?: ArrayLike<number>): Promise<StepLogits> {
     const exact = this.cache.shape.exact === true
     this.cache.fit(lens, numRows, exact ? 0 : 1)
     const C = this.cache.capacity
@@ -193,6 +212,7 @@ export class DecoderRunner {
     if (this.spec.hasPositionIds) feeds.position_ids = new ort.Tensor('int64', pos, [numRows, 1])
     // Merged decoders: decode must take the with-past branch (the no-past one would drop the cache).
     if (this.useCacheBranch) feeds.use_cache_branch = this.useCacheBranch.decode
+    this.feedInvTemperature(feeds, numRows, invTemp)
     this.feedPast(feeds, 0, numRows)
     const out = await this.run(feeds)
     // Exact mode (no position_ids): past had to equal max(len); make room for the new column now.
@@ -204,6 +224,6 @@ export class DecoderRunner {
       this.cache.write(r, lens[r]!, pk, pv, r, srcLen, srcLen - 1, 1)
       lens[r] = lens[r]! + 1
     }
-    return this.lastLogits(out[this.spec.logitsName] as ort.Tensor, numRows)
+    return this.lastLogits(out, numRows)
   }
 }

@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks'
 import ort from 'onnxruntime-node'
 import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
-import { DecoderRunner, type CachedPrefixes } from './decoder-runner.ts'
+import { DecoderRunner, type CachedPrefixes, type StepLogits } from './decoder-runner.ts'
 import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite.ts'
 import { GrammarCompilerCache } from './grammar.ts'
 import type { SequenceGrammar } from './grammar.ts'
@@ -78,6 +78,12 @@ export interface LlmEngineOptions {
   prefixBlockTokens?: number
   /** KV capacity growth step in positions (default 64). */
   kvBlock?: number
+  /**
+   * Per-row logit statistics in the rewritten graph (default true): onnxruntime computes each
+   * row's max logit and log-softmax at the max, and the sampler skips its own pass over the
+   * vocabulary (BENCHMARKS.md §6). false measures the JS-only path.
+   */
+  logitStats?: boolean
   /** 'new' (default): rewrite the graph to output only new KV positions; 'full': plain optimum I/O. */
   kvMode?: 'new' | 'full'
   intraOpNumThreads?: number
@@ -137,7 +143,7 @@ export class LlmEngine {
   /** Null when off (budget 0, or a model without position_ids, whose positions follow the past length). */
   readonly prefixCache: PrefixCache | null
 
-  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'stages' | 'stageDevices'>>) {
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'logitStats' | 'stages' | 'stageDevices'>>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
@@ -167,7 +173,7 @@ export class LlmEngine {
     }
 
     const original = new Uint8Array(await readFile(modelPath))
-    const bytes = opts.kvMode === 'full' ? original : rewriteForNewPositions(original).bytes
+    const bytes = opts.kvMode === 'full' ? original : rewriteForNewPositions(original, { logitStats: opts.logitStats !== false }).bytes
     const sessionOptions = (d: { intraOpNumThreads?: number; executionProviders?: LlmEngineOptions['executionProviders'] }): ort.InferenceSession.SessionOptions => ({
       graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
       ...(d.intraOpNumThreads ? { intraOpNumThreads: d.intraOpNumThreads } : {}),
@@ -322,36 +328,51 @@ export class LlmEngine {
       const chains = prompts.map((p) => pc.lookup(p))
       cached = { lens: chains.map((c) => c.length * pc.blockTokens), fill: (j, row) => pc.copyInto(chains[j]!, this.runner.cache, row) }
     }
-    const logits = await this.runner.prefill(prompts, first, this.lens, cached)
+    const logits = await this.runner.prefill(prompts, first, this.lens, cached, this.invTemperatures(seqs))
     // Cached now, before any of these rows can leave: later prompts of this very prefix hit at once.
     if (pc) for (const seq of seqs) pc.insert(seq.req.inputIds, seq.req.inputIds.length, this.runner.cache, seq.row)
     if (this.matchers.size > 0) await this.maskRows(seqs, logits.data, logits.vocabSize)
     const now = performance.now()
     this.counters.numPrefills++
     this.counters.prefillMs += now - t0
-    this.consume(seqs, logits.data, logits.vocabSize, now)
+    this.consume(seqs, logits, now)
   }
 
   private async decode(): Promise<void> {
     const t0 = performance.now()
     const n = this.rows.length
     const tokens = this.rows.map((s) => s.lastToken)
-    const logits = await this.runner.decode(tokens, n, this.lens)
+    const logits = await this.runner.decode(tokens, n, this.lens, this.invTemperatures(this.rows))
     if (this.matchers.size > 0) await this.maskRows(this.rows, logits.data, logits.vocabSize)
     const now = performance.now()
     this.counters.numDecodes++
     this.counters.decodeMs += now - t0
-    this.consume(this.rows.slice(), logits.data, logits.vocabSize, now)
+    this.consume(this.rows.slice(), logits, now)
+  }
+
+  /** 1/temperature of each sequence's row, for the graph's logit statistics (1 for greedy rows). */
+  private invTemperatures(seqs: readonly Sequence[]): Float32Array | undefined {
+    if (!this.spec.hasLogitStats) return undefined
+    const a = new Float32Array(seqs.length)
+    for (let i = 0; i < seqs.length; i++) {
+      const p = seqs[i]!.req.sampling
+      a[i] = p.doSample ? 1 / p.temperature : 1
+    }
+    return a
   }
 
   /** Samples one token per sequence (logits row i belongs to seqs[i]); finished ones leave. */
-  private consume(seqs: Sequence[], logits: Float32Array, vocab: number, now: number): void {
+  private consume(seqs: Sequence[], logits: StepLogits, now: number): void {
+    const vocab = logits.vocabSize
     const scratch = this.ensureScratch(vocab)
     const done: Sequence[] = []
+    const stats = logits.stats
     for (const [i, seq] of seqs.entries()) {
       if (seq.finished) continue // cancelled by a consumer callback during this loop
       this.counters.generatedTokens++
-      if (seq.step(logits.subarray(i * vocab, (i + 1) * vocab), now, scratch)) done.push(seq)
+      // A grammar-masked row's statistics are stale (the mask changed the row after the run).
+      const rowStats = stats && !this.matchers.has(seq) ? { max: stats.max[i]!, topLogprob: stats.topLogprob[i]! } : undefined
+      if (seq.step(logits.data.subarray(i * vocab, (i + 1) * vocab), now, scratch, rowStats)) done.push(seq)
       else {
         const m = this.matchers.get(seq)
         // The mask allowed only tokens the matcher accepts; a refusal would be an xgrammar bug.

@@ -31,7 +31,7 @@
 import { dirname, resolve } from 'node:path'
 import { GraphBuilder, makeValueInfo, onnx } from './proto-util.ts'
 import type { O } from './proto-util.ts'
-import { NEW_PRESENT_PREFIX } from './model-spec.ts'
+import { LOGIT_STATS, NEW_PRESENT_PREFIX } from './model-spec.ts'
 
 /** Result of `rewriteForNewPositions`; `bytes` is the input unchanged when `rewritten` is false. */
 export interface RewriteResult {
@@ -196,8 +196,39 @@ function sliceBeforeLmHead(graph: O.GraphProto, g: GraphBuilder, ends: string): 
   return false
 }
 
+/**
+ * Per-row logit statistics for the sampler (LOGIT_STATS), computed by onnxruntime's vectorised
+ * kernels from the last-position `logits` [B,1,V]:
+ *
+ *   msserve_logit_max   = ReduceMax(logits)                                  [B,1,1]
+ *   msserve_top_logprob = ReduceMax(LogSoftmax(logits * inv_temperature))    [B,1,1]
+ *
+ * The second is the most likely token's log-probability at the row's temperature, so the
+ * sampler gets log Z = max/T - top_logprob without its own exp pass over the vocabulary (that
+ * pass was most of a greedy token choice at V = 49k; here it costs ~25-50 µs a row, BENCHMARKS.md
+ * §6). float16 logits are cast first. Returns the new outputs ([] and nothing added for other logit
+ * types, or when the graph already has the input).
+ */
+function addLogitStats(graph: O.GraphProto, g: GraphBuilder, logits: O.IValueInfoProto, opsetVersion: number): O.IValueInfoProto[] {
+  const elem = logits.type?.tensorType?.elemType
+  const F = onnx.TensorProto.DataType
+  if (elem !== F.FLOAT && elem !== F.FLOAT16) return []
+  if (graph.input.some((i) => i.name === LOGIT_STATS.invTemperature)) return []
+  const x = elem === F.FLOAT ? 'logits' : g.op1('Cast', ['logits'], { to: { i: F.FLOAT } })
+  // ReduceMax takes its axes as an input from opset 18, as an attribute before.
+  const reduceMax = (input: string, out: string): void => {
+    if (opsetVersion >= 18) g.opTo('ReduceMax', [input, g.i64([-1])], out, { keepdims: { i: 1 } })
+    else g.opTo('ReduceMax', [input], out, { axes: { ints: [-1] }, keepdims: { i: 1 } })
+  }
+  reduceMax(x, LOGIT_STATS.max)
+  const scaled = g.op1('Mul', [x, LOGIT_STATS.invTemperature])
+  reduceMax(g.op1('LogSoftmax', [scaled], { axis: { i: -1 } }), LOGIT_STATS.topLogprob)
+  graph.input.push(makeValueInfo(LOGIT_STATS.invTemperature, F.FLOAT, ['batch_size', 1, 1]) as O.ValueInfoProto)
+  return [makeValueInfo(LOGIT_STATS.max, F.FLOAT, ['batch_size', 1, 1]), makeValueInfo(LOGIT_STATS.topLogprob, F.FLOAT, ['batch_size', 1, 1])]
+}
+
 /** Rewrites the model bytes; never throws for an unsupported graph (returns `rewritten: false`). */
-export function rewriteForNewPositions(bytes: Uint8Array, opts: { splitAttention?: boolean } = {}): RewriteResult {
+export function rewriteForNewPositions(bytes: Uint8Array, opts: { splitAttention?: boolean; logitStats?: boolean } = {}): RewriteResult {
   let model: O.ModelProto
   try { model = onnx.ModelProto.decode(bytes) } catch (e) {
     return { bytes, rewritten: false, reason: `cannot parse model: ${(e as Error).message}` }
@@ -243,6 +274,8 @@ export function rewriteForNewPositions(bytes: Uint8Array, opts: { splitAttention
       outputs.push(out)
     }
   }
+  const logitsOut = outputs.find((o) => o.name === 'logits')
+  if (logitsOut && opts.logitStats !== false) outputs.push(...addLogitStats(graph, g, logitsOut, Number(opset.version)))
   graph.node.push(...(g.nodes as O.NodeProto[]))
   graph.initializer.push(...(g.inits as O.TensorProto[]))
   graph.output = outputs as O.ValueInfoProto[]

@@ -41,13 +41,22 @@ export interface ModelSpec {
   /** 'new': present outputs hold only the step's S new positions; 'full': past+S (plain optimum). */
   presentMode: 'new' | 'full'
   logitsName: string
+  /** The rewrite's per-row logit statistics (graph-rewrite.ts `addLogitStats`) are there. */
+  hasLogitStats: boolean
 }
 
 /** Output names written by graph-rewrite.ts. */
 export const NEW_PRESENT_PREFIX = 'present_new'
 
+/**
+ * graph-rewrite.ts's per-row logit statistics: input [B,1,1] 1/temperature of each row (1 for
+ * greedy), outputs [B,1,1] the row's largest logit and the largest log-probability of
+ * log_softmax(logits / T) (the most likely token's, i.e. max/T - logsumexp(logits/T)).
+ */
+export const LOGIT_STATS = { invTemperature: 'msserve_inv_temperature', max: 'msserve_logit_max', topLogprob: 'msserve_top_logprob' } as const
+
 const PAST_RE = /^past_key_values\.(\d+)\.(key|value)$/
-const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch'])
+const KNOWN_INPUTS = new Set(['input_ids', 'attention_mask', 'position_ids', 'use_cache_branch', LOGIT_STATS.invTemperature])
 
 function reject(msg: string): never {
   throw new ServeError('CONFIG_INVALID', `cannot serve this model: ${msg}`)
@@ -79,6 +88,7 @@ export function describeModel(s: SessionLike): ModelSpec {
     hasPositionIds: s.inputNames.includes('position_ids'), hasUseCacheBranch: s.inputNames.includes('use_cache_branch'),
     pastKeyNames: [], pastValueNames: [], presentKeyNames: [], presentValueNames: [],
     presentMode: newMode ? 'new' : 'full', logitsName: 'logits',
+    hasLogitStats: s.inputNames.includes(LOGIT_STATS.invTemperature) && s.outputNames.includes(LOGIT_STATS.max) && s.outputNames.includes(LOGIT_STATS.topLogprob),
   }
   for (let i = 0; i < numLayers; i++) {
     for (const kind of ['key', 'value'] as const) {

@@ -4,7 +4,7 @@
  * the engine hands it a logits row and forwards the returned events.
  */
 import { countToken, createRng, sampleToken } from './sampler.ts'
-import type { Rng, TokenCounts } from './sampler.ts'
+import type { LogitStats, Rng, TokenCounts } from './sampler.ts'
 import { DetokenizeStream } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type { DoneEvent, FinishReason, GenerateEvent, TokenEvent, ValidGenerate } from './types.ts'
@@ -41,10 +41,11 @@ export class Sequence {
 
   /**
    * Samples from one logits row, emits the token event and, if a stop criterion hit, the done
-   * event. Returns true when the sequence finished. `scratch` is a reusable vocab-sized buffer.
+   * event. Returns true when the sequence finished. `scratch` is a reusable vocab-sized buffer;
+   * `stats`, the graph's statistics of this row at the request's temperature, when there are any.
    */
-  step(logits: Float32Array, now: number, scratch: Float32Array): boolean {
-    const { id, logprob, top } = sampleToken(logits, this.req.sampling, this.counts, this.rng, scratch, this.req.topNTokens)
+  step(logits: Float32Array, now: number, scratch: Float32Array, stats?: LogitStats): boolean {
+    const { id, logprob, top } = sampleToken(logits, this.req.sampling, this.counts, this.rng, scratch, this.req.topNTokens, stats)
     countToken(this.counts, id)
     this.generated.push(id)
     this.lastToken = id

@@ -208,6 +208,8 @@ test('declareLlm: scheduler options are checked and kept (maxConsecutivePrefills
   assert.equal((await load(llm("toolParser: 'llama3_json'"), ['model.onnx'])).llm?.toolParser, 'llama3_json')
   assert.equal((await load(llm('maxBestOf: 2'), ['model.onnx'])).llm?.toolParser, undefined, 'absent: read from the chat template at load')
   assert.match(await configError(load(llm("toolParser: 'mistral'"), ['model.onnx'])), /declareLlm toolParser must be one of 'hermes', 'llama3_json', 'none' \(got "mistral"\); leave it out to read it from the chat template$/)
+  assert.equal((await load(llm('logitStats: false'), ['model.onnx'])).llm?.options.logitStats, false)
+  assert.match(await configError(load(llm("logitStats: 'no'"), ['model.onnx'])), /declareLlm logitStats must be true or false \(got "no"\)$/)
 })
 
 test('an unknown declareModel option or session option is refused with a suggestion and the known options', async () => {

@@ -140,6 +140,8 @@ export class HfTokenizer implements LlmTokenizer {
   }
 
   decode(ids: readonly number[], skipSpecialTokens = true): string {
+    // @huggingface/tokenizers refuses an empty list (a stream without left context starts with one).
+    if (ids.length === 0) return ''
     return this.tok.decode([...ids], { skip_special_tokens: skipSpecialTokens, clean_up_tokenization_spaces: false })
   }
 

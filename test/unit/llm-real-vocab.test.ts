@@ -12,7 +12,7 @@ import { buildDecoder, countDecoderParams, DECODER_CONFIGS, writeDecoder } from 
 import type { DecoderConfig } from '../../src/models/decoder.ts'
 import { buildSyntheticTokenizer, writeSyntheticTokenizer } from '../../src/models/synthetic-tokenizer.ts'
 import { LlmEngine } from '../../src/llm/engine.ts'
-import { loadTokenizer } from '../../src/llm/tokenizer.ts'
+import { DetokenizeStream, loadTokenizer } from '../../src/llm/tokenizer.ts'
 import { onnx } from '../../src/llm/proto-util.ts'
 import { generateIds, greedyNoCacheOf } from '../helpers/llm.ts'
 
@@ -75,4 +75,18 @@ test('the engine serves it: vocab sizes agree, greedy equals full recomputation,
     assert.deepEqual(sampled, await generateIds(engine, prompt, { maxNewTokens: 12, ignoreEos: true, temperature: 0.8, topK: 40, topP: 0.9, repetitionPenalty: 1.2, seed: 3 }))
     assert.ok(sampled.every((id) => id >= 0 && id < 4096))
   } finally { await engine.close() }
+})
+
+test('streaming detokenization with the HF byte-level BPE: multi-byte characters split over tokens never show U+FFFD, the pieces join to the text', async () => {
+  const t = await loadTokenizer(modelPath)
+  const text = 'naïve café — 世界 🎉 ok ✓ Ω'
+  const ids = t.encode(text).filter((id) => !t.isSpecial(id))
+  // The merges are synthetic: most of these characters are several byte tokens.
+  const split = [...text].filter((ch) => new TextEncoder().encode(ch).length > 1 && t.encode(ch).filter((id) => !t.isSpecial(id)).length > 1)
+  assert.ok(split.length >= 3, `characters split over several tokens: ${split.join(' ')}`)
+  const s = new DetokenizeStream(t)
+  const pieces = ids.map((id, i) => s.push(id, i === ids.length - 1))
+  for (const p of pieces) assert.ok(!p.includes('\uFFFD'), `piece ${JSON.stringify(p)}`)
+  assert.ok(pieces.some((p) => p === ''), 'some tokens end inside a character and emit nothing yet')
+  assert.equal(pieces.join(''), text)
 })

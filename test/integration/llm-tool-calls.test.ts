@@ -117,6 +117,27 @@ describe('tool_choice auto (Hermes format, official client)', () => {
     assert.equal(deltas.at(-1)!.finish, 'tool_calls')
   })
 
+  test('streaming with logprobs and a tool parser: every text token\'s entry arrives once, in order, as in the non-streamed answer', async () => {
+    const req = { model: 'tools', messages: ASK, tools: TOOLS, temperature: 0, max_tokens: 200, logprobs: true } as const
+    const whole = await client.chat.completions.create(req)
+    const expected = whole.choices[0]!.logprobs!.content!
+    assert.ok(expected.length > 10)
+    const s = client.chat.completions.stream(req)
+    const streamed: Array<{ token: string; logprob: number }> = []
+    let toolDeltas = 0
+    s.on('chunk', (c) => {
+      for (const ch of c.choices) {
+        if (ch.delta.tool_calls) toolDeltas++
+        for (const e of ch.logprobs?.content ?? []) streamed.push({ token: e.token, logprob: e.logprob })
+      }
+    })
+    const final = await s.finalChatCompletion()
+    assert.equal(final.choices[0]!.finish_reason, 'tool_calls')
+    assert.equal(toolDeltas, 1)
+    assert.deepEqual(streamed, expected.map((e) => ({ token: e.token, logprob: e.logprob })))
+    assert.equal(streamed.map((e) => e.token).join(''), CALL_TEXT)
+  })
+
   test('round trip: the call and the tool result go back in, the template renders them, the model answers', async () => {
     const first = await client.chat.completions.create({ model: 'tools', messages: ASK, tools: TOOLS, temperature: 0, max_tokens: 200 })
     const call = first.choices[0]!.message.tool_calls![0]!

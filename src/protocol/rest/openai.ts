@@ -288,18 +288,30 @@ function usageChunk(k: Kind, done: readonly DoneEvent[]) {
 
 /**
  * One choice's events as OpenAI chunks carrying its `index`. With a tool-call reader (chat with
- * tools), token texts go through it and come out as content and tool-call deltas; logprobs are
- * then not sent.
+ * tools), token texts go through it and come out as content and tool-call deltas; with logprobs,
+ * the tokens' entries ride on the next chunk the reader lets out (the reader holds text back while
+ * it might open a call), the rest on the finishing chunk: the stream's entries together are the
+ * non-streamed answer's `logprobs.content`, every text token once, in order.
  */
 function choiceRelay(k: Kind, index: number, withLogprobs: boolean, onDone: (ev: DoneEvent) => void, reader: ToolCallReader | null = null): EventRelay<SseWriter> {
   let offset = 0
+  let pending: ReturnType<typeof chatLogprob>[] = []
+  const takePending = () => {
+    if (pending.length === 0) return null
+    const lp = { content: pending, refusal: null }
+    pending = []
+    return lp
+  }
   const sendTools = (sse: SseWriter, evs: readonly ToolEvent[]) => {
-    for (const ev of evs) sse.send(chunk(k, 'content' in ev ? { text: ev.content } : { toolCalls: [ev.call] }, null, null, index))
+    for (const ev of evs) sse.send(chunk(k, 'content' in ev ? { text: ev.content } : { toolCalls: [ev.call] }, null, takePending(), index))
   }
   return {
     token: (sse, t) => {
       if (t.special) return
-      if (reader) sendTools(sse, reader.push(t.text))
+      if (reader) {
+        if (withLogprobs) pending.push(chatLogprob(t))
+        sendTools(sse, reader.push(t.text))
+      }
       // With logprobs every text token gets its chunk, even one that adds no text yet (mid-character).
       else if (withLogprobs) {
         sse.send(chunk(k, { text: t.text }, null, k.chat ? { content: [chatLogprob(t)], refusal: null } : completionLogprobs([t], offset), index))
@@ -309,7 +321,7 @@ function choiceRelay(k: Kind, index: number, withLogprobs: boolean, onDone: (ev:
     done: (sse, ev) => {
       if (reader) sendTools(sse, reader.end())
       const finish = k.chat ? chatFinish(ev.finishReason, reader?.calls ?? 0) : openAiFinish(ev.finishReason)
-      sse.send(chunk(k, k.chat ? {} : { text: '' }, finish, null, index))
+      sse.send(chunk(k, k.chat ? {} : { text: '' }, finish, takePending(), index))
       onDone(ev)
     },
     error: (sse, ev) => {

@@ -12,8 +12,8 @@
  * - hermes: `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` blocks among text (Hermes 2
  *   Pro, Qwen2/2.5/3, many fine-tunes); text around them is content.
  * - llama3_json: an output that is a JSON object `{"name": ..., "parameters": {...}}` (Llama 3.1+
- *   JSON tool calling; also `arguments`), optionally after `<|python_tag|>`, several joined by `;`.
- *   Any other output is content.
+ *   JSON tool calling; also `arguments`), optionally after `<|python_tag|>`, several joined by `;`;
+ *   in that key order the arguments stream. Any other output is content.
  * Whitespace at the end of content is held until non-blank content follows, so blank lines around
  * calls (and at the end) do not become content. A block that does not parse as a call is given back as content.
  */
@@ -245,33 +245,89 @@ export function hermesReader(newId: () => string = newCallId): ToolCallReader {
 
 const PYTHON_TAG = '<|python_tag|>'
 
+const LLAMA_HEAD = /^\s*\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"(?:parameters|arguments)"\s*:/
+
 /**
- * Llama 3 JSON tool calls: an output that opens with `{` or `<|python_tag|>` is held and read
- * as calls at the end (given back as content if it is not calls); any other output streams as content.
+ * Llama 3 JSON tool calls. An output that opens with `{` or `<|python_tag|>` is read as calls;
+ * any other output streams as content. A call in the usual key order, `{"name": ..., "parameters"
+ * (or "arguments"): {...}}`, streams: its name as soon as the head is there, then its arguments as
+ * they are generated (as vLLM's streaming parser; an output cut off mid-arguments is a call with
+ * the arguments so far). After a call, `;` opens the next one; any other text is content. An object
+ * in another key order (or one that is not a call) is held and read at the end, given back as
+ * content when it is not calls.
  */
 export function llama3JsonReader(newId: () => string = newCallId): ToolCallReader {
   const em = new Emitter()
   let mode: 'undecided' | 'text' | 'json' = 'undecided'
+  /** Within 'json': where the next characters belong. */
+  let at: 'head' | 'args' | 'close' | 'sep' = 'head'
+  let args = new JsonValueEnd()
   let buf = ''
   let calls = 0
   const decide = () => {
     const s = buf.trimStart()
     if (s === '') return
-    if (s.startsWith('{') || s.startsWith(PYTHON_TAG)) mode = 'json'
-    else if (!PYTHON_TAG.startsWith(s)) mode = 'text'
+    if (s.startsWith('{') || s.startsWith(PYTHON_TAG)) {
+      mode = 'json'
+      if (s.startsWith(PYTHON_TAG)) buf = s.slice(PYTHON_TAG.length)
+    } else if (!PYTHON_TAG.startsWith(s)) mode = 'text'
+  }
+  const toText = () => { mode = 'text'; em.content(buf); buf = '' }
+  const step = (final: boolean) => {
+    for (;;) {
+      if (at === 'head') {
+        const m = LLAMA_HEAD.exec(buf)
+        if (m) {
+          em.call({ index: calls++, id: newId(), name: JSON.parse(m[1]!) as string, arguments: '' })
+          buf = buf.slice(m[0].length)
+          args = new JsonValueEnd()
+          at = 'args'
+          continue
+        }
+        // Not (yet) the usual head: held; read at the end if it never becomes one.
+        return
+      }
+      if (at === 'args') {
+        if (!args.started) buf = buf.trimStart()
+        if (buf === '') return
+        const n = args.take(buf)
+        if (n > 0) em.call({ index: calls - 1, arguments: buf.slice(0, n) })
+        buf = buf.slice(n)
+        if (!args.done) return
+        at = 'close'
+        continue
+      }
+      const t = buf.trimStart()
+      if (t === '') { buf = ''; return }
+      if (at === 'close') {
+        if (!t.startsWith('}')) { buf = t; toText(); return }
+        buf = t.slice(1)
+        at = 'sep'
+        continue
+      }
+      // at === 'sep'
+      if (t.startsWith(';')) { buf = t.slice(1); at = 'head'; continue }
+      if (final || t.length > 0) { buf = t; toText() }
+      return
+    }
   }
   return {
     get calls() { return calls },
     push(text) {
       buf += text
       if (mode === 'undecided') decide()
+      if (mode === 'json') step(false)
       if (mode === 'text') { em.content(buf); buf = '' }
       return em.take()
     },
     end() {
-      const found = mode === 'json' ? splitCalls(buf.trimStart().replace(PYTHON_TAG, '')) : null
-      if (found) for (const c of found) em.call({ index: calls++, id: newId(), ...c })
-      else em.content(buf)
+      if (mode === 'json') step(true)
+      if (mode === 'json' && at === 'head' && buf.trim() !== '') {
+        // Never the usual head: calls in another key order, or content.
+        const found = splitCalls(buf)
+        if (found) for (const c of found) em.call({ index: calls++, id: newId(), ...c })
+        else em.content(buf)
+      } else if (mode !== 'json') em.content(buf)
       buf = ''
       return em.take(true)
     },

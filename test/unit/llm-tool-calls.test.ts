@@ -110,8 +110,26 @@ describe('llama3_json reader', () => {
     assert.deepEqual(two.calls.map((c) => [c.name, JSON.parse(c.arguments)]), [['a', { s: '};{' }], ['b', {}]])
   })
 
+  test('the usual key order streams: the name at the head, the arguments as they come, text after the calls is content', () => {
+    const reader = llama3JsonReader(ids)
+    assert.deepEqual(reader.push('<|python_tag|>{"name": "get_'), [])
+    const head = reader.push('weather", "parameters": {"ci')
+    assert.equal(head.length, 2)
+    assert.equal(('call' in head[0]! && head[0].call.name), 'get_weather')
+    assert.deepEqual(head[1], { call: { index: 0, arguments: '{"ci' } })
+    assert.deepEqual(reader.push('ty": "Oslo"}'), [{ call: { index: 0, arguments: 'ty": "Oslo"}' } }])
+    assert.deepEqual(reader.push('}'), [])
+    assert.equal(reader.calls, 1)
+    const after = sameInEverySplit(() => llama3JsonReader(ids), '{"name": "a", "parameters": {"x": 1}}; {"name": "b", "parameters": {}} then some words')
+    assert.deepEqual(after.calls.map((c) => [c.name, JSON.parse(c.arguments)]), [['a', { x: 1 }], ['b', {}]])
+    assert.equal(after.content, 'then some words')
+    // Cut off mid-arguments (max_tokens): a call with the arguments so far, as vLLM streams it.
+    const cut = sameInEverySplit(() => llama3JsonReader(ids), '{"name": "f", "parameters": {"q": "ab')
+    assert.deepEqual(cut.calls.map((c) => [c.name, c.arguments]), [['f', '{"q": "ab']])
+  })
+
   test('text, broken JSON and JSON that is not a call stay content (text streams at once)', () => {
-    for (const text of ['The weather is fine.', '{"name": "f", "parameters": {', '{"answer": 42}', '  {"name": "f"} trailing']) {
+    for (const text of ['The weather is fine.', '{"name": "f", "param', '{"answer": 42}', '  {"name": "f"} trailing', '{"parameters": {}, "name": 3}']) {
       const r = sameInEverySplit(() => llama3JsonReader(ids), text)
       assert.equal(r.calls.length, 0, text)
       assert.equal(r.content, text.trimEnd())

@@ -57,6 +57,7 @@ body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:20px}h2{font-size:16px;margin-top:28px}
 pre{background:#f6f6f6;padding:12px;overflow-x:auto;font-size:12px;line-height:1.35}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.muted{color:#666;font-size:13px}
+svg{max-width:100%;height:auto}
 </style></head><body>
 <h1>ms-serve bench: ${esc(t.servable)}${t.method ? `:${esc(t.method)}` : ''}</h1>
 <p class="muted">${esc(t.protocol === 'generate' ? `${t.route} stream` : t.protocol.toUpperCase())} at ${esc(t.address)} &middot; ${esc(r.startedAt)} &middot;

@@ -10,6 +10,8 @@ import { h, render, type ComponentChildren } from 'preact'
 import { useEffect, useRef, useState } from 'preact/hooks'
 import uPlot from 'uplot'
 import { SseParser } from '../client/sse.ts'
+import { renderHtmlReport } from '../bench/report-html.ts'
+import { BenchReportError, parseBenchReport } from '../bench/report-check.ts'
 
 type Any = any // the server's JSON, read defensively
 
@@ -86,12 +88,13 @@ function Overview({ s }: { s: Sample | null }) {
         h('ul', { class: 'methods' }, (v.methods as Any[]).map((m) => h('li', { key: m.name, class: 'method' },
           h('code', null, `${m.name}(${m.inputs.map(sig).join(', ')}) -> (${m.outputs.map(sig).join(', ')})`),
           m.batched ? ` batched, up to ${m.maxBatchSize} per run` : ''))),
-        h('table', { class: 'replicas' },
+        // Scrolls sideways on a narrow screen (focusable, so the keyboard can scroll it too).
+        h('div', { class: 'table-scroll', tabIndex: 0, role: 'region', 'aria-label': `${sv.name} version ${v.version} replicas` }, h('table', { class: 'replicas' },
           h('thead', null, h('tr', null, ['device', 'isolation', 'pid', 'state', 'in flight'].map((c) => h('th', { key: c }, c)))),
           h('tbody', null, (v.replicas as Any[]).map((r, i) => {
             const st = snap.get(`${sv.name}@${v.version}`)?.replicas?.[i]
             return h('tr', { key: i }, h('td', null, r.device), h('td', null, r.isolation), h('td', null, r.pid), h('td', null, r.state), h('td', null, st?.inflightInstances ?? ''))
-          }))),
+          })))),
         snap.get(`${sv.name}@${v.version}`) ? h('p', null, `restarts: ${snap.get(`${sv.name}@${v.version}`).restarts}`) : null,
       )),
     )),
@@ -223,20 +226,43 @@ function Predict({ s }: { s: Sample | null }) {
   )
 }
 
+/** One chat parameter field: its state, the request key it fills, and the hint after its name. */
+const PARAMS = [
+  ['max_tokens', 'chat-max', 'integer'], ['temperature', 'chat-temp', '0 to 2, 0 = greedy'], ['top_p', 'chat-top-p', 'between 0 and 1'],
+  ['seed', 'chat-seed', 'integer'], ['frequency_penalty', 'chat-freq', '-2 to 2'], ['presence_penalty', 'chat-pres', '-2 to 2'],
+] as const
+
 function Chat({ s }: { s: Sample | null }) {
   const llms = ((s?.servables.servables ?? []) as Any[]).filter((x) => x.kind === 'llm')
   const [model, setModel] = useState('')
+  const [system, setSystem] = useState('')
   const [prompt, setPrompt] = useState('Hello')
-  const [maxTokens, setMaxTokens] = useState('32')
-  const [temperature, setTemperature] = useState('0')
+  const [params, setParams] = useState<Record<string, string>>({ max_tokens: '32', temperature: '0' })
+  const [stop, setStop] = useState('')
   const [schema, setSchema] = useState('')
   const [out, setOut] = useState('')
   const [events, setEvents] = useState(0)
   const [busy, setBusy] = useState(false)
   const name = model || llms[0]?.name
+  // Empty fields are not sent (the server's defaults apply); a field that is not a number is named.
   const body = () => {
-    const b: Any = { model: name, messages: [{ role: 'user', content: prompt }], max_tokens: Number(maxTokens), temperature: Number(temperature), stream: true }
-    if (schema.trim()) b.response_format = { type: 'json_schema', json_schema: { name: 'console', schema: JSON.parse(schema) } }
+    const messages = [...(system.trim() ? [{ role: 'system', content: system }] : []), { role: 'user', content: prompt }]
+    const b: Any = { model: name, messages }
+    for (const [k] of PARAMS) {
+      const v = (params[k] ?? '').trim()
+      if (!v) continue
+      const n = Number(v)
+      if (!Number.isFinite(n) || ((k === 'max_tokens' || k === 'seed') && !Number.isInteger(n))) throw new Error(`${k} must be ${k === 'max_tokens' || k === 'seed' ? 'an integer' : 'a number'} (got ${JSON.stringify(v)})`)
+      b[k] = n
+    }
+    const stops = stop.split('\n').map((x) => x.replace(/\r$/, '')).filter((x) => x.length > 0)
+    if (stops.length) b.stop = stops
+    if (schema.trim()) {
+      let parsed: unknown
+      try { parsed = JSON.parse(schema) } catch { throw new Error('the JSON schema is not valid JSON') }
+      b.response_format = { type: 'json_schema', json_schema: { name: 'console', schema: parsed } }
+    }
+    b.stream = true
     return b
   }
   const send = async () => {
@@ -251,20 +277,58 @@ function Chat({ s }: { s: Sample | null }) {
         const delta = JSON.parse(d).choices?.[0]?.delta?.content
         if (delta) { text += delta; n++; setOut(text); setEvents(n) }
       })
+    } catch (e) {
+      setOut(`not sent: ${(e as Error).message}`)
     } finally { setBusy(false) }
   }
   if (!name) return h('p', null, 'no LLM servable is loaded')
   let curl = ''
-  try { curl = `curl -N ${location.origin}/v1/chat/completions -H 'content-type: application/json'${sessionStorage.getItem(KEY) ? " -H 'authorization: Bearer $KEY'" : ''} -d '${JSON.stringify(body())}'` } catch { curl = 'the JSON schema is not valid JSON' }
+  // The shell quotes the body in '...': a ' inside it is written as '\''.
+  try { curl = `curl -N ${location.origin}/v1/chat/completions -H 'content-type: application/json'${sessionStorage.getItem(KEY) ? ' -H "authorization: Bearer $KEY"' : ''} -d '${JSON.stringify(body()).replace(/'/g, "'\\''")}'` } catch (e) { curl = (e as Error).message }
   return h('div', { id: 'chat' },
     h('label', null, 'model ', h('select', { id: 'chat-model', value: name, onChange: (e: Any) => setModel(e.target.value) }, llms.map((x) => h('option', { key: x.name }, x.name)))),
-    h('label', { for: 'chat-prompt' }, ' message'), h('textarea', { id: 'chat-prompt', rows: 3, value: prompt, onInput: (e: Any) => setPrompt(e.target.value) }),
-    h('label', null, 'max_tokens ', h('input', { id: 'chat-max', size: 5, value: maxTokens, onInput: (e: Any) => setMaxTokens(e.target.value) })),
-    h('label', null, ' temperature ', h('input', { id: 'chat-temp', size: 5, value: temperature, onInput: (e: Any) => setTemperature(e.target.value) })),
-    h('label', { for: 'chat-schema' }, ' JSON schema (structured output, optional)'), h('textarea', { id: 'chat-schema', rows: 2, value: schema, onInput: (e: Any) => setSchema(e.target.value) }),
+    h('label', { for: 'chat-system' }, 'system message (optional)'), h('textarea', { id: 'chat-system', rows: 2, value: system, onInput: (e: Any) => setSystem(e.target.value) }),
+    h('label', { for: 'chat-prompt' }, 'message'), h('textarea', { id: 'chat-prompt', rows: 3, value: prompt, onInput: (e: Any) => setPrompt(e.target.value) }),
+    h('fieldset', { class: 'params' }, h('legend', null, 'parameters (empty = the server default)'),
+      PARAMS.map(([k, id, hint]) => h('label', { key: k, for: id }, `${k} `, h('input', { id, size: 6, inputMode: 'decimal', value: params[k] ?? '', title: hint, 'aria-describedby': `${id}-hint`, onInput: (e: Any) => setParams({ ...params, [k]: e.target.value }) }),
+        h('span', { id: `${id}-hint`, class: 'hint' }, ` ${hint}`))),
+      h('label', { for: 'chat-stop', class: 'wide' }, 'stop (one sequence per line)'), h('textarea', { id: 'chat-stop', rows: 2, value: stop, onInput: (e: Any) => setStop(e.target.value) })),
+    h('label', { for: 'chat-schema' }, 'JSON schema (structured output, optional)'), h('textarea', { id: 'chat-schema', rows: 2, value: schema, onInput: (e: Any) => setSchema(e.target.value) }),
     h('button', { id: 'chat-send', disabled: busy, onClick: () => void send() }, busy ? 'Streaming...' : 'Send'),
     h('pre', { id: 'chat-output', 'data-events': events, 'aria-live': 'polite' }, out),
     h('details', null, h('summary', null, 'as curl'), h('pre', { id: 'chat-curl' }, curl)),
+  )
+}
+
+/**
+ * A `ms-serve bench --json` file opened in the browser (nothing is uploaded): the same page as
+ * `--html` (src/bench/report-html.ts), in a sandboxed frame that runs no scripts; a file that is
+ * not a bench result gets a message naming what is wrong.
+ */
+function BenchViewer() {
+  const [shown, setShown] = useState<{ file: string; n: number; html?: string; error?: string } | null>(null)
+  const frame = useRef<HTMLIFrameElement>(null)
+  const fit = () => {
+    const f = frame.current
+    const d = f?.contentDocument
+    if (f && d?.documentElement) f.style.height = `${d.documentElement.scrollHeight + 8}px`
+  }
+  useEffect(() => { addEventListener('resize', fit); return () => removeEventListener('resize', fit) }, [])
+  const onFile = async (e: Event) => {
+    const f = (e.target as HTMLInputElement).files?.[0]
+    if (!f) return
+    try {
+      setShown({ file: f.name, n: (shown?.n ?? 0) + 1, html: renderHtmlReport(parseBenchReport(await f.text())) })
+    } catch (err) {
+      setShown({ file: f.name, n: (shown?.n ?? 0) + 1, error: err instanceof BenchReportError ? err.message : `could not render it: ${(err as Error).message}` })
+    }
+  }
+  return h('div', { id: 'bench' },
+    h('p', null, 'Open the file written by ', h('code', null, 'ms-serve bench --json FILE'), ' to see the plots and tables of ', h('code', null, '--html'),
+      '. The file is read by this page; nothing is sent to the server.'),
+    h('label', { for: 'bench-file' }, 'bench JSON result '), h('input', { id: 'bench-file', type: 'file', accept: '.json,application/json', onChange: (e: Event) => void onFile(e) }),
+    shown?.error ? h('p', { id: 'bench-error', class: 'bad', role: 'alert' }, `${shown.file} is not a bench report this console can show: ${shown.error}`) : null,
+    shown?.html ? h('iframe', { id: 'bench-report', key: shown.n, title: `bench report from ${shown.file}`, sandbox: 'allow-same-origin', srcdoc: shown.html, ref: frame, onLoad: fit }) : null,
   )
 }
 
@@ -276,7 +340,8 @@ function KeyForm({ onKey }: { onKey: () => void }) {
     h('button', { type: 'submit' }, 'Use key'))
 }
 
-const TABS = ['Overview', 'Metrics', 'Predict', 'Chat'] as const
+const TABS = ['Overview', 'Metrics', 'Predict', 'Chat', 'Bench'] as const
+const TAB_NAMES: Record<string, string> = { Bench: 'Bench report' }
 
 function App() {
   const [tab, setTab] = useState<(typeof TABS)[number]>((location.hash.slice(1) as (typeof TABS)[number]) || 'Overview')
@@ -300,10 +365,10 @@ function App() {
   }, [attempt])
   const cur = history[history.length - 1] ?? null
   const pages: Record<string, () => ComponentChildren> = {
-    Overview: () => h(Overview, { s: cur }), Metrics: () => h(Metrics, { history }), Predict: () => h(Predict, { s: cur }), Chat: () => h(Chat, { s: cur }),
+    Overview: () => h(Overview, { s: cur }), Metrics: () => h(Metrics, { history }), Predict: () => h(Predict, { s: cur }), Chat: () => h(Chat, { s: cur }), Bench: () => h(BenchViewer, null),
   }
   return h('div', null,
-    h('header', null, h('h1', null, 'ms-serve'), h('nav', { role: 'tablist' }, TABS.map((t) => h('button', { key: t, role: 'tab', 'aria-selected': t === tab, id: `tab-${t}`, onClick: () => { setTab(t); location.hash = t } }, t)))),
+    h('header', null, h('h1', null, 'ms-serve'), h('nav', { role: 'tablist' }, TABS.map((t) => h('button', { key: t, role: 'tab', 'aria-selected': t === tab, id: `tab-${t}`, onClick: () => { setTab(t); location.hash = t } }, TAB_NAMES[t] ?? t)))),
     needKey ? h(KeyForm, { onKey: () => setAttempt(attempt + 1) }) : h('main', null, error ? h('p', { class: 'bad' }, error) : null, pages[tab]!()),
   )
 }

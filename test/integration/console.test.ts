@@ -1,19 +1,22 @@
 // The web console in a real browser: Debian's chromium driven by puppeteer-core, against a real
 // server with the add, image and llm servables and one that fails to load. Checks the overview,
-// a predict from the playground, a chat that streams into the page, the metrics chart moving
-// after traffic, the failed servable's error, and the API-key prompt. Screenshots of each page go
-// to test-output/console/. Skips (fails under CI) where no chromium is installed.
+// a predict from the playground, a chat that streams into the page (with its sampling parameters in
+// the request and the curl line), the metrics chart moving after traffic, the failed servable's
+// error, a bench --json result opened in the bench report viewer (and a file that is not one), the
+// layout at 380 px, every control labelled and reached with Tab, and the API-key prompt.
+// Screenshots of each page go to test-output/console/. Skips (fails under CI) where no chromium is installed.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import puppeteer, { type Browser, type Page } from 'puppeteer-core'
+import puppeteer, { type Browser, type ElementHandle, type Page } from 'puppeteer-core'
 import { addServable, floatJson, imageServable, X1, X2 } from '../helpers/fixtures.ts'
 import { ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 const CHROMIUM = ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p))
 const SHOTS = join(ROOT, 'test-output', 'console')
 let srv: StartedServer
+let work: string
 let browser: Browser
 const cleanups: Array<() => void> = []
 const skip: string | false = CHROMIUM ? false : 'no chromium (apt-get install chromium); CI installs it'
@@ -22,6 +25,7 @@ before(async () => {
   if (skip) { if (process.env.MS_SERVE_CI) throw new Error(skip); return }
   mkdirSync(SHOTS, { recursive: true })
   const dir = tempServables({ after: (fn) => cleanups.push(fn) })
+  work = tempServables({ after: (fn) => cleanups.push(fn) })
   addServable(dir)
   imageServable(dir)
   assert.equal((await runCli(['init', 'llm', '--dir', dir])).code, 0)
@@ -95,6 +99,38 @@ test('chat playground: tokens stream into the page; the curl equivalent is shown
   await page.close()
 })
 
+test('chat playground: system message, top_p, seed and stop go into the request and the curl line; the reply still streams', { skip }, async () => {
+  const page = await open(srv.rest, 'Chat')
+  await page.waitForSelector('#chat-send', { timeout: 15_000 })
+  const fill = async (sel: string, v: string) => { await page.$eval(sel, (e) => { (e as HTMLInputElement).value = '' }); await page.type(sel, v) }
+  await fill('#chat-max', '10')
+  await fill('#chat-system', 'You are terse.')
+  await fill('#chat-top-p', '0.9')
+  await fill('#chat-seed', '7')
+  await fill('#chat-stop', 'zzqq\nqq,zz')
+  const curl = await text(page, '#chat-curl')
+  const sent = JSON.parse(curl.slice(curl.indexOf("-d '") + 4, -1).replace(/'\\''/g, "'"))
+  assert.deepEqual(sent, {
+    model: 'llm', messages: [{ role: 'system', content: 'You are terse.' }, { role: 'user', content: 'Hello' }],
+    max_tokens: 10, temperature: 0, top_p: 0.9, seed: 7, stop: ['zzqq', 'qq,zz'], stream: true,
+  }, 'empty fields (frequency/presence penalty, schema) are not sent')
+  await page.click('#chat-send')
+  await page.waitForFunction(() => Number(document.querySelector('#chat-output')?.getAttribute('data-events')) >= 1 && !(document.querySelector('#chat-send') as HTMLButtonElement).disabled, { timeout: 30_000 })
+  // top_p < 1 samples; with the same seed the same request by hand gives the same text.
+  const { stream: _s, ...plain } = sent
+  const res = await fetch(`${srv.rest}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(plain) })
+  assert.equal(res.status, 200)
+  assert.equal(await text(page, '#chat-output'), ((await res.json()) as any).choices[0].message.content)
+  await page.screenshot({ path: join(SHOTS, 'chat-params.png'), fullPage: true })
+  // A field that is not a number is named, in the curl block and instead of sending.
+  await fill('#chat-seed', 'abc')
+  assert.equal(await text(page, '#chat-curl'), 'seed must be an integer (got "abc")')
+  await page.click('#chat-send')
+  await page.waitForFunction(() => /not sent: seed must be an integer/.test(document.querySelector('#chat-output')?.textContent ?? ''), { timeout: 5_000 })
+  assert.deepEqual((page as Page & { errors?: string[] }).errors, [])
+  await page.close()
+})
+
 test('metrics: the requests/s chart moves after traffic', { skip }, async () => {
   const page = await open(srv.rest, 'Metrics')
   await page.waitForSelector('section.metric[data-name="add"] .chart', { timeout: 15_000 })
@@ -122,6 +158,94 @@ test('metrics: the requests/s chart moves after traffic', { skip }, async () => 
   assert.match(await text(page, 'section.metric[data-name="add"] .errors'), /errors \(10 s\): invalid_request 3/)
   await page.screenshot({ path: join(SHOTS, 'metrics.png'), fullPage: true })
   await page.close()
+})
+
+test('bench report viewer: a bench --json result shows the same page as --html; another JSON file gets an error naming what is wrong', { skip, timeout: 120_000 }, async () => {
+  // A real result: the project's bench against this test's server (two short levels).
+  const json = join(work, 'bench.json')
+  const html = join(work, 'bench.html')
+  const r = await runCli(['bench', '--url', srv.rest, '--servable', 'add', '--method', 'add_common', '--concurrency', '1,2', '--duration', '600ms', '--warmup', '200ms', '--json', json, '--html', html, '--no-progress'], ROOT, 90_000)
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`)
+  const page = await open(srv.rest, 'Bench')
+  const input = (await page.waitForSelector('#bench-file', { timeout: 15_000 })) as ElementHandle<HTMLInputElement>
+  assert.equal(await page.$eval('#bench-file', (e) => (e as HTMLInputElement).labels?.[0]?.textContent?.trim()), 'bench JSON result')
+  await input.uploadFile(json)
+  const frameEl = (await page.waitForSelector('#bench-report', { timeout: 10_000 }))!
+  // The frame holds exactly what `--html` wrote for the same result.
+  assert.equal(await page.$eval('#bench-report', (e) => (e as HTMLIFrameElement).srcdoc), readFileSync(html, 'utf8'))
+  const frame = (await frameEl.contentFrame())!
+  await frame.waitForSelector('svg')
+  const svgs = await frame.$$eval('svg', (list) => list.map((s) => ({ text: s.textContent ?? '', width: s.getBoundingClientRect().width, marks: s.querySelectorAll('circle, rect').length })))
+  const line = svgs.find((s) => s.text.startsWith('Latency vs throughput'))
+  assert.ok(line, `a latency plot among ${svgs.map((s) => s.text.slice(0, 40))}`)
+  for (const series of ['p50', 'p95', 'p99', 'c=1', 'c=2']) assert.ok(line!.text.includes(series), `the plot names ${series}`)
+  assert.ok(line!.marks >= 6 && line!.width > 100, `3 series x 2 levels drawn: ${JSON.stringify(line)}`)
+  assert.ok(svgs.some((s) => s.text.startsWith('Executed batch sizes, c=1')), 'the batch-size histogram of a level')
+  assert.match(await frame.$eval('body', (b) => b.textContent ?? ''), /ms-serve bench: add:add_common[\s\S]*level\s+req\/s\s+items\/s/)
+  assert.ok(await page.$eval('#bench-report', (e) => e.getBoundingClientRect().height > 400), 'the frame is sized to its report')
+  await page.screenshot({ path: join(SHOTS, 'bench-report.png'), fullPage: true })
+
+  // Not a bench result: the server's /servables description.
+  const other = join(work, 'servables.json')
+  writeFileSync(other, await (await fetch(`${srv.rest}/servables`)).text())
+  await input.uploadFile(other)
+  await page.waitForSelector('#bench-error', { timeout: 5_000 })
+  assert.match(await text(page, '#bench-error'), /^servables\.json is not a bench report this console can show: not a bench result: `tool` is missing, expected "ms-serve bench"/)
+  assert.equal(await page.$('#bench-report'), null, 'the previous report is gone')
+  await page.screenshot({ path: join(SHOTS, 'bench-error.png'), fullPage: true })
+  // A bench result missing a field the plots need: the field is named.
+  const broken = JSON.parse(readFileSync(json, 'utf8'))
+  delete broken.levels[1].latencyMs
+  writeFileSync(join(work, 'broken.json'), JSON.stringify(broken))
+  await input.uploadFile(join(work, 'broken.json'))
+  await page.waitForFunction(() => /broken\.json/.test(document.querySelector('#bench-error')?.textContent ?? ''), { timeout: 5_000 })
+  assert.match(await text(page, '#bench-error'), /`levels\[1\]\.latencyMs` must be an object \(got nothing\)/)
+  writeFileSync(join(work, 'text.json'), 'level req/s\n')
+  await input.uploadFile(join(work, 'text.json'))
+  await page.waitForFunction(() => /text\.json/.test(document.querySelector('#bench-error')?.textContent ?? ''), { timeout: 5_000 })
+  assert.match(await text(page, '#bench-error'), /not JSON: /)
+  assert.deepEqual((page as Page & { errors?: string[] }).errors, [])
+  await page.close()
+})
+
+test('at 380 px wide nothing overflows the page sideways (tables scroll in their box)', { skip }, async () => {
+  const page = await open(srv.rest)
+  await page.setViewport({ width: 380, height: 800 })
+  await page.waitForSelector('#overview section[data-name="llm"]', { timeout: 15_000 })
+  const overflow = () => page.evaluate(() => ({ scroll: document.body.scrollWidth, client: document.body.clientWidth, doc: document.documentElement.scrollWidth, view: document.documentElement.clientWidth }))
+  const o = await overflow()
+  assert.ok(o.scroll <= o.client + 1 && o.doc <= o.view + 1, `overview: ${JSON.stringify(o)}`)
+  await page.screenshot({ path: join(SHOTS, 'overview-380.png'), fullPage: true })
+  for (const tab of ['Metrics', 'Predict', 'Chat', 'Bench']) {
+    await page.click(`#tab-${tab}`)
+    await new Promise((r) => setTimeout(r, 300))
+    const t = await overflow()
+    assert.ok(t.scroll <= t.client + 1 && t.doc <= t.view + 1, `${tab}: ${JSON.stringify(t)}`)
+    if (tab === 'Chat') await page.screenshot({ path: join(SHOTS, 'chat-380.png'), fullPage: true })
+  }
+  await page.close()
+})
+
+test('keyboard: every control has a label and Tab reaches each one', { skip }, async () => {
+  for (const tab of ['Predict', 'Chat', 'Bench']) {
+    const page = await open(srv.rest, tab)
+    await page.waitForSelector(tab === 'Predict' ? '#in-x1' : tab === 'Chat' ? '#chat-send' : '#bench-file', { timeout: 15_000 })
+    const controls = await page.$$eval('main input, main select, main textarea, main button, nav button, main summary', (els) => els.map((e, i) => {
+      e.setAttribute('data-k', String(i))
+      const labelled = (e as HTMLInputElement).labels?.length || e.getAttribute('aria-label') || ((e.tagName === 'BUTTON' || e.tagName === 'SUMMARY') && e.textContent?.trim())
+      return { k: String(i), what: `${e.tagName.toLowerCase()}#${e.id}`, labelled: Boolean(labelled) }
+    }))
+    assert.ok(controls.length >= 6, `${tab}: ${controls.length} controls`)
+    for (const c of controls) assert.ok(c.labelled, `${tab}: ${c.what} has no label`)
+    const reached = new Set<string>()
+    for (let i = 0; i < controls.length + 10; i++) {
+      await page.keyboard.press('Tab')
+      const k = await page.evaluate(() => document.activeElement?.getAttribute('data-k') ?? null)
+      if (k !== null) reached.add(k)
+    }
+    assert.deepEqual(controls.filter((c) => !reached.has(c.k)).map((c) => c.what), [], `${tab}: not reached with Tab`)
+    await page.close()
+  }
 })
 
 test('with an API key the console asks for it, then shows the server', { skip }, async (t) => {

@@ -228,7 +228,7 @@ function Predict({ s }: { s: Sample | null }) {
 
 /** One chat parameter field: its state, the request key it fills, and the hint after its name. */
 const PARAMS = [
-  ['max_tokens', 'chat-max', 'integer'], ['temperature', 'chat-temp', '0 to 2, 0 = greedy'], ['top_p', 'chat-top-p', 'between 0 and 1'],
+  ['max_tokens', 'chat-max', 'integer'], ['temperature', 'chat-temp', '0 to 2, 0 = greedy'], ['top_p', 'chat-top-p', 'between 0 and 1'], ['top_k', 'chat-top-k', 'integer, -1 = off'],
   ['seed', 'chat-seed', 'integer'], ['frequency_penalty', 'chat-freq', '-2 to 2'], ['presence_penalty', 'chat-pres', '-2 to 2'],
 ] as const
 

@@ -99,20 +99,21 @@ test('chat playground: tokens stream into the page; the curl equivalent is shown
   await page.close()
 })
 
-test('chat playground: system message, top_p, seed and stop go into the request and the curl line; the reply still streams', { skip }, async () => {
+test('chat playground: system message, top_p, top_k, seed and stop go into the request and the curl line; the reply still streams', { skip }, async () => {
   const page = await open(srv.rest, 'Chat')
   await page.waitForSelector('#chat-send', { timeout: 15_000 })
   const fill = async (sel: string, v: string) => { await page.$eval(sel, (e) => { (e as HTMLInputElement).value = '' }); await page.type(sel, v) }
   await fill('#chat-max', '10')
   await fill('#chat-system', 'You are terse.')
   await fill('#chat-top-p', '0.9')
+  await fill('#chat-top-k', '40')
   await fill('#chat-seed', '7')
   await fill('#chat-stop', 'zzqq\nqq,zz')
   const curl = await text(page, '#chat-curl')
   const sent = JSON.parse(curl.slice(curl.indexOf("-d '") + 4, -1).replace(/'\\''/g, "'"))
   assert.deepEqual(sent, {
     model: 'llm', messages: [{ role: 'system', content: 'You are terse.' }, { role: 'user', content: 'Hello' }],
-    max_tokens: 10, temperature: 0, top_p: 0.9, seed: 7, stop: ['zzqq', 'qq,zz'], stream: true,
+    max_tokens: 10, temperature: 0, top_p: 0.9, top_k: 40, seed: 7, stop: ['zzqq', 'qq,zz'], stream: true,
   }, 'empty fields (frequency/presence penalty, schema) are not sent')
   await page.click('#chat-send')
   await page.waitForFunction(() => Number(document.querySelector('#chat-output')?.getAttribute('data-events')) >= 1 && !(document.querySelector('#chat-send') as HTMLButtonElement).disabled, { timeout: 30_000 })

@@ -216,6 +216,20 @@ describe('LLM routes', () => {
     const chat = await post(`${srv.rest}/v1/chat/completions`, { model: 'llm', messages: [{ role: 'user', content: 'x'.repeat(500) }], stream: true })
     assert.equal(chat.status, 422)
     assert.equal(chat.json.error.message, 'Input validation error: `inputs` must have less than 511 tokens. Given: 524')
+    // vLLM's top_k on the OpenAI routes: checked, and it samples (seeded: the same as TGI's top_k).
+    for (const topK of [1.5, -2, 'x']) {
+      const r = await post(`${srv.rest}/v1/chat/completions`, { model: 'llm', messages: [{ role: 'user', content: 'hi' }], top_k: topK })
+      assert.ok(r.status === 400 || r.status === 422, `top_k ${topK}: ${r.status}`)
+      assert.match(r.json.error.message, /`top_k` must be/)
+    }
+    const viaOpenAi = await post(`${srv.rest}/v1/completions`, { model: 'llm', prompt: 'Once upon', max_tokens: 12, temperature: 0.9, top_k: 3, seed: 11 })
+    const viaTgi = await post(`${srv.rest}/generate`, { inputs: 'Once upon', parameters: { max_new_tokens: 12, temperature: 0.9, top_k: 3, seed: 11, do_sample: true } })
+    assert.equal(viaOpenAi.json.choices[0].text, viaTgi.json.generated_text)
+    const greedy = await post(`${srv.rest}/v1/completions`, { model: 'llm', prompt: 'Once upon', max_tokens: 12, temperature: 0 })
+    for (const off of [-1, 0]) {
+      const r = await post(`${srv.rest}/v1/completions`, { model: 'llm', prompt: 'Once upon', max_tokens: 12, temperature: 0, top_k: off })
+      assert.equal(r.json.choices[0].text, greedy.json.choices[0].text, `top_k ${off} is off`)
+    }
     const ok = await post(`${srv.rest}/generate`, { inputs: 'still up', parameters: { max_new_tokens: 2 } })
     assert.equal(ok.status, 200)
   })

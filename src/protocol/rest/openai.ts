@@ -47,6 +47,12 @@ function samplingFrom(b: Record<string, unknown>, defaultMaxTokens?: number): Ge
   }
   const topP = num(b, 'top_p')
   if (topP !== undefined && topP < 1) { p.topP = topP; p.doSample = true }
+  // vLLM's extra sampling field: -1 (or 0) is off; like top_p < 1 (and TGI's top_k) it samples.
+  const topK = num(b, 'top_k')
+  if (topK !== undefined) {
+    if (!Number.isInteger(topK) || topK < -1) bad(`\`top_k\` must be an integer >= 1, or -1 / 0 for off (got ${topK})`)
+    if (topK > 0) { p.topK = topK; p.doSample = true }
+  }
   const seed = num(b, 'seed')
   if (seed !== undefined) p.seed = seed
   const fp = num(b, 'frequency_penalty')

@@ -13,6 +13,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { ServeError } from '../errors.ts'
 import { applyBitmask } from './sampler.ts'
+import { byteToUnicode } from '../models/synthetic-tokenizer.ts'
 import { BYTE_VOCAB } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type * as Xg from '@mlc-ai/web-xgrammar'
@@ -77,7 +78,9 @@ class Lru<V> {
  * (invalid in JSON) through; they are excluded here, as its unbounded strings already do.
  */
 export async function schemaEbnf(schema: string): Promise<string> {
-  const ebnf = await xgrammar().Testings._jsonSchemaToEBNF(schema, false)
+  // One line, `, ` and `: ` between items (as json.dumps and OpenAI's structured outputs): xgrammar
+  // indents by 2 unless told -1, which spent a newline and indentation tokens on every property.
+  const ebnf = await xgrammar().Testings._jsonSchemaToEBNF(schema, false, -1)
   return ebnf.replaceAll('[^"\\\\\\r\\n]', '[^\\0-\\x1f"\\\\]')
 }
 
@@ -161,10 +164,16 @@ export class GrammarCompilerCache {
     this.compiled = new Lru(maxEntries, (p) => { void p.then((c) => c.dispose(), () => undefined) })
   }
 
+  /** The UTF-8 guard's table for this vocabulary (null when tokens are given decoded), with the compiler. */
+  private utf8: Utf8Table | null = null
+
   private getCompiler(): Promise<Xg.GrammarCompiler> {
     this.compiler ??= (async () => {
       const xg = xgrammar()
-      const { vocab, type } = encodedVocab(this.tok)
+      const encoded = encodedVocab(this.tok)
+      const { vocab, type } = encoded
+      const bytes = vocabBytes(this.tok, encoded)
+      this.utf8 = bytes ? new Utf8Table(bytes) : null
       const info = await xg.TokenizerInfo.createTokenizerInfo(vocab, type, false, Math.max(this.logitsVocab, vocab.length), [...this.tok.eosTokenIds])
       return xg.GrammarCompiler.createGrammarCompiler(info, true)
     })()
@@ -191,7 +200,7 @@ export class GrammarCompilerCache {
   async matcher(g: GrammarSpec): Promise<SequenceGrammar> {
     const compiled = await this.compile(g)
     const m = await xgrammar().GrammarMatcher.createGrammarMatcher(compiled)
-    const utf8 = this.tok.kind === 'byte-level' ? new Utf8Guard() : null
+    const utf8 = this.utf8 ? new Utf8Guard(this.utf8) : null
     return {
       async mask(row: Float32Array): Promise<void> {
         applyBitmask(row, await m.getNextTokenBitmask())
@@ -205,36 +214,113 @@ export class GrammarCompilerCache {
 }
 
 /**
- * xgrammar checks UTF-8 structure only (lead byte + continuation bytes), so with one token per
- * byte it lets overlong forms, surrogates and code points past U+10FFFF through (they decode to
- * U+FFFD and break maxLength/enum). On the byte-level vocabulary this masks every byte that cannot
- * come next in valid UTF-8 (RFC 3629 table), on top of the grammar's mask.
+ * UTF-8 decoder states between tokens (RFC 3629 table): 0 = at a character boundary; the others
+ * = continuation bytes still due and the range the next one must fall in (narrower after E0, ED,
+ * F0, F4: no overlong forms, surrogates or code points past U+10FFFF).
+ */
+const U8_STATES: ReadonlyArray<readonly [need: number, lo: number, hi: number]> = [
+  [0, 0x80, 0xbf], [1, 0x80, 0xbf], [2, 0x80, 0xbf], [2, 0xa0, 0xbf], [2, 0x80, 0x9f], [3, 0x90, 0xbf], [3, 0x80, 0xbf], [3, 0x80, 0x8f],
+]
+const u8State = (need: number, lo: number, hi: number): number => U8_STATES.findIndex(([n, l, h]) => n === need && l === lo && h === hi)
+
+/** The state after byte `b` in state `st`, or -1 where `b` cannot come next in valid UTF-8. */
+function u8Step(st: number, b: number): number {
+  const [need, lo, hi] = U8_STATES[st]!
+  if (need > 0) return b >= lo && b <= hi ? u8State(need - 1, 0x80, 0xbf) : -1
+  if (b < 0x80) return 0
+  if (b >= 0xc2 && b <= 0xdf) return 1
+  if (b === 0xe0) return 3
+  if (b === 0xed) return 4
+  if (b >= 0xe1 && b <= 0xef) return 2
+  if (b === 0xf0) return 5
+  if (b >= 0xf1 && b <= 0xf3) return 6
+  if (b === 0xf4) return 7
+  return -1
+}
+
+/**
+ * Per vocabulary, built once per engine: each token's state transitions and, per state, which
+ * tokens may come next. State 0 lists the few tokens that may not (they start with a continuation
+ * byte or hold an invalid sequence); the mid-character states list the few that may (tokens
+ * without bytes, the special ones, only at a character boundary).
+ */
+export class Utf8Table {
+  /** next[id * S + st]: the state after token id from st (-1: invalid). */
+  private readonly next: Int8Array
+  private readonly lists: Int32Array[]
+  constructor(tokenBytes: ReadonlyArray<Uint8Array | null>) {
+    const S = U8_STATES.length, v = tokenBytes.length
+    this.next = new Int8Array(v * S)
+    const lists: number[][] = U8_STATES.map(() => [])
+    for (let id = 0; id < v; id++) {
+      const bytes = tokenBytes[id]
+      for (let st = 0; st < S; st++) {
+        let cur = bytes ? st : (st === 0 ? 0 : -1)
+        if (bytes) for (let i = 0; i < bytes.length && cur >= 0; i++) cur = u8Step(cur, bytes[i]!)
+        this.next[id * S + st] = cur
+        if ((st === 0) === (cur < 0)) lists[st]!.push(id)
+      }
+    }
+    this.lists = lists.map((l) => Int32Array.from(l))
+  }
+  /** Masks what cannot come next from state `st` (row past the table's vocabulary is left alone). */
+  mask(row: Float32Array, st: number): void {
+    const list = this.lists[st]!
+    if (st === 0) { for (let k = 0; k < list.length; k++) row[list[k]!] = -Infinity; return }
+    const keep = new Float32Array(list.length)
+    for (let k = 0; k < list.length; k++) keep[k] = row[list[k]!]!
+    row.fill(-Infinity)
+    for (let k = 0; k < list.length; k++) row[list[k]!] = keep[k]!
+  }
+  step(st: number, id: number): number {
+    const n = id >= 0 && id * U8_STATES.length < this.next.length ? this.next[id * U8_STATES.length + st]! : 0
+    return n < 0 ? 0 : n
+  }
+}
+
+/**
+ * Each token's bytes as the model's vocabulary spells them (null: no bytes, a special token), for
+ * the UTF-8 guard: our byte vocabulary; HF byte-level BPE (GPT-2's byte-to-character map); byte
+ * fallback vocabularies (`<0xNN>` pieces, `▁` for space). null for a vocabulary given decoded.
+ */
+export function vocabBytes(tok: LlmTokenizer, encoded: { vocab: string[]; type: string }): Array<Uint8Array | null> | null {
+  const utf8 = new TextEncoder()
+  if (tok.kind === 'byte-level') {
+    return encoded.vocab.map((_, id) => (tok.isSpecial(id) || id < BYTE_VOCAB.OFFSET ? null : Uint8Array.of(id - BYTE_VOCAB.OFFSET)))
+  }
+  if (encoded.type === 'byte_level') {
+    const inverse = new Map(byteToUnicode().map((ch, b) => [ch, b]))
+    return encoded.vocab.map((t, id) => {
+      if (tok.isSpecial(id)) return null
+      const out = new Uint8Array(t.length)
+      let n = 0
+      for (const ch of t) {
+        const b = inverse.get(ch)
+        if (b === undefined) return utf8.encode(t) // an added token, written as plain text
+        out[n++] = b
+      }
+      return out.subarray(0, n)
+    })
+  }
+  if (encoded.type === 'byte_fallback') {
+    return encoded.vocab.map((t, id) => {
+      if (tok.isSpecial(id)) return null
+      const m = /^<0x([0-9A-Fa-f]{2})>$/.exec(t)
+      return m ? Uint8Array.of(parseInt(m[1]!, 16)) : utf8.encode(t.replace(/\u2581/g, ' '))
+    })
+  }
+  return null
+}
+
+/**
+ * xgrammar checks UTF-8 structure only (lead byte + continuation bytes), so where tokens are bytes
+ * or end mid-character it lets overlong forms, surrogates and code points past U+10FFFF through
+ * (they decode to U+FFFD and break maxLength/enum). This masks every token that cannot come next in
+ * valid UTF-8 after the sequence's bytes so far, on top of the grammar's mask.
  */
 class Utf8Guard {
-  /** Continuation bytes still due, and the range the next one must fall in. */
-  private need = 0
-  private lo = 0x80
-  private hi = 0xbf
-
-  mask(row: Float32Array): void {
-    const o = BYTE_VOCAB.OFFSET
-    if (this.need === 0) {
-      for (let b = 0x80; b <= 0xc1; b++) row[o + b] = -Infinity
-      for (let b = 0xf5; b <= 0xff; b++) row[o + b] = -Infinity
-    } else {
-      for (let id = 0; id < o; id++) row[id] = -Infinity
-      for (let b = 0; b <= 0xff; b++) if (b < this.lo || b > this.hi) row[o + b] = -Infinity
-    }
-  }
-
-  accept(id: number): void {
-    const b = id - BYTE_VOCAB.OFFSET
-    if (b < 0) return
-    let need = 0, lo = 0x80, hi = 0xbf
-    if (this.need > 0) need = this.need - 1
-    else if (b >= 0xc2 && b <= 0xdf) need = 1
-    else if (b === 0xe0) { need = 2; lo = 0xa0 } else if (b === 0xed) { need = 2; hi = 0x9f } else if (b >= 0xe1 && b <= 0xef) need = 2
-    else if (b === 0xf0) { need = 3; lo = 0x90 } else if (b === 0xf4) { need = 3; hi = 0x8f } else if (b >= 0xf1 && b <= 0xf3) need = 3
-    this.need = need; this.lo = lo; this.hi = hi
-  }
+  private st = 0
+  constructor(private readonly table: Utf8Table) {}
+  mask(row: Float32Array): void { this.table.mask(row, this.st) }
+  accept(id: number): void { this.st = this.table.step(this.st, id) }
 }

@@ -12,8 +12,10 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 import { LlmEngine } from '../../src/llm/engine.ts'
-import { checkGrammar, encodedVocab, jsonSchemaSpec } from '../../src/llm/grammar.ts'
-import { HF_VOCAB_SIZE, writeHfTokenizer } from '../helpers/hf-tokenizer.ts'
+import { checkGrammar, encodedVocab, GrammarCompilerCache, jsonSchemaSpec, vocabBytes } from '../../src/llm/grammar.ts'
+import { loadTokenizer } from '../../src/llm/tokenizer.ts'
+import { byteToUnicode } from '../../src/models/synthetic-tokenizer.ts'
+import { HF_IDS, HF_VOCAB_SIZE, writeHfTokenizer } from '../helpers/hf-tokenizer.ts'
 import { applyBitmask, createRng } from '../../src/llm/sampler.ts'
 import type { DoneEvent, GenerateParameters } from '../../src/llm/types.ts'
 import { ServeError } from '../../src/errors.ts'
@@ -187,5 +189,50 @@ test('an HF byte-level BPE tokenizer: raw tokens go to xgrammar as byte_level, a
       }
       await Promise.all(runs)
     } finally { await hf.close() }
+  } finally { rmSync(hfDir, { recursive: true, force: true }) }
+})
+
+test('UTF-8 guard on an HF byte-level BPE vocabulary: tokens that would make invalid UTF-8 (overlong, surrogate, past U+10FFFF, mid-character ends) are masked', async () => {
+  const hfDir = mkdtempSync(join(tmpdir(), 'llm-structured-u8-'))
+  try {
+    writeHfTokenizer(hfDir)
+    const tok = await loadTokenizer(join(hfDir, 'model.onnx'))
+    const encoded = encodedVocab(tok)
+    const bytes = vocabBytes(tok, encoded)!
+    const alphabet = byteToUnicode()
+    const byteId = (b: number) => encoded.vocab.indexOf(alphabet[b]!)
+    assert.deepEqual([...bytes[encoded.vocab.indexOf('Ġworld')]!], [...new TextEncoder().encode(' world')])
+    assert.equal(bytes[HF_IDS.eos], null)
+    const cache = new GrammarCompilerCache(tok, HF_VOCAB_SIZE)
+    const m = await cache.matcher({ type: 'json' })
+    for (const id of tok.encode('["', false).filter((i) => !tok.isSpecial(i))) assert.ok(m.accept(id))
+    const maskNow = async () => { const row = new Float32Array(HF_VOCAB_SIZE); await m.mask(row); return row }
+    let row = await maskNow()
+    // At a character boundary inside a string: no continuation byte, no C0/C1 (overlong), no F5..FF.
+    for (const b of [0x80, 0xbf, 0xc0, 0xc1, 0xf5, 0xff]) assert.equal(row[byteId(b)], -Infinity, `byte ${b.toString(16)} at a boundary`)
+    for (const b of [0x41, 0xc3, 0xe0, 0xed, 0xf0, 0xf4]) assert.equal(row[byteId(b)], 0, `byte ${b.toString(16)} at a boundary`)
+    assert.equal(row[encoded.vocab.indexOf('hello')], 0)
+    const after = async (lead: number, allowed: number[], refused: number[]) => {
+      const g = await cache.matcher({ type: 'json' })
+      for (const id of tok.encode('["', false).filter((i) => !tok.isSpecial(i))) g.accept(id)
+      assert.ok(g.accept(byteId(lead)))
+      const r = new Float32Array(HF_VOCAB_SIZE)
+      await g.mask(r)
+      for (const b of allowed) assert.equal(r[byteId(b)], 0, `after ${lead.toString(16)}: ${b.toString(16)} allowed`)
+      for (const b of refused) assert.equal(r[byteId(b)], -Infinity, `after ${lead.toString(16)}: ${b.toString(16)} refused`)
+      assert.equal(r[encoded.vocab.indexOf('hello')], -Infinity, 'an ASCII token mid-character')
+      assert.equal(r[HF_IDS.eos], -Infinity, 'no end mid-character')
+      g.dispose()
+    }
+    await after(0xe0, [0xa0, 0xbf], [0x80, 0x9f]) // E0 80..9F would be overlong
+    await after(0xed, [0x80, 0x9f], [0xa0, 0xbf]) // ED A0..BF are surrogates
+    await after(0xf4, [0x80, 0x8f], [0x90, 0xbf]) // F4 90.. is past U+10FFFF
+    await after(0xc3, [0x80, 0xbf], [0x41, 0xc3])
+    // A complete character puts the guard back at a boundary.
+    assert.ok(m.accept(byteId(0xc3)) && m.accept(byteId(0xa9)))
+    row = await maskNow()
+    assert.equal(row[encoded.vocab.indexOf('hello')], 0)
+    assert.equal(row[byteId(0x80)], -Infinity)
+    m.dispose()
   } finally { rmSync(hfDir, { recursive: true, force: true }) }
 })

@@ -44,12 +44,10 @@ export class DecoderRunner {
     return new ort.Tensor(this.spec.kvDtype, data, [rows, this.spec.numKvHeads, len, this.spec.headDim])
   }
 
-  /** The statistics input: 1/temperature per row (1 where `invTemp` is not given). */
-  private feedInvTemperature(feeds: Record<string, ort.Tensor>, rows: number, invTemp: ArrayLike<number> | undefined): void {
+  /** The statistics input: 1/temperature per row, fed as given (all 1 when `invTemp` is not given). */
+  private feedInvTemperature(feeds: Record<string, ort.Tensor>, rows: number, invTemp: Float32Array | undefined): void {
     if (!this.spec.hasLogitStats) return
-    const a = new Float32Array(rows)
-    for (let r = 0; r < rows; r++) a[r] = invTemp ? invTemp[r]! : 1
-    feeds[LOGIT_STATS.invTemperature] = new ort.Tensor('float32', a, [rows, 1, 1])
+    feeds[LOGIT_STATS.invTemperature] = new ort.Tensor('float32', invTemp ?? new Float32Array(rows).fill(1), [rows, 1, 1])
   }
 
   private lastLogits(out: ort.InferenceSession.OnnxValueMapType, rows: number): StepLogits {
@@ -89,7 +87,7 @@ export class DecoderRunner {
    * rows, grows the cache if needed (existing rows 0..firstRow-1 keep their data) and copies
    * each prompt's K/V into its slot at positions 0..len-1.
    */
-  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached?: CachedPrefixes, invTemp?: ArrayLike<number>): Promise<StepLogits> {
+  async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached?: CachedPrefixes, invTemp?: Float32Array): Promise<StepLogits> {
     if (cached && cached.lens.some((p) => p > 0)) return this.prefillAfter(prompts, firstRow, lens, cached, invTemp)
     const n = prompts.length
     const L = prompts.reduce((m, p) => Math.max(m, p.length), 0)
@@ -141,7 +139,7 @@ export class DecoderRunner {
    * firstRow.. as `past` (a view, as in decode: cached positions unmasked, the rest of the
    * capacity masked) and the suffixes left-padded to the longest. Needs position_ids.
    */
-  private async prefillAfter(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached: CachedPrefixes, invTemp: ArrayLike<number> | undefined): Promise<StepLogits> {
+  private async prefillAfter(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, cached: CachedPrefixes, invTemp: Float32Array | undefined): Promise<StepLogits> {
     const n = prompts.length
     for (let j = 0; j < n; j++) lens[firstRow + j] = prompts[j]!.length
     this.cache.fit(lens, firstRow + n, 1)
@@ -190,7 +188,7 @@ export class DecoderRunner {
    * One decode step for rows 0..numRows-1 with input `tokens[r]` at position `lens[r]`.
    * Writes the new K/V at position lens[r] and increments lens[r].
    */
-  async decode(tokens: ArrayLike<number>, numRows: number, lens: Int32Array, invTemp?: ArrayLike<number>): Promise<StepLogits> {
+  async decode(tokens: ArrayLike<number>, numRows: number, lens: Int32Array, invTemp?: Float32Array): Promise<StepLogits> {
     const exact = this.cache.shape.exact === true
     this.cache.fit(lens, numRows, exact ? 0 : 1)
     const C = this.cache.capacity

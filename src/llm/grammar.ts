@@ -13,8 +13,7 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { ServeError } from '../errors.ts'
 import { applyBitmask } from './sampler.ts'
-import { byteToUnicode } from '../models/synthetic-tokenizer.ts'
-import { BYTE_VOCAB } from './tokenizer.ts'
+import { BYTE_VOCAB, byteToUnicode } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type * as Xg from '@mlc-ai/web-xgrammar'
 
@@ -248,6 +247,8 @@ export class Utf8Table {
   /** next[id * S + st]: the state after token id from st (-1: invalid). */
   private readonly next: Int8Array
   private readonly lists: Int32Array[]
+  /** Room for the kept values of the longest mid-character list (mask is synchronous: one per table). */
+  private readonly keep: Float32Array
   constructor(tokenBytes: ReadonlyArray<Uint8Array | null>) {
     const S = U8_STATES.length, v = tokenBytes.length
     this.next = new Int8Array(v * S)
@@ -262,12 +263,13 @@ export class Utf8Table {
       }
     }
     this.lists = lists.map((l) => Int32Array.from(l))
+    this.keep = new Float32Array(Math.max(0, ...lists.slice(1).map((l) => l.length)))
   }
   /** Masks what cannot come next from state `st` (row past the table's vocabulary is left alone). */
   mask(row: Float32Array, st: number): void {
     const list = this.lists[st]!
     if (st === 0) { for (let k = 0; k < list.length; k++) row[list[k]!] = -Infinity; return }
-    const keep = new Float32Array(list.length)
+    const keep = this.keep
     for (let k = 0; k < list.length; k++) keep[k] = row[list[k]!]!
     row.fill(-Infinity)
     for (let k = 0; k < list.length; k++) row[list[k]!] = keep[k]!

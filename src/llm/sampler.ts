@@ -206,7 +206,7 @@ export function sampleToken(logits: Float32Array, params: SamplingParams, counts
  * held over half the mass (the difference would lose the float32 statistics' precision).
  */
 function penalisedStats(x: Float32Array, counts: TokenCounts, params: SamplingParams, stats: LogitStats): LogitStats | undefined {
-  if (!Number.isFinite(stats.max) || !Number.isFinite(stats.topLogprob)) return undefined
+  // Non-finite statistics end in undefined below (NaN comparisons are false); choose checks the result.
   const t = params.doSample ? params.temperature : 1
   const m = stats.max / t
   const total = Math.exp(-stats.topLogprob)
@@ -224,7 +224,7 @@ function penalisedStats(x: Float32Array, counts: TokenCounts, params: SamplingPa
   if (x.indexOf(stats.max) >= 0) newMax = Math.max(newMax, stats.max)
   else if (!(newMax > stats.max)) return undefined
   const sum = total - removed + added
-  if (!(sum > 0) || !Number.isFinite(newMax)) return undefined
+  if (!(sum > 0)) return undefined
   return { max: newMax, topLogprob: newMax / t - (m + Math.log(sum)) }
 }
 
@@ -261,9 +261,7 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number,
     for (let i = 0; i < v; i++) sum += expMinus(table, maxZ - x[i]! / t)
     numCand = topKCandidates(x, params.topK, t, maxZ, table)
   } else {
-    // Temperature folded into the softmax pass. Candidates: tokens within exp(-20) of the max (the
-    // rest hold < V*2e-9 of the mass, so top-p over them is exact to float precision).
-    ensureBuffers(v)
+    // Temperature folded into the softmax pass; candidates as collectCandidates takes them.
     const floor = maxZ - 20
     if (params.topP < 1) {
       // Top-p progressively: the candidates' mass in the softmax pass, then the NUCLEUS_TRY most
@@ -279,15 +277,9 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number,
       if (!(params.topK > 0 && params.topK < count)) nucleus = nucleusAmongFirst(x, params.topP, t, maxZ, table, mass)
     }
     if (nucleus === 0) {
-      const ids = candIds, w = candProbs
-      const collect = params.topP < 1 ? 0 : 1 // the top-p pass above already summed the row
-      for (let i = 0; i < v; i++) {
-        const z = x[i]! / t
-        // Within the floor (20 below the max) the value is never the out-of-range 0.
-        const e = expMinus(table, maxZ - z)
-        if (collect) sum += e
-        if (z >= floor) { ids[numCand++] = i; w[i] = e }
-      }
+      // The top-p pass above already summed the row.
+      numCand = collectCandidates(x, t, maxZ, table, params.topP >= 1)
+      if (params.topP >= 1) sum = rowSum
     } else {
       numCand = nucleus
     }
@@ -301,10 +293,41 @@ function choose(x: Float32Array, params: SamplingParams, rng: Rng, topN: number,
   // models instead report the fully warped distribution, where truncated alternatives are -inf
   // and dropped, so fewer than n come back; that would hide exactly the alternatives a caller
   // asks about.
-  const top = topN > 0 ? topTokens(x, topN, t, logZ) : undefined
-  const id = params.doSample ? pickCandidate(x, numCand, params, rng, nucleus > 0) : best
+  return sampled(x, params.doSample ? pickCandidate(x, numCand, params, rng, nucleus > 0) : best, t, logZ, topN)
+}
+
+/** The chosen token with its logprob x[id] / t - logZ, and the top `topN` under the same log Z. */
+function sampled(x: Float32Array, id: number, t: number, logZ: number, topN: number): SampledToken {
   const logprob = x[id]! / t - logZ
+  const top = topN > 0 ? topTokens(x, topN, t, logZ) : undefined
   return top ? { id, logprob, top } : { id, logprob }
+}
+
+/** Sum of exp(x / t - maxZ) over the whole row, left by the last collectCandidates(..., true). */
+let rowSum = 0
+
+/**
+ * Candidates: the tokens within exp(-20) of the max (the rest hold < V*2e-9 of the mass, so top-p
+ * over them is exact to float precision) into candIds[0..n) with their candProbs; with `sumRow`
+ * also the whole row's sum into rowSum. Returns n.
+ */
+function collectCandidates(x: Float32Array, t: number, maxZ: number, table: Float64Array, sumRow: boolean): number {
+  ensureBuffers(x.length)
+  const ids = candIds, w = candProbs
+  const floor = maxZ - 20
+  let n = 0
+  let sum = 0
+  for (let i = 0; i < x.length; i++) {
+    const z = x[i]! / t
+    if (sumRow) {
+      // Within the floor (20 below the max) the value is never the out-of-range 0.
+      const e = expMinus(table, maxZ - z)
+      sum += e
+      if (z >= floor) { ids[n++] = i; w[i] = e }
+    } else if (z >= floor) { ids[n++] = i; w[i] = expMinus(table, maxZ - z) }
+  }
+  rowSum = sum
+  return n
 }
 
 /**
@@ -330,28 +353,15 @@ function chooseWithStats(x: Float32Array, params: SamplingParams, rng: Rng, topN
     if (params.topK > 0 && params.topK <= SORT_MAX) {
       numCand = topKCandidates(x, params.topK, t, maxZ, table)
     } else if (params.topK === 0) {
-      const v = x.length
-      ensureBuffers(v)
       if (params.topP < 1) nucleus = nucleusAmongFirst(x, params.topP, t, maxZ, table, Math.exp(-stats.topLogprob))
-      if (nucleus === 0) {
-        const ids = candIds, w = candProbs
-        const floor = maxZ - 20
-        for (let i = 0; i < v; i++) {
-          const z = x[i]! / t
-          if (z >= floor) { ids[numCand++] = i; w[i] = expMinus(table, maxZ - z) }
-        }
-      } else {
-        numCand = nucleus
-      }
+      numCand = nucleus > 0 ? nucleus : collectCandidates(x, t, maxZ, table, false)
     } else {
       return null
     }
     if (numCand === 0) return null
     id = pickCandidate(x, numCand, params, rng, nucleus > 0)
   }
-  const top = topN > 0 ? topTokens(x, topN, t, logZ) : undefined
-  const logprob = x[id]! / t - logZ
-  return top ? { id, logprob, top } : { id, logprob }
+  return sampled(x, id, t, logZ, topN)
 }
 
 /**

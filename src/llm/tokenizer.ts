@@ -42,6 +42,20 @@ export const BYTE_VOCAB = { PAD: 0, BOS: 1, EOS: 2, OFFSET: 3, SIZE: 259 } as co
 
 const SPECIAL_TEXT = ['<pad>', '<s>', '</s>']
 
+/** GPT-2's reversible byte -> printable character map (printable Latin-1 bytes map to themselves):
+ * how byte-level BPE vocabularies (tokenizer.json with a ByteLevel decoder) spell bytes. */
+export function byteToUnicode(): string[] {
+  const direct: number[] = []
+  for (let b = 0x21; b <= 0x7e; b++) direct.push(b)
+  for (let b = 0xa1; b <= 0xac; b++) direct.push(b)
+  for (let b = 0xae; b <= 0xff; b++) direct.push(b)
+  const map = new Array<string>(256)
+  const isDirect = new Set(direct)
+  let shifted = 0
+  for (let b = 0; b < 256; b++) map[b] = String.fromCodePoint(isDirect.has(b) ? b : 256 + shifted++)
+  return map
+}
+
 /** Tokenizer for src/models/decoder.ts models: one id per UTF-8 byte. */
 export class ByteLevelTokenizer implements LlmTokenizer {
   readonly kind = 'byte-level' as const

@@ -273,7 +273,7 @@ export function llama3JsonReader(newId: () => string = newCallId): ToolCallReade
     } else if (!PYTHON_TAG.startsWith(s)) mode = 'text'
   }
   const toText = () => { mode = 'text'; em.content(buf); buf = '' }
-  const step = (final: boolean) => {
+  const step = () => {
     for (;;) {
       if (at === 'head') {
         const m = LLAMA_HEAD.exec(buf)
@@ -305,9 +305,10 @@ export function llama3JsonReader(newId: () => string = newCallId): ToolCallReade
         at = 'sep'
         continue
       }
-      // at === 'sep'
+      // at === 'sep': `;` opens the next call, anything else is content.
       if (t.startsWith(';')) { buf = t.slice(1); at = 'head'; continue }
-      if (final || t.length > 0) { buf = t; toText() }
+      buf = t
+      toText()
       return
     }
   }
@@ -316,12 +317,12 @@ export function llama3JsonReader(newId: () => string = newCallId): ToolCallReade
     push(text) {
       buf += text
       if (mode === 'undecided') decide()
-      if (mode === 'json') step(false)
+      if (mode === 'json') step()
       if (mode === 'text') { em.content(buf); buf = '' }
       return em.take()
     },
     end() {
-      if (mode === 'json') step(true)
+      // push already read as far as the text allows; what is left is decided here.
       if (mode === 'json' && at === 'head' && buf.trim() !== '') {
         // Never the usual head: calls in another key order, or content.
         const found = splitCalls(buf)

@@ -10,22 +10,12 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { byteToUnicode } from '../llm/tokenizer.ts'
 import { mulberry32 } from './onnx-builder.ts'
 
 const SPECIALS = ['<pad>', '<s>', '</s>'] as const
 
-/** GPT-2's reversible byte -> printable character map (printable Latin-1 bytes map to themselves). */
-export function byteToUnicode(): string[] {
-  const direct: number[] = []
-  for (let b = 0x21; b <= 0x7e; b++) direct.push(b)
-  for (let b = 0xa1; b <= 0xac; b++) direct.push(b)
-  for (let b = 0xae; b <= 0xff; b++) direct.push(b)
-  const map = new Array<string>(256)
-  const isDirect = new Set(direct)
-  let shifted = 0
-  for (let b = 0; b < 256; b++) map[b] = String.fromCodePoint(isDirect.has(b) ? b : 256 + shifted++)
-  return map
-}
+export { byteToUnicode }
 
 /** The two files a model folder needs (`tokenizer.json`, `tokenizer_config.json`), as objects. */
 export interface SyntheticTokenizer {

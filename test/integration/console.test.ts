@@ -52,6 +52,8 @@ async function open(url: string, tab = 'Overview'): Promise<Page> {
 }
 
 const text = (page: Page, sel: string) => page.$eval(sel, (e) => e.textContent ?? '')
+/** Replaces a text field's value by typing, as a user would. */
+const fill = async (page: Page, sel: string, v: string) => { await page.$eval(sel, (e) => { (e as HTMLInputElement).value = '' }); await page.type(sel, v) }
 
 test('overview: every servable with its methods, signatures and replicas; the failed one with its error', { skip }, async () => {
   const page = await open(srv.rest)
@@ -71,9 +73,8 @@ test('overview: every servable with its methods, signatures and replicas; the fa
 test('predict playground: the form follows the signature and the reply has the right numbers', { skip }, async () => {
   const page = await open(srv.rest, 'Predict')
   await page.waitForSelector('#in-x1', { timeout: 15_000 })
-  const fill = async (sel: string, v: string) => { await page.$eval(sel, (e) => { (e as HTMLTextAreaElement).value = '' }); await page.type(sel, v) }
-  await fill('#in-x1', '[[1.0, 2.0], [3.0, 4.0]]')
-  await fill('#in-x2', '[[5.0, 6.0], [7.0, 8.0]]')
+  await fill(page, '#in-x1', '[[1.0, 2.0], [3.0, 4.0]]')
+  await fill(page, '#in-x2', '[[5.0, 6.0], [7.0, 8.0]]')
   await page.click('#predict-run')
   await page.waitForSelector('#predict-output')
   assert.deepEqual(JSON.parse(await text(page, '#predict-output')), { instances: [{ y: [[6, 8], [10, 12]] }] })
@@ -102,13 +103,12 @@ test('chat playground: tokens stream into the page; the curl equivalent is shown
 test('chat playground: system message, top_p, top_k, seed and stop go into the request and the curl line; the reply still streams', { skip }, async () => {
   const page = await open(srv.rest, 'Chat')
   await page.waitForSelector('#chat-send', { timeout: 15_000 })
-  const fill = async (sel: string, v: string) => { await page.$eval(sel, (e) => { (e as HTMLInputElement).value = '' }); await page.type(sel, v) }
-  await fill('#chat-max', '10')
-  await fill('#chat-system', 'You are terse.')
-  await fill('#chat-top-p', '0.9')
-  await fill('#chat-top-k', '40')
-  await fill('#chat-seed', '7')
-  await fill('#chat-stop', 'zzqq\nqq,zz')
+  await fill(page, '#chat-max', '10')
+  await fill(page, '#chat-system', 'You are terse.')
+  await fill(page, '#chat-top-p', '0.9')
+  await fill(page, '#chat-top-k', '40')
+  await fill(page, '#chat-seed', '7')
+  await fill(page, '#chat-stop', 'zzqq\nqq,zz')
   const curl = await text(page, '#chat-curl')
   const sent = JSON.parse(curl.slice(curl.indexOf("-d '") + 4, -1).replace(/'\\''/g, "'"))
   assert.deepEqual(sent, {
@@ -124,7 +124,7 @@ test('chat playground: system message, top_p, top_k, seed and stop go into the r
   assert.equal(await text(page, '#chat-output'), ((await res.json()) as any).choices[0].message.content)
   await page.screenshot({ path: join(SHOTS, 'chat-params.png'), fullPage: true })
   // A field that is not a number is named, in the curl block and instead of sending.
-  await fill('#chat-seed', 'abc')
+  await fill(page, '#chat-seed', 'abc')
   assert.equal(await text(page, '#chat-curl'), 'seed must be an integer (got "abc")')
   await page.click('#chat-send')
   await page.waitForFunction(() => /not sent: seed must be an integer/.test(document.querySelector('#chat-output')?.textContent ?? ''), { timeout: 5_000 })

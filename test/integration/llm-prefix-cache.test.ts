@@ -40,8 +40,11 @@ describe('prefix cache across replicas', () => {
     if (dir) rmSync(dir, { recursive: true, force: true })
   })
 
+  // 48 new tokens: a request is still running when its twin arrives, so the dispatcher (fewest
+  // active first) puts the twins on different replicas; with 8 the first could finish before the
+  // second was dispatched and both land on the same replica.
   const gen = async (inputs: string) => {
-    const r = await postJson(`${srv.rest}/generate`, { inputs, parameters: { max_new_tokens: 8, ignore_eos: true } })
+    const r = await postJson(`${srv.rest}/generate`, { inputs, parameters: { max_new_tokens: 48, ignore_eos: true } })
     assert.equal(r.status, 200, r.text)
     return r.json.generated_text as string
   }

@@ -23,7 +23,7 @@ import { SlotKvCache } from './kv-cache.ts'
 import { NO_PREFIX_CACHE, PrefixCache, type PrefixCacheStats } from './prefix-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
-import { StagedSession } from '../runtime/staged-session.ts'
+import { StagedSession, inThread } from '../runtime/staged-session.ts'
 import type { ModelSpec } from './model-spec.ts'
 import { planStep } from './scheduler.ts'
 import type { QueueEntry, SchedulerConfig } from './scheduler.ts'
@@ -473,5 +473,5 @@ async function loadStagedDecoder(bytes: Uint8Array, stages: number, options: (k:
     await Promise.all(sessions.map((s) => s.release()))
     throw e
   }
-  return new StagedSession(sessions, split.stages.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
+  return new StagedSession(sessions.map(inThread), split.stages.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
 }

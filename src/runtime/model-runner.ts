@@ -9,7 +9,7 @@ import { ServeError } from '../errors.ts'
 import type { ValidModel } from '../config/validate.ts'
 import type { ModelInfo, RunStat, TensorMeta } from './messages.ts'
 import { checkModelInput, inputSpecs, ORT_TO_DTYPE, type InputSpec } from './input-check.ts'
-import { StagedSession } from './staged-session.ts'
+import { StagedSession, type TensorLike } from './staged-session.ts'
 
 type Ort = typeof ortTypes
 
@@ -142,7 +142,7 @@ export class ModelRunner {
       feeds[spec.name] = new this.ort.Tensor(DTYPES[dtype].ort as 'float32', data as Float32Array, [batch, ...rowShape])
     })
     const t0 = performance.now()
-    let out: ortTypes.InferenceSession.ReturnType
+    let out: Record<string, TensorLike>
     let stageMs: number[] | undefined
     if (this.session instanceof StagedSession) ({ out, stageMs } = await this.session.runTimed(feeds))
     else out = await this.session.run(feeds)

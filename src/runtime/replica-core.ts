@@ -13,6 +13,7 @@ import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
 import { errorToWire, instanceAsIs, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
 import { fail, type ValidModel, type ValidServable } from '../config/validate.ts'
 import { StagedSession } from './staged-session.ts'
+import { StageWorker } from './stage-worker.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
 import { modelSessionOptions } from './session-options.ts'
@@ -110,22 +111,25 @@ export class ReplicaCore {
   }
 }
 
-/** A staged model's sessions, stage k on the pipeline's k-th device (devices.ts pipelinePlans), checked to chain. */
+/**
+ * A staged model's stages, each in its own worker thread (stage-worker.ts) on the pipeline's k-th
+ * device (devices.ts pipelinePlans), checked to chain.
+ */
 async function loadStages(m: ValidModel, device: DevicePlan): Promise<StagedSession> {
   const stages = m.stages!
-  const sessions: ort.InferenceSession[] = []
+  const started = await Promise.allSettled(stages.map((st, k) => {
+    const d = device.stageDevices?.[k] ?? device
+    return StageWorker.start({ path: st.path }, modelSessionOptions(m, d)).catch((e: Error) => {
+      throw new Error(`cannot load stage ${k + 1} ${st.path} on ${d.deviceType}:${d.deviceId}: ${e.message}`)
+    })
+  }))
+  const workers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
   try {
-    for (const [k, st] of stages.entries()) {
-      const d = device.stageDevices?.[k] ?? device
-      try {
-        sessions.push(await ort.InferenceSession.create(st.path, modelSessionOptions(m, d)))
-      } catch (e) {
-        throw new Error(`cannot load stage ${k + 1} ${st.path} on ${d.deviceType}:${d.deviceId}: ${(e as Error).message}`)
-      }
-    }
-    return new StagedSession(sessions, stages.map((s) => s.file))
+    const failed = started.find((r) => r.status === 'rejected')
+    if (failed) throw (failed as PromiseRejectedResult).reason
+    return new StagedSession(workers, stages.map((s) => s.file))
   } catch (e) {
-    await Promise.all(sessions.map((s) => s.release()))
+    await Promise.all(workers.map((w) => w.release()))
     throw e
   }
 }

@@ -1,10 +1,16 @@
 /**
  * A model split into pipeline stages (`declareModel({ stages })`, made by `ms-serve split`), run
- * as one session: ModelRunner feeds it like any InferenceSession. Each stage has its own ORT
- * session (on its own device plan: threads, CUDA device) and runs one batch at a time; a batch
- * moves to stage k+1 as soon as stage k is done with it, so while batch A is in stage 2, batch B
- * runs in stage 1 (the replica takes stages + 1 batches at once, see Replica.maxInflightGroups).
- * Activations pass between stages as the ORT tensors stage k returned: no copy inside a replica.
+ * as one session: ModelRunner feeds it like any InferenceSession. Each stage runs one batch at a
+ * time; a batch moves to stage k+1 as soon as stage k is done with it, so while batch A is in
+ * stage 2, batch B runs in stage 1 (the replica takes stages + 1 batches at once, see
+ * Replica.maxInflightGroups).
+ *
+ * Where a stage runs decides whether that overlap is real. onnxruntime-node's run() occupies the
+ * JS thread that calls it, so stages of one thread take turns. `StageWorker`s (stage-worker.ts,
+ * the plain servables' stages, each on its own device plan) run in their own threads and do
+ * overlap; activations cross as transferred buffers when nothing else reads them, copies
+ * otherwise. `inThread` stages (the LLM engine's, whose KV-cache views cannot cross threads
+ * without copying the cache) hand ORT tensors along with no copy, one stage at a time.
  *
  * At load the stage files are checked to chain: an input of stage k is either a model input or an
  * output of an earlier stage with the same type and compatible shape, and every stage but the
@@ -13,14 +19,45 @@
 import type * as ortTypes from 'onnxruntime-node'
 import { ServeError } from '../errors.ts'
 
-type Session = ortTypes.InferenceSession
 type Meta = ortTypes.InferenceSession.ValueMetadata
-type Feeds = Record<string, ortTypes.Tensor>
+/** What passes along the chain: ORT tensors in one thread, their {type, dims, data} across threads. */
+export interface TensorLike { readonly type: string; readonly dims: readonly number[]; readonly data: ortTypes.Tensor['data'] }
+type Feeds = Record<string, TensorLike>
+
+/** One stage as the chain sees it. */
+export interface Stage {
+  readonly inputMetadata: readonly Meta[]
+  readonly outputMetadata: readonly Meta[]
+  readonly inputNames: readonly string[]
+  readonly outputNames: readonly string[]
+  /**
+   * `transfer`: buffers of `feeds` no one else reads (a worker may take them). `start`: when the
+   * run began, as performance.timeOrigin + performance.now() (comparable across threads).
+   */
+  run(feeds: Feeds, transfer: ArrayBuffer[]): Promise<{ out: Feeds; ms: number; start: number }>
+  release(): Promise<void>
+}
+
+/** A stage on the calling thread: ORT tensors in and out as they are. */
+export function inThread(session: ortTypes.InferenceSession): Stage {
+  return {
+    inputMetadata: session.inputMetadata,
+    outputMetadata: session.outputMetadata,
+    inputNames: session.inputNames,
+    outputNames: session.outputNames,
+    async run(feeds) {
+      const t0 = performance.now()
+      const out = await session.run(feeds as Record<string, ortTypes.Tensor>)
+      return { out, ms: performance.now() - t0, start: performance.timeOrigin + t0 }
+    },
+    release: () => session.release(),
+  }
+}
 
 export interface StageInfo { file: string; inputs: string[]; outputs: string[] }
 
-/** How long each stage took for one batch, in stage order. */
-export interface StagedRun { out: Feeds; stageMs: number[] }
+/** How long each stage took for one batch, and when it started (Stage.run's `start`), in stage order. */
+export interface StagedRun { out: Feeds; stageMs: number[]; stageStart: number[] }
 
 const tensorMeta = (m: Meta): { type: string; shape: readonly (number | string)[] } | null =>
   (m.isTensor ? { type: m.type, shape: m.shape as readonly (number | string)[] } : null)
@@ -35,8 +72,10 @@ export class StagedSession {
   readonly stages: readonly StageInfo[]
   /** Per stage, the promise the next batch waits on (one batch in a stage at a time). */
   private readonly tails: Promise<void>[]
+  /** Per stage, the inputs whose buffers it may take: activations made earlier that no one else reads. */
+  private readonly movable: ReadonlySet<string>[]
 
-  constructor(private readonly sessions: readonly Session[], files: readonly string[]) {
+  constructor(private readonly sessions: readonly Stage[], files: readonly string[]) {
     const made = new Map<string, { meta: Meta; stage: number }>()
     const inputs = new Map<string, Meta>()
     const read = new Set<string>()
@@ -72,12 +111,16 @@ export class StagedSession {
     this.outputNames = this.outputMetadata.map((m) => m.name)
     this.stages = sessions.map((s, k) => ({ file: files[k]!, inputs: [...s.inputNames], outputs: [...s.outputNames] }))
     this.tails = sessions.map(() => Promise.resolve())
+    const outputs = new Set(this.outputNames)
+    this.movable = sessions.map((s, k) => new Set(s.inputNames.filter((n) => made.has(n) && made.get(n)!.stage < k && !outputs.has(n)
+      && sessions.filter((t) => t.inputNames.includes(n)).length === 1)))
   }
 
   /** Runs one batch through every stage; each stage takes one batch at a time, in arrival order. */
   async runTimed(feeds: Feeds): Promise<StagedRun> {
     const have: Feeds = { ...feeds }
     const stageMs: number[] = []
+    const stageStart: number[] = []
     for (let k = 0; k < this.sessions.length; k++) {
       const s = this.sessions[k]!
       const prev = this.tails[k]!
@@ -86,17 +129,22 @@ export class StagedSession {
       await prev
       try {
         const inputs: Feeds = {}
-        for (const n of s.inputNames) inputs[n] = have[n]!
-        const t0 = performance.now()
-        Object.assign(have, await s.run(inputs))
-        stageMs.push(performance.now() - t0)
+        const transfer: ArrayBuffer[] = []
+        for (const n of s.inputNames) {
+          const t = inputs[n] = have[n]!
+          if (this.movable[k]!.has(n) && ArrayBuffer.isView(t.data) && t.data.buffer instanceof ArrayBuffer && !transfer.includes(t.data.buffer)) transfer.push(t.data.buffer)
+        }
+        const { out, ms, start } = await s.run(inputs, transfer)
+        Object.assign(have, out)
+        stageMs.push(ms)
+        stageStart.push(start)
       } finally {
         done()
       }
     }
     const out: Feeds = {}
     for (const n of this.outputNames) out[n] = have[n]!
-    return { out, stageMs }
+    return { out, stageMs, stageStart }
   }
 
   /** InferenceSession.run: all outputs, or those named in `fetches`. */

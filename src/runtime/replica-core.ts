@@ -12,7 +12,7 @@ import { ModelRunner } from './model-runner.ts'
 import { prepareMethods, runMethod, type PreparedMethod } from './pipeline.ts'
 import { errorToWire, instanceAsIs, instanceFromWire, instanceToWire, type WireInstance, type WireResult } from './wire.ts'
 import { fail, type ValidModel, type ValidServable } from '../config/validate.ts'
-import { StagedSession } from './staged-session.ts'
+import { StagedSession, inThread } from './staged-session.ts'
 import { StageWorker } from './stage-worker.ts'
 import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
@@ -113,10 +113,12 @@ export class ReplicaCore {
 
 /**
  * A staged model's stages, each in its own worker thread (stage-worker.ts) on the pipeline's k-th
- * device (devices.ts pipelinePlans), checked to chain.
+ * device (devices.ts pipelinePlans), checked to chain. MS_SERVE_STAGES_INLINE=1 runs them all on
+ * this thread instead (they then take turns: the comparison bench/pipeline.ts makes).
  */
 async function loadStages(m: ValidModel, device: DevicePlan): Promise<StagedSession> {
   const stages = m.stages!
+  if (process.env.MS_SERVE_STAGES_INLINE === '1') return loadStagesInline(m, device)
   const started = await Promise.allSettled(stages.map((st, k) => {
     const d = device.stageDevices?.[k] ?? device
     return StageWorker.start({ path: st.path }, modelSessionOptions(m, d)).catch((e: Error) => {
@@ -130,6 +132,24 @@ async function loadStages(m: ValidModel, device: DevicePlan): Promise<StagedSess
     return new StagedSession(workers, stages.map((s) => s.file))
   } catch (e) {
     await Promise.all(workers.map((w) => w.release()))
+    throw e
+  }
+}
+
+async function loadStagesInline(m: ValidModel, device: DevicePlan): Promise<StagedSession> {
+  const sessions: ort.InferenceSession[] = []
+  try {
+    for (const [k, st] of m.stages!.entries()) {
+      const d = device.stageDevices?.[k] ?? device
+      try {
+        sessions.push(await ort.InferenceSession.create(st.path, modelSessionOptions(m, d)))
+      } catch (e) {
+        throw new Error(`cannot load stage ${k + 1} ${st.path} on ${d.deviceType}:${d.deviceId}: ${(e as Error).message}`)
+      }
+    }
+    return new StagedSession(sessions.map(inThread), m.stages!.map((s) => s.file))
+  } catch (e) {
+    await Promise.all(sessions.map((s) => s.release()))
     throw e
   }
 }

@@ -10,7 +10,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
-import type { StageReply, StageRequest, StageWorkerData, WireTensor } from './stage-worker.ts'
+import type { RunCall, RunResult, StageReply, StageRequest, StageWorkerData, WireTensor } from './stage-worker.ts'
 
 process.setSourceMapsEnabled(true)
 
@@ -44,11 +44,11 @@ async function main(): Promise<void> {
       void tail.then(() => session.release()).finally(() => port.close())
       return
     }
-    tail = tail.then(() => runOne(session, msg))
+    tail = tail.then(() => runOne(session, msg as unknown as RunCall & { id: number }))
   })
 }
 
-async function runOne(session: ort.InferenceSession, msg: Extract<StageRequest, { type: 'run' }>): Promise<void> {
+async function runOne(session: ort.InferenceSession, msg: RunCall & { id: number }): Promise<void> {
   const feeds: Record<string, ort.Tensor> = {}
   for (const [name, t] of Object.entries(msg.feeds)) feeds[name] = new ort.Tensor(t.type as 'float32', t.data as Float32Array, t.dims)
   const t0 = performance.now()
@@ -67,7 +67,8 @@ async function runOne(session: ort.InferenceSession, msg: Extract<StageRequest, 
     wire[name] = t
     if (ArrayBuffer.isView(t.data) && t.data.buffer instanceof ArrayBuffer) transfer.add(t.data.buffer)
   }
-  port.postMessage({ type: 'done', id: msg.id, out: wire, ms, start: performance.timeOrigin + t0 } satisfies StageReply, [...transfer])
+  const value: RunResult = { out: wire, ms, start: performance.timeOrigin + t0 }
+  port.postMessage({ type: 'done', id: msg.id, value } satisfies StageReply, [...transfer])
 }
 
 void main()

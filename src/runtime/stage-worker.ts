@@ -1,8 +1,9 @@
 /**
- * One pipeline stage in its own worker thread (stage-main.ts), seen from the replica: load it,
- * read its metadata, run batches. Runs are answered in the order they were posted (the worker
- * runs one at a time), so a FIFO of waiters is all the bookkeeping there is. A worker that dies
- * fails its waiting runs and every later one with the reason.
+ * One pipeline stage in its own worker thread, seen from the replica: load it, read its metadata,
+ * call it. Plain stages (stage-main.ts) take `run` calls; the LLM engine's stages
+ * (llm/stage-decoder-main.ts) take prefill/decode calls over the KV cache they own. A worker
+ * answers calls in order, one at a time; one that dies fails its waiting calls and every later
+ * one with the reason.
  */
 import { Worker } from 'node:worker_threads'
 import { existsSync } from 'node:fs'
@@ -22,26 +23,29 @@ export interface StageWorkerData {
   options: ortTypes.InferenceSession.SessionOptions
 }
 
-export type StageRequest =
-  | { type: 'run'; id: number; feeds: Record<string, WireTensor>; fetches?: string[] }
-  | { type: 'release' }
+/** A plain stage's call and its answer. */
+export interface RunCall { type: 'run'; feeds: Record<string, WireTensor>; fetches?: string[] }
+export interface RunResult { out: Record<string, WireTensor>; ms: number; start: number }
+
+/** What the parent sends: calls carry an id, answered by a `done` or `failed` with it. */
+export type StageRequest = ({ id: number } & { type: string; [k: string]: unknown }) | { type: 'release' }
 
 export type StageReply =
   | { type: 'ready'; inputMetadata: Meta[]; outputMetadata: Meta[] }
   | { type: 'load-error'; message: string }
-  | { type: 'done'; id: number; out: Record<string, WireTensor>; ms: number; start: number }
+  | { type: 'done'; id: number; value: unknown }
   | { type: 'failed'; id: number; message: string }
 
-function stageEntry(): string {
+/** dist/<dir>/<name>.js, found from the bundle (dist/...) or from src/ under tsx. */
+function stageEntry(dir: 'runtime' | 'llm', name: string): string {
   const here = dirname(fileURLToPath(import.meta.url))
-  // Bundled: dist/<chunk dir>/... -> dist/runtime/stage-main.js; under tsx: src/runtime/stage-worker.ts.
-  for (const p of [join(here, '..', 'runtime', 'stage-main.js'), join(here, 'stage-main.js'), join(here, '..', '..', 'dist', 'runtime', 'stage-main.js')]) {
+  for (const p of [join(here, '..', dir, `${name}.js`), join(here, '..', '..', 'dist', dir, `${name}.js`)]) {
     if (existsSync(p)) return p
   }
-  throw new ServeError('INTERNAL', 'dist/runtime/stage-main.js is missing; run `npm run build`')
+  throw new ServeError('INTERNAL', `dist/${dir}/${name}.js is missing; run \`npm run build\``)
 }
 
-interface Waiter { resolve: (r: { out: Record<string, WireTensor>; ms: number; start: number }) => void; reject: (e: Error) => void }
+interface Waiter { resolve: (r: unknown) => void; reject: (e: Error) => void }
 
 export class StageWorker implements Stage {
   private readonly waiting = new Map<number, Waiter>()
@@ -54,7 +58,7 @@ export class StageWorker implements Stage {
       const w = this.waiting.get(msg.id)
       if (!w) return
       this.waiting.delete(msg.id)
-      if (msg.type === 'done') w.resolve(msg)
+      if (msg.type === 'done') w.resolve(msg.value)
       else w.reject(new Error(msg.message))
     })
     const die = (why: string) => {
@@ -70,9 +74,12 @@ export class StageWorker implements Stage {
   get inputNames(): string[] { return this.inputMetadata.map((m) => m.name) }
   get outputNames(): string[] { return this.outputMetadata.map((m) => m.name) }
 
-  /** Starts a worker and loads the stage in it; rejects with ORT's message if it cannot load. */
-  static start(source: StageWorkerData['source'], options: ortTypes.InferenceSession.SessionOptions): Promise<StageWorker> {
-    const worker = new Worker(stageEntry(), { workerData: { source, options } satisfies StageWorkerData, execArgv: [] })
+  /**
+   * Starts a worker and loads the stage in it; rejects with ORT's message if it cannot load.
+   * `entry`: the worker's code, a plain stage's by default.
+   */
+  static start(source: StageWorkerData['source'], options: ortTypes.InferenceSession.SessionOptions, entry: { dir: 'runtime' | 'llm'; name: string } = { dir: 'runtime', name: 'stage-main' }): Promise<StageWorker> {
+    const worker = new Worker(stageEntry(entry.dir, entry.name), { workerData: { source, options } satisfies StageWorkerData, execArgv: [] })
     return new Promise((resolve, reject) => {
       const onExit = (code: number) => reject(new Error(`stage worker exited while loading (code ${code})`))
       const onError = (e: Error) => reject(e)
@@ -91,19 +98,21 @@ export class StageWorker implements Stage {
   }
 
   /**
-   * Runs one batch. `transfer`: buffers of `feeds` nothing else holds (they move to the worker
-   * and are detached here); everything else is copied.
+   * One call, answered in turn. `transfer`: buffers of `msg` nothing else holds (they move to the
+   * worker and are detached here); everything else is copied.
    */
-  run(feeds: Record<string, TensorLike>, transfer: ArrayBuffer[] = []): Promise<{ out: Record<string, WireTensor>; ms: number; start: number }> {
+  call<T>(msg: { type: string; [k: string]: unknown }, transfer: ArrayBuffer[] = []): Promise<T> {
     if (this.dead) return Promise.reject(new Error(this.dead))
     const id = ++this.nextId
-    // Plain objects: an ORT Tensor's data is a getter, which structured clone would drop.
-    const wire: Record<string, WireTensor> = {}
-    for (const [name, t] of Object.entries(feeds)) wire[name] = { type: t.type, dims: [...t.dims], data: t.data }
-    return new Promise((resolve, reject) => {
-      this.waiting.set(id, { resolve, reject })
-      this.worker.postMessage({ type: 'run', id, feeds: wire } satisfies StageRequest, transfer)
+    return new Promise<T>((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (r: unknown) => void, reject })
+      this.worker.postMessage({ ...msg, id }, transfer)
     })
+  }
+
+  /** Runs one batch of a plain stage (Stage.run). */
+  run(feeds: Record<string, TensorLike>, transfer: ArrayBuffer[] = []): Promise<RunResult> {
+    return this.call<RunResult>({ type: 'run', feeds: toWire(feeds) } satisfies RunCall, transfer)
   }
 
   async release(): Promise<void> {
@@ -114,4 +123,11 @@ export class StageWorker implements Stage {
     await exited
     clearTimeout(t)
   }
+}
+
+/** Plain objects: an ORT Tensor's data is a getter, which structured clone would drop. */
+export function toWire(feeds: Record<string, TensorLike>): Record<string, WireTensor> {
+  const wire: Record<string, WireTensor> = {}
+  for (const [name, t] of Object.entries(feeds)) wire[name] = { type: t.type, dims: [...t.dims], data: t.data }
+  return wire
 }

@@ -2,6 +2,7 @@
  * `ms-serve agent --master HOST:PORT --devices 0,1`: serves replicas for a master started with
  * `--agents-listen` (runtime/agent.ts). TLS and the API key are the client side of the master's:
  * `--tls-ca` (and `--tls-cert`/`--tls-key` for mutual TLS), `--api-key` or MS_SERVE_API_KEY.
+ * The servable's files are fetched from the master into `--cache-dir` unless `--no-fetch-models`.
  */
 import { readFileSync } from 'node:fs'
 import * as grpc from '@grpc/grpc-js'
@@ -28,7 +29,9 @@ export function registerAgentCommand(program: Command, fail: (e: unknown) => nev
     .option('--tls-ca <file>', 'CA certificate(s) the master\'s certificate is checked against (TLS)')
     .option('--tls-cert <file>', 'this agent\'s certificate (mutual TLS)')
     .option('--tls-key <file>', 'this agent\'s private key (mutual TLS)')
-    .action(async (o: { master: string; devices: string; deviceType: string; name?: string; apiKey?: string; tlsCa?: string; tlsCert?: string; tlsKey?: string }) => {
+    .option('--cache-dir <dir>', 'where the servable files fetched from the master are kept (default: $XDG_CACHE_HOME/ms-serve/agent or ~/.cache/ms-serve/agent)')
+    .option('--no-fetch-models', 'fetch nothing: read the files at the master\'s paths, which must hold the same files (same sha256)')
+    .action(async (o: { master: string; devices: string; deviceType: string; name?: string; apiKey?: string; tlsCa?: string; tlsCert?: string; tlsKey?: string; cacheDir?: string; fetchModels: boolean }) => {
       try {
         const hp = parseHostPort('--master', o.master)
         const devices = parseDeviceIds(o.devices)
@@ -42,7 +45,8 @@ export function registerAgentCommand(program: Command, fail: (e: unknown) => nev
         const log = eventLog(logger)
         const { runAgent } = await import('../runtime/agent.ts')
         const agent = runAgent({
-          master: `${hp.host}:${hp.port}`, devices, deviceType: o.deviceType, credentials, log,
+          master: `${hp.host}:${hp.port}`, devices, deviceType: o.deviceType, credentials, log, fetchModels: o.fetchModels,
+          ...(o.cacheDir ? { cacheDir: o.cacheDir } : {}),
           ...(o.name ? { name: o.name } : {}),
           ...((o.apiKey ?? process.env.MS_SERVE_API_KEY?.split(',')[0]?.trim()) ? { apiKey: o.apiKey ?? process.env.MS_SERVE_API_KEY!.split(',')[0]!.trim() } : {}),
         })

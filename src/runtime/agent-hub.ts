@@ -6,18 +6,19 @@
  * messages.ts, v8-serialized, so Replica, ReplicaPool and the batching loop treat remote replicas
  * like local ones (heartbeats, watchdog, restarts). When an agent's stream ends, every replica on
  * it exits ("agent X lost"): its in-flight work fails, the pool restarts it, and the restart waits
- * for the agent to come back under the same name.
+ * for the agent to come back under the same name. Agents fetch the servable's files over the same
+ * stream (`file_request` -> `file_chunk`s, agent-files.ts): only files listed in an init message
+ * sent to that agent are served.
  */
-import { createHash } from 'node:crypto'
-import { readFileSync, statSync } from 'node:fs'
+import { once } from 'node:events'
 import { serialize, deserialize } from 'node:v8'
-import type { ValidServable } from '../config/validate.ts'
 import * as grpc from '@grpc/grpc-js'
 import { ServeError } from '../errors.ts'
 import type { EventLog } from '../log.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import type { Transport, TransportEvents, TransportFactory } from './transport.ts'
 import { loadServiceDefinition } from '../protocol/grpc/ms-service.ts'
+import { serveFile, servableChecksums, type FileChunk } from './agent-files.ts'
 
 export const AGENTS_SERVICE = 'msserve.v1.Agents'
 
@@ -27,7 +28,7 @@ export function loadAgentsDefinition(): grpc.ServiceDefinition {
 
 export interface AgentHello { name: string; devices: number[]; cores: number; version: string; device_type: string; host: string }
 interface Frame { replica: number; message?: Buffer; exit?: string; start_error?: string; shutdown?: boolean; kill?: boolean }
-interface AgentToMaster { hello?: AgentHello | null; frame?: Frame | null }
+interface AgentToMaster { hello?: AgentHello | null; frame?: Frame | null; file_request?: { request: number; path: string } | null }
 
 type Stream = grpc.ServerDuplexStream<AgentToMaster, unknown>
 
@@ -40,6 +41,8 @@ interface Agent extends AgentInfo {
   channels: Map<number, TransportEvents>
   /** Channels waiting for the agent to (re)connect. */
   waiting: Array<() => void>
+  /** Files listed in the init messages sent to this agent: the only ones it may fetch. */
+  files: Set<string>
 }
 
 export class AgentHub {
@@ -67,6 +70,7 @@ export class AgentHub {
         return
       }
       if (m.frame && agent) this.frame(agent, m.frame)
+      if (m.file_request && agent) void this.serve(agent, call, m.file_request)
     })
     const gone = (why: string) => {
       if (!agent || agent.stream !== call) return
@@ -88,7 +92,7 @@ export class AgentHub {
       call.emit('error', { code: grpc.status.ALREADY_EXISTS, details: `an agent named ${h.name} is already connected; give each agent its own --name` })
       return null
     }
-    const agent: Agent = known ?? { name: h.name, devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '', connected: true, stream: null, channels: new Map(), waiting: [] }
+    const agent: Agent = known ?? { name: h.name, devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '', connected: true, stream: null, channels: new Map(), waiting: [], files: new Set() }
     if (known && known.devices.join(',') !== devices.join(',')) {
       this.log(`ms-serve: agent ${h.name} rejoined with devices ${devices.join(',')} (was ${known.devices.join(',')}); its replicas keep the devices it had`, { event: 'agent_devices_changed', severity: 'warn', agent: h.name })
     }
@@ -117,6 +121,24 @@ export class AgentHub {
     }
   }
 
+  /** Streams one requested file to the agent, waiting on the stream's back-pressure; stops if the stream goes. */
+  private async serve(agent: Agent, call: Stream, req: { request: number; path: string }): Promise<void> {
+    const started = performance.now()
+    let error = ''
+    let bytes = 0
+    await serveFile(agent.files, Number(req.request), String(req.path ?? ''), async (c: FileChunk) => {
+      if (agent.stream !== call) return false
+      if (c.error) error = c.error
+      bytes += c.data.length
+      try {
+        if (!call.write({ file_chunk: c })) await Promise.race([once(call, 'drain'), once(call, 'close')])
+      } catch { return false }
+      return agent.stream === call
+    })
+    if (error) this.log(`ms-serve: agent ${agent.name} asked for ${req.path}: ${error}`, { event: 'agent_file_refused', severity: 'warn', agent: agent.name, path: req.path, reason: error })
+    else this.log(`ms-serve: agent ${agent.name} fetched ${req.path} (${bytes} bytes in ${Math.round(performance.now() - started)} ms)`, { event: 'agent_file_served', agent: agent.name, path: req.path, bytes })
+  }
+
   private lost(agent: Agent, why: string): void {
     agent.stream = null
     agent.connected = false
@@ -137,13 +159,23 @@ export class AgentHub {
       agent.channels.set(id, events)
       stream.write({ open: { replica: id, label } })
       const send = (frame: Omit<Frame, 'replica'>) => { if (agent.stream === stream) stream.write({ frame: { replica: id, ...frame } }) }
+      // Messages keep their order behind an init whose checksums are still being computed.
+      let queue = Promise.resolve()
+      const sendInOrder = (make: () => Promise<Omit<Frame, 'replica'>>) => {
+        queue = queue.then(make).then(send, (e: Error) => this.log(`ms-serve: agent ${agentName}: cannot send to replica ${label}: ${e.message}`, { event: 'agent_send_failed', severity: 'error', agent: agentName }))
+      }
       const t: Transport = {
         pid: 0,
         sharesThread: false,
-        // The init message carries the checksums of the files the replica will read, so the agent
-        // refuses to serve a servable whose files differ on its host.
-        send: (msg: ParentMessage) => send({ message: serialize(msg.type === 'init' ? { ...msg, checksums: servableChecksums(msg.servable) } : msg) }),
-        shutdown: () => send({ shutdown: true }),
+        // The init message carries the checksums of the files the replica will read: the agent
+        // fetches those it lacks (and may fetch only those), or refuses with --no-fetch-models.
+        send: (msg: ParentMessage) => sendInOrder(async () => {
+          if (msg.type !== 'init') return { message: serialize(msg) }
+          const checksums = await servableChecksums(msg.servable)
+          for (const f of Object.keys(checksums)) agent.files.add(f)
+          return { message: serialize({ ...msg, checksums }) }
+        }),
+        shutdown: () => sendInOrder(async () => ({ shutdown: true })),
         kill: () => {
           send({ kill: true })
           // The agent may be unreachable: the channel ends here, whatever it answers; after the
@@ -160,30 +192,4 @@ export class AgentHub {
   close(): void {
     for (const a of this.agents.values()) { a.stream?.end(); a.stream = null }
   }
-}
-
-/**
- * The files a replica of `s` reads: its servable_config.ts (the agent compiles it itself, against
- * its own install) and every model (stage) file.
- */
-export function servableFiles(s: ValidServable): string[] {
-  return [s.configFile, ...s.models.flatMap((m) => (m.stages ? m.stages.map((x) => x.path) : [m.path])), ...(s.llm ? [s.llm.path] : [])]
-}
-
-const digests = new Map<string, { mtimeMs: number; size: number; sha256: string }>()
-
-/** sha256 of a file, cached by path, size and modification time (model files are read once per change). */
-export function fileSha256(path: string): string {
-  const st = statSync(path)
-  const hit = digests.get(path)
-  if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.sha256
-  const sha256 = createHash('sha256').update(readFileSync(path)).digest('hex')
-  digests.set(path, { mtimeMs: st.mtimeMs, size: st.size, sha256 })
-  return sha256
-}
-
-function servableChecksums(s: ValidServable): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const f of servableFiles(s)) { try { out[f] = fileSha256(f) } catch { /* the replica's load reports a missing file */ } }
-  return out
 }

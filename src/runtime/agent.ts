@@ -1,8 +1,11 @@
 /**
  * `ms-serve agent`: connects to a master's `--agents-listen` address (agent-hub.ts), says which
  * devices it has, and runs the replicas the master opens as local child processes (the same
- * replica-main.js as `--isolation process`), relaying their messages both ways. The model files
- * are read at the paths the master sends (a shared or identical filesystem). A lost master link
+ * replica-main.js as `--isolation process`), relaying their messages both ways. The servable's
+ * files (listed with their sha256 in each init message) are fetched from the master into the
+ * cache dir, or found there already (agent-cache.ts), and the replica loads those copies; with
+ * `fetchModels: false` they are read at the master's paths (a shared or identical filesystem) and
+ * must have the master's checksums. A lost master link
  * ends every replica here (the master fails their work and restarts them when the agent is back);
  * the agent reconnects with back-off and joins again under the same name.
  */
@@ -12,7 +15,9 @@ import * as grpc from '@grpc/grpc-js'
 import type { EventLog } from '../log.ts'
 import type { ParentMessage } from './messages.ts'
 import { openProcess, type Transport } from './transport.ts'
-import { fileSha256, loadAgentsDefinition } from './agent-hub.ts'
+import { loadAgentsDefinition } from './agent-hub.ts'
+import { fileSha256Async, type FileChunk } from './agent-files.ts'
+import { defaultCacheDir, FileFetcher, masterCacheDir, servableInCache } from './agent-cache.ts'
 import { compileServableConfig } from '../config/compile.ts'
 import { VERSION } from '../version.ts'
 
@@ -24,10 +29,14 @@ export interface AgentOptions {
   credentials?: grpc.ChannelCredentials
   apiKey?: string
   log: EventLog
+  /** Where fetched servable files are kept (default defaultCacheDir()). */
+  cacheDir?: string
+  /** false: read the files at the master's paths (they must have its checksums), fetch nothing. */
+  fetchModels?: boolean
 }
 
 interface Frame { replica: number; message?: Buffer; shutdown?: boolean; kill?: boolean }
-interface MasterToAgent { welcome?: { master_version: string } | null; open?: { replica: number; label: string } | null; frame?: Frame | null }
+interface MasterToAgent { welcome?: { master_version: string } | null; open?: { replica: number; label: string } | null; frame?: Frame | null; file_chunk?: FileChunk | null }
 
 export interface RunningAgent {
   /** Resolves once the first connection is welcomed. */
@@ -54,6 +63,8 @@ export function runAgent(o: AgentOptions): RunningAgent {
   const order = new Map<number, Promise<void>>()
   // Keeps the process alive while it waits to reconnect.
   const keepAlive = setInterval(() => {}, 60_000)
+  const fetchModels = o.fetchModels !== false
+  const cacheRoot = masterCacheDir(o.cacheDir ?? defaultCacheDir(), o.master)
 
   const endReplicas = () => {
     for (const t of replicas.values()) t.kill()
@@ -67,8 +78,15 @@ export function runAgent(o: AgentOptions): RunningAgent {
     const call = client.Connect(md)
     let welcomed = false
     const write = (m: unknown) => { try { call.write(m) } catch { /* the stream is ending */ } }
+    const fetcher = new FileFetcher({
+      root: cacheRoot, agent: name, log: o.log,
+      request: (request, path) => write({ file_request: { request, path } }),
+      pause: () => call.pause(),
+      resume: () => call.resume(),
+    })
     call.write({ hello: { name, devices: o.devices, cores: availableParallelism(), version: VERSION, device_type: o.deviceType ?? 'cpu', host: hostname() } })
     call.on('data', (m: MasterToAgent) => {
+      if (m.file_chunk) { fetcher.chunk(m.file_chunk); return }
       if (m.welcome) {
         welcomed = true
         attempt = 0
@@ -103,13 +121,20 @@ export function runAgent(o: AgentOptions): RunningAgent {
             write({ frame: { replica: id, message: serialize({ type: 'init-error', error: { code: 'CONFIG_INVALID', message: `agent ${name}: ${why}` } }) } })
             t.kill()
           }
-          // The replica would load other files than the master's: refused before it loads anything.
-          const bad = msg.checksums ? differingFile(msg.checksums) : null
-          if (bad) return refused(`${bad}. Copy the servable directory to this host at the same path (the master sends paths, not files)`)
+          let servable = msg.servable
+          if (fetchModels) {
+            // The master's files, by sha256, from the cache or fetched into it; the replica loads those.
+            try { await fetcher.ensure(msg.checksums ?? {}) } catch (e) { return refused((e as Error).message) }
+            servable = servableInCache(msg.servable, cacheRoot)
+          } else {
+            // The replica would load other files than the master's: refused before it loads anything.
+            const bad = msg.checksums ? await differingFile(msg.checksums) : null
+            if (bad) return refused(`${bad}. Copy the servable directory to this host at the same path (with --no-fetch-models the agent reads the master's paths), or start the agent without --no-fetch-models to fetch the files from the master`)
+          }
           // The master's compiled config pins its own install's paths: compile the same source here.
           try {
-            const { compiledFile } = await compileServableConfig(msg.servable.configFile)
-            t.send({ ...msg, servable: { ...msg.servable, compiledFile } })
+            const { compiledFile } = await compileServableConfig(servable.configFile)
+            t.send({ ...msg, servable: { ...servable, compiledFile } })
           } catch (e) {
             refused((e as Error).message)
           }
@@ -121,6 +146,7 @@ export function runAgent(o: AgentOptions): RunningAgent {
     const retry = (why: string) => {
       if (ended) return
       ended = true
+      fetcher.lost(`the master link was lost (${why})`)
       endReplicas()
       if (closed) return
       attempt++
@@ -134,6 +160,7 @@ export function runAgent(o: AgentOptions): RunningAgent {
         o.log(`ms-serve agent ${name}: the master refused it: ${e.message}`, { event: 'agent_refused', severity: 'error', agent: name })
         ended = true
         closed = true
+        fetcher.lost('the master refused the agent')
         endReplicas()
         process.exitCode = 2
         clearInterval(keepAlive)
@@ -157,10 +184,10 @@ export function runAgent(o: AgentOptions): RunningAgent {
 }
 
 /** The first file whose local copy is missing or differs from the master's checksum, described; else null. */
-function differingFile(checksums: Record<string, string>): string | null {
+async function differingFile(checksums: Record<string, string>): Promise<string | null> {
   for (const [path, sha] of Object.entries(checksums)) {
     let mine: string
-    try { mine = fileSha256(path) } catch { return `${path} is missing on this host` }
+    try { mine = await fileSha256Async(path) } catch { return `${path} is missing on this host` }
     if (mine !== sha) return `${path} differs from the master's (sha256 ${mine.slice(0, 12)}... here, ${sha.slice(0, 12)}... there)`
   }
   return null

@@ -1,10 +1,13 @@
 // Remote replicas: a master with --agents-listen and no local replicas, and `ms-serve agent`
-// processes that join it, serve, are killed (clean errors, not ready) and rejoin (recovery).
+// processes that join it, serve, are killed (clean errors, not ready) and rejoin (recovery); an
+// agent that cannot see the servable directory fetches its files into --cache-dir (issue 13).
 // Everything on loopback; every process is stopped by PID.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { rmSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { addServable, binaryModel, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
@@ -14,9 +17,14 @@ let srv: StartedServer
 let agentsAddress = ''
 const cleanups: Array<() => void> = []
 const agents: ChildProcess[] = []
+// Agents fetch into a temp cache, never the user's ~/.cache.
+const cacheDir = mkdtempSync(join(tmpdir(), 'ms-serve-agent-cache-'))
+cleanups.push(() => rmSync(cacheDir, { recursive: true, force: true }))
+const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex')
+const unshareWorks = () => spawnSync('unshare', ['-m', 'true']).status === 0
 
 function startAgent(name: string): { proc: ChildProcess; output: () => string } {
-  const proc = spawn(process.execPath, [BIN, 'agent', '--master', agentsAddress, '--devices', '0', '--name', name], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const proc = spawn(process.execPath, [BIN, 'agent', '--master', agentsAddress, '--devices', '0', '--name', name, '--cache-dir', cacheDir], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   proc.stdout!.on('data', (d) => { out += d })
   proc.stderr!.on('data', (d) => { out += d })
@@ -117,7 +125,7 @@ test('with --api-key the agent link needs the key: without it the agent is refus
   const keyed = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas', '--api-key', 'sekret'])
   try {
     const address = /agents link start success, listening on ([^\s"]+)/.exec(keyed.output())![1]!
-    const run = (extra: string[]) => spawn(process.execPath, [BIN, 'agent', '--master', address, '--devices', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MS_SERVE_API_KEY: '' } })
+    const run = (extra: string[]) => spawn(process.execPath, [BIN, 'agent', '--master', address, '--devices', '0', '--cache-dir', cacheDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MS_SERVE_API_KEY: '' } })
     const refused = run(['--name', 'nokey'])
     agents.push(refused)
     let out = ''
@@ -143,8 +151,8 @@ test('with --api-key the agent link needs the key: without it the agent is refus
   }
 })
 
-test('an agent whose copy of a model file differs from the master\'s refuses to serve it, naming the file', async (t) => {
-  if (spawnSync('unshare', ['-m', 'true']).status !== 0) { t.skip('needs unshare -m (root) to give the agent its own view of the files'); return }
+test('with --no-fetch-models, an agent whose copy of a model file differs from the master\'s refuses to serve it, naming the file', async (t) => {
+  if (!unshareWorks()) { t.skip('needs unshare -m (root) to give the agent its own view of the files'); return }
   const dir = tempServables(t)
   addServable(dir)
   const other = join(dir, '..', `${dir.split('/').pop()}-other.onnx`)
@@ -155,7 +163,7 @@ test('an agent whose copy of a model file differs from the master\'s refuses to 
     const address = /agents link start success, listening on ([^\s"]+)/.exec(m.output())![1]!
     // The agent sees another add.onnx at the same path (a bind mount in its own mount namespace).
     const model = join(dir, 'add', '1', 'add.onnx')
-    const agent = spawn('unshare', ['-m', 'sh', '-c', `mount --bind "${other}" "${model}" && exec "${process.execPath}" "${BIN}" agent --master ${address} --devices 0 --name skewed`], { stdio: ['ignore', 'pipe', 'pipe'] })
+    const agent = spawn('unshare', ['-m', 'sh', '-c', `mount --bind "${other}" "${model}" && exec "${process.execPath}" "${BIN}" agent --master ${address} --devices 0 --name skewed --no-fetch-models --cache-dir "${cacheDir}"`], { stdio: ['ignore', 'pipe', 'pipe'] })
     agents.push(agent)
     const deadline = Date.now() + 30_000
     while (!/differs from the master's/.test(m.output())) {
@@ -163,8 +171,81 @@ test('an agent whose copy of a model file differs from the master\'s refuses to 
       await new Promise((r) => setTimeout(r, 100))
     }
     assert.match(m.output(), new RegExp(`agent skewed: ${model.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} differs from the master's \\(sha256 `))
+    assert.match(m.output(), /Copy the servable directory to this host at the same path/)
     assert.equal((await fetch(`${m.rest}/v2/health/ready`)).status, 503, 'nothing serves the differing model')
     await killByPid(agent)
+  } finally {
+    await m.stop()
+  }
+})
+
+test('an agent that cannot see the servable directory fetches its files into --cache-dir (sha256 checked) and serves; restarted it uses the cache; a corrupted cache file is fetched again', async (t) => {
+  if (!unshareWorks()) { t.skip('needs unshare -m (root) to hide the servable directory from the agent'); return }
+  const dir = tempServables(t)
+  addServable(dir)
+  const cache = mkdtempSync(join(tmpdir(), 'ms-serve-agent-fetch-'))
+  t.after(() => rmSync(cache, { recursive: true, force: true }))
+  const m = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas'])
+  const isReady = async () => (await fetch(`${m.rest}/v2/health/ready`)).status === 200
+  const wait = async (what: string, fn: () => Promise<boolean> | boolean) => {
+    const deadline = Date.now() + 30_000
+    while (!(await fn())) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${m.output()}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+  try {
+    const address = /agents link start success, listening on ([^\s"]+)/.exec(m.output())![1]!
+    // In its own mount namespace the agent sees an empty tmpfs where the servable directory is.
+    const run = () => {
+      const p = spawn('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none "${dir}" && exec "${process.execPath}" "${BIN}" agent --master ${address} --devices 0 --name fetcher --cache-dir "${cache}"`], { stdio: ['ignore', 'pipe', 'pipe'] })
+      agents.push(p)
+      let out = ''
+      p.stdout!.on('data', (d) => { out += d })
+      p.stderr!.on('data', (d) => { out += d })
+      return { proc: p, output: () => out }
+    }
+    const model = join(dir, 'add', '1', 'add.onnx')
+    const config = join(dir, 'add', 'servable_config.ts')
+    const cached = (p: string) => join(cache, address.replace(/[^A-Za-z0-9._-]/g, '_'), p)
+    const serves = async () => {
+      const res = await fetch(`${m.rest}/model/add:add_common`, { method: 'POST', body: floatJson({ instances: [{ x1: X1, x2: X2 }] }) })
+      const json = await res.json() as any
+      assert.equal(res.status, 200, JSON.stringify(json))
+      assert.deepEqual(json.instances[0].y, [[6, 8], [10, 12]])
+    }
+
+    const first = run()
+    await wait('the fetching agent to serve', isReady)
+    await serves()
+    for (const f of [model, config]) {
+      assert.match(first.output(), new RegExp(`fetched ${f.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(\\d+ bytes, \\d+ ms\\)`), first.output())
+      assert.equal(sha256(cached(f)), sha256(f), `${f} cached with the master's sha256`)
+    }
+    assert.ok(logEvents(m.output()).some((e) => e.event === 'agent_file_served' && e.path === model))
+    await killByPid(first.proc)
+    await wait('the master to notice the agent is gone', async () => !(await isReady()))
+
+    // Restarted: everything comes from the cache, nothing is requested.
+    const served = logEvents(m.output()).filter((e) => e.event === 'agent_file_served').length
+    const second = run()
+    await wait('the agent to serve from its cache', isReady)
+    await serves()
+    assert.match(second.output(), /add\.onnx cached/)
+    assert.doesNotMatch(second.output(), /fetched /)
+    assert.equal(logEvents(m.output()).filter((e) => e.event === 'agent_file_served').length, served, 'no file was requested')
+    await killByPid(second.proc)
+    await wait('the master to notice the agent is gone', async () => !(await isReady()))
+
+    // A cache file with other content is noticed and fetched again.
+    writeFileSync(cached(model), 'not the model')
+    const third = run()
+    await wait('the agent to serve after fetching again', isReady)
+    await serves()
+    assert.match(third.output(), /differs from the master's .*fetching it again/)
+    assert.match(third.output(), /fetched .*add\.onnx/)
+    assert.equal(sha256(cached(model)), sha256(model))
+    await killByPid(third.proc)
   } finally {
     await m.stop()
   }

@@ -10,7 +10,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
-import { addServable, binaryModel, FIXTURE_SERVABLES, floatJson, X1, X2 } from '../helpers/fixtures.ts'
+import { addServable, binaryModel, FIXTURE_SERVABLES, floatJson, writeServable, X1, X2 } from '../helpers/fixtures.ts'
+import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 import { BIN, logEvents, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
@@ -246,6 +247,52 @@ test('an agent that cannot see the servable directory fetches its files into --c
     assert.match(third.output(), /fetched .*add\.onnx/)
     assert.equal(sha256(cached(model)), sha256(model))
     await killByPid(third.proc)
+  } finally {
+    await m.stop()
+  }
+})
+
+test('an LLM servable over a fetching agent: its tokenizer config and chat template come from the master, and chat answers as a local replica does', async (t) => {
+  if (!unshareWorks()) { t.skip('needs unshare -m (root) to hide the servable directory from the agent'); return }
+  const dir = tempServables(t)
+  const config = join(dir, 'config.ts')
+  writeFileSync(config, "import { defineServable } from 'ms-serve'\nexport default defineServable((s) => { s.declareLlm({ file: 'model.onnx', maxTotalTokens: 256 }) })\n")
+  const sdir = writeServable(dir, 'chat', config, { 1: { 'model.onnx': buildDecoder(DECODER_CONFIGS.tiny) } })
+  rmSync(config)
+  // A template of its own: were it not fetched, the agent would render its default one instead.
+  const template = '{% for m in messages %}<<{{ m.role }}>> {{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<<assistant>> {% endif %}'
+  const tokConfig = join(sdir, 'tokenizer_config.json')
+  writeFileSync(tokConfig, JSON.stringify({ bos_token: '<s>', eos_token: '</s>', chat_template: template }))
+  const cache = mkdtempSync(join(tmpdir(), 'ms-serve-agent-llm-'))
+  t.after(() => rmSync(cache, { recursive: true, force: true }))
+  const chat = async (origin: string) => {
+    const res = await fetch(`${origin}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'chat', messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 8, temperature: 0 }) })
+    const json = await res.json() as any
+    assert.equal(res.status, 200, JSON.stringify(json))
+    return { text: json.choices[0].message.content as string, promptTokens: json.usage.prompt_tokens as number }
+  }
+  const local = await startServer(dir, ['--no-watch', '--devices', '0'])
+  let want
+  try { want = await chat(local.rest) } finally { await local.stop() }
+  const m = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas'])
+  try {
+    const address = /agents link start success, listening on ([^\s"]+)/.exec(m.output())![1]!
+    const p = spawn('unshare', ['-m', 'sh', '-c', `mount -t tmpfs none "${dir}" && exec "${process.execPath}" "${BIN}" agent --master ${address} --devices 0 --name llm --cache-dir "${cache}"`], { stdio: ['ignore', 'pipe', 'pipe'] })
+    agents.push(p)
+    let out = ''
+    p.stdout!.on('data', (d) => { out += d })
+    p.stderr!.on('data', (d) => { out += d })
+    const deadline = Date.now() + 60_000
+    while ((await fetch(`${m.rest}/v2/health/ready`)).status !== 200) {
+      if (Date.now() > deadline) throw new Error(`timed out waiting for the LLM agent:\n${m.output()}\n${out}`)
+      await new Promise((r) => setTimeout(r, 100))
+    }
+    const got = await chat(m.rest)
+    assert.deepEqual(got, want, 'same prompt (the fetched template) and the same greedy text')
+    assert.match(out, /fetched .*tokenizer_config\.json/, out)
+    const cachedTok = join(cache, address.replace(/[^A-Za-z0-9._-]/g, '_'), tokConfig)
+    assert.equal(sha256(cachedTok), sha256(tokConfig))
+    await killByPid(p)
   } finally {
     await m.stop()
   }

@@ -52,7 +52,7 @@ export interface ModelOptions extends BatchingOptions {
  * An LLM (decoder-only ONNX model with the HF optimum with-past I/O). The servable then answers
  * `:generate` / `:generated_stream`, TGI's `/generate*` and OpenAI's `/v1/*` routes.
  */
-export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' | 'executionProviders' | 'tokenizerDir' | 'kvBlock' | 'stageDevices'> {
+export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' | 'executionProviders' | 'tokenizerDir' | 'kvBlock' | 'stageDevices' | 'stageThreads'> {
   /** ORT intra-op threads for the decoder (default: the replica's share of the cores). */
   intraOpThreads?: number
   /** ONNX decoder inside the version folder, e.g. `model.onnx`. */
@@ -109,7 +109,7 @@ export const SESSION_OPTION_KEYS = optionKeys<SessionOptions>({
 export const LLM_OPTION_KEYS = optionKeys<LlmOptions>({
   file: true, maxBatchSize: true, maxTotalTokens: true, maxInputTokens: true, maxBatchPrefillTokens: true, maxBatchTotalTokens: true,
   maxConcurrentRequests: true, maxWaitingTokens: true, waitingServedRatio: true, maxConsecutivePrefills: true, maxStopSequences: true,
-  maxTopNTokens: true, maxBestOf: true, stages: true, toolParser: true, prefixCacheTokens: true, prefixBlockTokens: true, kvMode: true, allowSpinning: true, logitStats: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
+  maxTopNTokens: true, maxBestOf: true, stages: true, microBatches: true, toolParser: true, prefixCacheTokens: true, prefixBlockTokens: true, kvMode: true, allowSpinning: true, logitStats: true, intraOpThreads: true, tokenizerDir: true, modelId: true,
 })
 export const SERVABLE_OPTION_KEYS = optionKeys<ServableOptions>({ requestTimeoutMs: true, maxInstancesPerRequest: true, watchdogMs: true })
 export const METHOD_SPEC_KEYS = optionKeys<{ inputs: unknown; outputs: unknown }>({ inputs: true, outputs: true })

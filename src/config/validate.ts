@@ -235,7 +235,7 @@ function validateServableOptions(given: ServableDefinition['servableOptions'], c
 const LLM_INT_OPTIONS = {
   intraOpThreads: 1, maxBatchSize: 1, maxTotalTokens: 1, maxInputTokens: 1, maxBatchPrefillTokens: 1, maxBatchTotalTokens: 1,
   maxConcurrentRequests: 1, maxWaitingTokens: 1, maxStopSequences: 1, maxBestOf: 1, maxConsecutivePrefills: 0, maxTopNTokens: 0,
-  prefixCacheTokens: 0, prefixBlockTokens: 1, stages: 1,
+  prefixCacheTokens: 0, prefixBlockTokens: 1, stages: 1, microBatches: 1,
 } as const
 
 function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: string; versionDir: string; configFile: string }): ValidLlm {

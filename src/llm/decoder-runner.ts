@@ -51,7 +51,9 @@ export class DecoderRunner {
   }
 
   private lastLogits(out: ort.InferenceSession.OnnxValueMapType, rows: number): StepLogits {
-    const t = out[this.spec.logitsName] as ort.Tensor
+    const t = out[this.spec.logitsName] as ort.Tensor | undefined
+    // A decoder pipeline stage before the last (stage-decoder-main.ts) makes no logits.
+    if (!t) return { data: new Float32Array(0), vocabSize: 0 }
     const [, seq, vocab] = t.dims as [number, number, number]
     const src = t.data as Float32Array | Uint16Array
     // Computed over the last position (a rewritten graph's logits are [rows, 1, vocab]).

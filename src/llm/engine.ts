@@ -23,6 +23,7 @@ import { SlotKvCache } from './kv-cache.ts'
 import { NO_PREFIX_CACHE, PrefixCache, type PrefixCacheStats } from './prefix-cache.ts'
 import { resolveLlmBudgets } from './budgets.ts'
 import { describeModel } from './model-spec.ts'
+import { DecoderPipeline, type PipelineLane } from './pipeline.ts'
 import { StagedSession, inThread } from '../runtime/staged-session.ts'
 import type { ModelSpec } from './model-spec.ts'
 import { planStep } from './scheduler.ts'
@@ -95,10 +96,21 @@ export interface LlmEngineOptions {
   tokenizerDir?: string
   /**
    * Pipeline stages: the decoder is split at transformer-layer boundaries at load (models/split.ts)
-   * and each stage runs in its own session, on `stageDevices[k]` when given; each stage reads and
-   * writes the KV of its own layers only. Default 1 (one session).
+   * and each stage runs in its own session and worker thread (llm/pipeline.ts), on `stageDevices[k]`
+   * when given, holding the KV of its own layers only. Default 1 (one session).
    */
   stages?: number
+  /**
+   * Staged decoders: how many micro-batches (lanes) share the stages, each with its own scheduler,
+   * rows and KV slots (maxBatchSize split between them); while one lane's step is in stage 2,
+   * another's runs in stage 1 (llm/pipeline.ts). Default: `stages`; 1 runs the stages one at a time.
+   */
+  microBatches?: number
+  /**
+   * Where stages run: 'workers' (default), a worker thread per stage, each holding its layers' KV;
+   * 'inline', every stage on the engine's thread, taking turns (for comparison; MS_SERVE_STAGES_INLINE=1).
+   */
+  stageThreads?: 'workers' | 'inline'
   stageDevices?: Array<{ intraOpNumThreads?: number; executionProviders?: Array<string | { name: string; deviceId?: number }> }>
 }
 
@@ -115,7 +127,13 @@ export interface EngineStats extends PrefixCacheStats {
   prefillMs: number
   decodeMs: number
   presentMode: 'new' | 'full'
+  /** Staged decoders on workers: lanes sharing the stages, and each stage's time running steps. */
+  lanes?: number
+  [stageBusy: `stage${number}BusyMs`]: number
 }
+
+/** The step runner the engine drives: one session's (DecoderRunner) or a pipeline lane's. */
+type StepRunner = DecoderRunner | PipelineLane
 
 /** One model, one session, one step loop. Create with `LlmEngine.load`. */
 export class LlmEngine {
@@ -142,12 +160,19 @@ export class LlmEngine {
   private readonly matchers = new Map<Sequence, SequenceGrammar>()
   /** Null when off (budget 0, or a model without position_ids, whose positions follow the past length). */
   readonly prefixCache: PrefixCache | null
+  /**
+   * A pipelined decoder's engine hands each request to one of its lanes (engines of their own over
+   * the shared stage workers) and owns the workers; a lane, and an unsplit engine, have none.
+   */
+  private lanes: LlmEngine[] = []
+  /** The stage workers (the engine that owns them and its lanes). */
+  readonly pipeline: DecoderPipeline | null = null
 
-  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: DecoderRunner, opts: Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'logitStats' | 'stages' | 'stageDevices'>>) {
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: StepRunner, opts: EngineConfig, private readonly releaseModel: () => Promise<void>) {
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
-    this.prefixCache = opts.prefixCacheTokens >= opts.prefixBlockTokens && spec.hasPositionIds
+    this.prefixCache = runner instanceof DecoderRunner && opts.prefixCacheTokens >= opts.prefixBlockTokens && spec.hasPositionIds
       ? new PrefixCache({ numLayers: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, dtype: spec.kvDtype, blockTokens: opts.prefixBlockTokens, maxTokens: opts.prefixCacheTokens })
       : null
   }
@@ -182,20 +207,58 @@ export class LlmEngine {
       // Spinning intra-op threads hold their cores between runs; off when the cores are shared.
       extra: { ...externalDataFolderEntry(modelPath), ...(opts.allowSpinning === false ? { 'session.intra_op.allow_spinning': '0' } : {}) } as never,
     })
+    const stageOptions = (k: number) => sessionOptions({ ...opts, ...opts.stageDevices?.[k] })
+    if ((opts.stages ?? 1) > 1 && opts.stageThreads !== 'inline') return LlmEngine.loadPipelined(modelPath, bytes, opts, o, stageOptions)
     const session = (opts.stages ?? 1) > 1
-      ? await loadStagedDecoder(bytes, opts.stages!, (k) => sessionOptions({ ...opts, ...opts.stageDevices?.[k] }))
+      ? await loadStagedDecoder(bytes, opts.stages!, stageOptions)
       : await ort.InferenceSession.create(bytes, sessionOptions(opts))
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
-    if (spec.vocabSize !== null && tokenizer.vocabSize > spec.vocabSize) {
-      throw new ServeError('CONFIG_INVALID', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's logits have ${spec.vocabSize}: `
-        + `point declareLlm tokenizerDir at the folder with this model's tokenizer.json (or put it next to the model)`)
-    }
+    checkVocab(spec, tokenizer)
     const cache = new SlotKvCache({
       numLayers: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, dtype: spec.kvDtype,
       maxSlots: maxBatchSize, maxLen: maxTotalTokens, block: o.kvBlock, exact: !spec.hasPositionIds,
     })
-    return new LlmEngine(spec, tokenizer, new DecoderRunner(session, spec, cache, tokenizer.padTokenId), o)
+    return new LlmEngine(spec, tokenizer, new DecoderRunner(session, spec, cache, tokenizer.padTokenId), o, () => session.release())
+  }
+
+  /**
+   * A staged decoder on stage workers: the decoder split at load, one worker per stage, and
+   * `microBatches` lanes (default `stages`), each an engine with maxBatchSize / lanes rows.
+   */
+  private static async loadPipelined(modelPath: string, bytes: Uint8Array, opts: LlmEngineOptions, o: EngineConfig, stageOptions: (k: number) => ort.InferenceSession.SessionOptions): Promise<LlmEngine> {
+    const stages = opts.stages!
+    const split = await splitDecoder(bytes, stages)
+    const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
+    const pipeline = await DecoderPipeline.start(split.map((st) => st.bytes), stageOptions)
+    try {
+      const spec = pipeline.spec
+      checkVocab(spec, tokenizer)
+      const n = Math.max(1, Math.min(opts.microBatches ?? stages, o.maxBatchSize))
+      const laneConfig: EngineConfig = {
+        ...o,
+        maxBatchSize: Math.ceil(o.maxBatchSize / n),
+        maxBatchTotalTokens: Math.max(o.maxTotalTokens, Math.ceil(o.maxBatchTotalTokens / n)),
+        prefixCacheTokens: 0,
+      }
+      const runners = await pipeline.configure(Array.from({ length: n }, () => ({
+        numLayers: spec.numLayers, numKvHeads: spec.numKvHeads, headDim: spec.headDim, dtype: spec.kvDtype,
+        maxSlots: laneConfig.maxBatchSize, maxLen: o.maxTotalTokens, block: o.kvBlock, exact: !spec.hasPositionIds,
+      })), tokenizer.padTokenId)
+      const lanes = runners.map((r) => new LlmEngine(spec, tokenizer, r, laneConfig, async () => undefined))
+      const engine = new LlmEngine(spec, tokenizer, runners[0]!, { ...o, prefixCacheTokens: 0 }, () => pipeline.release())
+      engine.lanes = lanes
+      ;(engine as { pipeline: DecoderPipeline | null }).pipeline = pipeline
+      return engine
+    } catch (e) {
+      await pipeline.release()
+      throw e
+    }
+  }
+
+  /** In flight (queued + running) in this engine or its lanes. */
+  private get load(): number {
+    return this.lanes.length ? this.lanes.reduce((a, l) => a + l.inFlight.size, 0) : this.inFlight.size
   }
 
   /**
@@ -205,6 +268,14 @@ export class LlmEngine {
    */
   submit(req: ValidGenerate, onEvent: (ev: GenerateEvent) => void, id = `req-${++this.nextId}`): string {
     if (this.closed) throw new ServeError('SERVABLE_NOT_READY', 'engine is closed')
+    if (this.lanes.length) {
+      if (this.load >= this.limits.maxConcurrentRequests) throw factError('QUEUE_FULL', `the engine runs its most concurrent requests (${this.limits.maxConcurrentRequests})`, { reason: 'llm_overloaded', limit: this.limits.maxConcurrentRequests })
+      if (this.lanes.some((l) => l.inFlight.has(id))) throw new ServeError('INTERNAL', `request id "${id}" is already in flight`)
+      // The lane with the least work in flight (the first of equals).
+      let lane = this.lanes[0]!
+      for (const l of this.lanes) if (l.inFlight.size < lane.inFlight.size) lane = l
+      return lane.submit(req, onEvent, id)
+    }
     if (this.inFlight.size >= this.limits.maxConcurrentRequests) throw factError('QUEUE_FULL', `the engine runs its most concurrent requests (${this.limits.maxConcurrentRequests})`, { reason: 'llm_overloaded', limit: this.limits.maxConcurrentRequests })
     if (this.inFlight.has(id)) throw new ServeError('INTERNAL', `request id "${id}" is already in flight`)
     // Validation checked these against the limits this engine reported; a request past them would
@@ -231,6 +302,7 @@ export class LlmEngine {
 
   /** Cancels a queued or running request at the next step boundary; false if unknown. */
   cancel(requestId: string): boolean {
+    if (this.lanes.length) return this.lanes.find((l) => l.inFlight.has(requestId))?.cancel(requestId) ?? false
     if (!this.inFlight.has(requestId)) return false
     this.cancels.add(requestId)
     this.wake()
@@ -239,6 +311,7 @@ export class LlmEngine {
 
   /** Snapshot of queue/batch/cache counters. */
   stats(): EngineStats {
+    if (this.lanes.length) return this.pipelineStats()
     const c = this.runner.cache
     const prefix = this.prefixCache?.stats() ?? NO_PREFIX_CACHE
     return { queued: this.queue.length, running: this.rows.length, kvCapacity: c.capacity, kvRelayouts: c.numRelayouts, kvBytes: c.byteSize, presentMode: this.spec.presentMode, ...this.counters, ...prefix }
@@ -247,6 +320,7 @@ export class LlmEngine {
   /** Fails everything in flight and releases the session. */
   async close(): Promise<void> {
     this.closed = true
+    await Promise.all(this.lanes.map((l) => l.close()))
     for (const seq of this.inFlight.values()) seq.fail('CANCELLED', 'engine closed')
     this.inFlight.clear()
     this.queue.length = 0
@@ -255,7 +329,21 @@ export class LlmEngine {
     // After the step in progress, which may still be masking with them.
     for (const m of this.matchers.values()) m.dispose()
     this.matchers.clear()
-    await this.runner.session.release()
+    await this.releaseModel()
+  }
+
+  /** The lanes' counters summed (capacity: the largest lane's), with each stage's busy time. */
+  private pipelineStats(): EngineStats {
+    const all = this.lanes.map((l) => l.stats())
+    const sum = (k: keyof EngineStats) => all.reduce((a, s) => a + (s[k] as number), 0)
+    const st: EngineStats = {
+      ...all[0]!,
+      queued: sum('queued'), running: sum('running'), kvCapacity: Math.max(...all.map((s) => s.kvCapacity)), kvRelayouts: sum('kvRelayouts'), kvBytes: sum('kvBytes'),
+      numPrefills: sum('numPrefills'), numDecodes: sum('numDecodes'), generatedTokens: sum('generatedTokens'), prefillMs: sum('prefillMs'), decodeMs: sum('decodeMs'),
+      lanes: this.lanes.length,
+    }
+    this.pipeline!.busyMs.forEach((ms, k) => { st[`stage${k + 1}BusyMs`] = ms })
+    return st
   }
 
   private wake(): void {
@@ -305,6 +393,11 @@ export class LlmEngine {
     this.cancels.clear()
   }
 
+  /** The one-session runner's slot cache (the prefix cache exists only with one). */
+  private get slots(): SlotKvCache {
+    return (this.runner as DecoderRunner).cache
+  }
+
   private ensureScratch(v: number): Float32Array {
     if (this.scratch.length < v) this.scratch = new Float32Array(v)
     return this.scratch
@@ -326,11 +419,11 @@ export class LlmEngine {
     let cached: CachedPrefixes | undefined
     if (pc) {
       const chains = prompts.map((p) => pc.lookup(p))
-      cached = { lens: chains.map((c) => c.length * pc.blockTokens), fill: (j, row) => pc.copyInto(chains[j]!, this.runner.cache, row) }
+      cached = { lens: chains.map((c) => c.length * pc.blockTokens), fill: (j, row) => pc.copyInto(chains[j]!, this.slots, row) }
     }
     const logits = await this.runner.prefill(prompts, first, this.lens, cached, this.invTemperatures(seqs))
     // Cached now, before any of these rows can leave: later prompts of this very prefix hit at once.
-    if (pc) for (const seq of seqs) pc.insert(seq.req.inputIds, seq.req.inputIds.length, this.runner.cache, seq.row)
+    if (pc) for (const seq of seqs) pc.insert(seq.req.inputIds, seq.req.inputIds.length, this.slots, seq.row)
     if (this.matchers.size > 0) await this.maskRows(seqs, logits.data, logits.vocabSize)
     const now = performance.now()
     this.counters.numPrefills++
@@ -386,7 +479,7 @@ export class LlmEngine {
       for (const seq of done) {
         if (seq.row < 0) continue
         const valid = this.lens[seq.row]!
-        if (Math.floor(valid / pc.blockTokens) > Math.floor(seq.req.inputIds.length / pc.blockTokens)) pc.insert([...seq.req.inputIds, ...seq.generated], valid, this.runner.cache, seq.row)
+        if (Math.floor(valid / pc.blockTokens) > Math.floor(seq.req.inputIds.length / pc.blockTokens)) pc.insert([...seq.req.inputIds, ...seq.generated], valid, this.slots, seq.row)
       }
     }
     // Leave in descending row order so the row moved into each hole is one that stays.
@@ -458,20 +551,33 @@ export class LlmEngine {
  * fed only its own layers' past and returns only their new positions.
  */
 async function loadStagedDecoder(bytes: Uint8Array, stages: number, options: (k: number) => ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
-  const { splitModel } = await import('../models/split.ts')
-  const { ortTyper } = await import('../models/split-check.ts')
-  let split
-  try {
-    split = await splitModel(bytes, { stages }, ortTyper)
-  } catch (e) {
-    throw new ServeError('CONFIG_INVALID', `declareLlm stages ${stages}: the decoder cannot be split: ${(e as Error).message}`)
-  }
+  const split = await splitDecoder(bytes, stages)
   const sessions: ort.InferenceSession[] = []
   try {
-    for (const [k, st] of split.stages.entries()) sessions.push(await ort.InferenceSession.create(st.bytes, options(k)))
+    for (const [k, st] of split.entries()) sessions.push(await ort.InferenceSession.create(st.bytes, options(k)))
   } catch (e) {
     await Promise.all(sessions.map((s) => s.release()))
     throw e
   }
-  return new StagedSession(sessions.map(inThread), split.stages.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
+  return new StagedSession(sessions.map(inThread), split.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
 }
+
+/** The (rewritten) decoder cut at layer boundaries into `stages` stage graphs (models/split.ts). */
+async function splitDecoder(bytes: Uint8Array, stages: number): Promise<Array<{ bytes: Uint8Array }>> {
+  const { splitModel } = await import('../models/split.ts')
+  const { ortTyper } = await import('../models/split-check.ts')
+  try {
+    return (await splitModel(bytes, { stages }, ortTyper)).stages
+  } catch (e) {
+    throw new ServeError('CONFIG_INVALID', `declareLlm stages ${stages}: the decoder cannot be split: ${(e as Error).message}`)
+  }
+}
+
+function checkVocab(spec: ModelSpec, tokenizer: LlmTokenizer): void {
+  if (spec.vocabSize !== null && tokenizer.vocabSize > spec.vocabSize) {
+    throw new ServeError('CONFIG_INVALID', `the tokenizer has ${tokenizer.vocabSize} tokens but the model's logits have ${spec.vocabSize}: `
+      + `point declareLlm tokenizerDir at the folder with this model's tokenizer.json (or put it next to the model)`)
+  }
+}
+
+type EngineConfig = Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'logitStats' | 'stages' | 'stageDevices' | 'microBatches' | 'stageThreads'>>

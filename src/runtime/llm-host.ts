@@ -73,6 +73,8 @@ export class LlmHost {
         allowSpinning: options.allowSpinning ?? true,
         executionProviders: device.executionProviders,
         // Decoder stages (declareLlm stages): stage k on the pipeline's k-th device (devices.ts pipelinePlans).
+        // MS_SERVE_STAGES_INLINE=1: every stage on this thread, in turn (what a pipeline without overlap gives).
+        ...(process.env.MS_SERVE_STAGES_INLINE === '1' ? { stageThreads: 'inline' as const } : {}),
         ...(device.stageDevices ? { stageDevices: device.stageDevices.map((d) => ({ intraOpNumThreads: intraOpThreads ?? d.intraOpThreads, executionProviders: d.executionProviders })) } : {}),
         ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
       })

@@ -8,34 +8,22 @@
  * `load-error`), then one `done`/`failed` per `run`, in order. Outputs are transferred, not
  * copied: ORT hands each run fresh buffers that nothing here keeps.
  */
-import { parentPort, workerData } from 'node:worker_threads'
+import { parentPort } from 'node:worker_threads'
 import ort from 'onnxruntime-node'
-import type { RunCall, RunResult, StageReply, StageRequest, StageWorkerData, WireTensor } from './stage-worker.ts'
+import type { RunCall, RunResult, StageReply, StageRequest, WireTensor } from './stage-worker.ts'
+import { openStage } from './stage-open.ts'
 
 process.setSourceMapsEnabled(true)
 
 const port = parentPort!
-const init = workerData as StageWorkerData
 
 function toWire(t: ort.Tensor): WireTensor {
   return { type: t.type, dims: [...t.dims], data: t.data as WireTensor['data'] }
 }
 
 async function main(): Promise<void> {
-  let session: ort.InferenceSession
-  try {
-    session = 'path' in init.source
-      ? await ort.InferenceSession.create(init.source.path, init.options)
-      : await ort.InferenceSession.create(init.source.bytes, init.options)
-  } catch (e) {
-    port.postMessage({ type: 'load-error', message: (e as Error).message } satisfies StageReply)
-    return
-  }
-  port.postMessage({
-    type: 'ready',
-    inputMetadata: session.inputMetadata.map((m) => ({ ...m })),
-    outputMetadata: session.outputMetadata.map((m) => ({ ...m })),
-  } satisfies StageReply)
+  const session = await openStage()
+  if (!session) return
   // One run at a time, started here: ORT would queue concurrent calls itself, but then a run's
   // clock would include its wait and the stage's busy time (and /stats stageMs) would overstate.
   let tail: Promise<void> = Promise.resolve()

@@ -1,5 +1,5 @@
 // `ms-serve init llm-distributed`: an LLM whose decoder runs in 2 pipeline stages, served by the
-// real CLI over devices 0,1 (one pipeline replica), answering greedy requests exactly like the
+// real CLI over devices 0,1 (one pipeline replica, its stages in worker threads), answering greedy requests exactly like the
 // same decoder served unsplit.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -42,5 +42,9 @@ test('greedy text of the 2-stage decoder equals the unsplit one, alone and concu
   const staged = stats.servables.find((s: any) => s.name === 'llm-distributed')
   const plain = stats.servables.find((s: any) => s.name === 'plain')
   assert.equal(staged.replicas.length, 1, 'one pipeline over the 2 devices')
+  // Its stages in worker threads shared by 2 lanes (micro-batches), each stage busy for the requests above.
+  const engine = stats.llms.find((l: any) => l.name === 'llm-distributed').replicas[0].engine
+  assert.equal(engine.lanes, 2, JSON.stringify(engine))
+  assert.ok(engine.stage1BusyMs > 0 && engine.stage2BusyMs > 0, JSON.stringify(engine))
   assert.equal(plain.replicas.length, 2, 'the unsplit LLM: one replica per device')
 })

@@ -259,6 +259,7 @@ test('declareLlm token budgets that contradict each other are refused at load, b
   assert.match(await configError(load(llm('maxTotalTokens: 256, maxBatchPrefillTokens: 100'), ['model.onnx'])), /declareLlm maxBatchPrefillTokens \(100\) < maxInputTokens \(255, the default\): raise maxBatchPrefillTokens or lower maxInputTokens$/)
   assert.match(await configError(load(llm('maxTotalTokens: 256, maxBatchTotalTokens: 200'), ['model.onnx'])), /declareLlm maxBatchTotalTokens \(200\) < maxTotalTokens \(256\): raise maxBatchTotalTokens or lower maxTotalTokens$/)
   assert.match(await configError(load(llm('maxTotalTokens: 0'), ['model.onnx'])), /declareLlm maxTotalTokens must be an integer >= 1 \(got 0\)$/)
+  assert.match(await configError(load(llm('stages: 2, microBatches: 0'), ['model.onnx'])), /declareLlm microBatches must be an integer >= 1 \(got 0\)$/)
   assert.match(await configError(load(llm(`modelId: ''`), ['model.onnx'])), /declareLlm modelId must be a non-empty string \(got ""\)$/)
   const ok = await load(llm('maxTotalTokens: 256, maxInputTokens: 200, maxBatchPrefillTokens: 200'), ['model.onnx'])
   assert.equal(ok.llm?.options.maxInputTokens, 200)

@@ -11,6 +11,7 @@
  */
 import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
+import { dirname, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import ort from 'onnxruntime-node'
 import { factError, ServeError } from '../errors.ts'
@@ -210,7 +211,7 @@ export class LlmEngine {
     const stageOptions = (k: number) => sessionOptions({ ...opts, ...opts.stageDevices?.[k] })
     if ((opts.stages ?? 1) > 1 && opts.stageThreads !== 'inline') return LlmEngine.loadPipelined(modelPath, bytes, opts, o, stageOptions)
     const session = (opts.stages ?? 1) > 1
-      ? await loadStagedDecoder(bytes, opts.stages!, stageOptions)
+      ? await loadStagedDecoder(bytes, modelPath, opts.stages!, stageOptions)
       : await ort.InferenceSession.create(bytes, sessionOptions(opts))
     const spec = describeModel(session)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
@@ -228,7 +229,7 @@ export class LlmEngine {
    */
   private static async loadPipelined(modelPath: string, bytes: Uint8Array, opts: LlmEngineOptions, o: EngineConfig, stageOptions: (k: number) => ort.InferenceSession.SessionOptions): Promise<LlmEngine> {
     const stages = opts.stages!
-    const split = await splitDecoder(bytes, stages)
+    const split = await splitDecoder(bytes, stages, modelPath)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
     const pipeline = await DecoderPipeline.start(split.map((st) => st.bytes), stageOptions)
     try {
@@ -550,8 +551,8 @@ export class LlmEngine {
  * (models/split.ts), one session per stage. The runner drives it like one session; each stage is
  * fed only its own layers' past and returns only their new positions.
  */
-async function loadStagedDecoder(bytes: Uint8Array, stages: number, options: (k: number) => ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
-  const split = await splitDecoder(bytes, stages)
+async function loadStagedDecoder(bytes: Uint8Array, modelPath: string, stages: number, options: (k: number) => ort.InferenceSession.SessionOptions): Promise<ort.InferenceSession> {
+  const split = await splitDecoder(bytes, stages, modelPath)
   const sessions: ort.InferenceSession[] = []
   try {
     for (const [k, st] of split.entries()) sessions.push(await ort.InferenceSession.create(st.bytes, options(k)))
@@ -563,11 +564,12 @@ async function loadStagedDecoder(bytes: Uint8Array, stages: number, options: (k:
 }
 
 /** The (rewritten) decoder cut at layer boundaries into `stages` stage graphs (models/split.ts). */
-async function splitDecoder(bytes: Uint8Array, stages: number): Promise<Array<{ bytes: Uint8Array }>> {
+async function splitDecoder(bytes: Uint8Array, stages: number, modelPath: string): Promise<Array<{ bytes: Uint8Array }>> {
   const { splitModel } = await import('../models/split.ts')
   const { ortTyper } = await import('../models/split-check.ts')
   try {
-    return (await splitModel(bytes, { stages }, ortTyper)).stages
+    // External data stays where it is: the stage graphs reference the model's own data file.
+    return (await splitModel(bytes, { stages, externalDataFolder: dirname(resolve(modelPath)) }, ortTyper)).stages
   } catch (e) {
     throw new ServeError('CONFIG_INVALID', `declareLlm stages ${stages}: the decoder cannot be split: ${(e as Error).message}`)
   }

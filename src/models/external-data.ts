@@ -96,3 +96,49 @@ export function usesExternalData(model: O.IModelProto): boolean {
   for (const t of initializersOf(model.graph)) if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) return true
   return false
 }
+
+/**
+ * Gives a model whose initializers reference external data in `fromFolder` its own data file:
+ * writes `toModelPath` and `<its file name>_data` beside it holding only the tensors this model
+ * references (read one at a time from their files, aligned as `externalizeModel` writes them).
+ * For `ms-serve split`: each stage file then travels with exactly its weights.
+ */
+export async function repackExternalData(bytes: Uint8Array, fromFolder: string, toModelPath: string, opts: { align?: number } = {}): Promise<{ dataPath: string; dataBytes: number; tensors: number }> {
+  const align = opts.align ?? 4096
+  const model = onnx.ModelProto.decode(bytes)
+  if (!model.graph) throw new Error('model has no graph')
+  const location = `${basename(toModelPath)}_data`
+  const dataPath = join(dirname(toModelPath), location)
+  const out = await open(dataPath, 'w')
+  const sources = new Map<string, Awaited<ReturnType<typeof open>>>()
+  let end = 0
+  let tensors = 0
+  try {
+    for (const t of initializersOf(model.graph)) {
+      if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue
+      const entry = (k: string) => t.externalData?.find((e) => e.key === k)?.value ?? undefined
+      const from = entry('location')
+      if (!from) throw new Error(`initializer ${t.name} is external but names no location`)
+      const offset = Number(entry('offset') ?? 0)
+      const length = entry('length')
+      let fh = sources.get(from)
+      if (!fh) { fh = await open(join(fromFolder, from), 'r'); sources.set(from, fh) }
+      const size = length === undefined ? (await fh.stat()).size - offset : Number(length)
+      const buf = new Uint8Array(size)
+      const { bytesRead } = await fh.read(buf, 0, size, offset)
+      if (bytesRead !== size) throw new Error(`initializer ${t.name}: ${from} holds ${bytesRead} of its ${size} bytes at offset ${offset}`)
+      const at = Math.ceil(end / align) * align
+      await out.write(buf, 0, size, at)
+      end = at + size
+      tensors++
+      t.externalData = [{ key: 'location', value: location }, { key: 'offset', value: String(at) }, { key: 'length', value: String(size) }]
+    }
+    await out.truncate(end)
+  } finally {
+    await out.close()
+    for (const fh of sources.values()) await fh.close()
+  }
+  const mh = await open(toModelPath, 'w')
+  try { await mh.write(onnx.ModelProto.encode(model).finish()) } finally { await mh.close() }
+  return { dataPath, dataBytes: end, tensors }
+}

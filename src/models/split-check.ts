@@ -8,11 +8,11 @@ import type { OutputTyper, SplitStage } from './split.ts'
 import { ServeError } from '../errors.ts'
 
 /** ORT infers the metadata of outputs added without a type: one session of the whole model says it. */
-export const ortTyper: OutputTyper = async (bytes, names) => {
+export const ortTyper: OutputTyper = async (bytes, names, folder) => {
   const model = onnx.ModelProto.decode(bytes)
   const have = new Set((model.graph!.output ?? []).map((o) => o.name ?? ''))
   for (const n of names) if (!have.has(n)) model.graph!.output!.push(onnx.ValueInfoProto.create({ name: n }))
-  const session = await ort.InferenceSession.create(onnx.ModelProto.encode(model).finish(), { graphOptimizationLevel: 'disabled' })
+  const session = await ort.InferenceSession.create(onnx.ModelProto.encode(model).finish(), { graphOptimizationLevel: 'disabled', ...folderOption(folder) })
   try {
     const out = new Map<string, { type: string; shape: (number | string)[] }>()
     for (const m of session.outputMetadata) if (m.isTensor) out.set(m.name, { type: m.type, shape: m.shape.map((d) => (typeof d === 'number' && d >= 0 ? d : String(d))) })
@@ -20,6 +20,11 @@ export const ortTyper: OutputTyper = async (bytes, names) => {
   } finally {
     await session.release()
   }
+}
+
+/** Sessions made from bytes resolve external data `location`s against `folder` (not the working directory). */
+function folderOption(folder: string | undefined): ort.InferenceSession.SessionOptions {
+  return folder ? { extra: { 'session.model_external_initializers_file_folder_path': folder } as never } : {}
 }
 
 /** Sizes of HF optimum's decoder dims, so that a decoder's inputs agree (mask = past + new). */
@@ -63,17 +68,18 @@ export interface CheckReport { outputs: { name: string; maxAbsDiff: number }[]; 
 
 /**
  * Runs the whole model and the chained stages on the same random inputs and returns, per graph
- * output, the largest absolute difference. `dims` sizes the free dims by name (default 2 each).
+ * output, the largest absolute difference. `dims` sizes the free dims by name (default 2 each);
+ * `folders`: where external data `location`s of the whole model and of the stages resolve.
  */
-export async function checkSplit(whole: Uint8Array, stages: readonly SplitStage[], dims: Record<string, number> = {}, seed = 7): Promise<CheckReport> {
+export async function checkSplit(whole: Uint8Array, stages: readonly SplitStage[], dims: Record<string, number> = {}, seed = 7, folders: { whole?: string; stages?: string } = {}): Promise<CheckReport> {
   const opts: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all' }
-  const full = await ort.InferenceSession.create(whole, opts)
+  const full = await ort.InferenceSession.create(whole, { ...opts, ...folderOption(folders.whole) })
   try {
     const feeds = feedsFor(full, dims, seed)
     const want = await full.run(feeds)
     const have: Record<string, ort.Tensor> = { ...feeds }
     for (const st of stages) {
-      const s = await ort.InferenceSession.create(st.bytes, opts)
+      const s = await ort.InferenceSession.create(st.bytes, { ...opts, ...folderOption(folders.stages ?? folders.whole) })
       try {
         const inputs: Record<string, ort.Tensor> = {}
         for (const n of st.inputs) {

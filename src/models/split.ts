@@ -14,11 +14,14 @@
  * Crossing tensors get their types and shapes from onnxruntime (a session of the whole model with
  * them as extra outputs: ORT infers untyped outputs' metadata), so no shape inference is needed
  * here. Initializers go to every stage that reads them. Subgraph nodes (If/Loop/Scan) count their
- * outer-scope reads as inputs. Models with external data are refused for now (their stage files
- * would need the data file split or shared; see the README).
+ * outer-scope reads as inputs. Initializers kept in an external data file stay references to it
+ * (no weight is read here): a stage decoded in the model's folder (`externalDataFolder`) finds
+ * them there, and `ms-serve split` repacks each stage's own into its data file
+ * (external-data.ts `repackExternalData`).
  */
 import type { onnx as O } from 'onnx-proto'
 import { onnx } from './onnx-builder.ts'
+import { usesExternalData } from './external-data.ts'
 import { ServeError } from '../errors.ts'
 
 export interface SplitOptions {
@@ -26,6 +29,8 @@ export interface SplitOptions {
   at?: string[][]
   /** Number of stages, split evenly (layers for decoders). */
   stages?: number
+  /** The folder an external-data model's `location`s are relative to (its own folder). */
+  externalDataFolder?: string
 }
 
 export interface SplitStage {
@@ -44,7 +49,7 @@ export interface SplitResult {
 }
 
 /** Reads the metadata (dtype, dims) of extra outputs `names` of `model` from an ORT session. */
-export type OutputTyper = (model: Uint8Array, names: string[]) => Promise<Map<string, { type: string; shape: (number | string)[] }>>
+export type OutputTyper = (model: Uint8Array, names: string[], externalDataFolder?: string) => Promise<Map<string, { type: string; shape: (number | string)[] }>>
 
 const bad = (msg: string) => new ServeError('INVALID_REQUEST', msg)
 
@@ -254,9 +259,7 @@ export function planSplit(model: O.IModelProto, opts: SplitOptions): { assigned:
 export async function splitModel(bytes: Uint8Array, opts: SplitOptions, typeOf: OutputTyper): Promise<SplitResult> {
   const model = onnx.ModelProto.decode(bytes)
   const graph = model.graph!
-  for (const t of graph.initializer ?? []) {
-    if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) throw bad('the model keeps its weights in an external data file; splitting such models is not supported yet (re-export it with the weights inside, or split before externalizing)')
-  }
+  if (usesExternalData(model) && !opts.externalDataFolder) throw bad('the model keeps its weights in an external data file: say which folder it is in (externalDataFolder)')
   const { assigned, method, stages } = planSplit(model, opts)
   const ix = indexOf(graph)
   const stageOfTensor = new Map<string, number>()
@@ -267,7 +270,7 @@ export async function splitModel(bytes: Uint8Array, opts: SplitOptions, typeOf: 
   // What crosses into stage s: read there, made in an earlier stage.
   const crossIn = readsOf.map((reads, s) => [...reads].filter((r) => { const p = stageOfTensor.get(r); return p !== undefined && p < s }))
   const crossAll = [...new Set(crossIn.flat())]
-  const types = crossAll.length ? await typeOf(bytes, crossAll) : new Map<string, { type: string; shape: (number | string)[] }>()
+  const types = crossAll.length ? await typeOf(bytes, crossAll, opts.externalDataFolder) : new Map<string, { type: string; shape: (number | string)[] }>()
   const vi = (name: string): O.IValueInfoProto => {
     const t = types.get(name)
     if (!t) throw bad(`cannot type tensor ${name} that crosses a stage boundary (onnxruntime did not report it)`)

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync, copyFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { buildDeepMlp } from '../../src/models/index.ts'
+import { buildDeepMlp, writeExternalDataModel } from '../../src/models/index.ts'
 import { assertClose, floatJson } from '../helpers/fixtures.ts'
 import { logEvents, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
@@ -36,6 +36,15 @@ before(async () => {
   assert.match(r.stdout, /check passed: stages equal the whole model within 0.0001/)
   servable('whole', `{ file: 'model.onnx' }`, { 'model.onnx': whole })
   servable('staged', `{ stages: ['stage1.onnx', 'stage2.onnx'] }`, { 'stage1.onnx': join(work, 'stage1.onnx'), 'stage2.onnx': join(work, 'stage2.onnx') })
+  // The same model with its weights in model.onnx_data: each stage gets its own data file.
+  const extSrc = tempServables({ after: (fn) => cleanups.push(fn) })
+  const extOut = join(extSrc, 'out')
+  await writeExternalDataModel(join(extSrc, 'model.onnx'), whole)
+  const rx = await runCli(['split', join(extSrc, 'model.onnx'), '--stages', '2', '--out', extOut])
+  assert.equal(rx.code, 0, rx.stderr)
+  assert.match(rx.stdout, /stage 1: .*stage1\.onnx .*weights in .*stage1\.onnx_data/)
+  assert.match(rx.stdout, /check passed/)
+  servable('staged-ext', `{ stages: ['stage1.onnx', 'stage2.onnx'] }`, Object.fromEntries(['stage1.onnx', 'stage1.onnx_data', 'stage2.onnx', 'stage2.onnx_data'].map((f) => [f, join(extOut, f)])))
   // The same files in the wrong order do not chain.
   servable('swapped', `{ stages: ['stage2.onnx', 'stage1.onnx'] }`, { 'stage1.onnx': join(work, 'stage1.onnx'), 'stage2.onnx': join(work, 'stage2.onnx') })
   srv = await startServer(dir, ['--no-watch', '--devices', '0,1'])
@@ -57,6 +66,10 @@ test('a staged servable answers like the whole model, one pipeline over devices 
   const b = await predict('staged', xs)
   assert.equal(b.status, 200, JSON.stringify(b.json))
   assertClose(b.json.instances.map((i: any) => i.y), a.json.instances.map((i: any) => i.y), 1e-5)
+  // Split from an external-data model: the stage files load their own data files.
+  const e = await predict('staged-ext', xs)
+  assert.equal(e.status, 200, JSON.stringify(e.json))
+  assertClose(e.json.instances.map((i: any) => i.y), a.json.instances.map((i: any) => i.y), 1e-5)
   // Concurrent requests share the pipeline (batches overlap across the two stages).
   const many = await Promise.all(xs.map((x) => predict('staged', [x])))
   many.forEach((m, i) => assertClose(m.json.instances[0].y, a.json.instances[i].y, 1e-5))

@@ -6,11 +6,12 @@
  */
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs'
 import { writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
+import { writeExternalDataModel } from '../../src/models/external-data.ts'
 import { LlmEngine } from '../../src/llm/engine.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
 import { StagedSession } from '../../src/runtime/staged-session.ts'
@@ -137,6 +138,23 @@ test('stages inline (on the engine thread, in turn) still equal one session', as
     assert.deepEqual(await Promise.all(prompts.map((q) => generateIds(inline, q, { maxNewTokens: 10 }))), await Promise.all(prompts.map((q) => generateIds(one, q, { maxNewTokens: 10 }))))
   } finally {
     await inline.close()
+    await one.close()
+  }
+})
+
+test('an external-data decoder in stages: the stage workers read the weights from the model folder', async () => {
+  const extDir = join(dir, 'ext')
+  mkdirSync(extDir)
+  const extPath = join(extDir, 'model.onnx')
+  await writeExternalDataModel(extPath, buildDecoder(c4))
+  const one = await LlmEngine.load(path, { maxTotalTokens: 128, kvBlock: 16 })
+  const staged = await LlmEngine.load(extPath, { maxTotalTokens: 128, kvBlock: 16, stages: 2 })
+  try {
+    assert.ok(staged.pipeline)
+    const prompts = ['external weights', 'in two stages']
+    assert.deepEqual(await Promise.all(prompts.map((q) => generateIds(staged, q, { maxNewTokens: 10 }))), await Promise.all(prompts.map((q) => generateIds(one, q, { maxNewTokens: 10 }))))
+  } finally {
+    await staged.close()
     await one.close()
   }
 })

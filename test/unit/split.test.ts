@@ -1,7 +1,11 @@
 /** `ms-serve split` (src/models/split.ts): stage files that chain and equal the whole model; bad split points. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { buildMlp, externalizeModel } from '../../src/models/index.ts'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { buildMlp, externalizeModel, usesExternalData, writeExternalDataModel } from '../../src/models/index.ts'
+import { repackExternalData } from '../../src/models/external-data.ts'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 import { onnx } from '../../src/models/onnx-builder.ts'
 import { splitModel } from '../../src/models/split.ts'
@@ -60,8 +64,45 @@ test('bad split points are refused naming the tensor', async () => {
   await assert.rejects(splitModel(buildDecoder(DECODER_CONFIGS.tiny), { stages: 3 }, ortTyper), /the decoder has 2 layers, fewer than the 3 stages/)
 })
 
-test('merged decoders and external-data models are refused with what to do', async () => {
+test('merged decoders are refused with what to do; an external-data model needs its folder', async () => {
   await assert.rejects(splitModel(buildDecoder({ ...DECODER_CONFIGS.tiny, merged: true }), { stages: 2 }, ortTyper), /merged decoder .* split decoder_with_past_model.onnx/)
   const ext = externalizeModel(buildMlp(), { location: 'w.bin', sizeThreshold: 0 })
-  await assert.rejects(splitModel(ext.model, { stages: 2 }, ortTyper), /external data file; splitting such models is not supported yet/)
+  await assert.rejects(splitModel(ext.model, { stages: 2 }, ortTyper), /external data file: say which folder it is in \(externalDataFolder\)/)
+})
+
+test('an external-data decoder splits without reading its weights; repacked stages carry their own data files and equal the whole model', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'split-ext-'))
+  try {
+    const whole = buildDecoder(DEC4)
+    const modelPath = join(dir, 'model.onnx')
+    await writeExternalDataModel(modelPath, whole)
+    const small = readFileSync(modelPath)
+    assert.ok(small.length < whole.length / 4, 'the weights are in model.onnx_data')
+    const r = await splitModel(small, { stages: 2, externalDataFolder: dir }, ortTyper)
+    assert.equal(r.method, 'layers')
+    // The stage graphs still reference model.onnx_data (nothing inlined).
+    for (const st of r.stages) assert.ok(st.bytes.length < whole.length / 4 && usesExternalData(onnx.ModelProto.decode(st.bytes)))
+    assert.ok((await checkSplit(small, r.stages, {}, 7, { whole: dir })).maxAbsDiff <= 1e-5)
+    // Repacked elsewhere: each stage file with its own data file, holding only its weights.
+    const out = join(dir, 'out')
+    mkdirSync(out)
+    let total = 0
+    const stages = []
+    for (const [i, st] of r.stages.entries()) {
+      const file = join(out, `stage${i + 1}.onnx`)
+      const packed = await repackExternalData(st.bytes, dir, file)
+      assert.equal(packed.dataPath, `${file}_data`)
+      total += packed.dataBytes
+      stages.push({ ...st, bytes: readFileSync(file) })
+      const refs = onnx.ModelProto.decode(stages[i]!.bytes).graph!.initializer!.filter((t) => t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL)
+      assert.ok(refs.length > 0 && refs.every((t) => t.externalData!.find((e) => e.key === 'location')!.value === `stage${i + 1}.onnx_data`))
+    }
+    // Shared tensors (rotary tables) go to every stage that reads them; together about the original.
+    const original = statSync(join(dir, 'model.onnx_data')).size
+    assert.ok(total >= original * 0.9 && total <= original * 1.5, `${total} vs ${original}`)
+    rmSync(join(dir, 'model.onnx_data'))
+    assert.ok((await checkSplit(whole, stages, {}, 7, { stages: out })).maxAbsDiff <= 1e-5, 'the stages load from their own data files')
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 })

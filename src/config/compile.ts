@@ -1,12 +1,15 @@
 /**
  * Compiles a servable_config.ts with esbuild into a temp ES module and imports it. `ms-serve`
  * imports resolve to this running copy of the API, so the placeholders and Tensor class the config
- * uses are the same objects the server checks against.
+ * uses are the same objects the server checks against. The compiled file lives in a temp folder,
+ * so each bundled file's `import.meta.url` (and `import.meta.dirname` / `filename`) is set to that
+ * file's own place: `new URL('./labels.json', import.meta.url)` in a config reads the file beside it.
  */
-import { build, type Message } from 'esbuild'
+import { build, type Message, type Plugin } from 'esbuild'
+import { readFile } from 'node:fs/promises'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
+import { basename, dirname, extname, isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { createHash } from 'node:crypto'
 import { createRequire } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
@@ -30,6 +33,25 @@ function formatMessage(m: Message): string {
 
 export interface CompiledConfig { definition: ServableDefinition; compiledFile: string }
 
+/** Source files of a config (not its npm packages) with `import.meta` naming where they are, not the bundle. */
+const ownImportMeta: Plugin = {
+  name: 'ms-serve-import-meta',
+  setup(b) {
+    b.onLoad({ filter: /\.[cm]?[jt]s$/ }, async (args) => {
+      if (args.path.includes(`${sep}node_modules${sep}`)) return undefined
+      const text = await readFile(args.path, 'utf8')
+      if (!text.includes('import.meta')) return undefined
+      const url = JSON.stringify(pathToFileURL(args.path).href)
+      const contents = text
+        .replace(/\bimport\.meta\.url\b/g, url)
+        .replace(/\bimport\.meta\.dirname\b/g, JSON.stringify(dirname(args.path)))
+        .replace(/\bimport\.meta\.filename\b/g, JSON.stringify(args.path))
+      const ext = extname(args.path)
+      return { contents, loader: ext === '.ts' || ext === '.mts' || ext === '.cts' ? 'ts' : 'js' }
+    })
+  },
+}
+
 /** Bundles and imports `configFile`; throws CONFIG_INVALID naming file, line and fix. */
 export async function compileServableConfig(configFile: string): Promise<CompiledConfig> {
   const outDir = join(tmpdir(), 'ms-serve-configs')
@@ -49,7 +71,7 @@ export async function compileServableConfig(configFile: string): Promise<Compile
       target: 'node20',
       sourcemap: 'inline',
       logLevel: 'silent',
-      plugins: [{
+      plugins: [ownImportMeta, {
         name: 'ms-serve-api',
         setup(b) {
           b.onResolve({ filter: /^ms-serve$/ }, () => ({ path: pathToFileURL(api).href, external: true }))

@@ -9,7 +9,7 @@
  * rewritten to the cache copies, so the replica's load code runs unchanged.
  */
 import { createHash, type Hash } from 'node:crypto'
-import { mkdir, open, rename, rm, stat, type FileHandle } from 'node:fs/promises'
+import { mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises'
 import { homedir } from 'node:os'
 import { dirname, join, resolve, sep } from 'node:path'
 import { ServeError } from '../errors.ts'
@@ -36,10 +36,30 @@ export function cachedPath(root: string, path: string): string {
   return local
 }
 
-/** sha256 of a cached file (remembered by size and mtime while the agent runs), or null when it is not there. */
-async function sha256Of(path: string): Promise<string | null> {
-  try { await stat(path) } catch { return null }
-  return fileSha256Async(path)
+/**
+ * Beside each cached file, its sha256 with the size and modification time it was computed at: a
+ * restarted agent trusts it while both match (hashing a multi-GB model again would take a minute),
+ * and hashes the file again when either changed.
+ */
+const digestFile = (path: string) => `${path}.ms-serve-sha256`
+
+async function writeDigest(path: string, sha256: string): Promise<void> {
+  const st = await stat(path)
+  const fh = await open(digestFile(path), 'w')
+  try { await fh.writeFile(JSON.stringify({ sha256, size: st.size, mtimeMs: st.mtimeMs })) } finally { await fh.close() }
+}
+
+/** sha256 of a cached file (from its digest file while size and mtime match, else hashed), or null when it is not there. */
+export async function cachedSha256(path: string): Promise<string | null> {
+  let st
+  try { st = await stat(path) } catch { return null }
+  try {
+    const d = JSON.parse(await readFile(digestFile(path), 'utf8')) as { sha256?: unknown; size?: unknown; mtimeMs?: unknown }
+    if (typeof d.sha256 === 'string' && d.size === st.size && d.mtimeMs === st.mtimeMs) return d.sha256
+  } catch { /* none yet, or unreadable: hash the file */ }
+  const sha = await fileSha256Async(path)
+  await writeDigest(path, sha).catch(() => undefined)
+  return sha
 }
 
 /** The servable of an init message with every file path moved under the cache root. */
@@ -118,7 +138,7 @@ export class FileFetcher {
   }
 
   private async ensureOne(path: string, sha: string, local: string): Promise<void> {
-    const have = await sha256Of(local)
+    const have = await cachedSha256(local)
     if (have === sha) {
       this.o.log(`ms-serve agent ${this.o.agent}: ${path} cached (${local})`, { event: 'agent_file_cached', agent: this.o.agent, path, local })
       return
@@ -156,6 +176,7 @@ export class FileFetcher {
       throw new ServeError('CONFIG_INVALID', `${path} was fetched from the master but its sha256 is ${got.slice(0, 12)}..., not the ${sha.slice(0, 12)}... the master listed (did the file change on the master while it was sent? the replica restarts and fetches it again)`)
     }
     await rename(tmp, local)
+    await writeDigest(local, sha).catch(() => undefined)
     const ms = Math.round(performance.now() - started)
     this.o.log(`ms-serve agent ${this.o.agent}: fetched ${path} (${r.received} bytes, ${ms} ms) into ${local}`, { event: 'agent_file_fetched', agent: this.o.agent, path, local, bytes: r.received, ms })
   }

@@ -5,10 +5,12 @@
  * into its cache (agent-cache.ts). The list is everything the load code opens: servable_config.ts,
  * every model and stage file, the external-data files those models reference (read from the ONNX
  * file's `external_data` locations without decoding the weights), and for an LLM the tokenizer
- * files the tokenizer loader looks for (llm/tokenizer.ts). Files are read in chunks, never whole.
+ * files the tokenizer loader looks for (llm/tokenizer.ts), and the data files a servable_config.ts
+ * may open itself (labels, vocabularies: the other files beside it and in the served version's
+ * folder, not ONNX files it does not declare). Files are read in chunks, never whole.
  */
 import { createHash } from 'node:crypto'
-import { closeSync, createReadStream, existsSync, openSync, readdirSync, readSync, statSync } from 'node:fs'
+import { closeSync, createReadStream, existsSync, openSync, readdirSync, readSync, statSync, type Dirent } from 'node:fs'
 import { open } from 'node:fs/promises'
 import { dirname, isAbsolute, join, normalize, relative, resolve, sep } from 'node:path'
 import type { ValidServable } from '../config/validate.ts'
@@ -37,8 +39,40 @@ export function servableFiles(s: ValidServable): string[] {
       try { for (const f of readdirSync(extra).sort()) if (f.endsWith('.jinja')) out.push(join(extra, f)) } catch { /* none */ }
     }
   }
+  out.push(...dataFiles(s, new Set(out.map((p) => resolve(p)))))
   return [...new Set(out.map((p) => resolve(p)))].filter((p) => { try { return statSync(p).isFile() } catch { return false } })
 }
+
+/**
+ * Files a servable_config.ts may import or read itself (`./lib/x.ts`, `readFileSync(new URL('./labels.json',
+ * import.meta.url))`): the non-hidden files under its folder, other version folders and
+ * node_modules left out, and under the served version's folder. ONNX files it does not declare (a
+ * whole model kept beside its stage files, an older export) and their external data are left out:
+ * only declared models travel. At most DATA_FILES_MAX files, DATA_DEPTH_MAX folders deep.
+ */
+function dataFiles(s: ValidServable, listed: ReadonlySet<string>): string[] {
+  const files: string[] = []
+  const walk = (d: string, depth: number, top: boolean): void => {
+    let entries: Dirent[] = []
+    try { entries = readdirSync(d, { withFileTypes: true }) } catch { return }
+    for (const e of entries.sort((x, y) => (x.name < y.name ? -1 : 1))) {
+      if (e.name.startsWith('.') || e.name === 'node_modules' || files.length >= DATA_FILES_MAX) continue
+      const p = resolve(d, e.name)
+      if (e.isDirectory()) {
+        // Version folders are not data: only the served one is walked (below).
+        if (depth < DATA_DEPTH_MAX && !(top && /^\d+$/.test(e.name))) walk(p, depth + 1, false)
+      } else if (e.isFile()) files.push(p)
+    }
+  }
+  if (s.dir) walk(s.dir, 0, true)
+  if (s.versionDir) walk(s.versionDir, 1, false)
+  const skip = new Set<string>()
+  for (const f of files) if (f.endsWith('.onnx') && !listed.has(f)) { skip.add(f); for (const x of externalDataFiles(f)) skip.add(resolve(x)) }
+  return [...new Set(files)].filter((f) => !skip.has(f) && !listed.has(f))
+}
+
+const DATA_FILES_MAX = 1000
+const DATA_DEPTH_MAX = 4
 
 const digests = new Map<string, { mtimeMs: number; size: number; sha256: string }>()
 

@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { once } from 'node:events'
@@ -184,6 +184,12 @@ test('an agent that cannot see the servable directory fetches its files into --c
   if (!unshareWorks()) { t.skip('needs unshare -m (root) to hide the servable directory from the agent'); return }
   const dir = tempServables(t)
   addServable(dir)
+  // The config reads a data file beside it at load (import.meta.url is its own place): it must travel too.
+  const configPath = join(dir, 'add', 'servable_config.ts')
+  writeFileSync(join(dir, 'add', 'meta.json'), '{"method":"add_common"}')
+  mkdirSync(join(dir, 'add', 'lib'))
+  writeFileSync(join(dir, 'add', 'lib', 'meta.ts'), `import { readFileSync } from 'node:fs'\nexport const meta = JSON.parse(readFileSync(new URL('../meta.json', import.meta.url), 'utf8'))\n`)
+  writeFileSync(configPath, `import { meta } from './lib/meta.ts'\nif (meta.method !== 'add_common') throw new Error('meta.json')\n` + readFileSync(configPath, 'utf8'))
   const cache = mkdtempSync(join(tmpdir(), 'ms-serve-agent-fetch-'))
   t.after(() => rmSync(cache, { recursive: true, force: true }))
   const m = await startServer(dir, ['--no-watch', '--agents-listen', '127.0.0.1:0', '--no-local-replicas'])
@@ -219,7 +225,7 @@ test('an agent that cannot see the servable directory fetches its files into --c
     const first = run()
     await wait('the fetching agent to serve', isReady)
     await serves()
-    for (const f of [model, config]) {
+    for (const f of [model, config, join(dir, 'add', 'meta.json'), join(dir, 'add', 'lib', 'meta.ts')]) {
       assert.match(first.output(), new RegExp(`fetched ${f.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} \\(\\d+ bytes, \\d+ ms\\)`), first.output())
       assert.equal(sha256(cached(f)), sha256(f), `${f} cached with the master's sha256`)
     }
@@ -233,6 +239,8 @@ test('an agent that cannot see the servable directory fetches its files into --c
     await wait('the agent to serve from its cache', isReady)
     await serves()
     assert.match(second.output(), /add\.onnx cached/)
+    // Its digest was kept beside it, so the restarted agent did not hash it again.
+    assert.equal(JSON.parse(readFileSync(`${cached(model)}.ms-serve-sha256`, 'utf8')).sha256, sha256(model))
     assert.doesNotMatch(second.output(), /fetched /)
     assert.equal(logEvents(m.output()).filter((e) => e.event === 'agent_file_served').length, served, 'no file was requested')
     await killByPid(second.proc)

@@ -2,16 +2,17 @@
  * What the master lets an agent fetch (runtime/agent-files.ts, issue 13): serveFile answers only
  * for listed files (others, and traversal, get an error chunk naming the path), in 1 MiB chunks
  * with the sha256 on the last; servableFiles lists a model's external data and an LLM's tokenizer
- * and chat-template files, so an agent gets everything the load reads.
+ * and chat-template files and the data files beside a config, so an agent gets everything the load
+ * reads; a cached file's digest is kept beside it across agent restarts.
  */
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CHUNK_BYTES, externalDataFiles, serveFile, servableFiles, type FileChunk } from '../../src/runtime/agent-files.ts'
-import { cachedPath } from '../../src/runtime/agent-cache.ts'
+import { cachedPath, cachedSha256 } from '../../src/runtime/agent-cache.ts'
 import { writeExternalDataModel } from '../../src/models/external-data.ts'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 import type { ValidServable } from '../../src/config/validate.ts'
@@ -71,14 +72,42 @@ test('servableFiles lists external data beside models and an LLM\'s tokenizer an
   for (const f of ['tokenizer.json', 'tokenizer_config.json', 'chat_template.jinja', 'generation_config.json']) writeFileSync(join(sdir, '1', f), '{}')
   writeFileSync(join(sdir, 'config.json'), '{}')
   writeFileSync(join(sdir, 'servable_config.ts'), 'export default 1')
-  const s = { configFile: join(sdir, 'servable_config.ts'), models: [], llm: { path: model } } as unknown as ValidServable
+  // Data files the config may open itself travel too; an ONNX file it does not declare (and its data) and hidden files do not.
+  writeFileSync(join(sdir, 'labels.json'), '["a","b"]')
+  writeFileSync(join(sdir, '1', 'notes.txt'), 'x')
+  writeFileSync(join(sdir, '.env'), 'SECRET=1')
+  mkdirSync(join(sdir, 'lib'))
+  writeFileSync(join(sdir, 'lib', 'names.ts'), 'export const x = 1')
+  mkdirSync(join(sdir, '2'))
+  writeFileSync(join(sdir, '2', 'other-version.txt'), 'not served')
+  await writeExternalDataModel(join(sdir, '1', 'unused.onnx'), buildDecoder(DECODER_CONFIGS.tiny))
+  const s = { dir: sdir, versionDir: join(sdir, '1'), configFile: join(sdir, 'servable_config.ts'), models: [], llm: { path: model } } as unknown as ValidServable
   assert.deepEqual(servableFiles(s).sort(), [
     join(sdir, '1', 'chat_template.jinja'), join(sdir, '1', 'generation_config.json'), join(sdir, '1', 'model.onnx'), join(sdir, '1', 'model.onnx_data'),
     join(sdir, '1', 'tokenizer.json'), join(sdir, '1', 'tokenizer_config.json'), join(sdir, 'config.json'), join(sdir, 'servable_config.ts'),
+    join(sdir, 'labels.json'), join(sdir, '1', 'notes.txt'), join(sdir, 'lib', 'names.ts'),
   ].sort())
   // A model without external data lists none; a file that is not a model lists none either.
   const inline = join(sdir, 'inline.onnx')
   writeFileSync(inline, buildDecoder(DECODER_CONFIGS.tiny))
   assert.deepEqual(externalDataFiles(inline), [])
   assert.deepEqual(externalDataFiles(join(sdir, 'config.json')), [])
+})
+
+test('a cached file\'s sha256 is kept beside it: trusted while its size and mtime match, computed again when they change', async () => {
+  const f = join(dir, 'cached.bin')
+  writeFileSync(f, 'model bytes')
+  const real = createHash('sha256').update('model bytes').digest('hex')
+  assert.equal(await cachedSha256(f), real)
+  const digest = JSON.parse(readFileSync(`${f}.ms-serve-sha256`, 'utf8'))
+  assert.equal(digest.sha256, real)
+  // A restarted agent reads the digest instead of hashing: shown by a digest that lies.
+  writeFileSync(`${f}.ms-serve-sha256`, JSON.stringify({ ...digest, sha256: 'f'.repeat(64) }))
+  assert.equal(await cachedSha256(f), 'f'.repeat(64))
+  // Changed content (size and mtime): hashed again, digest rewritten.
+  writeFileSync(f, 'other model bytes')
+  const other = createHash('sha256').update('other model bytes').digest('hex')
+  assert.equal(await cachedSha256(f), other)
+  assert.equal(JSON.parse(readFileSync(`${f}.ms-serve-sha256`, 'utf8')).sha256, other)
+  assert.equal(await cachedSha256(join(dir, 'absent.bin')), null)
 })

@@ -240,6 +240,28 @@ test('unknown registerMethod and addStage options are refused with a suggestion'
   assert.match(stage, /servable_config\.ts:3: addStage option "batchsize" is unknown; did you mean "batchSize"\? Known options: outputs, batchSize, tag$/)
 })
 
+test('import.meta in a config and the files it imports names their own place, not the compiled bundle', async () => {
+  const s = servable('')
+  mkdirSync(join(s.dir, 'lib'))
+  writeFileSync(join(s.dir, 'labels.json'), '["a"]')
+  writeFileSync(join(s.dir, 'lib', 'prefix.txt'), 'm_\n')
+  writeFileSync(join(s.dir, 'lib', 'names.ts'), `import { readFileSync } from 'node:fs'
+export const prefix = (): string => readFileSync(new URL('./prefix.txt', import.meta.url), 'utf8').trim()
+`)
+  writeFileSync(s.configFile, `import { readFileSync } from 'node:fs'
+import { defineServable } from 'ms-serve'
+import { prefix } from './lib/names.ts'
+const labels: string[] = JSON.parse(readFileSync(new URL('./labels.json', import.meta.url), 'utf8'))
+const where = import.meta.dirname === ${JSON.stringify(s.dir)} && import.meta.filename === ${JSON.stringify(s.configFile)} ? 'here' : 'elsewhere'
+export default defineServable((s) => {
+  s.registerMethod(prefix() + labels[0] + '_' + where, { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage((v) => v, [x]) }))
+})
+`)
+  const { definition, compiledFile } = await compileServableConfig(s.configFile)
+  const v = validateServable(definition, { name: s.name, version: 1, dir: s.dir, versionDir: s.versionDir, configFile: s.configFile, compiledFile })
+  assert.deepEqual(v.methods.map((m) => m.name), ['m_a_here'])
+})
+
 test('an unknown declareLlm option is refused with a suggestion', async () => {
   const msg = await configError(load(`${HEADER}export default defineServable((s) => {
   s.declareLlm({ file: 'model.onnx', maxTotalToken: 256 })

@@ -8,7 +8,7 @@ import { dirname, join, resolve } from 'node:path'
 import type { Command } from 'commander'
 import { ServeError } from '../errors.ts'
 import { onnx } from '../models/onnx-builder.ts'
-import { repackExternalData, usesExternalData } from '../models/external-data.ts'
+import { repackExternalData } from '../models/external-data.ts'
 
 function parseDims(list: string[]): Record<string, number> {
   const out: Record<string, number> = {}
@@ -49,16 +49,15 @@ export function registerSplitCommand(program: Command, fail: (e: unknown) => nev
         const { splitModel } = await import('../models/split.ts')
         const { checkSplit, ortTyper } = await import('../models/split-check.ts')
         const t0 = performance.now()
-        // External data (model.onnx + model.onnx_data): the weights are read from the model's folder.
+        // External data (model.onnx + model.onnx_data) resolves against the model's folder.
         const folder = dirname(resolve(model))
-        const external = usesExternalData(onnx.ModelProto.decode(bytes))
-        const r = await splitModel(bytes, { ...(o.at.length ? { at: o.at.map((a) => a.split(',').map((x) => x.trim()).filter(Boolean)) } : { stages: stages ?? 2 }), ...(external ? { externalDataFolder: folder } : {}) }, ortTyper)
+        const r = await splitModel(bytes, { ...(o.at.length ? { at: o.at.map((a) => a.split(',').map((x) => x.trim()).filter(Boolean)) } : { stages: stages ?? 2 }), externalDataFolder: folder }, ortTyper)
         const out = o.out ?? join(model, '..')
         mkdirSync(out, { recursive: true })
         for (const [i, s] of r.stages.entries()) {
           const file = join(out, `stage${i + 1}.onnx`)
           let data = ''
-          if (external && usesExternalData(onnx.ModelProto.decode(s.bytes))) {
+          if (s.externalData) {
             // Each stage gets its own data file with just its weights, so it loads from any folder.
             const packed = await repackExternalData(s.bytes, folder, file)
             data = `; ${packed.tensors} weights in ${packed.dataPath} (${(packed.dataBytes / 1048576).toFixed(2)} MiB)`
@@ -67,7 +66,7 @@ export function registerSplitCommand(program: Command, fail: (e: unknown) => nev
         }
         r.crossings.forEach((c, i) => process.stdout.write(`boundary ${i + 1} (${r.method}): ${c.length} tensor(s) cross: ${c.join(', ')}\n`))
         if (o.check) {
-          const rep = await checkSplit(bytes, r.stages, dims, undefined, external ? { whole: folder } : {})
+          const rep = await checkSplit(bytes, r.stages, dims, undefined, { whole: folder })
           for (const x of rep.outputs) process.stdout.write(`check ${x.name}: max |whole - stages| = ${x.maxAbsDiff.toExponential(2)}\n`)
           const tol = 1e-4
           if (!(rep.maxAbsDiff <= tol)) throw new ServeError('INTERNAL', `the stages differ from the whole model by ${rep.maxAbsDiff} (tolerance ${tol}); report this with the model`)

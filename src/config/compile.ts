@@ -39,15 +39,17 @@ const ownImportMeta: Plugin = {
   setup(b) {
     b.onLoad({ filter: /\.[cm]?[jt]s$/ }, async (args) => {
       if (args.path.includes(`${sep}node_modules${sep}`)) return undefined
+      // Read once here (returning undefined would make esbuild read it again).
       const text = await readFile(args.path, 'utf8')
-      if (!text.includes('import.meta')) return undefined
+      const ext = extname(args.path)
+      const loader = ext === '.ts' || ext === '.mts' || ext === '.cts' ? 'ts' : 'js'
+      if (!text.includes('import.meta')) return { contents: text, loader }
       const url = JSON.stringify(pathToFileURL(args.path).href)
       const contents = text
         .replace(/\bimport\.meta\.url\b/g, url)
         .replace(/\bimport\.meta\.dirname\b/g, JSON.stringify(dirname(args.path)))
         .replace(/\bimport\.meta\.filename\b/g, JSON.stringify(args.path))
-      const ext = extname(args.path)
-      return { contents, loader: ext === '.ts' || ext === '.mts' || ext === '.cts' ? 'ts' : 'js' }
+      return { contents, loader }
     })
   },
 }

@@ -165,11 +165,14 @@ export class LlmEngine {
    * A pipelined decoder's engine hands each request to one of its lanes (engines of their own over
    * the shared stage workers) and owns the workers; a lane, and an unsplit engine, have none.
    */
-  private lanes: LlmEngine[] = []
+  private readonly lanes: LlmEngine[]
   /** The stage workers (the engine that owns them and its lanes). */
-  readonly pipeline: DecoderPipeline | null = null
+  readonly pipeline: DecoderPipeline | null
 
-  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: StepRunner, opts: EngineConfig, private readonly releaseModel: () => Promise<void>) {
+  private constructor(readonly spec: ModelSpec, readonly tokenizer: LlmTokenizer, private readonly runner: StepRunner, opts: EngineConfig, private readonly releaseModel: () => Promise<void>,
+    pipelined?: { lanes: LlmEngine[]; pipeline: DecoderPipeline }) {
+    this.lanes = pipelined?.lanes ?? []
+    this.pipeline = pipelined?.pipeline ?? null
     this.limits = { maxInputTokens: opts.maxInputTokens, maxTotalTokens: opts.maxTotalTokens, maxStopSequences: opts.maxStopSequences, maxTopNTokens: opts.maxTopNTokens, maxConcurrentRequests: opts.maxConcurrentRequests, maxBatchSize: opts.maxBatchSize }
     this.sched = { maxBatchPrefillTokens: opts.maxBatchPrefillTokens, maxBatchTotalTokens: opts.maxBatchTotalTokens, maxBatchSize: opts.maxBatchSize, maxWaitingTokens: opts.maxWaitingTokens, waitingServedRatio: opts.waitingServedRatio, maxConsecutivePrefills: opts.maxConsecutivePrefills }
     this.lens = new Int32Array(opts.maxBatchSize)
@@ -247,10 +250,8 @@ export class LlmEngine {
         maxSlots: laneConfig.maxBatchSize, maxLen: o.maxTotalTokens, block: o.kvBlock, exact: !spec.hasPositionIds,
       })), tokenizer.padTokenId)
       const lanes = runners.map((r) => new LlmEngine(spec, tokenizer, r, laneConfig, async () => undefined))
-      const engine = new LlmEngine(spec, tokenizer, runners[0]!, { ...o, prefixCacheTokens: 0 }, () => pipeline.release())
-      engine.lanes = lanes
-      ;(engine as { pipeline: DecoderPipeline | null }).pipeline = pipeline
-      return engine
+      // The owning engine only routes to its lanes; its own runner (lane 0's) never steps.
+      return new LlmEngine(spec, tokenizer, runners[0]!, { ...o, prefixCacheTokens: 0 }, () => pipeline.release(), { lanes, pipeline })
     } catch (e) {
       await pipeline.release()
       throw e
@@ -262,6 +263,11 @@ export class LlmEngine {
     return this.lanes.length ? this.lanes.reduce((a, l) => a + l.inFlight.size, 0) : this.inFlight.size
   }
 
+  /** The lane (or this engine) that has `id` in flight. */
+  private holder(id: string): LlmEngine | undefined {
+    return this.lanes.length ? this.lanes.find((l) => l.inFlight.has(id)) : (this.inFlight.has(id) ? this : undefined)
+  }
+
   /**
    * Queues a validated request (`id` unique among those in flight; generated when absent). Throws
    * QUEUE_FULL (facts `llm_overloaded`) synchronously; afterwards `onEvent` gets token events and
@@ -269,16 +275,14 @@ export class LlmEngine {
    */
   submit(req: ValidGenerate, onEvent: (ev: GenerateEvent) => void, id = `req-${++this.nextId}`): string {
     if (this.closed) throw new ServeError('SERVABLE_NOT_READY', 'engine is closed')
+    if (this.load >= this.limits.maxConcurrentRequests) throw factError('QUEUE_FULL', `the engine runs its most concurrent requests (${this.limits.maxConcurrentRequests})`, { reason: 'llm_overloaded', limit: this.limits.maxConcurrentRequests })
+    if (this.holder(id)) throw new ServeError('INTERNAL', `request id "${id}" is already in flight`)
     if (this.lanes.length) {
-      if (this.load >= this.limits.maxConcurrentRequests) throw factError('QUEUE_FULL', `the engine runs its most concurrent requests (${this.limits.maxConcurrentRequests})`, { reason: 'llm_overloaded', limit: this.limits.maxConcurrentRequests })
-      if (this.lanes.some((l) => l.inFlight.has(id))) throw new ServeError('INTERNAL', `request id "${id}" is already in flight`)
       // The lane with the least work in flight (the first of equals).
       let lane = this.lanes[0]!
       for (const l of this.lanes) if (l.inFlight.size < lane.inFlight.size) lane = l
       return lane.submit(req, onEvent, id)
     }
-    if (this.inFlight.size >= this.limits.maxConcurrentRequests) throw factError('QUEUE_FULL', `the engine runs its most concurrent requests (${this.limits.maxConcurrentRequests})`, { reason: 'llm_overloaded', limit: this.limits.maxConcurrentRequests })
-    if (this.inFlight.has(id)) throw new ServeError('INTERNAL', `request id "${id}" is already in flight`)
     // Validation checked these against the limits this engine reported; a request past them would
     // overrun its KV slot, so a mismatch is refused here rather than trusted.
     if (req.inputIds.length + req.maxNewTokens > this.limits.maxTotalTokens) {
@@ -303,8 +307,9 @@ export class LlmEngine {
 
   /** Cancels a queued or running request at the next step boundary; false if unknown. */
   cancel(requestId: string): boolean {
-    if (this.lanes.length) return this.lanes.find((l) => l.inFlight.has(requestId))?.cancel(requestId) ?? false
-    if (!this.inFlight.has(requestId)) return false
+    const holder = this.holder(requestId)
+    if (!holder) return false
+    if (holder !== this) return holder.cancel(requestId)
     this.cancels.add(requestId)
     this.wake()
     return true

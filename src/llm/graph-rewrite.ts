@@ -30,6 +30,7 @@
  */
 import { dirname, resolve } from 'node:path'
 import { GraphBuilder, makeValueInfo, onnx } from './proto-util.ts'
+import { externalDataFolderOption } from '../models/external-data.ts'
 import type { O } from './proto-util.ts'
 import { LOGIT_STATS, NEW_PRESENT_PREFIX } from './model-spec.ts'
 
@@ -51,13 +52,9 @@ function shapeWithDim(vi: O.IValueInfoProto, axis: number, dim: number | string)
   return makeValueInfo(vi.name ?? '', tt?.elemType ?? onnx.TensorProto.DataType.FLOAT, dims)
 }
 
-/**
- * Session config entry for a model created from bytes (rewritten or not): onnxruntime resolves
- * external data `location`s against this folder (honoured by onnxruntime-node 1.30; without it,
- * bytes resolve against the working directory and a model elsewhere fails to load).
- */
+/** externalDataFolderOption (models/external-data.ts) for the folder of `modelPath`: a model created from its (rewritten) bytes. */
 export function externalDataFolderEntry(modelPath: string): Record<string, string> {
-  return { 'session.model_external_initializers_file_folder_path': dirname(resolve(modelPath)) }
+  return externalDataFolderOption(dirname(resolve(modelPath)))
 }
 
 const attrInt = (n: O.INodeProto, name: string): number | undefined => {

@@ -139,7 +139,7 @@ export class PipelineLane {
   /** Prefix-cached positions are not used by pipelined engines (the engine keeps no prefix cache for them). */
   async prefill(prompts: readonly (readonly number[])[], firstRow: number, lens: Int32Array, _cached?: unknown, invTemp?: Float32Array): Promise<StepLogits> {
     const n = prompts.length
-    const logits = await this.pipeline.step({ type: 'prefill', lane: this.lane, prompts: prompts.map((p) => [...p]), firstRow, lens: lens.slice(0, firstRow + n), ...(invTemp ? { invTemp } : {}) }, this.onLast)
+    const logits = await this.pipeline.step({ type: 'prefill', lane: this.lane, prompts, firstRow, lens: lens.slice(0, firstRow + n), ...(invTemp ? { invTemp } : {}) }, this.onLast)
     for (let j = 0; j < n; j++) lens[firstRow + j] = prompts[j]!.length
     return logits
   }

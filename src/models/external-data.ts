@@ -90,6 +90,15 @@ export async function writeExternalDataModel(modelPath: string, bytes: Uint8Arra
   return { modelPath, dataPath, modelBytes: split.model.byteLength, dataBytes: split.dataLength }
 }
 
+/**
+ * Session config entry for a model created from bytes: onnxruntime resolves external data
+ * `location`s against `folder` (honoured by onnxruntime-node 1.30; without it, bytes resolve
+ * against the working directory and a model elsewhere fails to load).
+ */
+export function externalDataFolderOption(folder: string): Record<string, string> {
+  return { 'session.model_external_initializers_file_folder_path': folder }
+}
+
 /** True if any initializer (subgraphs included) of a decoded model keeps its data in a file. */
 export function usesExternalData(model: O.IModelProto): boolean {
   if (!model.graph) return false

@@ -6,6 +6,7 @@ import * as ort from 'onnxruntime-node'
 import { mulberry32, onnx } from './onnx-builder.ts'
 import type { OutputTyper, SplitStage } from './split.ts'
 import { ServeError } from '../errors.ts'
+import { externalDataFolderOption } from './external-data.ts'
 
 /** ORT infers the metadata of outputs added without a type: one session of the whole model says it. */
 export const ortTyper: OutputTyper = async (bytes, names, folder) => {
@@ -24,7 +25,7 @@ export const ortTyper: OutputTyper = async (bytes, names, folder) => {
 
 /** Sessions made from bytes resolve external data `location`s against `folder` (not the working directory). */
 function folderOption(folder: string | undefined): ort.InferenceSession.SessionOptions {
-  return folder ? { extra: { 'session.model_external_initializers_file_folder_path': folder } as never } : {}
+  return folder ? { extra: externalDataFolderOption(folder) as never } : {}
 }
 
 /** Sizes of HF optimum's decoder dims, so that a decoder's inputs agree (mask = past + new). */

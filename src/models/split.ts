@@ -35,6 +35,8 @@ export interface SplitOptions {
 
 export interface SplitStage {
   bytes: Uint8Array
+  /** Some of its initializers reference an external data file (of the whole model). */
+  externalData: boolean
   inputs: string[]
   outputs: string[]
   nodes: number
@@ -259,7 +261,8 @@ export function planSplit(model: O.IModelProto, opts: SplitOptions): { assigned:
 export async function splitModel(bytes: Uint8Array, opts: SplitOptions, typeOf: OutputTyper): Promise<SplitResult> {
   const model = onnx.ModelProto.decode(bytes)
   const graph = model.graph!
-  if (usesExternalData(model) && !opts.externalDataFolder) throw bad('the model keeps its weights in an external data file: say which folder it is in (externalDataFolder)')
+  const external = usesExternalData(model)
+  if (external && !opts.externalDataFolder) throw bad('the model keeps its weights in an external data file: say which folder it is in (externalDataFolder)')
   const { assigned, method, stages } = planSplit(model, opts)
   const ix = indexOf(graph)
   const stageOfTensor = new Map<string, number>()
@@ -302,7 +305,7 @@ export async function splitModel(bytes: Uint8Array, opts: SplitOptions, typeOf: 
       valueInfo: (graph.valueInfo ?? []).filter((v) => made.includes(v.name ?? '') && !outputs.includes(v.name ?? '')),
     }
     const stageModel: O.IModelProto = { ...model, graph: stageGraph, metadataProps: [...(model.metadataProps ?? []), { key: 'ms_serve_stage', value: `${s + 1}/${stages}` }] }
-    out.push({ bytes: onnx.ModelProto.encode(onnx.ModelProto.fromObject(stageModel)).finish(), inputs, outputs, nodes: nodes.length })
+    out.push({ bytes: onnx.ModelProto.encode(onnx.ModelProto.fromObject(stageModel)).finish(), externalData: external && usesExternalData(stageModel), inputs, outputs, nodes: nodes.length })
   }
   return { stages: out, crossings, method }
 }

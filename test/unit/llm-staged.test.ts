@@ -28,13 +28,17 @@ before(async () => {
 })
 after(() => rmSync(dir, { recursive: true, force: true }))
 
+/** Every prompt at once through `engine` (greedy); `n`: new tokens, one count or one per prompt. */
+const allIds = (engine: LlmEngine, prompts: string[], n: number | number[]) =>
+  Promise.all(prompts.map((q, i) => generateIds(engine, q, { maxNewTokens: typeof n === 'number' ? n : n[i]! })))
+
 test('2 and 4 stages on stage workers: greedy tokens equal one session and full recomputation; each stage holds its layers', async () => {
   const tok = new ByteLevelTokenizer()
   const one = await LlmEngine.load(path, { maxTotalTokens: 128, kvBlock: 16 })
   try {
     const prompts = ['Hello there', 'A longer prompt, with punctuation!', 'x', 'Pipelines overlap their stages']
     const lengths = [12, 20, 7, 15]
-    const want = await Promise.all(prompts.map((p, i) => generateIds(one, p, { maxNewTokens: lengths[i]! })))
+    const want = await allIds(one, prompts, lengths)
     // Full recomputation (no KV cache at all) agrees with the one-session engine.
     assert.deepEqual(await greedyNoCacheOf(buildDecoder(c4), c4, tok.encode(prompts[0]!, true), 12), want[0])
     for (const stages of [2, 4]) {
@@ -51,7 +55,7 @@ test('2 and 4 stages on stage workers: greedy tokens equal one session and full 
         }
         // Alone, then together: rows of different lengths join and leave each lane (moveRow in every stage).
         assert.deepEqual(await generateIds(staged, prompts[0]!, { maxNewTokens: 12 }), want[0])
-        assert.deepEqual(await Promise.all(prompts.map((q, i) => generateIds(staged, q, { maxNewTokens: lengths[i]! }))), want)
+        assert.deepEqual(await allIds(staged, prompts, lengths), want)
         const st = staged.stats()
         assert.equal(st.lanes, stages)
         for (let k = 1; k <= stages; k++) assert.ok(st[`stage${k}BusyMs`] > 0, `stage ${k} ran`)
@@ -73,11 +77,11 @@ test('lanes overlap across the stages; one lane runs them one at a time', async 
   const one = await LlmEngine.load(wide, { maxTotalTokens: 128, kvBlock: 16 })
   const prompts = ['one', 'two two', 'three three three', 'four four four four']
   try {
-    const want = await Promise.all(prompts.map((q) => generateIds(one, q, { maxNewTokens: 40 })))
+    const want = await allIds(one, prompts, 40)
     for (const microBatches of [1, 2]) {
       const staged = await LlmEngine.load(wide, { maxTotalTokens: 128, kvBlock: 16, stages: 2, microBatches, stageDevices: [{ intraOpNumThreads: 1 }, { intraOpNumThreads: 1 }] })
       try {
-        assert.deepEqual(await Promise.all(prompts.map((q) => generateIds(staged, q, { maxNewTokens: 40 }))), want)
+        assert.deepEqual(await allIds(staged, prompts, 40), want)
         const p = staged.pipeline!
         const busy = p.busyMs.reduce((a, b) => a + b, 0)
         const overlap = overlapMs(p.intervals)
@@ -100,7 +104,7 @@ test('a pipelined engine: a cancelled request leaves its lane, the others finish
   const staged = await LlmEngine.load(path, { maxTotalTokens: 128, kvBlock: 16, stages: 2 })
   try {
     const prompts = ['keep me', 'cancel me', 'keep me too', 'and me']
-    const want = await Promise.all(prompts.map((q) => generateIds(one, q, { maxNewTokens: 20 })))
+    const want = await allIds(one, prompts, 20)
     let cancelId = ''
     const ends: Promise<number[] | string>[] = prompts.map((q, i) => new Promise((resolve) => {
       const ids: number[] = []
@@ -135,7 +139,7 @@ test('stages inline (on the engine thread, in turn) still equal one session', as
     const session = (inline as unknown as { runner: { session: unknown } }).runner.session
     assert.ok(session instanceof StagedSession)
     const prompts = ['Hello there', 'A longer prompt']
-    assert.deepEqual(await Promise.all(prompts.map((q) => generateIds(inline, q, { maxNewTokens: 10 }))), await Promise.all(prompts.map((q) => generateIds(one, q, { maxNewTokens: 10 }))))
+    assert.deepEqual(await allIds(inline, prompts, 10), await allIds(one, prompts, 10))
   } finally {
     await inline.close()
     await one.close()
@@ -152,7 +156,7 @@ test('an external-data decoder in stages: the stage workers read the weights fro
   try {
     assert.ok(staged.pipeline)
     const prompts = ['external weights', 'in two stages']
-    assert.deepEqual(await Promise.all(prompts.map((q) => generateIds(staged, q, { maxNewTokens: 10 }))), await Promise.all(prompts.map((q) => generateIds(one, q, { maxNewTokens: 10 }))))
+    assert.deepEqual(await allIds(staged, prompts, 10), await allIds(one, prompts, 10))
   } finally {
     await staged.close()
     await one.close()

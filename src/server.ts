@@ -9,7 +9,8 @@ import { ServeError, toServeError } from './errors.ts'
 import { instanceLimits, policyFor, type ServingPolicy } from './runtime/policy.ts'
 import { BodyParser } from './protocol/body-parse.ts'
 import { loadMsServiceDefinition } from './protocol/grpc/ms-service.ts'
-import { planDevices, withIsolation, type DeviceType, type IsolationSetting } from './runtime/devices.ts'
+import { planDevices, withIsolation, type DevicePlan, type DeviceType, type IsolationSetting } from './runtime/devices.ts'
+import type { DeviceRef } from './config/device-flags.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
 import { ServerMetrics } from './runtime/metrics.ts'
@@ -31,7 +32,13 @@ export interface HostPort { host: string; port: number }
 
 export interface ServeOptions {
   dir: string
+  /** This host's device ids. */
   devices: number[]
+  /**
+   * Every device `--devices` names, in order, when some are agents' (`0,hostb:0`): those get
+   * replicas or pipeline stages on that agent (a staged servable's stage k on the k-th device).
+   */
+  deviceRefs?: DeviceRef[]
   deviceType: DeviceType
   /** Where replicas run: 'process' (default), 'thread' or 'inline' (see runtime/replica.ts). */
   isolation?: IsolationSetting
@@ -151,8 +158,13 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     registry.defaultLlm = opts.defaultLlm
   }
   // Threads are divided by the replicas started now; servables added later by hot reload share them.
-  const plans = opts.localReplicas === false ? [] : planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
-  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), { policy: policyOf(s), metrics, log })
+  const local = opts.localReplicas === false ? [] : planDevices(opts.deviceType, opts.devices, servables.length * opts.devices.length, undefined, opts.isolation)
+  const plans = opts.deviceRefs ? opts.deviceRefs.flatMap((r) => (r.agent ? [agentDevicePlan(opts.deviceType, r.agent, r.id)] : local.filter((p) => p.deviceId === r.id))) : local
+  for (const r of opts.deviceRefs ?? []) if (r.agent) hub?.expect(r.agent)
+  const create = (s: ValidServable) => new LiveServable(s, withIsolation(plans, opts.isolationOf?.[s.name]), {
+    policy: policyOf(s), metrics, log,
+    ...(hub ? { transport: (d: DevicePlan) => (d.agent ? hub.transport(d.agent) : undefined), stageLinks: hub.openStage } : {}),
+  })
   const live = servables.map(create)
   const stopAll = () => Promise.all(live.map((l) => l.stop(true)))
   const started = await Promise.allSettled(live.map(async (l) => {
@@ -166,8 +178,11 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     registry.add(l)
     const ms = Math.round(performance.now() - t0)
     const isolation = l.replicas[0]?.isolation ?? 'process'
-    log(`servable ${l.name} version ${l.version}: ${l.replicas.length} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${ms} ms (isolation: ${isolation}${l.isolationReason ? `; ${l.isolationReason}` : ''})`,
-      { event: 'servable_ready', servable: l.name, version: l.version, replicas: l.replicas.length, device_type: opts.deviceType, devices: opts.devices, isolation, ...(l.isolationReason ? { isolation_reason: l.isolationReason } : {}), ms })
+    // Replicas placed on agents (--devices NAME:ID) start in the background; they are counted apart.
+    const readyNow = l.replicas.filter((r) => r.state === 'ready').length
+    const waiting = l.replicas.length - readyNow
+    log(`servable ${l.name} version ${l.version}: ${readyNow} replica(s) on ${opts.deviceType}:${opts.devices.join(',')} ready in ${ms} ms (isolation: ${isolation}${l.isolationReason ? `; ${l.isolationReason}` : ''})${waiting ? `; ${waiting} more wait for agents (${(opts.deviceRefs ?? []).filter((r) => r.agent).map((r) => `${r.agent}:${r.id}`).join(', ')})` : ''}`,
+      { event: 'servable_ready', servable: l.name, version: l.version, replicas: readyNow, ...(waiting ? { waiting_for_agents: waiting } : {}), device_type: opts.deviceType, devices: opts.devices, isolation, ...(l.isolationReason ? { isolation_reason: l.isolationReason } : {}), ms })
   }))
   started.forEach((r, i) => {
     if (r.status === 'rejected') failures.push({ name: live[i]!.name, error: toServeError(r.reason, 'CONFIG_INVALID') })
@@ -279,6 +294,14 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
 }
 
+/**
+ * A device of an agent that `--devices` names (NAME:ID). Its threads are the agent's to size (it
+ * knows its cores): 0 leaves them to it.
+ */
+function agentDevicePlan(deviceType: DeviceType, agent: string, id: number): DevicePlan {
+  return { deviceType, deviceId: id, intraOpThreads: 0, executionProviders: deviceType === 'cuda' ? [{ name: 'cuda', deviceId: id }] : ['cpu'], isolation: 'process', agent }
+}
+
 /** Which agents' replicas each servable version has (so a rejoin or a second onServing adds none twice). */
 const attached = new WeakMap<LiveServable, Set<string>>()
 
@@ -290,7 +313,8 @@ function attachAgents(s: LiveServable, hub: AgentHub, agents: readonly AgentInfo
   let have = attached.get(s)
   if (!have) attached.set(s, (have = new Set()))
   for (const a of agents) {
-    if (have.has(a.name)) continue
+    // Agents --devices names serve what is placed on them, not a whole replica per device.
+    if (have.has(a.name) || a.placed) continue
     have.add(a.name)
     for (const id of a.devices) {
       const device = {

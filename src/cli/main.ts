@@ -7,7 +7,7 @@ import {
 } from '../config/server-file.ts'
 import { scanServables } from '../config/scan.ts'
 import { ISOLATION_SETTINGS, type DeviceType, type IsolationSetting } from '../runtime/devices.ts'
-import { parseDeviceIds, parseIsolation } from '../config/device-flags.ts'
+import { parseDeviceRefs, parseIsolation, type DeviceRef } from '../config/device-flags.ts'
 import { serve, type HttpLimits } from '../server.ts'
 import { DEFAULT_POLICY, MIN_WATCHDOG_MS, POLICY_RANGES, type IntRange, type ServingPolicy } from '../runtime/policy.ts'
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_HEADERS_TIMEOUT_MS } from '../protocol/rest/server.ts'
@@ -47,7 +47,7 @@ program
   .command('start')
   .description('serve every servable in DIR: one replica per device id behind one gRPC and one REST listener')
   .argument('<dir>', 'servable directory: DIR/<name>/servable_config.ts + DIR/<name>/<version>/<model files>')
-  .option('--devices <ids>', 'comma list of device ids; one replica per id per servable', '0')
+  .option('--devices <ids>', 'comma list of device ids; one replica per id per servable (a staged servable: one pipeline per `stages` ids). NAME:ID is device ID of the agent named NAME (with --agents-listen), e.g. 0,hostb:0 puts stage 2 on hostb', '0')
   .addOption(new Option('--device-type <type>', 'execution provider for the device ids').choices(['cpu', 'cuda']).default('cpu'))
   .addOption(new Option('--isolation <where>', 'where replicas run: auto (chosen per servable at load by timing its models: inline up to 1 ms a run at the largest batch, thread up to 10 ms, else process; LLMs process), process (a child process per replica: crash-isolated), thread (a worker thread), inline (the listeners\' thread: fastest for models that run in microseconds; LLMs then use a thread)').choices([...ISOLATION_SETTINGS]).default('auto'))
   .option('--grpc <host:port>', 'gRPC listen address (port 0 = any free port)', '127.0.0.1:5500')
@@ -83,7 +83,10 @@ program
       // The YAML is checked whole (keys and values) in config/server-file.ts; flags given on the command line win.
       const file: ServerFile = o.config ? readServerFile(String(o.config)) : {}
       const src = (k: string) => cmd.getOptionValueSource(k) === 'cli'
-      const devices = src('devices') || file.devices === undefined ? parseDeviceIds(String(o.devices)) : file.devices
+      const deviceRefs: DeviceRef[] = src('devices') || file.devices === undefined ? parseDeviceRefs(String(o.devices)) : file.devices.map((id) => ({ id }))
+      const devices = deviceRefs.filter((r) => !r.agent).map((r) => r.id)
+      const placed = deviceRefs.find((r) => r.agent)
+      if (placed && !o.agentsListen) throw new ServeError('INVALID_REQUEST', `--devices ${placed.agent}:${placed.id} places work on agent ${placed.agent}, which needs --agents-listen HOST:PORT (where \`ms-serve agent --name ${placed.agent}\` connects)`)
       const maxMsgMb = src('maxMsgMb') || file.max_msg_mb === undefined ? parseMaxMsgMb(String(o.maxMsgMb)) : file.max_msg_mb
       const grpc = src('grpc') || file.grpc === undefined ? parseHostPort('--grpc', String(o.grpc)) : file.grpc
       if (o.localReplicas === false && !o.agentsListen) throw new ServeError('INVALID_REQUEST', '--no-local-replicas needs --agents-listen HOST:PORT: without local replicas only agents can serve')
@@ -155,6 +158,7 @@ program
         http,
         dir,
         devices,
+        ...(placed ? { deviceRefs } : {}),
         deviceType: (src('deviceType') || !file.device_type ? o.deviceType : file.device_type) as DeviceType,
         isolation: src('isolation') || file.isolation === undefined ? parseIsolation(String(o.isolation)) : file.isolation,
         grpc: o.grpcServer === false ? null : grpc,

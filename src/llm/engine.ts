@@ -34,6 +34,7 @@ import { loadTokenizer } from './tokenizer.ts'
 import type { LlmTokenizer } from './tokenizer.ts'
 import type { GenerateEvent, GenerateRequest, ValidGenerate, ValidationLimits } from './types.ts'
 import { validateGenerate, type PromptEncoder } from './validate.ts'
+import type { StageOpener } from '../runtime/stage-worker.ts'
 
 /** Engine options; every field has a default. */
 export interface LlmEngineOptions {
@@ -112,7 +113,8 @@ export interface LlmEngineOptions {
    * 'inline', every stage on the engine's thread, taking turns (for comparison; MS_SERVE_STAGES_INLINE=1).
    */
   stageThreads?: 'workers' | 'inline'
-  stageDevices?: Array<{ intraOpNumThreads?: number; executionProviders?: Array<string | { name: string; deviceId?: number }> }>
+  /** `open`: run the stage there (an agent's, runtime/remote-stage.ts) instead of in a local worker thread. */
+  stageDevices?: Array<{ intraOpNumThreads?: number; executionProviders?: Array<string | { name: string; deviceId?: number }>; open?: StageOpener | undefined }>
 }
 
 /** Counters for /metrics and benchmarks (prefix-cache counters all 0 when it is off). */
@@ -234,7 +236,7 @@ export class LlmEngine {
     const stages = opts.stages!
     const split = await splitDecoder(bytes, stages, modelPath)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
-    const pipeline = await DecoderPipeline.start(split.map((st) => st.bytes), stageOptions)
+    const pipeline = await DecoderPipeline.start(split.map((st) => st.bytes), stageOptions, (k) => opts.stageDevices?.[k]?.open)
     try {
       const spec = pipeline.spec
       checkVocab(spec, tokenizer)

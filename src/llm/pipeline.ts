@@ -17,7 +17,7 @@
 import type * as ortTypes from 'onnxruntime-node'
 import { ServeError } from '../errors.ts'
 import { StagedSession } from '../runtime/staged-session.ts'
-import { StageWorker, type WireTensor } from '../runtime/stage-worker.ts'
+import { StageWorker, type StageOpener, type WireTensor } from '../runtime/stage-worker.ts'
 import type { StepLogits } from './decoder-runner.ts'
 import type { KvCacheShape } from './kv-cache.ts'
 import { describeModel, type ModelSpec } from './model-spec.ts'
@@ -44,9 +44,12 @@ export class DecoderPipeline {
   /** Per tensor name, the last stage that reads it (its buffer may move there). */
   private readonly lastReader = new Map<string, number>()
 
-  /** Starts one worker per stage file (bytes), checks that they chain and reads the decoder's spec. */
-  static async start(stageBytes: Uint8Array[], options: (k: number) => ortTypes.InferenceSession.SessionOptions): Promise<DecoderPipeline> {
-    const started = await Promise.allSettled(stageBytes.map((bytes, k) => StageWorker.start({ bytes }, options(k), { dir: 'llm', name: 'stage-decoder-main' })))
+  /**
+   * Starts one worker per stage file (bytes), checks that they chain and reads the decoder's spec.
+   * `open(k)`: where stage k runs when not in a local worker thread (an agent's, runtime/remote-stage.ts).
+   */
+  static async start(stageBytes: Uint8Array[], options: (k: number) => ortTypes.InferenceSession.SessionOptions, open: (k: number) => StageOpener | undefined = () => undefined): Promise<DecoderPipeline> {
+    const started = await Promise.allSettled(stageBytes.map((bytes, k) => StageWorker.start({ bytes }, options(k), { dir: 'llm', name: 'stage-decoder-main' }, open(k))))
     const workers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))
     const failed = started.findIndex((r) => r.status === 'rejected')
     if (failed >= 0) {

@@ -8,7 +8,8 @@
  * it exits ("agent X lost"): its in-flight work fails, the pool restarts it, and the restart waits
  * for the agent to come back under the same name. Agents fetch the servable's files over the same
  * stream (`file_request` -> `file_chunk`s, agent-files.ts): only files listed in an init message
- * sent to that agent are served.
+ * sent to that agent are served. A pipeline stage placed on an agent (`--devices 0,NAME:ID`) is a
+ * channel of the same kind whose frames carry a stage worker's messages (openStage).
  */
 import { once } from 'node:events'
 import { serialize, deserialize } from 'node:v8'
@@ -16,9 +17,9 @@ import * as grpc from '@grpc/grpc-js'
 import { ServeError } from '../errors.ts'
 import type { EventLog } from '../log.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
-import type { Transport, TransportEvents, TransportFactory } from './transport.ts'
+import type { StageLink, StageLinkEvents, StageLinkOpener, Transport, TransportEvents, TransportFactory } from './transport.ts'
 import { loadServiceDefinition } from '../protocol/grpc/ms-service.ts'
-import { serveFile, servableChecksums, type FileChunk } from './agent-files.ts'
+import { externalDataFiles, fileSha256Async, serveFile, servableChecksums, type FileChunk } from './agent-files.ts'
 
 export const AGENTS_SERVICE = 'msserve.v1.Agents'
 
@@ -32,8 +33,11 @@ interface AgentToMaster { hello?: AgentHello | null; frame?: Frame | null; file_
 
 type Stream = grpc.ServerDuplexStream<AgentToMaster, unknown>
 
-/** One agent as the master knows it; `stream` is null while it is away. */
-export interface AgentInfo { name: string; devices: number[]; cores: number; deviceType: string; host: string; connected: boolean }
+/**
+ * One agent as the master knows it; `stream` is null while it is away. `placed`: the server's
+ * `--devices` names it (NAME:ID), so it serves what is placed there, not a whole replica per device.
+ */
+export interface AgentInfo { name: string; devices: number[]; cores: number; deviceType: string; host: string; connected: boolean; placed: boolean }
 
 interface Agent extends AgentInfo {
   stream: Stream | null
@@ -54,7 +58,7 @@ export class AgentHub {
   constructor(private readonly log: EventLog) {}
 
   list(): AgentInfo[] {
-    return [...this.agents.values()].map(({ name, devices, cores, deviceType, host, stream }) => ({ name, devices, cores, deviceType, host, connected: stream !== null }))
+    return [...this.agents.values()].map(({ name, devices, cores, deviceType, host, stream, placed }) => ({ name, devices, cores, deviceType, host, connected: stream !== null, placed }))
   }
 
   addTo(server: grpc.Server): void {
@@ -92,15 +96,18 @@ export class AgentHub {
       call.emit('error', { code: grpc.status.ALREADY_EXISTS, details: `an agent named ${h.name} is already connected; give each agent its own --name` })
       return null
     }
-    const agent: Agent = known ?? { name: h.name, devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '', connected: true, stream: null, channels: new Map(), waiting: [], files: new Set() }
-    if (known && known.devices.join(',') !== devices.join(',')) {
+    const agent: Agent = known ?? { name: h.name, devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '', connected: true, stream: null, channels: new Map(), waiting: [], files: new Set(), placed: false }
+    // An agent expected by --devices joins for the first time: it has no devices yet.
+    const rejoin = known !== undefined && known.devices.length > 0
+    if (known && known.devices.length === 0) Object.assign(known, { devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '' })
+    else if (known && known.devices.join(',') !== devices.join(',')) {
       this.log(`ms-serve: agent ${h.name} rejoined with devices ${devices.join(',')} (was ${known.devices.join(',')}); its replicas keep the devices it had`, { event: 'agent_devices_changed', severity: 'warn', agent: h.name })
     }
     agent.stream = call
     agent.connected = true
     this.agents.set(h.name, agent)
     call.write({ welcome: { master_version: h.version } })
-    this.log(`ms-serve: agent ${h.name} ${known ? 'rejoined' : 'joined'} from ${call.getPeer()} with devices ${agent.deviceType}:${agent.devices.join(',')}`, { event: known ? 'agent_rejoined' : 'agent_joined', agent: h.name, devices: agent.devices, peer: call.getPeer() })
+    this.log(`ms-serve: agent ${h.name} ${rejoin ? 'rejoined' : 'joined'} from ${call.getPeer()} with devices ${agent.deviceType}:${agent.devices.join(',')}`, { event: rejoin ? 'agent_rejoined' : 'agent_joined', agent: h.name, devices: agent.devices, peer: call.getPeer() })
     for (const w of agent.waiting.splice(0)) w()
     if (!known) this.onJoin(this.list().find((a) => a.name === h.name)!)
     return agent
@@ -151,10 +158,7 @@ export class AgentHub {
   /** The transport of a replica on `agent`'s device: opening it waits until the agent is connected. */
   transport(agentName: string): TransportFactory {
     return async (label, events) => {
-      const agent = this.agents.get(agentName)
-      if (!agent) throw new ServeError('INTERNAL', `no agent ${agentName}`)
-      while (!agent.stream) await new Promise<void>((r) => agent.waiting.push(r))
-      const stream = agent.stream
+      const { agent, stream } = await this.connected(agentName)
       const id = this.nextId++
       agent.channels.set(id, events)
       stream.write({ open: { replica: id, label } })
@@ -186,6 +190,58 @@ export class AgentHub {
       }
       return t
     }
+  }
+
+  /** Waits until `agent` is connected; its stream. */
+  private async connected(agentName: string): Promise<{ agent: Agent; stream: Stream }> {
+    const agent = this.agents.get(agentName)
+    if (!agent) throw new ServeError('INTERNAL', `no agent ${agentName}`)
+    while (!agent.stream) await new Promise<void>((r) => agent.waiting.push(r))
+    return { agent, stream: agent.stream }
+  }
+
+  /**
+   * Opens one pipeline stage on `agentName` for a replica here (Replica, messages.ts 'stage-open').
+   * Waits while the agent is away, including one that has never joined (it is expected by name).
+   * The files the stage reads (a model path and its external data) are listed with their sha256,
+   * and only those may be fetched; a stage given as bytes travels in the open message itself.
+   */
+  readonly openStage: StageLinkOpener = async (agentName, label, spec, events: StageLinkEvents): Promise<StageLink> => {
+    const checksums: Record<string, string> = {}
+    if ('path' in spec.data.source) {
+      for (const f of [spec.data.source.path, ...externalDataFiles(spec.data.source.path)]) {
+        try { checksums[f] = await fileSha256Async(f) } catch { /* the stage's load reports a missing file */ }
+      }
+    }
+    const { agent, stream } = await this.connected(agentName)
+    const id = this.nextId++
+    let ended = false
+    agent.channels.set(id, {
+      message: (m) => { if (!ended) events.message(m) },
+      exit: (why) => { if (!ended) { ended = true; events.exit(why) } },
+      startError: (e) => { if (!ended) { ended = true; events.exit(`cannot start: ${e.message}`) } },
+    })
+    for (const f of Object.keys(checksums)) agent.files.add(f)
+    stream.write({ open: { replica: id, label, stage: serialize({ entry: spec.entry, data: spec.data, checksums }) } })
+    const send = (frame: Omit<Frame, 'replica'>) => { if (agent.stream === stream && !ended) stream.write({ frame: { replica: id, ...frame } }) }
+    return {
+      send: (msg) => send({ message: serialize(msg) }),
+      kill: () => {
+        send({ kill: true })
+        ended = true
+        agent.channels.delete(id)
+      },
+    }
+  }
+
+  /**
+   * An agent the server's `--devices` names before it has joined: known, not connected, so stages
+   * and replicas placed on it wait for it (and its first join adds no whole replicas: onJoin is
+   * not called for it).
+   */
+  expect(agentName: string): void {
+    if (this.agents.has(agentName)) return
+    this.agents.set(agentName, { name: agentName, devices: [], cores: 1, deviceType: 'cpu', host: '', connected: false, stream: null, channels: new Map(), waiting: [], files: new Set(), placed: true })
   }
 
   /** Ends every agent stream (server shutdown). */

@@ -17,7 +17,9 @@ import type { ParentMessage } from './messages.ts'
 import { openProcess, type Transport } from './transport.ts'
 import { loadAgentsDefinition } from './agent-hub.ts'
 import { fileSha256Async, type FileChunk } from './agent-files.ts'
-import { defaultCacheDir, FileFetcher, masterCacheDir, servableInCache } from './agent-cache.ts'
+import { cachedPath, defaultCacheDir, FileFetcher, masterCacheDir, servableInCache } from './agent-cache.ts'
+import { stageThread, type StageEntry, type StageWorkerData } from './stage-worker.ts'
+import type { Worker } from 'node:worker_threads'
 import { compileServableConfig } from '../config/compile.ts'
 import { VERSION } from '../version.ts'
 
@@ -36,7 +38,13 @@ export interface AgentOptions {
 }
 
 interface Frame { replica: number; message?: Buffer; shutdown?: boolean; kill?: boolean }
-interface MasterToAgent { welcome?: { master_version: string } | null; open?: { replica: number; label: string } | null; frame?: Frame | null; file_chunk?: FileChunk | null }
+interface MasterToAgent { welcome?: { master_version: string } | null; open?: { replica: number; label: string; stage?: Buffer } | null; frame?: Frame | null; file_chunk?: FileChunk | null }
+
+/** A stage running here: its worker once started (null if it could not start); `ended` once the master closed it. */
+interface StageHere { worker: Promise<Worker | null>; ended: boolean }
+
+/** A pipeline stage the master placed here (agent-hub.ts openStage). */
+interface StageSpec { entry: StageEntry; data: StageWorkerData; checksums: Record<string, string> }
 
 export interface RunningAgent {
   /** Resolves once the first connection is welcomed. */
@@ -60,6 +68,8 @@ export function runAgent(o: AgentOptions): RunningAgent {
   let onJoined!: () => void
   const joined = new Promise<void>((r) => { onJoined = r })
   const replicas = new Map<number, Transport>()
+  /** Pipeline stages placed here, by channel id: a worker thread each, or its start in progress. */
+  const stages = new Map<number, StageHere>()
   const order = new Map<number, Promise<void>>()
   // Keeps the process alive while it waits to reconnect.
   const keepAlive = setInterval(() => {}, 60_000)
@@ -69,6 +79,8 @@ export function runAgent(o: AgentOptions): RunningAgent {
   const endReplicas = () => {
     for (const t of replicas.values()) t.kill()
     replicas.clear()
+    for (const st of stages.values()) endStage(st)
+    stages.clear()
   }
 
   const connect = () => {
@@ -84,6 +96,35 @@ export function runAgent(o: AgentOptions): RunningAgent {
       pause: () => call.pause(),
       resume: () => call.resume(),
     })
+    /**
+     * Starts a stage worker thread for the master (the same code a local stage runs): its files
+     * from the cache or fetched (or, with --no-fetch-models, checked at the master's paths), its
+     * messages relayed as frames. Resolves with the worker, or null when it could not start.
+     */
+    const openStageHere = async (id: number, here: StageHere, label: string, spec: StageSpec, files: FileFetcher): Promise<Worker | null> => {
+      const fail = (why: string) => { stages.delete(id); write({ frame: { replica: id, start_error: `agent ${name}: ${why}` } }); return null }
+      let data = spec.data
+      if ('path' in data.source) {
+        if (fetchModels) {
+          try { await files.ensure(spec.checksums) } catch (e) { return fail((e as Error).message) }
+          data = { ...data, source: { path: cachedPath(cacheRoot, data.source.path) } }
+        } else {
+          const bad = await differingFile(spec.checksums)
+          if (bad) return fail(`${bad}. Copy the model to this host at the same path, or start the agent without --no-fetch-models`)
+        }
+      }
+      // The master sizes threads for its own cores; a stage with none set gets this host's share.
+      if (!data.options.intraOpNumThreads) data = { ...data, options: { ...data.options, intraOpNumThreads: Math.max(1, Math.floor(availableParallelism() / o.devices.length)) } }
+      if (here.ended) return null
+      let worker: Worker
+      try { worker = stageThread(spec.entry, data) } catch (e) { return fail((e as Error).message) }
+      let lastError = ''
+      worker.on('message', (msg) => write({ frame: { replica: id, message: serialize(msg) } }))
+      worker.on('error', (e) => { lastError = e.message })
+      worker.on('exit', (code) => { if (stages.delete(id)) write({ frame: { replica: id, exit: lastError ? `stage worker failed: ${lastError}` : `stage worker exit code ${code}` } }) })
+      o.log(`ms-serve agent ${name}: runs ${label} for the master`, { event: 'agent_stage_started', agent: name, stage: label })
+      return worker
+    }
     call.write({ hello: { name, devices: o.devices, cores: availableParallelism(), version: VERSION, device_type: o.deviceType ?? 'cpu', host: hostname() } })
     call.on('data', (m: MasterToAgent) => {
       if (m.file_chunk) { fetcher.chunk(m.file_chunk); return }
@@ -92,6 +133,13 @@ export function runAgent(o: AgentOptions): RunningAgent {
         attempt = 0
         o.log(`ms-serve agent ${name}: joined master ${o.master} with devices ${o.devices.join(',')}`, { event: 'agent_connected', agent: name, master: o.master })
         onJoined()
+        return
+      }
+      if (m.open?.stage?.length) {
+        const id = Number(m.open.replica)
+        const here: StageHere = { worker: Promise.resolve(null), ended: false }
+        stages.set(id, here)
+        here.worker = openStageHere(id, here, m.open.label, deserialize(m.open.stage) as StageSpec, fetcher)
         return
       }
       if (m.open) {
@@ -106,6 +154,12 @@ export function runAgent(o: AgentOptions): RunningAgent {
       }
       const f = m.frame
       if (!f) return
+      const stage = stages.get(Number(f.replica))
+      if (stage) {
+        if (f.kill || f.shutdown) { stages.delete(Number(f.replica)); endStage(stage) }
+        else if (f.message?.length) { const msg = deserialize(f.message); void stage.worker.then((w) => w?.postMessage(msg)) }
+        return
+      }
       const t = replicas.get(Number(f.replica))
       if (!t) return
       if (f.kill) t.kill()
@@ -181,6 +235,12 @@ export function runAgent(o: AgentOptions): RunningAgent {
       client.close()
     },
   }
+}
+
+/** Ends a stage running here (or about to start). */
+function endStage(st: StageHere): void {
+  st.ended = true
+  void st.worker.then((w) => w?.terminate())
 }
 
 /** The first file whose local copy is missing or differs from the master's checksum, described; else null. */

@@ -43,14 +43,27 @@ export interface DevicePlan {
  * The replicas of a servable whose models are split into `stages` pipeline stages: one pipeline
  * per `stages` devices, stage k on the k-th device of its pipeline. Fewer devices than stages:
  * one pipeline, stages placed on the devices in turn (stage k on device k mod n).
+ *
+ * Devices of agents (`--devices 0,hostb:0`): a pipeline whose stages are all on one agent is a
+ * whole replica there; one that spans hosts runs its replica (the engine, the batching, the
+ * sampler) here, in a process, and each stage on another host over the agent link
+ * (runtime/remote-stage.ts).
  */
 export function pipelinePlans(plans: readonly DevicePlan[], stages: number): DevicePlan[] {
   if (stages <= 1 || plans.length === 0) return [...plans]
   const pipelines = Math.max(1, Math.floor(plans.length / stages))
   return Array.from({ length: pipelines }, (_, p) => {
     const stageDevices = Array.from({ length: stages }, (_, k) => plans[(p * stages + k) % plans.length]!)
-    return { ...stageDevices[0]!, stageDevices }
+    const hosts = new Set(stageDevices.map((d) => d.agent ?? ''))
+    if (hosts.size === 1) return { ...stageDevices[0]!, stageDevices }
+    const { agent: _agent, ...here } = stageDevices.find((d) => !d.agent) ?? stageDevices[0]!
+    return { ...here, isolation: 'process' as const, stageDevices }
   })
+}
+
+/** Whether a replica of this plan waits on an agent to start (a replica there, or a stage there). */
+export function onAgent(plan: DevicePlan): boolean {
+  return plan.agent !== undefined || (plan.stageDevices ?? []).some((d) => d.agent !== undefined && d.agent !== plan.agent)
 }
 
 /**

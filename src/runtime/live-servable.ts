@@ -8,11 +8,11 @@ import { BatchQueue, type QueuedItem } from '../batching/dynamic-batcher.ts'
 import { factError, ServeError, toServeError } from '../errors.ts'
 import type { ValidMethod, ValidServable } from '../config/validate.ts'
 import type { Value } from '../tensor.ts'
-import { pipelinePlans, type DevicePlan } from './devices.ts'
+import { onAgent, pipelinePlans, type DevicePlan } from './devices.ts'
 import { Replica } from './replica.ts'
 import { ReplicaPool } from './replica-pool.ts'
 import { chooseIsolation } from './auto-isolation.ts'
-import type { TransportFactory } from './transport.ts'
+import type { StageLinkOpener, TransportFactory } from './transport.ts'
 import type { ModelInfo } from './messages.ts'
 import { fromWire, type WireResult } from './wire.ts'
 import { policyFor, type ServingPolicy } from './policy.ts'
@@ -70,6 +70,8 @@ export interface LiveServableOptions {
   policy?: ServingPolicy
   /** The transport of a device's replica; default the local one of its isolation. */
   transport?: (device: DevicePlan) => TransportFactory | undefined
+  /** Opens the pipeline stages replicas place on agents (agent-hub.ts openStage). */
+  stageLinks?: StageLinkOpener | null
   /** Restart back-off (default replica-pool.ts restartDelayMs). */
   restartDelayMs?: (failures: number) => number
   log?: EventLog
@@ -116,7 +118,12 @@ export class LiveServable {
     this.log = log
     // A servable with staged models runs one pipeline replica per `stages` devices (devices.ts).
     const stages = Math.max(1, servable.llm?.options.stages ?? 1, ...servable.models.map((m) => m.stages?.length ?? 1))
-    const replicas = pipelinePlans(devices, stages).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log))
+    const plans = pipelinePlans(devices, stages)
+    // Replicas that need an agent (one there, or a stage there) start after the servable, like an
+    // agent's own: the servable is loaded, and ready once they are.
+    const replicas = plans.filter((d) => !onAgent(d)).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log, opts.stageLinks ?? null))
+    this.onAgents = plans.filter(onAgent).map((d) => ({ device: d, open: opts.transport?.(d) }))
+    this.stageLinks = opts.stageLinks ?? null
     this.pool = new ReplicaPool(replicas, {
       available: () => this.pumpAll(),
       idle: () => this.checkIdle(),
@@ -137,6 +144,10 @@ export class LiveServable {
   /** Why the replicas run where they do, when `auto` chose it (the servable_ready line says it). */
   isolationReason: string | undefined
 
+  /** Replicas placed on agents by the server's --devices: started by start(), not awaited. */
+  private readonly onAgents: Array<{ device: DevicePlan; open: TransportFactory | undefined }>
+  private readonly stageLinks: StageLinkOpener | null
+
   /** Starts every replica; rejects with the first load error (CONFIG_INVALID names file and fix). */
   async start(): Promise<void> {
     const auto = this.pool.replicas.filter((r) => r.device.isolation === 'auto')
@@ -149,6 +160,12 @@ export class LiveServable {
     await Promise.all([this.pool.start(), prepareLlm(this.servable)])
     // A servable served only by remote agents has no replica yet: it is configured by the first one.
     if (this.pool.replicas.length > 0) this.configure(this.pool.replicas[0]!.models)
+    for (const { device, open } of this.onAgents) {
+      this.addReplica(device, open).then(
+        () => this.log(`servable ${this.name} version ${this.version}: replica ${describePlacement(device)} ready`, { event: 'replica_ready', servable: this.name, version: this.version, agent: device.agent ?? (device.stageDevices ?? []).map((d) => d.agent ?? 'here').join(',') }),
+        () => { /* logged by the pool; restarts follow */ },
+      )
+    }
   }
 
   private configured = false
@@ -175,8 +192,8 @@ export class LiveServable {
    * Adds a replica on a remote agent's device (runtime/agent-hub.ts): it starts now and takes work
    * once loaded. Rejects with its start error (a restart with back-off follows, as for an exit).
    */
-  async addReplica(device: DevicePlan, open: TransportFactory, log?: EventLog): Promise<void> {
-    const r = new Replica(this.servable, device, this.policy.watchdogMs, open, log ?? this.log)
+  async addReplica(device: DevicePlan, open?: TransportFactory, log?: EventLog): Promise<void> {
+    const r = new Replica(this.servable, device, this.policy.watchdogMs, open, log ?? this.log, this.stageLinks)
     await this.pool.add(r)
     this.configure(r.models)
     this.pumpAll()
@@ -369,4 +386,10 @@ function toOutcome(r: WireResult): InstanceOutcome {
   const outputs: Record<string, Value> = {}
   for (const k in r.o) outputs[k] = fromWire(r.o[k]!)
   return { outputs }
+}
+
+/** Where a replica runs, for its ready line: `on agent b device 0`, or `with stages on here:0, b:0`. */
+function describePlacement(d: DevicePlan): string {
+  if (!d.stageDevices || d.agent) return `on agent ${d.agent} device ${d.deviceId}`
+  return `with stages on ${d.stageDevices.map((s) => `${s.agent ?? 'here'}:${s.deviceId}`).join(', ')}`
 }

@@ -11,6 +11,7 @@ import type { DevicePlan } from './devices.ts'
 import type { LlmInfo, LlmWireRequest, ReplicaMessage } from './messages.ts'
 import type { GenerateEvent } from '../llm/types.ts'
 import { replicaLogger } from '../log.ts'
+import type { StageOpener } from './stage-worker.ts'
 
 /** Upper bounds (ms) of the engine step-duration buckets stats() reports (the listener's step histograms). */
 export const STEP_BUCKETS_MS = [1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000]
@@ -59,7 +60,8 @@ export class LlmHost {
 
   private constructor(readonly engine: LlmEngine, readonly llm: ValidLlm, private readonly send: (m: ReplicaMessage) => void) {}
 
-  static async start(llm: ValidLlm, device: DevicePlan, send: (m: ReplicaMessage) => void): Promise<LlmHost> {
+  /** `stageOpener(k)`: where decoder stage k runs when not in a local worker thread (an agent's, remote-stage.ts). */
+  static async start(llm: ValidLlm, device: DevicePlan, send: (m: ReplicaMessage) => void, stageOpener: (k: number) => StageOpener | undefined = () => undefined): Promise<LlmHost> {
     // maxBestOf is the route's limit (TGI's router holds it too); the engine never sees best_of.
     const { intraOpThreads, maxBestOf: _maxBestOf, ...options } = llm.options
     let engine: LlmEngine
@@ -75,7 +77,7 @@ export class LlmHost {
         // Decoder stages (declareLlm stages): stage k on the pipeline's k-th device (devices.ts pipelinePlans).
         // MS_SERVE_STAGES_INLINE=1: every stage on this thread, in turn (what a pipeline without overlap gives).
         ...(process.env.MS_SERVE_STAGES_INLINE === '1' ? { stageThreads: 'inline' as const } : {}),
-        ...(device.stageDevices ? { stageDevices: device.stageDevices.map((d) => ({ intraOpNumThreads: intraOpThreads ?? d.intraOpThreads, executionProviders: d.executionProviders })) } : {}),
+        ...(device.stageDevices ? { stageDevices: device.stageDevices.map((d, k) => ({ intraOpNumThreads: intraOpThreads ?? d.intraOpThreads, executionProviders: d.executionProviders, open: stageOpener(k) })) } : {}),
         ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
       })
     } catch (e) {

@@ -4,6 +4,7 @@ import type { ValidServable } from '../config/validate.ts'
 import type { DevicePlan } from './devices.ts'
 import type { WireInstance, WireResult } from './wire.ts'
 import type { GenerateEvent, ValidGenerate } from '../llm/types.ts'
+import type { StageEntry, StageReply, StageWorkerData } from './stage-worker.ts'
 
 /** What a replica's LLM engine reports at ready: /info and /v1/models show it, the listener validates against its limits. */
 export interface LlmInfo {
@@ -55,6 +56,9 @@ export type ParentMessage =
   | { type: 'generate'; id: number; request: LlmWireRequest; requestId?: string }
   | { type: 'cancel'; id: number }
   | { type: 'llm-stats'; id: number }
+  /** A remote stage's message (runtime/remote-stage.ts), relayed from its agent. */
+  | { type: 'stage-reply'; link: number; message: StageReply }
+  | { type: 'stage-exit'; link: number; why: string }
   | { type: 'shutdown' }
 
 /** How often a replica says it is alive (the parent's watchdog counts silence from any message). */
@@ -69,3 +73,11 @@ export type ReplicaMessage =
   | { type: 'llm-stats'; id: number; stats: Record<string, number | string> }
   | { type: 'init-error'; error: SerializedError }
   | { type: 'result'; id: number; results: WireResult[]; runs: RunStat[]; ms: number }
+  /**
+   * A pipeline stage placed on an agent (`--devices 0,NAME:ID`): the parent opens it there
+   * (agent-hub.ts openStage) and relays its messages both ways; a stage link that ends (the agent
+   * lost) ends this replica, so its restart waits for the agent.
+   */
+  | { type: 'stage-open'; link: number; agent: string; label: string; entry: StageEntry; data: StageWorkerData }
+  | { type: 'stage-send'; link: number; message: unknown }
+  | { type: 'stage-close'; link: number }

@@ -18,6 +18,8 @@ import type { DevicePlan } from './devices.ts'
 import { checkDeviceTypeAvailable, cudaProviderInstalled } from './devices.ts'
 import { modelSessionOptions } from './session-options.ts'
 import { LlmHost } from './llm-host.ts'
+import { StageRelay } from './remote-stage.ts'
+import type { StageOpener } from './stage-worker.ts'
 
 export class ReplicaCore {
   private runners: ModelRunner[] = []
@@ -25,14 +27,18 @@ export class ReplicaCore {
   private llmHost: LlmHost | null = null
 
   private readonly outputToWire: typeof instanceToWire
+  /** Stages of this replica's pipeline that run on agents (remote-stage.ts). */
+  private readonly relay: StageRelay
 
   /** `inline`: the parent shares this thread, so results are handed over as they are (no copies). */
   constructor(private readonly send: (msg: ReplicaMessage) => void, inline = false) {
     this.outputToWire = inline ? instanceAsIs : instanceToWire
+    this.relay = new StageRelay(send)
   }
 
   /** Handles one message; `shutdown` is the transport's business and is ignored here. */
   handle(msg: ParentMessage): void {
+    if (this.relay.handle(msg)) return
     switch (msg.type) {
       case 'init':
         this.init(msg.servable, msg.device).then(
@@ -74,7 +80,7 @@ export class ReplicaCore {
     for (const m of servable.models) {
       let session: ort.InferenceSession | StagedSession
       try {
-        session = m.stages ? await loadStages(m, device) : await ort.InferenceSession.create(m.path, modelSessionOptions(m, device))
+        session = m.stages ? await loadStages(m, device, (k) => stageOpener(this.relay, servable, device, k)) : await ort.InferenceSession.create(m.path, modelSessionOptions(m, device))
       } catch (e) {
         await Promise.all(runners.map((r) => r.release()))
         if (e instanceof ServeError && e.code === 'CONFIG_INVALID') fail(servable.configFile, m.site, e.message)
@@ -84,7 +90,7 @@ export class ReplicaCore {
     }
     this.runners = runners
     this.methods = prepareMethods(servable, def, runners)
-    if (servable.llm) this.llmHost = await LlmHost.start(servable.llm, device, this.send)
+    if (servable.llm) this.llmHost = await LlmHost.start(servable.llm, device, this.send, (k) => stageOpener(this.relay, servable, device, k))
   }
 
   private async run(id: number, methodName: string, instances: WireInstance[]): Promise<void> {
@@ -112,17 +118,33 @@ export class ReplicaCore {
 }
 
 /**
- * A staged model's stages, each in its own worker thread (stage-worker.ts) on the pipeline's k-th
- * device (devices.ts pipelinePlans), checked to chain. MS_SERVE_STAGES_INLINE=1 runs them all on
- * this thread instead (they then take turns: the comparison bench/pipeline.ts makes).
+ * Where stage k of this replica's pipeline runs: undefined for a local worker thread, or an opener
+ * that runs it on the agent its device names (a device on another agent than the replica's own).
  */
-async function loadStages(m: ValidModel, device: DevicePlan): Promise<StagedSession> {
+export function stageOpener(relay: StageRelay, servable: ValidServable, device: DevicePlan, k: number): StageOpener | undefined {
+  const d = device.stageDevices?.[k]
+  if (!d?.agent || d.agent === device.agent) return undefined
+  return relay.opener(d.agent, `${servable.name}@${servable.version} stage ${k + 1}`)
+}
+
+/** Where a stage's device is, for errors: `cpu:0`, or `cpu:0 on agent b`. */
+function where(d: DevicePlan): string {
+  return `${d.deviceType}:${d.deviceId}${d.agent ? ` on agent ${d.agent}` : ''}`
+}
+
+/**
+ * A staged model's stages, each in its own worker thread (stage-worker.ts) on the pipeline's k-th
+ * device (devices.ts pipelinePlans) or on an agent's (`open`), checked to chain.
+ * MS_SERVE_STAGES_INLINE=1 runs them all on this thread instead (they then take turns: the
+ * comparison bench/pipeline.ts makes).
+ */
+async function loadStages(m: ValidModel, device: DevicePlan, open: (k: number) => StageOpener | undefined): Promise<StagedSession> {
   const stages = m.stages!
   if (process.env.MS_SERVE_STAGES_INLINE === '1') return loadStagesInline(m, device)
   const started = await Promise.allSettled(stages.map((st, k) => {
     const d = device.stageDevices?.[k] ?? device
-    return StageWorker.start({ path: st.path }, modelSessionOptions(m, d)).catch((e: Error) => {
-      throw new Error(`cannot load stage ${k + 1} ${st.path} on ${d.deviceType}:${d.deviceId}: ${e.message}`)
+    return StageWorker.start({ path: st.path }, modelSessionOptions(m, d), undefined, open(k)).catch((e: Error) => {
+      throw new Error(`cannot load stage ${k + 1} ${st.path} on ${where(d)}: ${e.message}`)
     })
   }))
   const workers = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []))

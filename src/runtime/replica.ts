@@ -13,7 +13,7 @@ import type { GenerateEvent } from '../llm/types.ts'
 import { instanceAsIs, instanceToWire, type WireResult } from './wire.ts'
 import { IdleWaiters } from './idle.ts'
 import { MAX_INFLIGHT_GROUPS } from './replica-pool.ts'
-import { localTransport, type Transport, type TransportEvents, type TransportFactory } from './transport.ts'
+import { localTransport, type StageLink, type StageLinkOpener, type Transport, type TransportEvents, type TransportFactory } from './transport.ts'
 import type { Value } from '../tensor.ts'
 
 export type ReplicaState = 'starting' | 'ready' | 'failed' | 'stopped'
@@ -65,8 +65,9 @@ export class Replica {
    * loop): its requests fail and it is killed, then restarted by its servable. Replicas send a
    * heartbeat every HEARTBEAT_MS; inline replicas share our thread and have no watchdog.
    * `open` picks the transport (default: the local one of the device plan's isolation).
+   * `stageLinks`: opens the pipeline stages this replica places on agents (agent-hub.ts openStage).
    */
-  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0, open?: TransportFactory, private readonly log: EventLog = (l) => process.stderr.write(l + '\n')) {
+  constructor(readonly servable: ValidServable, readonly device: DevicePlan, private readonly watchdogMs = 0, open?: TransportFactory, private readonly log: EventLog = (l) => process.stderr.write(l + '\n'), private readonly stageLinks: StageLinkOpener | null = null) {
     this.isolation = effectiveIsolation(servable, device.isolation)
     this.fixedOpen = open
     this.open = open ?? localTransport(this.isolation)
@@ -101,6 +102,7 @@ export class Replica {
       }),
       exit: (why) => {
         markExited()
+        this.closeStageLinks()
         if (this.channel === channel) this.channel = null
         const wasStopping = this.state === 'stopped'
         if (!wasStopping) this.state = 'failed'
@@ -147,6 +149,22 @@ export class Replica {
     switch (msg.type) {
       case 'beat':
         return
+      case 'stage-open':
+        this.openStageLink(msg, channel)
+        return
+      case 'stage-send': {
+        const l = this.links.get(msg.link)
+        // A stage being released ends without ending the replica.
+        if ((msg.message as { type?: string } | null)?.type === 'release') this.links.delete(msg.link)
+        void l?.then((x) => x.send(msg.message), () => undefined)
+        return
+      }
+      case 'stage-close': {
+        const l = this.links.get(msg.link)
+        this.links.delete(msg.link)
+        void l?.then((x) => x.kill(), () => undefined)
+        return
+      }
       case 'event':
         this.deliver(msg.id, msg.event)
         return
@@ -178,6 +196,43 @@ export class Replica {
         if (this.inflight.size === 0 && this.streams.size === 0) this.becameIdle()
       }
     }
+  }
+
+  /** The replica's stages on agents, by its link id (a link is usable once its agent took it). */
+  private readonly links = new Map<number, Promise<StageLink>>()
+
+  /**
+   * Opens a stage the replica placed on an agent. A stage that ends on its own (its agent lost, a
+   * crash there) ends the whole replica: its work fails with the reason and the pool restarts it,
+   * and the restart's stage waits for the agent to come back.
+   */
+  private openStageLink(msg: Extract<ReplicaMessage, { type: 'stage-open' }>, channel: Transport): void {
+    const reply = (m: ParentMessage) => { if (this.channel === channel) channel.send(m) }
+    if (!this.stageLinks) {
+      reply({ type: 'stage-exit', link: msg.link, why: `stage ${msg.label} is placed on agent ${msg.agent}, but this server has no agents link; start it with --agents-listen HOST:PORT` })
+      return
+    }
+    const opened = this.stageLinks(msg.agent, msg.label, { entry: msg.entry, data: msg.data }, {
+      message: (m) => reply({ type: 'stage-reply', link: msg.link, message: m as Extract<ParentMessage, { type: 'stage-reply' }>['message'] }),
+      exit: (why) => {
+        if (!this.links.delete(msg.link) || this.channel !== channel) return
+        const reason = `its stage ${msg.label} on agent ${msg.agent} ended (${why})`
+        this.log(`ms-serve: replica ${this.label}: ${reason}; restarting the replica`, { event: 'stage_lost', severity: 'warn', replica: this.label, servable: this.servable.name, version: this.servable.version, agent: msg.agent, reason: why })
+        if (this.state === 'ready') this.state = 'failed'
+        this.failInflight(reason)
+        channel.kill()
+      },
+    })
+    this.links.set(msg.link, opened)
+    opened.catch((e: Error) => {
+      if (this.links.delete(msg.link)) reply({ type: 'stage-exit', link: msg.link, why: e.message })
+    })
+  }
+
+  private closeStageLinks(): void {
+    const links = [...this.links.values()]
+    this.links.clear()
+    for (const l of links) void l.then((x) => x.kill(), () => undefined)
   }
 
   private deliver(id: number, event: GenerateEvent): void {

@@ -36,6 +36,29 @@ export type StageReply =
   | { type: 'done'; id: number; value: unknown }
   | { type: 'failed'; id: number; message: string }
 
+/** Which worker code a stage runs: dist/<dir>/<name>.js. */
+export interface StageEntry { dir: 'runtime' | 'llm'; name: string }
+
+/**
+ * What a StageWorker talks to: a worker thread here, or a stage on an agent (runtime/remote-stage.ts)
+ * that behaves like one (`message`, `error` and `exit` events; transfer lists may be ignored).
+ */
+export interface StagePort {
+  postMessage(msg: unknown, transfer?: ArrayBuffer[]): void
+  on(event: 'message' | 'error' | 'exit', fn: (arg: any) => void): unknown
+  once(event: 'message' | 'error' | 'exit', fn: (arg: any) => void): unknown
+  off(event: 'message' | 'error' | 'exit', fn: (arg: any) => void): unknown
+  terminate(): unknown
+}
+
+/** Opens a stage somewhere else (an agent) instead of in a local worker thread. */
+export type StageOpener = (entry: StageEntry, data: StageWorkerData) => StagePort
+
+/** A local worker thread running a stage's code. */
+export function stageThread(entry: StageEntry, data: StageWorkerData): Worker {
+  return new Worker(stageEntry(entry.dir, entry.name), { workerData: data, execArgv: [] })
+}
+
 /** dist/<dir>/<name>.js, found from the bundle (dist/...) or from src/ under tsx. */
 function stageEntry(dir: 'runtime' | 'llm', name: string): string {
   const here = dirname(fileURLToPath(import.meta.url))
@@ -52,7 +75,7 @@ export class StageWorker implements Stage {
   private nextId = 0
   private dead: string | null = null
 
-  private constructor(private readonly worker: Worker, readonly inputMetadata: readonly Meta[], readonly outputMetadata: readonly Meta[]) {
+  private constructor(private readonly worker: StagePort, readonly inputMetadata: readonly Meta[], readonly outputMetadata: readonly Meta[]) {
     worker.on('message', (msg: StageReply) => {
       if (msg.type !== 'done' && msg.type !== 'failed') return
       const w = this.waiting.get(msg.id)
@@ -76,10 +99,11 @@ export class StageWorker implements Stage {
 
   /**
    * Starts a worker and loads the stage in it; rejects with ORT's message if it cannot load.
-   * `entry`: the worker's code, a plain stage's by default.
+   * `entry`: the worker's code, a plain stage's by default; `open`: where it runs (default a
+   * local worker thread; an agent's through runtime/remote-stage.ts).
    */
-  static start(source: StageWorkerData['source'], options: ortTypes.InferenceSession.SessionOptions, entry: { dir: 'runtime' | 'llm'; name: string } = { dir: 'runtime', name: 'stage-main' }): Promise<StageWorker> {
-    const worker = new Worker(stageEntry(entry.dir, entry.name), { workerData: { source, options } satisfies StageWorkerData, execArgv: [] })
+  static start(source: StageWorkerData['source'], options: ortTypes.InferenceSession.SessionOptions, entry: StageEntry = { dir: 'runtime', name: 'stage-main' }, open: StageOpener = stageThread): Promise<StageWorker> {
+    const worker = open(entry, { source, options })
     return new Promise((resolve, reject) => {
       const onExit = (code: number) => reject(new Error(`stage worker exited while loading (code ${code})`))
       const onError = (e: Error) => reject(e)

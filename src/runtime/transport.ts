@@ -16,6 +16,7 @@ import { existsSync } from 'node:fs'
 import { ServeError } from '../errors.ts'
 import type { Isolation } from './devices.ts'
 import type { ParentMessage, ReplicaMessage } from './messages.ts'
+import type { StageEntry, StageWorkerData } from './stage-worker.ts'
 
 /** glibc malloc settings that keep big ORT outputs off fresh mmaps (see onnxruntime-node notes). */
 export const MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '33554432', MALLOC_TRIM_THRESHOLD_: '4294967296' }
@@ -114,3 +115,16 @@ export const openInline: TransportFactory = async (_label, on) => {
 export function localTransport(isolation: Isolation): TransportFactory {
   return isolation === 'process' ? openProcess : isolation === 'thread' ? openThread : openInline
 }
+
+/** One pipeline stage opened on an agent for a replica (agent-hub.ts openStage): its messages go through `send`. */
+export interface StageLink {
+  send(msg: unknown): void
+  /** Ends the stage now (its `exit` does not follow). */
+  kill(): void
+}
+
+/** What a stage link reports: the stage's replies, and its end (exited, or the agent lost). */
+export interface StageLinkEvents { message(msg: unknown): void; exit(why: string): void }
+
+/** Opens a stage (`entry` + worker data, as a local stage worker gets) on an agent; waits while the agent is away. */
+export type StageLinkOpener = (agent: string, label: string, spec: { entry: StageEntry; data: StageWorkerData }, events: StageLinkEvents) => Promise<StageLink>

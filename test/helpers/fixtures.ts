@@ -55,6 +55,27 @@ export function writeServable(dir: string, name: string, configFile: string, ver
 }
 
 /** The `add` template (add_common, add_cast) as `name`. */
+/**
+ * A servable of one model (`decl`: declareModel's argument, e.g. `{ stages: ['stage1.onnx', 'stage2.onnx'] }`)
+ * with a `predict` method x -> y; `files` go into version 1 (bytes, or a path to copy).
+ */
+export function oneModelServable(dir: string, name: string, decl: string, files: Record<string, Uint8Array | string>): void {
+  mkdirSync(join(dir, name, '1'), { recursive: true })
+  writeFileSync(join(dir, name, 'servable_config.ts'), `import { defineServable } from 'ms-serve'\nexport default defineServable((s) => {\n  const m = s.declareModel(${decl})\n  s.registerMethod('predict', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage(m, [x]) }))\n})\n`)
+  for (const [f, data] of Object.entries(files)) {
+    if (typeof data === 'string') copyFileSync(data, join(dir, name, '1', f))
+    else writeFileSync(join(dir, name, '1', f), data)
+  }
+}
+
+/** `plain`: the llm template's config over the decoder of the llm-distributed servable in `dir` (the same model, unsplit). */
+export function plainLlmBeside(dir: string, from = 'llm-distributed', name = 'plain'): void {
+  mkdirSync(join(dir, name, '1'), { recursive: true })
+  copyFileSync(join(ROOT, 'templates', 'llm', 'servable_config.ts'), join(dir, name, 'servable_config.ts'))
+  copyFileSync(join(ROOT, 'templates', 'llm', 'tokenizer_config.json'), join(dir, name, 'tokenizer_config.json'))
+  copyFileSync(join(dir, from, '1', 'model.onnx'), join(dir, name, '1', 'model.onnx'))
+}
+
 export const addServable = (dir: string, name = 'add') =>
   writeServable(dir, name, join(ROOT, 'templates', 'add', 'servable_config.ts'), { 1: { 'add.onnx': buildAddModel({ batchDim: true }) } })
 

@@ -2,14 +2,19 @@
 // creates, joined by a veth pair (10.211.x.0/24), so the agent link crosses a real interface.
 // The agent joins and serves; the link is cut (the interface goes down): the master notices by
 // keepalive, reports not ready and answers 503; the link comes back: the agent rejoins and serves.
+// Then a pipeline across the two: stage 1 of a split MLP in A, stage 2 on an agent in B
+// (`--devices 0,stb:0`), equal to the whole model, not ready while the link is cut, healed after.
 // Traffic stays inside the namespaces; everything is removed after. Skips, saying why, where
 // namespaces cannot be made (not root, no iproute2).
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { addServable, floatJson, X1, X2 } from '../helpers/fixtures.ts'
-import { BIN, tempServables } from '../helpers/server.ts'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { addServable, assertClose, floatJson, X1, X2 } from '../helpers/fixtures.ts'
+import { BIN, runCli, tempServables } from '../helpers/server.ts'
+import { buildDeepMlp } from '../../src/models/index.ts'
 
 const tag = String(process.pid % 100000)
 const NS_A = `msserve-a-${tag}`
@@ -39,8 +44,8 @@ function netnsAvailable(): string {
 }
 
 /** curl inside namespace A (where the master's REST listener is, on A's loopback). */
-function inA(path: string, body?: string): { status: number; text: string } {
-  const args = ['netns', 'exec', NS_A, 'curl', '-s', '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', ...(body ? ['-X', 'POST', '--data-binary', body] : []), `http://${rest}${path}`]
+function inA(path: string, body?: string, at = rest): { status: number; text: string } {
+  const args = ['netns', 'exec', NS_A, 'curl', '-s', '--max-time', '5', '-o', '-', '-w', '\n%{http_code}', ...(body ? ['-X', 'POST', '--data-binary', body] : []), `http://${at}${path}`]
   const r = spawnSync('ip', args, { encoding: 'utf8' })
   const lines = r.stdout.trimEnd().split('\n')
   return { status: Number(lines.pop()), text: lines.join('\n') }
@@ -120,4 +125,39 @@ test('an agent in another namespace serves over the veth link; a cut link is not
   assert.equal(inA('/model/add:add_common', body).status, 200)
   await until('the master to log the rejoin', () => /agent remote-b rejoined/.test(masterOut))
   await until('the agent to log the lost link', () => /lost the master|cannot join the master/.test(agentOut))
+})
+
+test('a pipeline across the namespaces: stage 2 on the agent in B equals the whole model; a cut link makes it not ready until healed', async (t) => {
+  if (skip) { t.skip(skip); return }
+  const dir = tempServables({ after: (fn) => cleanups.unshift(fn) })
+  const whole = buildDeepMlp({ layers: 4, width: 32, inputDim: 16, outputDim: 4 })
+  for (const name of ['whole', 'staged']) {
+    mkdirSync(join(dir, name, '1'), { recursive: true })
+    writeFileSync(join(dir, name, 'servable_config.ts'), `import { defineServable } from 'ms-serve'\nexport default defineServable((s) => {\n  const m = s.declareModel(${name === 'whole' ? "{ file: 'model.onnx' }" : "{ stages: ['stage1.onnx', 'stage2.onnx'] }"})\n  s.registerMethod('predict', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage(m, [x]) }))\n})\n`)
+  }
+  writeFileSync(join(dir, 'whole', '1', 'model.onnx'), whole)
+  const split = await runCli(['split', join(dir, 'whole', '1', 'model.onnx'), '--stages', '2', '--out', join(dir, 'staged', '1')])
+  assert.equal(split.code, 0, split.stderr)
+  let out = ''
+  spawnIn(NS_A, ['start', dir, '--no-watch', '--grpc', '127.0.0.1:0', '--rest', '127.0.0.1:0', '--agents-listen', `${IP_A}:0`, '--devices', '0,stb:0', '--isolation', 'process'], (x) => { out += x })
+  await until('the second master to listen', () => /agents link start success/.test(out) && /RESTful server start success/.test(out))
+  const rest2 = /RESTful server start success, listening on ([^\s"]+)/.exec(out)![1]!
+  const agents2 = /agents link start success, listening on ([^\s"]+)/.exec(out)![1]!
+  assert.equal(inA('/v2/models/staged/ready', undefined, rest2).status, 503, 'stage 2 waits for agent stb')
+  spawnIn(NS_B, ['agent', '--master', agents2, '--name', 'stb', '--devices', '0'], () => {})
+  await until('the pipeline to be ready', () => inA('/v2/models/staged/ready', undefined, rest2).status === 200)
+  const x = floatJson({ instances: [0, 1].map((i) => ({ x: Array.from({ length: 16 }, (_, j) => Math.cos(i * 16 + j)) })) })
+  const a = inA('/model/whole:predict', x, rest2)
+  const b = inA('/model/staged:predict', x, rest2)
+  assert.equal(b.status, 200, b.text)
+  for (let i = 0; i < 2; i++) assertClose(JSON.parse(b.text).instances[i].y, JSON.parse(a.text).instances[i].y, 1e-4)
+
+  ip('-n', NS_B, 'link', 'set', VETH_B, 'down')
+  await until('the pipeline to be not ready', () => inA('/v2/models/staged/ready', undefined, rest2).status === 503)
+  assert.equal(inA('/model/whole:predict', x, rest2).status, 200, 'the unsplit model still has its replica in A')
+  ip('-n', NS_B, 'link', 'set', VETH_B, 'up')
+  await until('the pipeline to be ready again', () => inA('/v2/models/staged/ready', undefined, rest2).status === 200, 60_000)
+  const c = inA('/model/staged:predict', x, rest2)
+  assert.equal(c.status, 200, c.text)
+  assert.match(out, /stage_lost/)
 })

@@ -12,6 +12,7 @@ import { join } from 'node:path'
 import { once } from 'node:events'
 import { addServable, binaryModel, FIXTURE_SERVABLES, floatJson, writeServable, X1, X2 } from '../helpers/fixtures.ts'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
+import { killByPid, spawnAgent, until as waitFor, type StartedAgent } from '../helpers/agents.ts'
 import { BIN, logEvents, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
@@ -24,30 +25,13 @@ cleanups.push(() => rmSync(cacheDir, { recursive: true, force: true }))
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex')
 const unshareWorks = () => spawnSync('unshare', ['-m', 'true']).status === 0
 
-function startAgent(name: string): { proc: ChildProcess; output: () => string } {
-  const proc = spawn(process.execPath, [BIN, 'agent', '--master', agentsAddress, '--devices', '0', '--name', name, '--cache-dir', cacheDir], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let out = ''
-  proc.stdout!.on('data', (d) => { out += d })
-  proc.stderr!.on('data', (d) => { out += d })
-  agents.push(proc)
-  return { proc, output: () => out }
+function startAgent(name: string): StartedAgent {
+  const a = spawnAgent(agentsAddress, name, cacheDir)
+  agents.push(a.proc)
+  return a
 }
 
-async function killByPid(proc: ChildProcess, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return
-  process.kill(proc.pid!, signal)
-  await once(proc, 'exit')
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const v = await fn()
-    if (v !== undefined) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${srv.output()}`)
-    await new Promise((r) => setTimeout(r, 100))
-  }
-}
+const until = <T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 30_000) => waitFor(what, fn, () => srv.output(), timeoutMs)
 
 const predict = async () => {
   const res = await fetch(`${srv.rest}/model/add:add_common`, { method: 'POST', body: floatJson({ instances: [{ x1: X1, x2: X2 }] }) })

@@ -3,9 +3,8 @@
 // same decoder served unsplit.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { copyFileSync, mkdirSync } from 'node:fs'
-import { join } from 'node:path'
-import { postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+import { plainLlmBeside } from '../helpers/fixtures.ts'
+import { postJson, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
 const cleanups: Array<() => void> = []
@@ -15,10 +14,7 @@ before(async () => {
   const r = await runCli(['init', 'llm-distributed', '--dir', dir])
   assert.equal(r.code, 0, r.stderr)
   // The same decoder, unsplit, under the plain llm template's config.
-  mkdirSync(join(dir, 'plain', '1'), { recursive: true })
-  copyFileSync(join(ROOT, 'templates', 'llm', 'servable_config.ts'), join(dir, 'plain', 'servable_config.ts'))
-  copyFileSync(join(ROOT, 'templates', 'llm', 'tokenizer_config.json'), join(dir, 'plain', 'tokenizer_config.json'))
-  copyFileSync(join(dir, 'llm-distributed', '1', 'model.onnx'), join(dir, 'plain', '1', 'model.onnx'))
+  plainLlmBeside(dir)
   srv = await startServer(dir, ['--no-watch', '--devices', '0,1', '--isolation', 'process'])
 })
 

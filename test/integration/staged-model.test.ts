@@ -6,7 +6,7 @@ import assert from 'node:assert/strict'
 import { mkdirSync, writeFileSync, copyFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildDeepMlp, writeExternalDataModel } from '../../src/models/index.ts'
-import { assertClose, floatJson } from '../helpers/fixtures.ts'
+import { assertClose, floatJson, oneModelServable } from '../helpers/fixtures.ts'
 import { logEvents, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
@@ -15,14 +15,7 @@ let dir = ''
 let work = ''
 const cleanups: Array<() => void> = []
 
-function servable(name: string, decl: string, files: Record<string, Uint8Array | string>): void {
-  mkdirSync(join(dir, name, '1'), { recursive: true })
-  writeFileSync(join(dir, name, 'servable_config.ts'), `import { defineServable } from 'ms-serve'\nexport default defineServable((s) => {\n  const m = s.declareModel(${decl})\n  s.registerMethod('predict', { inputs: ['x'], outputs: ['y'] }, ({ x }) => ({ y: s.addStage(m, [x]) }))\n})\n`)
-  for (const [f, data] of Object.entries(files)) {
-    if (typeof data === 'string') copyFileSync(data, join(dir, name, '1', f))
-    else writeFileSync(join(dir, name, '1', f), data)
-  }
-}
+const servable = (name: string, decl: string, files: Record<string, Uint8Array | string>) => oneModelServable(dir, name, decl, files)
 
 before(async () => {
   dir = tempServables({ after: (fn) => cleanups.push(fn) })

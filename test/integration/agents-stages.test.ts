@@ -1,0 +1,122 @@
+// Pipeline stages on another host (issue 13): `--devices 0,st:0` puts stage 1 of each staged
+// servable here and stage 2 on the agent named st, its activations over the agent link. A staged
+// MLP and the 2-stage LLM decoder answer exactly as their unsplit models; before the agent joins
+// they are loaded but not ready; killed, their work fails with the reason and they are not ready;
+// rejoined, they serve again. The unsplit servables get one replica here and one on the agent.
+// Everything on loopback; every process is stopped by PID.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { buildDeepMlp } from '../../src/models/index.ts'
+import { assertClose, floatJson, oneModelServable, plainLlmBeside } from '../helpers/fixtures.ts'
+import { killByPid, spawnAgent, until as waitFor, type StartedAgent } from '../helpers/agents.ts'
+import { logEvents, postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+
+let srv: StartedServer
+let agentsAddress = ''
+const cleanups: Array<() => void> = []
+const agents: StartedAgent[] = []
+const cacheDir = mkdtempSync(join(tmpdir(), 'ms-serve-stage-cache-'))
+cleanups.push(() => rmSync(cacheDir, { recursive: true, force: true }))
+
+function startAgent(name: string): StartedAgent {
+  const a = spawnAgent(agentsAddress, name, cacheDir)
+  agents.push(a)
+  return a
+}
+
+/** Waits with the master's (access lines left out) and the agents' output for the failure. */
+const until = <T>(what: string, fn: () => Promise<T | undefined>) => waitFor(what, fn, () => `${srv.output().split('\n').filter((l) => !l.includes('"event":"access"')).join('\n')}\nagents:\n${agents.map((a) => a.output()).join('\n')}`, 60_000)
+
+const ready = async (name: string) => (await fetch(`${srv.rest}/v2/models/${name}/ready`)).status === 200
+const X = Array.from({ length: 3 }, (_, i) => Array.from({ length: 32 }, (_, j) => Math.sin(i * 32 + j)))
+const predict = async (name: string) => {
+  const res = await fetch(`${srv.rest}/model/${name}:predict`, { method: 'POST', body: floatJson({ instances: X.map((row) => ({ x: row })) }) })
+  return { status: res.status, json: await res.json() as any }
+}
+const gen = (servable: string, prompt: string) => postJson(`${srv.rest}/model/${servable}:generate`, { instances: [{ prompt, max_new_tokens: 12, do_sample: false }] })
+
+before(async () => {
+  const dir = tempServables({ after: (fn) => cleanups.push(fn) })
+  const work = tempServables({ after: (fn) => cleanups.push(fn) })
+  const whole = buildDeepMlp({ layers: 6, width: 64, inputDim: 32, outputDim: 8 })
+  writeFileSync(join(work, 'model.onnx'), whole)
+  const r = await runCli(['split', join(work, 'model.onnx'), '--stages', '2', '--out', work])
+  assert.equal(r.code, 0, r.stderr)
+  oneModelServable(dir, 'whole', `{ file: 'model.onnx' }`, { 'model.onnx': whole })
+  oneModelServable(dir, 'staged', `{ stages: ['stage1.onnx', 'stage2.onnx'] }`, { 'stage1.onnx': join(work, 'stage1.onnx'), 'stage2.onnx': join(work, 'stage2.onnx') })
+  const init = await runCli(['init', 'llm-distributed', '--dir', dir])
+  assert.equal(init.code, 0, init.stderr)
+  plainLlmBeside(dir)
+  srv = await startServer(dir, ['--no-watch', '--devices', '0,st:0', '--agents-listen', '127.0.0.1:0', '--isolation', 'process'])
+  agentsAddress = /agents link start success, listening on ([^\s"]+)/.exec(srv.output())![1]!
+})
+
+after(async () => {
+  for (const a of agents) await killByPid(a.proc)
+  await srv?.stop()
+  for (const c of cleanups) c()
+})
+
+test('--devices NAME:ID without --agents-listen exits 2 naming the fix; a bad device names the form', async () => {
+  const a = await runCli(['start', ROOT, '--devices', '0,st:0'])
+  assert.equal(a.code, 2, a.stderr)
+  assert.match(a.stderr, /places work on agent st, which needs --agents-listen HOST:PORT/)
+  const b = await runCli(['start', ROOT, '--devices', '0,st:x'])
+  assert.equal(b.code, 2, b.stderr)
+  assert.match(b.stderr, /"st:x" is not a device; .* NAME:ID/)
+})
+
+test('before the agent joins: the staged servables are loaded but not ready (503), the unsplit ones serve here', async () => {
+  assert.equal(await ready('staged'), false)
+  assert.equal(await ready('llm-distributed'), false)
+  assert.equal((await predict('staged')).status, 503)
+  assert.equal((await predict('whole')).status, 200)
+})
+
+test('stage 2 on the agent: outputs equal the unsplit model; greedy text equals the unsplit decoder; killed and rejoined', async () => {
+  const a = startAgent('st')
+  await until('the staged servables to be ready', async () => ((await ready('staged')) && (await ready('llm-distributed')) ? true : undefined))
+  const w = await predict('whole')
+  const s = await predict('staged')
+  assert.equal(s.status, 200, JSON.stringify(s.json))
+  for (let i = 0; i < X.length; i++) assertClose(s.json.instances[i].y, w.json.instances[i].y, 1e-4)
+  for (const p of ['Hello', 'Pipelines across hosts']) {
+    const plain = await gen('plain', p)
+    const staged = await gen('llm-distributed', p)
+    assert.equal(staged.status, 200, staged.text)
+    assert.deepEqual(staged.json, plain.json)
+  }
+  // Concurrent streams through both lanes, stage 2 remote.
+  const together = await Promise.all(['a', 'bb', 'ccc', 'dddd'].map((p) => gen('llm-distributed', p)))
+  for (const [i, p] of ['a', 'bb', 'ccc', 'dddd'].entries()) assert.deepEqual(together[i]!.json, (await gen('plain', p)).json)
+  await until('the agent to log its stages', async () => (/runs staged@1 stage 2 for the master/.test(a.output()) && /runs llm-distributed@1 stage 2/.test(a.output()) ? true : undefined))
+  // One pipeline replica here for each staged servable; the unsplit ones also got a replica on the agent.
+  const stats = await (await fetch(`${srv.rest}/stats`)).json() as any
+  assert.equal(stats.servables.find((x: any) => x.name === 'staged').replicas.length, 1)
+  assert.equal(stats.servables.find((x: any) => x.name === 'whole').replicas.length, 2)
+  const model = stats.servables.find((x: any) => x.name === 'staged').models[0]
+  assert.ok(model.stageMs?.length === 2 && model.stageMs[1] > 0, JSON.stringify(model))
+
+  // A stream in flight when the agent dies fails with the reason; the staged servables are not ready.
+  const long = postJson(`${srv.rest}/model/llm-distributed:generate`, { instances: [{ prompt: 'x', max_new_tokens: 400, do_sample: false, stop: [] }] })
+  await new Promise((r) => setTimeout(r, 150))
+  await killByPid(a.proc)
+  const failed = await long
+  assert.notEqual(failed.status, 200, failed.text)
+  assert.match(failed.text, /stage 2 on agent st ended/)
+  await until('the staged servables to be not ready', async () => (!(await ready('staged')) && !(await ready('llm-distributed')) ? true : undefined))
+  const down = await predict('staged')
+  assert.equal(down.status, 503, JSON.stringify(down.json))
+  assert.ok(logEvents(srv.output()).some((e) => e.event === 'stage_lost' && e.agent === 'st'), srv.output())
+  assert.equal((await predict('whole')).status, 200, 'the local replica of the unsplit model still serves')
+
+  startAgent('st')
+  await until('the staged servables to be ready again', async () => ((await ready('staged')) && (await ready('llm-distributed')) ? true : undefined))
+  const again = await predict('staged')
+  assert.equal(again.status, 200, JSON.stringify(again.json))
+  for (let i = 0; i < X.length; i++) assertClose(again.json.instances[i].y, w.json.instances[i].y, 1e-4)
+  assert.deepEqual((await gen('llm-distributed', 'Hello')).json, (await gen('plain', 'Hello')).json)
+})

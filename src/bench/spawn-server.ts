@@ -16,10 +16,11 @@ export interface StartedServer {
   stop(): Promise<void>
 }
 
-export async function startServer(dir: string, opts: { devices?: string | null; isolation?: string | null; timeoutMs?: number; host?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[] } = {}): Promise<StartedServer> {
+/** `extra`: more `start` flags (e.g. `--agents-listen 127.0.0.1:0`). */
+export async function startServer(dir: string, opts: { devices?: string | null; isolation?: string | null; timeoutMs?: number; host?: string; env?: NodeJS.ProcessEnv; nodeArgs?: string[]; extra?: string[] } = {}): Promise<StartedServer> {
   const bin = join(findPackageRoot(), 'bin', 'ms-serve.js')
   const host = opts.host ?? '127.0.0.1'
-  const args = [...(opts.nodeArgs ?? []), bin, 'start', dir, '--grpc', `${host}:0`, '--rest', `${host}:0`, ...(opts.devices ? ['--devices', opts.devices] : []), ...(opts.isolation ? ['--isolation', opts.isolation] : [])]
+  const args = [...(opts.nodeArgs ?? []), bin, 'start', dir, '--grpc', `${host}:0`, '--rest', `${host}:0`, ...(opts.devices ? ['--devices', opts.devices] : []), ...(opts.isolation ? ['--isolation', opts.isolation] : []), ...(opts.extra ?? [])]
   const proc: ChildProcess = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env })
   let out = ''
   const keep = (d: Buffer) => { out = (out + d.toString()).slice(-64 * 1024) }

@@ -52,11 +52,18 @@ export interface ModelOptions extends BatchingOptions {
  * An LLM (decoder-only ONNX model with the HF optimum with-past I/O). The servable then answers
  * `:generate` / `:generated_stream`, TGI's `/generate*` and OpenAI's `/v1/*` routes.
  */
-export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' | 'executionProviders' | 'tokenizerDir' | 'kvBlock' | 'stageDevices' | 'stageThreads'> {
+export interface LlmOptions extends Omit<LlmEngineOptions, 'intraOpNumThreads' | 'executionProviders' | 'tokenizerDir' | 'kvBlock' | 'stageDevices' | 'stageThreads' | 'stages' | 'stageFiles'> {
   /** ORT intra-op threads for the decoder (default: the replica's share of the cores). */
   intraOpThreads?: number
-  /** ONNX decoder inside the version folder, e.g. `model.onnx`. */
-  file: string
+  /** ONNX decoder inside the version folder, e.g. `model.onnx` (or `stages` with its stage files). */
+  file?: string
+  /**
+   * Pipeline stages: a number N splits `file` at N - 1 transformer-layer boundaries at load; a list
+   * of stage files (`ms-serve split` output, in order, in the version folder) serves a decoder
+   * given pre-split (joined at load, then split again at layer boundaries into as many stages).
+   * Stage k runs on the k-th device of its pipeline (`--devices`, which may name agents' devices).
+   */
+  stages?: number | string[]
   /** Folder with tokenizer.json / tokenizer_config.json, relative to the servable folder (default: next to the model, then the servable folder). */
   tokenizerDir?: string
   /** Name reported by /info and /v1/models (default: the servable name). */

@@ -64,10 +64,13 @@ export interface ValidMethod {
 }
 
 export interface ValidLlm {
+  /** The decoder file (the first stage file for a decoder given as `stages` files). */
   file: string
   path: string
+  /** A decoder given as stage files (declareLlm `stages: [...]`), in order; joined at load. */
+  stageFiles?: { file: string; path: string }[]
   tokenizerDir?: string
-  options: Omit<LlmOptions, 'file' | 'tokenizerDir' | 'modelId' | 'toolParser'>
+  options: Omit<LlmOptions, 'file' | 'tokenizerDir' | 'modelId' | 'toolParser' | 'stages'> & { stages?: number }
   modelId: string
   /** declareLlm toolParser; absent: detected from the chat template at load. */
   toolParser?: ToolParserName
@@ -242,11 +245,22 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
   const { configFile } = ctx
   const badKey = checkOptionKeys(o, LLM_OPTION_KEYS, 'declareLlm option')
   if (badKey) fail(configFile, site, badKey)
-  if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareLlm({ file }) needs the ONNX decoder file inside the version folder, e.g. { file: 'model.onnx' }`)
-  const path = join(ctx.versionDir, o.file)
-  if (!existsSync(path)) fail(configFile, site, `LLM file "${o.file}" not found in ${ctx.versionDir}. Put the ONNX decoder there, or fix the file name${ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init llm --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
+  const stageList = Array.isArray(o.stages) ? o.stages : undefined
+  if (stageList) {
+    if (o.file !== undefined) fail(configFile, site, `declareLlm takes { file } or { stages: [files] }, not both (with file, stages is a number: how many stages to split it into)`)
+    if (stageList.length < 2 || stageList.some((f) => typeof f !== 'string' || !f)) fail(configFile, site, `declareLlm({ stages }) as files needs the stage files in order, at least 2, e.g. { stages: ['stage1.onnx', 'stage2.onnx'] } (make them with npx ms-serve split model.onnx --stages 2)`)
+    for (const f of stageList) {
+      if (!existsSync(join(ctx.versionDir, f))) fail(configFile, site, `LLM stage file "${f}" not found in ${ctx.versionDir}. Put the stage files there (npx ms-serve split model.onnx --stages ${stageList.length} --out ${ctx.versionDir}), or fix the file name.`)
+    }
+  } else {
+    if (typeof o.file !== 'string' || !o.file) fail(configFile, site, `declareLlm({ file }) needs the ONNX decoder file inside the version folder, e.g. { file: 'model.onnx' } (or { stages: ['stage1.onnx', 'stage2.onnx'] } for a decoder in stage files)`)
+  }
+  const file = stageList ? stageList[0]! : o.file!
+  const path = join(ctx.versionDir, file)
+  if (!existsSync(path)) fail(configFile, site, `LLM file "${file}" not found in ${ctx.versionDir}. Put the ONNX decoder there, or fix the file name${ctx.name === 'llm' ? ` (or regenerate the example: npx ms-serve init llm --dir ${ctx.dir.replace(/\/[^/]+$/, '')})` : ''}.`)
   const options: ValidLlm['options'] = {}
   for (const [k, min] of Object.entries(LLM_INT_OPTIONS) as Array<[keyof typeof LLM_INT_OPTIONS, number]>) {
+    if (k === 'stages' && stageList) { options.stages = stageList.length; continue }
     const v = intOpt(o[k], `declareLlm ${k}`, min, configFile, site)
     if (v !== undefined) options[k] = v
   }
@@ -280,7 +294,7 @@ function validateLlm(o: LlmOptions, site: string, ctx: { name: string; dir: stri
   if (tokenizerDir && !existsSync(tokenizerDir)) {
     fail(configFile, site, `declareLlm tokenizerDir ${tokenizerDir} does not exist; create it or fix the path (it is relative to ${ctx.dir})`)
   }
-  return { file: o.file, path, ...(tokenizerDir ? { tokenizerDir } : {}), options, modelId: o.modelId ?? ctx.name, ...(o.toolParser ? { toolParser: o.toolParser } : {}), site }
+  return { file, path, ...(stageList ? { stageFiles: stageList.map((f) => ({ file: f, path: join(ctx.versionDir, f) })) } : {}), ...(tokenizerDir ? { tokenizerDir } : {}), options, modelId: o.modelId ?? ctx.name, ...(o.toolParser ? { toolParser: o.toolParser } : {}), site }
 }
 
 /**

@@ -11,7 +11,7 @@
  */
 import { randomInt } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
-import { dirname, resolve } from 'node:path'
+import { basename, dirname, resolve } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import ort from 'onnxruntime-node'
 import { factError, ServeError } from '../errors.ts'
@@ -103,6 +103,12 @@ export interface LlmEngineOptions {
    */
   stages?: number
   /**
+   * The decoder as stage files (paths, in order; `modelPath` is the first): joined at load
+   * (models/merge.ts), then rewritten and split into `stages` (default their number) as a whole
+   * decoder would be.
+   */
+  stageFiles?: string[]
+  /**
    * Staged decoders: how many micro-batches (lanes) share the stages, each with its own scheduler,
    * rows and KV slots (maxBatchSize split between them); while one lane's step is in stage 2,
    * another's runs in stage 1 (llm/pipeline.ts). Default: `stages`; 1 runs the stages one at a time.
@@ -185,6 +191,7 @@ export class LlmEngine {
 
   /** Loads the model (rewriting its KV outputs unless kvMode 'full') and the tokenizer it detokenizes with. */
   static async load(modelPath: string, opts: LlmEngineOptions = {}): Promise<LlmEngine> {
+    if (opts.stageFiles && opts.stages === undefined) opts = { ...opts, stages: opts.stageFiles.length }
     // Option values and budgets were checked by config validation (config/validate.ts) at load,
     // before any replica started; only checks that need the model or tokenizer are made here.
     const budgets = resolveLlmBudgets(opts)
@@ -203,7 +210,7 @@ export class LlmEngine {
       prefixBlockTokens: opts.prefixBlockTokens ?? 16,
     }
 
-    const original = new Uint8Array(await readFile(modelPath))
+    const original = opts.stageFiles ? await joinStageFiles(opts.stageFiles) : new Uint8Array(await readFile(modelPath))
     const bytes = opts.kvMode === 'full' ? original : rewriteForNewPositions(original, { logitStats: opts.logitStats !== false }).bytes
     const sessionOptions = (d: { intraOpNumThreads?: number; executionProviders?: LlmEngineOptions['executionProviders'] }): ort.InferenceSession.SessionOptions => ({
       graphOptimizationLevel: 'all', executionMode: 'sequential', interOpNumThreads: 1,
@@ -570,6 +577,14 @@ async function loadStagedDecoder(bytes: Uint8Array, modelPath: string, stages: n
   return new StagedSession(sessions.map(inThread), split.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
 }
 
+/** A decoder given as stage files, joined into one graph (models/merge.ts); CONFIG_INVALID when they do not chain. */
+async function joinStageFiles(paths: readonly string[]): Promise<Uint8Array> {
+  const { mergeStages } = await import('../models/merge.ts')
+  const files = await Promise.all(paths.map(async (p) => ({ name: basename(p), bytes: new Uint8Array(await readFile(p)) })))
+  if (new Set(paths.map((p) => dirname(resolve(p)))).size > 1) throw new ServeError('CONFIG_INVALID', `declareLlm stages: the stage files must be in one folder (${paths.join(', ')})`)
+  return mergeStages(files)
+}
+
 /** The (rewritten) decoder cut at layer boundaries into `stages` stage graphs (models/split.ts). */
 async function splitDecoder(bytes: Uint8Array, stages: number, modelPath: string): Promise<Array<{ bytes: Uint8Array }>> {
   const { splitModel } = await import('../models/split.ts')
@@ -589,4 +604,4 @@ function checkVocab(spec: ModelSpec, tokenizer: LlmTokenizer): void {
   }
 }
 
-type EngineConfig = Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'logitStats' | 'stages' | 'stageDevices' | 'microBatches' | 'stageThreads'>>
+type EngineConfig = Required<Omit<LlmEngineOptions, 'tokenizerDir' | 'stageFiles' | 'intraOpNumThreads' | 'kvMode' | 'executionProviders' | 'allowSpinning' | 'logitStats' | 'stages' | 'stageDevices' | 'microBatches' | 'stageThreads'>>

@@ -71,7 +71,7 @@ export function servableInCache(s: ValidServable, root: string): ValidServable {
     versionDir: at(s.versionDir),
     configFile: at(s.configFile),
     models: s.models.map((m) => ({ ...m, path: at(m.path), ...(m.stages ? { stages: m.stages.map((x) => ({ ...x, path: at(x.path) })) } : {}) })),
-    llm: s.llm ? { ...s.llm, path: at(s.llm.path), ...(s.llm.tokenizerDir ? { tokenizerDir: at(s.llm.tokenizerDir) } : {}) } : null,
+    llm: s.llm ? { ...s.llm, path: at(s.llm.path), ...(s.llm.stageFiles ? { stageFiles: s.llm.stageFiles.map((f) => ({ ...f, path: at(f.path) })) } : {}), ...(s.llm.tokenizerDir ? { tokenizerDir: at(s.llm.tokenizerDir) } : {}) } : null,
   }
 }
 

@@ -27,7 +27,7 @@ const TOKENIZER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'config.json
  * data and tokenizer files. Only files that exist are listed (a missing one is the load's error).
  */
 export function servableFiles(s: ValidServable): string[] {
-  const models = [...s.models.flatMap((m) => (m.stages ? m.stages.map((x) => x.path) : [m.path])), ...(s.llm ? [s.llm.path] : [])]
+  const models = [...s.models.flatMap((m) => (m.stages ? m.stages.map((x) => x.path) : [m.path])), ...(s.llm ? (s.llm.stageFiles ? s.llm.stageFiles.map((f) => f.path) : [s.llm.path]) : [])]
   const out = [s.configFile]
   for (const m of models) out.push(m, ...externalDataFiles(m))
   if (s.llm) {

@@ -79,12 +79,13 @@ export class LlmHost {
         ...(process.env.MS_SERVE_STAGES_INLINE === '1' ? { stageThreads: 'inline' as const } : {}),
         ...(device.stageDevices ? { stageDevices: device.stageDevices.map((d, k) => ({ intraOpNumThreads: intraOpThreads ?? d.intraOpThreads, executionProviders: d.executionProviders, open: stageOpener(k) })) } : {}),
         ...(llm.tokenizerDir ? { tokenizerDir: llm.tokenizerDir } : {}),
+        ...(llm.stageFiles ? { stageFiles: llm.stageFiles.map((f) => f.path) } : {}),
       })
     } catch (e) {
       // Checks that need the loaded model or tokenizer happen here; name the declareLlm call they concern.
       const err = toServeError(e, 'CONFIG_INVALID')
       if (err.code !== 'CONFIG_INVALID') throw err
-      fail(llm.path, llm.site, `declareLlm({ file: '${llm.file}' }): ${err.message}`)
+      fail(llm.path, llm.site, `declareLlm({ ${llm.stageFiles ? `stages: [${llm.stageFiles.map((f) => `'${f.file}'`).join(', ')}]` : `file: '${llm.file}'`} }): ${err.message}`)
     }
     return new LlmHost(engine, llm, send)
   }

@@ -20,7 +20,8 @@ export interface WireTensor { type: string; dims: number[]; data: ortTypes.Tenso
 
 export interface StageWorkerData {
   source: { path: string } | { bytes: Uint8Array }
-  options: ortTypes.InferenceSession.SessionOptions
+  // An inline import type: the bundled .d.ts (dist/api.d.ts reaches this through LlmOptions) keeps it resolvable.
+  options: import('onnxruntime-node').InferenceSession.SessionOptions
 }
 
 /** A plain stage's call and its answer. */

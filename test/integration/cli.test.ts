@@ -145,7 +145,7 @@ test('start with bad flags exits 2 naming the flag', async (t) => {
   const run = (...extra: string[]) => start(cwd, 'servables', ...extra)
   const d = await run('--devices', '0,x')
   assert.equal(d.code, 2)
-  assert.equal(d.stderr, 'ms-serve: --devices: "x" is not a device id; use non-negative integers, e.g. --devices 0,1\n')
+  assert.equal(d.stderr, `ms-serve: --devices: "x" is not a device; use a non-negative id (0) or an agent's device as NAME:ID (hostb:0, NAME as the agent's --name), e.g. --devices 0,hostb:0\n`)
   const m = await run('--max-msg-mb', '0')
   assert.equal(m.code, 2)
   assert.equal(m.stderr, 'ms-serve: --max-msg-mb must be an integer in 1..512 (got 0)\n')

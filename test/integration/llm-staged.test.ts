@@ -3,8 +3,10 @@
 // same decoder served unsplit.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { plainLlmBeside } from '../helpers/fixtures.ts'
-import { postJson, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+import { logEvents, postJson, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
 const cleanups: Array<() => void> = []
@@ -15,6 +17,14 @@ before(async () => {
   assert.equal(r.code, 0, r.stderr)
   // The same decoder, unsplit, under the plain llm template's config.
   plainLlmBeside(dir)
+  // The same decoder as stage files (ms-serve split), declared as declareLlm({ stages: [files] }); and those files out of order.
+  for (const [name, order] of [['presplit', "'stage1.onnx', 'stage2.onnx'"], ['presplit-swapped', "'stage2.onnx', 'stage1.onnx'"]] as const) {
+    mkdirSync(join(dir, name, '1'), { recursive: true })
+    const sp = await runCli(['split', join(dir, 'plain', '1', 'model.onnx'), '--stages', '2', '--out', join(dir, name, '1')])
+    assert.equal(sp.code, 0, sp.stderr)
+    copyFileSync(join(dir, 'plain', 'tokenizer_config.json'), join(dir, name, 'tokenizer_config.json'))
+    writeFileSync(join(dir, name, 'servable_config.ts'), `import { defineServable } from 'ms-serve'\nexport default defineServable((s) => {\n  s.declareLlm({ stages: [${order}], maxTotalTokens: 512 })\n})\n`)
+  }
   srv = await startServer(dir, ['--no-watch', '--devices', '0,1', '--isolation', 'process'])
 })
 
@@ -43,4 +53,18 @@ test('greedy text of the 2-stage decoder equals the unsplit one, alone and concu
   assert.equal(engine.lanes, 2, JSON.stringify(engine))
   assert.ok(engine.stage1BusyMs > 0 && engine.stage2BusyMs > 0, JSON.stringify(engine))
   assert.equal(plain.replicas.length, 2, 'the unsplit LLM: one replica per device')
+})
+
+test('a decoder given as stage files (declareLlm stages: [files]) answers as the whole decoder; stage files out of order fail to load naming them', async () => {
+  for (const p of ['Hello', 'Stage files']) {
+    const a = await postJson(`${srv.rest}/model/plain:generate`, { instances: [{ prompt: p, max_new_tokens: 16, do_sample: false }] })
+    const b = await postJson(`${srv.rest}/model/presplit:generate`, { instances: [{ prompt: p, max_new_tokens: 16, do_sample: false }] })
+    assert.equal(b.status, 200, b.text)
+    assert.deepEqual(b.json, a.json)
+  }
+  const engine = ((await (await fetch(`${srv.rest}/stats`)).json()) as any).llms.find((l: any) => l.name === 'presplit').replicas[0].engine
+  assert.equal(engine.lanes, 2, 'served in 2 stages with 2 lanes')
+  const failed = logEvents(srv.output()).find((e) => e.event === 'servable_failed' && e.servable === 'presplit-swapped')
+  assert.ok(failed, srv.output())
+  assert.match(failed.error, /declareLlm\(\{ stages: \['stage2\.onnx', 'stage1\.onnx'\] \}\): stage files do not chain: stage2\.onnx feeds no later stage/)
 })

@@ -287,6 +287,21 @@ test('declareLlm token budgets that contradict each other are refused at load, b
   assert.equal(ok.llm?.options.maxInputTokens, 200)
 })
 
+test('declareLlm stages as files: the stage files in order, not with file, each present; stages becomes their count', async () => {
+  const staged = (opts: string) => `${HEADER}export default defineServable((s) => {
+  s.declareLlm({ ${opts} })
+})
+`
+  const ok = await load(staged(`stages: ['s1.onnx', 's2.onnx']`), ['s1.onnx', 's2.onnx'])
+  assert.deepEqual(ok.llm?.stageFiles?.map((f) => f.file), ['s1.onnx', 's2.onnx'])
+  assert.equal(ok.llm?.options.stages, 2)
+  assert.equal(ok.llm?.file, 's1.onnx')
+  assert.match(await configError(load(staged(`file: 'model.onnx', stages: ['s1.onnx', 's2.onnx']`), ['model.onnx', 's1.onnx', 's2.onnx'])), /declareLlm takes \{ file \} or \{ stages: \[files\] \}, not both/)
+  assert.match(await configError(load(staged(`stages: ['s1.onnx']`), ['s1.onnx'])), /needs the stage files in order, at least 2/)
+  assert.match(await configError(load(staged(`stages: ['s1.onnx', 'nope.onnx']`), ['s1.onnx'])), /LLM stage file "nope\.onnx" not found in .*npx ms-serve split model\.onnx --stages 2/)
+  assert.match(await configError(load(staged(`maxBatchSize: 4`), [])), /declareLlm\(\{ file \}\) needs the ONNX decoder file .* \(or \{ stages: \['stage1\.onnx', 'stage2\.onnx'\] \}/)
+})
+
 test('scanServables on a servable folder, a version folder or a file names what was given and the command to run', () => {
   const dir = join(root, 'levels')
   mkdirSync(join(dir, 'add', '1'), { recursive: true })

@@ -13,6 +13,8 @@ import { join } from 'node:path'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 import { writeExternalDataModel } from '../../src/models/external-data.ts'
 import { LlmEngine } from '../../src/llm/engine.ts'
+import { splitModel } from '../../src/models/split.ts'
+import { ortTyper } from '../../src/models/split-check.ts'
 import { ByteLevelTokenizer } from '../../src/llm/tokenizer.ts'
 import { StagedSession } from '../../src/runtime/staged-session.ts'
 import { overlapMs } from '../../src/llm/pipeline.ts'
@@ -165,4 +167,29 @@ test('an external-data decoder in stages: the stage workers read the weights fro
 
 test('more stages than layers is a config error naming the counts', async () => {
   await assert.rejects(LlmEngine.load(path, { stages: 5 }), /declareLlm stages 5: the decoder cannot be split: the decoder has 4 layers, fewer than the 5 stages/)
+})
+
+test('a decoder given as stage files (split at 1 | 3 layers) is joined and split again: greedy tokens equal one session; 1 stage serves it whole', async () => {
+  const presplit = join(dir, 'presplit')
+  mkdirSync(presplit, { recursive: true })
+  // Uneven stages (1 layer + 3 layers), as a user's own split might be.
+  const r = await splitModel(buildDecoder(c4), { stages: 4 }, ortTyper)
+  const { mergeStages } = await import('../../src/models/merge.ts')
+  const last3 = mergeStages(r.stages.slice(1).map((st, k) => ({ name: `s${k + 2}`, bytes: st.bytes })))
+  const files = [join(presplit, 'stage1.onnx'), join(presplit, 'stage2.onnx')]
+  await writeFile(files[0]!, r.stages[0]!.bytes)
+  await writeFile(files[1]!, last3)
+  const one = await LlmEngine.load(path, { maxTotalTokens: 128, kvBlock: 16 })
+  const prompts = ['Hello there', 'Stage files, joined']
+  try {
+    const want = await allIds(one, prompts, 10)
+    for (const stages of [undefined, 1]) {
+      const e = await LlmEngine.load(files[0]!, { maxTotalTokens: 128, kvBlock: 16, stageFiles: files, ...(stages ? { stages } : {}) })
+      try {
+        assert.equal(e.pipeline?.stages.length ?? 1, stages ?? 2)
+        assert.deepEqual(await allIds(e, prompts, 10), want)
+      } finally { await e.close() }
+    }
+    await assert.rejects(LlmEngine.load(files[1]!, { stageFiles: [files[1]!, files[0]!] }), { code: 'CONFIG_INVALID', message: /stage files do not chain: stage2\.onnx feeds no later stage/ })
+  } finally { await one.close() }
 })

@@ -9,6 +9,7 @@ import { repackExternalData } from '../../src/models/external-data.ts'
 import { buildDecoder, DECODER_CONFIGS } from '../../src/models/decoder.ts'
 import { onnx } from '../../src/models/onnx-builder.ts'
 import { splitModel } from '../../src/models/split.ts'
+import { mergeStages } from '../../src/models/merge.ts'
 import { checkSplit, ortTyper } from '../../src/models/split-check.ts'
 
 const DEC4 = { ...DECODER_CONFIGS.tiny, numLayers: 4 }
@@ -105,4 +106,24 @@ test('an external-data decoder splits without reading its weights; repacked stag
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
+})
+
+test('mergeStages joins split stages back into the whole model; stages out of order or not chaining are refused naming the file', async () => {
+  const bytes = buildDecoder(DEC4)
+  for (const n of [2, 3]) {
+    const r = await splitModel(bytes, { stages: n }, ortTyper)
+    const joined = mergeStages(r.stages.map((st, k) => ({ name: `stage${k + 1}.onnx`, bytes: st.bytes })))
+    // The joined graph has the whole model's inputs and outputs and computes the same (split it again and check against the whole).
+    const whole = onnx.ModelProto.decode(bytes).graph!
+    const back = onnx.ModelProto.decode(joined).graph!
+    assert.deepEqual(back.input!.map((i) => i.name).sort(), whole.input!.map((i) => i.name).sort())
+    assert.deepEqual(back.output!.map((o) => o.name).sort(), whole.output!.map((o) => o.name).sort())
+    const again = await splitModel(joined, { stages: 2 }, ortTyper)
+    const rep = await checkSplit(bytes, again.stages)
+    assert.ok(rep.maxAbsDiff <= 1e-5, `max diff ${rep.maxAbsDiff}`)
+  }
+  const two = await splitModel(bytes, { stages: 2 }, ortTyper)
+  assert.throws(() => mergeStages([{ name: 'stage2.onnx', bytes: two.stages[1]!.bytes }, { name: 'stage1.onnx', bytes: two.stages[0]!.bytes }]), { code: 'CONFIG_INVALID', message: /stage files do not chain: stage2\.onnx feeds no later stage \(are they in order\? stage2\.onnx, stage1\.onnx\)/ })
+  assert.throws(() => mergeStages([{ name: 'a.onnx', bytes: two.stages[0]!.bytes }, { name: 'b.onnx', bytes: two.stages[0]!.bytes }]), { code: 'CONFIG_INVALID', message: /made by both a\.onnx and b\.onnx/ })
+  assert.throws(() => mergeStages([{ name: 'a.onnx', bytes: Uint8Array.of(1, 2, 3) }, { name: 'b.onnx', bytes: two.stages[1]!.bytes }]), { code: 'CONFIG_INVALID', message: /stage file a\.onnx is not an ONNX model/ })
 })

@@ -6,7 +6,7 @@
  * folder), `offset` and `length`. Initializers of subgraphs (If/Loop bodies) are moved too.
  */
 import { open } from 'node:fs/promises'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, isAbsolute, join, normalize, relative } from 'node:path'
 import p from 'onnx-proto'
 import type { onnx as O } from 'onnx-proto'
 
@@ -97,6 +97,32 @@ export async function writeExternalDataModel(modelPath: string, bytes: Uint8Arra
  */
 export function externalDataFolderOption(folder: string): Record<string, string> {
   return { 'session.model_external_initializers_file_folder_path': folder }
+}
+
+/**
+ * The external-data files a model given as bytes references, as paths in `folder` (where a session
+ * made from the bytes looks, externalDataFolderOption): for an agent to fetch them with a stage.
+ */
+export function externalDataPaths(bytes: Uint8Array, folder: string): string[] {
+  let model: O.ModelProto
+  try { model = onnx.ModelProto.decode(bytes) } catch { return [] }
+  const out = new Set<string>()
+  if (model.graph) {
+    for (const t of initializersOf(model.graph)) {
+      if (t.dataLocation !== onnx.TensorProto.DataLocation.EXTERNAL) continue
+      const loc = t.externalData?.find((e) => e.key === 'location')?.value
+      if (!loc || isAbsolute(loc)) continue
+      const p = join(folder, normalize(loc))
+      if (!relative(folder, p).startsWith('..')) out.add(p)
+    }
+  }
+  return [...out]
+}
+
+/** The folder externalDataFolderOption set in session options' `extra`, if any. */
+export function externalDataFolderOf(options: { extra?: unknown }): string | undefined {
+  const v = (options.extra as Record<string, unknown> | undefined)?.['session.model_external_initializers_file_folder_path']
+  return typeof v === 'string' && v ? v : undefined
 }
 
 /** True if any initializer (subgraphs included) of a decoded model keeps its data in a file. */

@@ -20,6 +20,7 @@ import type { ParentMessage, ReplicaMessage } from './messages.ts'
 import type { StageLink, StageLinkEvents, StageLinkOpener, Transport, TransportEvents, TransportFactory } from './transport.ts'
 import { loadServiceDefinition } from '../protocol/grpc/ms-service.ts'
 import { externalDataFiles, fileSha256Async, serveFile, servableChecksums, type FileChunk } from './agent-files.ts'
+import { externalDataFolderOf, externalDataPaths } from '../models/external-data.ts'
 
 export const AGENTS_SERVICE = 'msserve.v1.Agents'
 
@@ -208,10 +209,12 @@ export class AgentHub {
    */
   readonly openStage: StageLinkOpener = async (agentName, label, spec, events: StageLinkEvents): Promise<StageLink> => {
     const checksums: Record<string, string> = {}
-    if ('path' in spec.data.source) {
-      for (const f of [spec.data.source.path, ...externalDataFiles(spec.data.source.path)]) {
-        try { checksums[f] = await fileSha256Async(f) } catch { /* the stage's load reports a missing file */ }
-      }
+    // A stage file and its external data; a stage given as bytes (an LLM's, split at load), the
+    // data files its graph references in the folder its session options name.
+    const folder = externalDataFolderOf(spec.data.options)
+    const files = 'path' in spec.data.source ? [spec.data.source.path, ...externalDataFiles(spec.data.source.path)] : folder ? externalDataPaths(spec.data.source.bytes, folder) : []
+    for (const f of files) {
+      try { checksums[f] = await fileSha256Async(f) } catch { /* the stage's load reports a missing file */ }
     }
     const { agent, stream } = await this.connected(agentName)
     const id = this.nextId++

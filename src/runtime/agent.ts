@@ -19,6 +19,7 @@ import { loadAgentsDefinition } from './agent-hub.ts'
 import { fileSha256Async, type FileChunk } from './agent-files.ts'
 import { cachedPath, defaultCacheDir, FileFetcher, masterCacheDir, servableInCache } from './agent-cache.ts'
 import { stageThread, type StageEntry, type StageWorkerData } from './stage-worker.ts'
+import { externalDataFolderOf, externalDataFolderOption } from '../models/external-data.ts'
 import type { Worker } from 'node:worker_threads'
 import { compileServableConfig } from '../config/compile.ts'
 import { VERSION } from '../version.ts'
@@ -104,10 +105,13 @@ export function runAgent(o: AgentOptions): RunningAgent {
     const openStageHere = async (id: number, here: StageHere, label: string, spec: StageSpec, files: FileFetcher): Promise<Worker | null> => {
       const fail = (why: string) => { stages.delete(id); write({ frame: { replica: id, start_error: `agent ${name}: ${why}` } }); return null }
       let data = spec.data
-      if ('path' in data.source) {
+      if (Object.keys(spec.checksums).length > 0) {
         if (fetchModels) {
           try { await files.ensure(spec.checksums) } catch (e) { return fail((e as Error).message) }
-          data = { ...data, source: { path: cachedPath(cacheRoot, data.source.path) } }
+          if ('path' in data.source) data = { ...data, source: { path: cachedPath(cacheRoot, data.source.path) } }
+          // A stage given as bytes reads its external data from the fetched copies' folder.
+          const folder = externalDataFolderOf(data.options)
+          if (folder) data = { ...data, options: { ...data.options, extra: { ...(data.options.extra as object), ...externalDataFolderOption(cachedPath(cacheRoot, folder)) } } }
         } else {
           const bad = await differingFile(spec.checksums)
           if (bad) return fail(`${bad}. Copy the model to this host at the same path, or start the agent without --no-fetch-models`)

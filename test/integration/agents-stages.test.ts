@@ -6,10 +6,10 @@
 // Everything on loopback; every process is stopped by PID.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { buildDeepMlp } from '../../src/models/index.ts'
+import { buildDeepMlp, writeExternalDataModel } from '../../src/models/index.ts'
 import { assertClose, floatJson, oneModelServable, plainLlmBeside } from '../helpers/fixtures.ts'
 import { killByPid, spawnAgent, until as waitFor, type StartedAgent } from '../helpers/agents.ts'
 import { logEvents, postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
@@ -50,6 +50,10 @@ before(async () => {
   const init = await runCli(['init', 'llm-distributed', '--dir', dir])
   assert.equal(init.code, 0, init.stderr)
   plainLlmBeside(dir)
+  // The same 2-stage LLM with its weights in model.onnx_data: the agent's stage fetches the data file.
+  mkdirSync(join(dir, 'llm-ext', '1'), { recursive: true })
+  for (const f of ['servable_config.ts', 'tokenizer_config.json']) copyFileSync(join(ROOT, 'templates', 'llm-distributed', f), join(dir, 'llm-ext', f))
+  await writeExternalDataModel(join(dir, 'llm-ext', '1', 'model.onnx'), new Uint8Array(readFileSync(join(dir, 'llm-distributed', '1', 'model.onnx'))))
   srv = await startServer(dir, ['--no-watch', '--devices', '0,st:0', '--agents-listen', '127.0.0.1:0', '--isolation', 'process'])
   agentsAddress = /agents link start success, listening on ([^\s"]+)/.exec(srv.output())![1]!
 })
@@ -83,12 +87,17 @@ test('stage 2 on the agent: outputs equal the unsplit model; greedy text equals 
   const s = await predict('staged')
   assert.equal(s.status, 200, JSON.stringify(s.json))
   for (let i = 0; i < X.length; i++) assertClose(s.json.instances[i].y, w.json.instances[i].y, 1e-4)
+  await until('the external-data LLM to be ready', async () => ((await ready('llm-ext')) ? true : undefined))
   for (const p of ['Hello', 'Pipelines across hosts']) {
     const plain = await gen('plain', p)
-    const staged = await gen('llm-distributed', p)
-    assert.equal(staged.status, 200, staged.text)
-    assert.deepEqual(staged.json, plain.json)
+    for (const name of ['llm-distributed', 'llm-ext']) {
+      const staged = await gen(name, p)
+      assert.equal(staged.status, 200, staged.text)
+      assert.deepEqual(staged.json, plain.json, name)
+    }
   }
+  // The LLM stage travelled as bytes; its weights' file was fetched into the agent's cache.
+  assert.ok(logEvents(a.output()).some((e) => e.event === 'agent_file_fetched' && /llm-ext\/1\/model\.onnx_data$/.test(e.path)), a.output())
   // Concurrent streams through both lanes, stage 2 remote.
   const together = await Promise.all(['a', 'bb', 'ccc', 'dddd'].map((p) => gen('llm-distributed', p)))
   for (const [i, p] of ['a', 'bb', 'ccc', 'dddd'].entries()) assert.deepEqual(together[i]!.json, (await gen('plain', p)).json)

@@ -5,9 +5,9 @@ import { BIN } from './server.ts'
 
 export interface StartedAgent { proc: ChildProcess; output: () => string }
 
-/** Starts `ms-serve agent --master MASTER --devices 0 --name NAME --cache-dir DIR` (its output kept). */
-export function spawnAgent(master: string, name: string, cacheDir: string): StartedAgent {
-  const proc = spawn(process.execPath, [BIN, 'agent', '--master', master, '--devices', '0', '--name', name, '--cache-dir', cacheDir], { stdio: ['ignore', 'pipe', 'pipe'] })
+/** Starts `ms-serve agent --master MASTER --devices 0 --name NAME --cache-dir DIR [extra]` (its output kept). */
+export function spawnAgent(master: string, name: string, cacheDir: string, extra: string[] = []): StartedAgent {
+  const proc = spawn(process.execPath, [BIN, 'agent', '--master', master, '--devices', '0', '--name', name, '--cache-dir', cacheDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, MS_SERVE_API_KEY: '' } })
   let out = ''
   proc.stdout!.on('data', (d) => { out += d })
   proc.stderr!.on('data', (d) => { out += d })

@@ -7,14 +7,19 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { once } from 'node:events'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildDeepMlp, writeExternalDataModel } from '../../src/models/index.ts'
 import { assertClose, floatJson, oneModelServable, plainLlmBeside } from '../helpers/fixtures.ts'
 import { killByPid, spawnAgent, until as waitFor, type StartedAgent } from '../helpers/agents.ts'
+import { Agent as Dispatcher } from 'undici'
+import { makeCertificates } from '../helpers/certs.ts'
 import { logEvents, postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
+/** The split MLP's stage files. */
+let work = ''
 let agentsAddress = ''
 const cleanups: Array<() => void> = []
 const agents: StartedAgent[] = []
@@ -40,7 +45,7 @@ const gen = (servable: string, prompt: string) => postJson(`${srv.rest}/model/${
 
 before(async () => {
   const dir = tempServables({ after: (fn) => cleanups.push(fn) })
-  const work = tempServables({ after: (fn) => cleanups.push(fn) })
+  work = tempServables({ after: (fn) => cleanups.push(fn) })
   const whole = buildDeepMlp({ layers: 6, width: 64, inputDim: 32, outputDim: 8 })
   writeFileSync(join(work, 'model.onnx'), whole)
   const r = await runCli(['split', join(work, 'model.onnx'), '--stages', '2', '--out', work])
@@ -128,4 +133,37 @@ test('stage 2 on the agent: outputs equal the unsplit model; greedy text equals 
   assert.equal(again.status, 200, JSON.stringify(again.json))
   for (let i = 0; i < X.length; i++) assertClose(again.json.instances[i].y, w.json.instances[i].y, 1e-4)
   assert.deepEqual((await gen('llm-distributed', 'Hello')).json, (await gen('plain', 'Hello')).json)
+})
+
+test('over TLS with an API key: an agent with the CA and the key runs its stage; one without the CA cannot join, one without the key is refused', async (t) => {
+  const certs = makeCertificates(tempServables(t))
+  const sdir = tempServables(t)
+  oneModelServable(sdir, 'staged', `{ stages: ['stage1.onnx', 'stage2.onnx'] }`, { 'stage1.onnx': join(work, 'stage1.onnx'), 'stage2.onnx': join(work, 'stage2.onnx') })
+  const m = await startServer(sdir, ['--no-watch', '--devices', '0,sec:0', '--agents-listen', '127.0.0.1:0', '--isolation', 'process', '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--api-key', 'k3y'])
+  const started: StartedAgent[] = []
+  t.after(async () => { for (const a of started) await killByPid(a.proc); await m.stop() })
+  const address = /agents link start success, listening on ([^\s"]+)/.exec(m.output())![1]!
+  const dispatcher = new Dispatcher({ connect: { ca: readFileSync(certs.ca) } })
+  const https = m.rest.replace('http://', 'https://')
+  const isReady = async () => (await fetch(`${https}/v2/models/staged/ready`, { dispatcher } as RequestInit)).status === 200
+  const noCa = spawnAgent(address, 'sec', cacheDir, ['--api-key', 'k3y'])
+  started.push(noCa)
+  await waitFor('the agent without the CA to fail its handshake', async () => (/cannot join the master/.test(noCa.output()) ? true : undefined), () => noCa.output())
+  assert.equal(await isReady(), false)
+  await killByPid(noCa.proc)
+  const noKey = spawnAgent(address, 'sec', cacheDir, ['--tls-ca', certs.ca])
+  started.push(noKey)
+  const [code] = await once(noKey.proc, 'exit')
+  assert.equal(code, 2, noKey.output())
+  assert.match(noKey.output(), /the master refused it/)
+  const good = spawnAgent(address, 'sec', cacheDir, ['--tls-ca', certs.ca, '--api-key', 'k3y'])
+  started.push(good)
+  await waitFor('the pipeline over TLS to be ready', async () => ((await isReady()) ? true : undefined), () => `${m.output()}\n${good.output()}`, 60_000)
+  const body = floatJson({ instances: X.map((row) => ({ x: row })) })
+  const res = await fetch(`${https}/model/staged:predict`, { method: 'POST', body, headers: { authorization: 'Bearer k3y' }, dispatcher } as RequestInit)
+  assert.equal(res.status, 200)
+  const want = await predict('whole')
+  const got = await res.json() as any
+  for (let i = 0; i < X.length; i++) assertClose(got.instances[i].y, want.json.instances[i].y, 1e-4)
+  assert.match(good.output(), /runs staged@1 stage 2 for the master/)
 })

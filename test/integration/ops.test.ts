@@ -1,4 +1,4 @@
-// Operating the server: TLS and mutual TLS on both listeners (certificates made here with openssl),
+// Operating the server: TLS and mutual TLS on both listeners (certificates made with openssl, helpers/certs.ts),
 // API keys on every route family and on gRPC (keys from the flag, a file and the environment), the
 // gRPC health service and reflection, and structured logs carrying the request id end to end.
 import { after, before, describe, test } from 'node:test'
@@ -14,6 +14,7 @@ import { protoPath as healthProto } from 'grpc-health-check'
 import OpenAI from 'openai'
 import { Agent } from 'undici'
 import { addServable, writeServable } from '../helpers/fixtures.ts'
+import { makeCertificates } from '../helpers/certs.ts'
 import { logEvents, postJson, ROOT, startServer, type StartedServer } from '../helpers/server.ts'
 import { generateClient } from '../helpers/grpc-generate.ts'
 import { generateStubs } from '../helpers/python.ts'
@@ -25,20 +26,6 @@ const run = promisify(execFile)
 const X = () => tensor('float32', [2, 2], [1, 2, 3, 4])
 // Floats written with a decimal point: MindSpore's JSON reads 1 as an integer, 1.0 as a float.
 const ADD_BODY = '{"instances":[{"x1":[[1.0,2.0],[3.0,4.0]],"x2":[[1.0,2.0],[3.0,4.0]]}]}'
-
-/** A CA, a server certificate for 127.0.0.1/localhost and a client certificate, all signed by the CA. */
-function makeCertificates(dir: string): Record<'ca' | 'serverCert' | 'serverKey' | 'clientCert' | 'clientKey', string> {
-  const f = (n: string) => join(dir, n)
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' })
-  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '2', '-subj', '/CN=ms-serve test CA')
-  writeFileSync(f('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n')
-  writeFileSync(f('client.ext'), 'extendedKeyUsage=clientAuth\n')
-  for (const who of ['server', 'client']) {
-    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${who === 'server' ? 'localhost' : 'ms-serve test client'}`)
-    ssl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.pem`), '-days', '2', '-extfile', f(`${who}.ext`))
-  }
-  return { ca: f('ca.pem'), serverCert: f('server.pem'), serverKey: f('server.key'), clientCert: f('client.pem'), clientKey: f('client.key') }
-}
 
 function servables(dir: string): void {
   addServable(dir)

@@ -7,10 +7,12 @@
  *   mlp   a deep MLP (1024-8x1024-16) split by ms-serve split: items/s and p50 at each concurrency
  *   llm   the llm-distributed template's decoder (declareLlm stages 2): generated tokens/s, TTFT and TPOT p50
  *
- *   node scripts/build.mjs && node --import tsx bench/remote-stages.ts [--duration 5s] [--concurrency 1,8] [--streams 1,4]
+ * `--isolation thread` runs the replicas (the pipeline's, here) in worker threads. `--spin false` turns the LLM stages' ORT spinning off (declareLlm allowSpinning); `--only llm|mlp`.
+ *
+ *   node scripts/build.mjs && node --import tsx bench/remote-stages.ts [--duration 5s] [--concurrency 1,8] [--streams 1,4] [--spin false] [--only llm]
  */
 import { spawn } from 'node:child_process'
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { once } from 'node:events'
 import { buildDeepMlp } from '../src/models/mlp.ts'
@@ -19,7 +21,7 @@ import { ortTyper } from '../src/models/split-check.ts'
 import { startServer } from '../src/bench/spawn-server.ts'
 import { BIN, build, flags, fmt, runBenchClean, tempDir, writeResult } from './lib.ts'
 
-const f = flags({ duration: '5s', warmup: '1s', concurrency: '1,8', streams: '1,4', 'quiet-idle': '80', 'max-new-tokens': '64' })
+const f = flags({ duration: '5s', warmup: '1s', concurrency: '1,8', streams: '1,4', 'quiet-idle': '80', 'max-new-tokens': '64', spin: 'true', only: 'mlp,llm', isolation: 'process' })
 build()
 const root = tempDir('ms-serve-bench-remote-stages-')
 const dir = join(root.dir, 'servables')
@@ -36,13 +38,18 @@ export default defineServable((s) => {
   const init = spawn(process.execPath, [BIN, 'init', 'llm-distributed', '--dir', dir], { stdio: 'inherit' })
   const [code] = await once(init, 'exit')
   if (code !== 0) throw new Error('ms-serve init llm-distributed failed')
+  if (f.spin === 'false') {
+    const cfg = join(dir, 'llm-distributed', 'servable_config.ts')
+    writeFileSync(cfg, readFileSync(cfg, 'utf8').replace('s.declareLlm({', 's.declareLlm({\n    allowSpinning: false,'))
+  }
 }
+const only = new Set(f.only.split(','))
 
 interface Row { config: string; kind: 'mlp' | 'llm'; level: number; rate: number; p50: number; tpot?: number }
 const rows: Row[] = []
 
 async function run(config: string, devices: string, remote: boolean): Promise<void> {
-  const server = await startServer(dir, { devices, isolation: 'process', extra: remote ? ['--agents-listen', '127.0.0.1:0'] : [] })
+  const server = await startServer(dir, { devices, isolation: f.isolation, extra: remote ? ['--agents-listen', '127.0.0.1:0'] : [] })
   let agent: ReturnType<typeof spawn> | null = null
   try {
     if (remote) {
@@ -57,13 +64,13 @@ async function run(config: string, devices: string, remote: boolean): Promise<vo
       }
     }
     const common = ['--duration', f.duration, '--warmup', f.warmup, '--servables', dir, '--url', server.restOrigin, '--server-pid', String(server.pid)]
-    for (const c of f.concurrency.split(',')) {
+    for (const c of only.has('mlp') ? f.concurrency.split(',') : []) {
       const r = await runBenchClean(['--servable', 'mlp', '--method', 'predict', '--concurrency', c, ...common], { quietIdle: Number(f['quiet-idle']), maxOther: 0.3 })
       const lv = r.levels[0]!
       rows.push({ config, kind: 'mlp', level: Number(c), rate: lv.itemsPerSec, p50: lv.latencyMs.p50 })
       process.stderr.write(`${config} mlp C=${c}: ${fmt(lv.itemsPerSec)} items/s, p50 ${lv.latencyMs.p50.toFixed(1)} ms\n`)
     }
-    for (const c of f.streams.split(',')) {
+    for (const c of only.has('llm') ? f.streams.split(',') : []) {
       const r = await runBenchClean(['--generate', '--servable', 'llm-distributed', '--max-new-tokens', f['max-new-tokens'], '--concurrency', c, ...common], { quietIdle: Number(f['quiet-idle']), maxOther: 0.3 })
       const g = r.levels[0]!.generate!
       rows.push({ config, kind: 'llm', level: Number(c), rate: g.outputTokensPerSec, p50: g.ttftMs.p50, tpot: g.tpotMs.p50 })

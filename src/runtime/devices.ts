@@ -46,7 +46,7 @@ export interface DevicePlan {
  *
  * Devices of agents (`--devices 0,hostb:0`): a pipeline whose stages are all on one agent is a
  * whole replica there; one that spans hosts runs its replica (the engine, the batching, the
- * sampler) here, in a process, and each stage on another host over the agent link
+ * sampler) here (in a process unless --isolation says otherwise), and each stage on another host over the agent link
  * (runtime/remote-stage.ts).
  */
 export function pipelinePlans(plans: readonly DevicePlan[], stages: number): DevicePlan[] {
@@ -57,7 +57,8 @@ export function pipelinePlans(plans: readonly DevicePlan[], stages: number): Dev
     const hosts = new Set(stageDevices.map((d) => d.agent ?? ''))
     if (hosts.size === 1) return { ...stageDevices[0]!, stageDevices }
     const { agent: _agent, ...here } = stageDevices.find((d) => !d.agent) ?? stageDevices[0]!
-    return { ...here, isolation: 'process' as const, stageDevices }
+    // `auto` would time the model here, stages and all: such a replica runs in a process unless told otherwise.
+    return { ...here, isolation: here.isolation === 'auto' ? 'process' as const : here.isolation, stageDevices }
   })
 }
 

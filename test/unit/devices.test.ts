@@ -66,6 +66,7 @@ test('pipelinePlans: a pipeline across hosts runs its replica here in a process;
   const [mixed] = pipelinePlans([l0!, remote('b', 0)], 2)
   assert.equal(mixed!.agent, undefined)
   assert.equal(mixed!.isolation, 'process', 'auto does not time a pipeline with a remote stage')
+  assert.equal(pipelinePlans([{ ...l0!, isolation: 'thread' }, remote('b', 0)], 2)[0]!.isolation, 'thread', 'an isolation asked for is kept')
   assert.deepEqual(mixed!.stageDevices!.map((d) => d.agent ?? 'here'), ['here', 'b'])
   assert.equal(onAgent(mixed!), true)
   // Stage 1 remote, stage 2 here: the replica still runs here, on the local stage's device.

@@ -119,6 +119,10 @@ test('the Helm chart lints and renders valid objects for the default values and 
   const remoteOnly = validate(render('server.devices=null'), 'chart server.devices=null')
   assert.ok(serverArgs(remoteOnly).includes('--no-local-replicas'))
   checkWiring(remoteOnly, 'chart server.devices=null')
+  // Pipeline stages on an agent pod: its name (the StatefulSet's pod name) in the server's --devices.
+  const staged = validate(render('server.devices={0,demo-ms-serve-agent-0:0}'), 'chart server.devices with an agent device')
+  const args = serverArgs(staged)
+  assert.equal(args[args.indexOf('--devices') + 1], '0,demo-ms-serve-agent-0:0')
   // No agents: no StatefulSet, no agent port, no HPA.
   const single = validate(render('agents.enabled=false'), 'chart agents.enabled=false')
   assert.ok(!serverArgs(single).includes('--agents-listen'))

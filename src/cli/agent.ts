@@ -1,6 +1,6 @@
 /**
- * `ms-serve agent --master HOST:PORT --devices 0,1`: serves replicas for a master started with
- * `--agents-listen` (runtime/agent.ts). TLS and the API key are the client side of the master's:
+ * `ms-serve agent --master HOST:PORT --devices 0,1`: serves replicas (or the pipeline stages the
+ * master's `--devices NAME:ID` places here) for a master started with `--agents-listen` (runtime/agent.ts). TLS and the API key are the client side of the master's:
  * `--tls-ca` (and `--tls-cert`/`--tls-key` for mutual TLS), `--api-key` or MS_SERVE_API_KEY.
  * The servable's files are fetched from the master into `--cache-dir` unless `--no-fetch-models`.
  */
@@ -20,7 +20,7 @@ function readPem(flag: string, path: string | undefined): Buffer | null {
 export function registerAgentCommand(program: Command, fail: (e: unknown) => never): void {
   program
     .command('agent')
-    .description('serve replicas for a master started with --agents-listen: this host\'s devices become replicas of every servable')
+    .description('serve replicas for a master started with --agents-listen: this host\'s devices become replicas of every servable, or run the pipeline stages the master places here (its --devices NAME:ID, NAME = this agent\'s --name)')
     .requiredOption('--master <host:port>', 'the master\'s --agents-listen address')
     .option('--devices <ids>', 'comma list of device ids to serve', '0')
     .option('--device-type <type>', 'cpu or cuda', 'cpu')

@@ -5,8 +5,10 @@
  * files (listed with their sha256 in each init message) are fetched from the master into the
  * cache dir, or found there already (agent-cache.ts), and the replica loads those copies; with
  * `fetchModels: false` they are read at the master's paths (a shared or identical filesystem) and
- * must have the master's checksums. A lost master link
- * ends every replica here (the master fails their work and restarts them when the agent is back);
+ * must have the master's checksums. Pipeline stages the master places here (`--devices 0,NAME:ID`)
+ * run as stage worker threads of this process (the stage code a local replica runs), their files
+ * fetched the same way, their messages relayed as frames. A lost master link
+ * ends every replica and stage here (the master fails their work and restarts them when the agent is back);
  * the agent reconnects with back-off and joins again under the same name.
  */
 import { availableParallelism, hostname } from 'node:os'

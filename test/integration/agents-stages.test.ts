@@ -83,6 +83,11 @@ test('before the agent joins: the staged servables are loaded but not ready (503
   assert.equal(await ready('llm-distributed'), false)
   assert.equal((await predict('staged')).status, 503)
   assert.equal((await predict('whole')).status, 200)
+  // The start line counts the replica that waits for its agent apart from the ready ones.
+  const line = logEvents(srv.output()).find((e) => e.event === 'servable_ready' && e.servable === 'staged')
+  assert.equal(line?.replicas, 0, JSON.stringify(line))
+  assert.equal(line?.waiting_for_agents, 1, JSON.stringify(line))
+  assert.match(line!.msg, /1 more wait for agents \(st:0\)/)
 })
 
 test('stage 2 on the agent: outputs equal the unsplit model; greedy text equals the unsplit decoder; killed and rejoined', async () => {

@@ -18,6 +18,7 @@ import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
 import { DecoderRunner, type CachedPrefixes, type StepLogits } from './decoder-runner.ts'
 import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite.ts'
+import { externalDataFolderOption } from '../models/external-data.ts'
 import { GrammarCompilerCache } from './grammar.ts'
 import type { SequenceGrammar } from './grammar.ts'
 import { SlotKvCache } from './kv-cache.ts'
@@ -243,7 +244,10 @@ export class LlmEngine {
     const stages = opts.stages!
     const split = await splitDecoder(bytes, stages, modelPath)
     const tokenizer = await loadTokenizer(modelPath, opts.tokenizerDir)
-    const pipeline = await DecoderPipeline.start(split.map((st) => st.bytes), stageOptions, (k) => opts.stageDevices?.[k]?.open)
+    // A stage without external data gets no data folder: an agent running it then has nothing to fetch
+    // (and its master does not decode the stage's inline weights looking for references).
+    const ownOptions = (k: number) => (split[k]!.externalData ? stageOptions(k) : withoutExternalDataFolder(stageOptions(k)))
+    const pipeline = await DecoderPipeline.start(split.map((st) => st.bytes), ownOptions, (k) => opts.stageDevices?.[k]?.open)
     try {
       const spec = pipeline.spec
       checkVocab(spec, tokenizer)
@@ -577,6 +581,13 @@ async function loadStagedDecoder(bytes: Uint8Array, modelPath: string, stages: n
   return new StagedSession(sessions.map(inThread), split.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
 }
 
+/** Session options without externalDataFolderOption's entry. */
+function withoutExternalDataFolder(o: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
+  const key = Object.keys(externalDataFolderOption(''))[0]!
+  const { [key]: _folder, ...extra } = (o.extra ?? {}) as Record<string, unknown>
+  return { ...o, extra: extra as never }
+}
+
 /** A decoder given as stage files, joined into one graph (models/merge.ts); CONFIG_INVALID when they do not chain. */
 async function joinStageFiles(paths: readonly string[]): Promise<Uint8Array> {
   const { mergeStages } = await import('../models/merge.ts')
@@ -586,7 +597,7 @@ async function joinStageFiles(paths: readonly string[]): Promise<Uint8Array> {
 }
 
 /** The (rewritten) decoder cut at layer boundaries into `stages` stage graphs (models/split.ts). */
-async function splitDecoder(bytes: Uint8Array, stages: number, modelPath: string): Promise<Array<{ bytes: Uint8Array }>> {
+async function splitDecoder(bytes: Uint8Array, stages: number, modelPath: string): Promise<Array<{ bytes: Uint8Array; externalData: boolean }>> {
   const { splitModel } = await import('../models/split.ts')
   const { ortTyper } = await import('../models/split-check.ts')
   try {

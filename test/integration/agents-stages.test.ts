@@ -108,6 +108,8 @@ test('stage 2 on the agent: outputs equal the unsplit model; greedy text equals 
   }
   // The LLM stage travelled as bytes; its weights' file was fetched into the agent's cache.
   assert.ok(logEvents(a.output()).some((e) => e.event === 'agent_file_fetched' && /llm-ext\/1\/model\.onnx_data$/.test(e.path)), a.output())
+  // A stage whose weights are inline needs nothing fetched: the agent got no file of llm-distributed.
+  assert.ok(!logEvents(a.output()).some((e) => e.event === 'agent_file_fetched' && /\/llm-distributed\//.test(e.path)), a.output())
   // Concurrent streams through both lanes, stage 2 remote.
   const together = await Promise.all(['a', 'bb', 'ccc', 'dddd'].map((p) => gen('llm-distributed', p)))
   for (const [i, p] of ['a', 'bb', 'ccc', 'dddd'].entries()) assert.deepEqual(together[i]!.json, (await gen('plain', p)).json)

@@ -146,7 +146,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const policyOf = (s: ValidServable): ServingPolicy => policyFor(s.name, opts.policy, opts.policyOf, s.policy)
   // The body parser reads the instance limit by name: it follows the version that started serving
   // last (a reload that fails before it serves leaves the limit of the version still serving).
-  const hub = opts.agentsListen ? new AgentHub(log) : null
+  // MS_SERVE_AGENT_INLINE_STAGE_BYTES: the largest stage sent inside its open message (default 64 MiB; bigger ones are fetched as files).
+  const inlineStage = Number(process.env.MS_SERVE_AGENT_INLINE_STAGE_BYTES)
+  const hub = opts.agentsListen ? new AgentHub(log, Number.isInteger(inlineStage) && inlineStage >= 0 ? inlineStage : undefined) : null
   registry.onServing = (s) => {
     limits.byName[s.name] = s.policy.maxInstancesPerRequest
     if (hub) attachAgents(s, hub, hub.list(), log)

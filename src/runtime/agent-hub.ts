@@ -12,6 +12,11 @@
  * channel of the same kind whose frames carry a stage worker's messages (openStage).
  */
 import { once } from 'node:events'
+import { createHash } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { serialize, deserialize } from 'node:v8'
 import * as grpc from '@grpc/grpc-js'
 import { ServeError } from '../errors.ts'
@@ -23,6 +28,9 @@ import { externalDataFiles, fileSha256Async, serveFile, servableChecksums, type 
 import { externalDataFolderOf, externalDataPaths } from '../models/external-data.ts'
 
 export const AGENTS_SERVICE = 'msserve.v1.Agents'
+
+/** Stage bytes above this go to the agent as a fetched file, not inside the open message. */
+const INLINE_STAGE_BYTES = 64 * 1024 * 1024
 
 export function loadAgentsDefinition(): grpc.ServiceDefinition {
   return loadServiceDefinition('ms_serve_agent.proto', AGENTS_SERVICE)
@@ -56,7 +64,12 @@ export class AgentHub {
   /** An agent joined for the first time (the server adds its replicas to every servable). */
   onJoin: (a: AgentInfo) => void = () => {}
 
-  constructor(private readonly log: EventLog) {}
+  /**
+   * `inlineStageBytes`: a stage given as bytes up to this size travels in its open message; a
+   * bigger one is written to a file (under the OS temp dir, named by its sha256) that the agent
+   * fetches in chunks like a model file, so no message nears gRPC's size limit.
+   */
+  constructor(private readonly log: EventLog, private readonly inlineStageBytes = INLINE_STAGE_BYTES) {}
 
   list(): AgentInfo[] {
     return [...this.agents.values()].map(({ name, devices, cores, deviceType, host, stream, placed }) => ({ name, devices, cores, deviceType, host, connected: stream !== null, placed }))
@@ -207,12 +220,17 @@ export class AgentHub {
    * The files the stage reads (a model path and its external data) are listed with their sha256,
    * and only those may be fetched; a stage given as bytes travels in the open message itself.
    */
-  readonly openStage: StageLinkOpener = async (agentName, label, spec, events: StageLinkEvents): Promise<StageLink> => {
+  readonly openStage: StageLinkOpener = async (agentName, label, given, events: StageLinkEvents): Promise<StageLink> => {
+    let spec = given
     const checksums: Record<string, string> = {}
+    if ('bytes' in spec.data.source && spec.data.source.bytes.byteLength > this.inlineStageBytes) {
+      spec = { ...spec, data: { ...spec.data, source: { path: await stageFile(spec.data.source.bytes) } } }
+    }
     // A stage file and its external data; a stage given as bytes (an LLM's, split at load), the
     // data files its graph references in the folder its session options name.
     const folder = externalDataFolderOf(spec.data.options)
-    const files = 'path' in spec.data.source ? [spec.data.source.path, ...externalDataFiles(spec.data.source.path)] : folder ? externalDataPaths(spec.data.source.bytes, folder) : []
+    const source = spec.data.source
+    const files = 'path' in source ? [source.path, ...externalDataFiles(source.path), ...(folder ? externalDataPaths(await readFile(source.path), folder) : [])] : folder ? externalDataPaths(source.bytes, folder) : []
     for (const f of files) {
       try { checksums[f] = await fileSha256Async(f) } catch { /* the stage's load reports a missing file */ }
     }
@@ -251,4 +269,17 @@ export class AgentHub {
   close(): void {
     for (const a of this.agents.values()) { a.stream?.end(); a.stream = null }
   }
+}
+
+/** Writes stage bytes to `<tmp>/ms-serve-stages/<sha256>.onnx` (once per content); its path. */
+async function stageFile(bytes: Uint8Array): Promise<string> {
+  const sha = createHash('sha256').update(bytes).digest('hex')
+  const dir = join(tmpdir(), 'ms-serve-stages')
+  const path = join(dir, `${sha}.onnx`)
+  if (existsSync(path)) return path
+  await mkdir(dir, { recursive: true })
+  const part = `${path}.${process.pid}.part`
+  await writeFile(part, bytes)
+  await rename(part, path)
+  return path
 }

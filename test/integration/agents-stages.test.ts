@@ -15,11 +15,13 @@ import { assertClose, floatJson, oneModelServable, plainLlmBeside } from '../hel
 import { killByPid, spawnAgent, until as waitFor, type StartedAgent } from '../helpers/agents.ts'
 import { Agent as Dispatcher } from 'undici'
 import { makeCertificates } from '../helpers/certs.ts'
-import { logEvents, postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
+import { copyInto, logEvents, postJson, ROOT, runCli, startServer, tempServables, type StartedServer } from '../helpers/server.ts'
 
 let srv: StartedServer
 /** The split MLP's stage files. */
 let work = ''
+/** The main server's servables folder. */
+let servablesDir = ''
 let agentsAddress = ''
 const cleanups: Array<() => void> = []
 const agents: StartedAgent[] = []
@@ -45,6 +47,7 @@ const gen = (servable: string, prompt: string) => postJson(`${srv.rest}/model/${
 
 before(async () => {
   const dir = tempServables({ after: (fn) => cleanups.push(fn) })
+  servablesDir = dir
   work = tempServables({ after: (fn) => cleanups.push(fn) })
   const whole = buildDeepMlp({ layers: 6, width: 64, inputDim: 32, outputDim: 8 })
   writeFileSync(join(work, 'model.onnx'), whole)
@@ -146,6 +149,10 @@ test('over TLS with an API key: an agent with the CA and the key runs its stage;
   const certs = makeCertificates(tempServables(t))
   const sdir = tempServables(t)
   oneModelServable(sdir, 'staged', `{ stages: ['stage1.onnx', 'stage2.onnx'] }`, { 'stage1.onnx': join(work, 'stage1.onnx'), 'stage2.onnx': join(work, 'stage2.onnx') })
+  // The 2-stage LLM too, its stages (~0.4 MB) over the 100 kB this master sends inline: they go as fetched files.
+  copyInto(join(servablesDir, 'llm-distributed'), join(sdir, 'llm-distributed'))
+  process.env.MS_SERVE_AGENT_INLINE_STAGE_BYTES = '100000'
+  t.after(() => { delete process.env.MS_SERVE_AGENT_INLINE_STAGE_BYTES })
   const m = await startServer(sdir, ['--no-watch', '--devices', '0,sec:0', '--agents-listen', '127.0.0.1:0', '--isolation', 'process', '--tls-cert', certs.serverCert, '--tls-key', certs.serverKey, '--api-key', 'k3y'])
   const started: StartedAgent[] = []
   t.after(async () => { for (const a of started) await killByPid(a.proc); await m.stop() })
@@ -173,4 +180,8 @@ test('over TLS with an API key: an agent with the CA and the key runs its stage;
   const got = await res.json() as any
   for (let i = 0; i < X.length; i++) assertClose(got.instances[i].y, want.json.instances[i].y, 1e-4)
   assert.match(good.output(), /runs staged@1 stage 2 for the master/)
+  await waitFor('the LLM pipeline over TLS to be ready', async () => ((await fetch(`${https}/v2/models/llm-distributed/ready`, { dispatcher } as RequestInit)).status === 200 ? true : undefined), () => `${m.output()}\n${good.output()}`, 60_000)
+  const g = await fetch(`${https}/model/llm-distributed:generate`, { method: 'POST', headers: { authorization: 'Bearer k3y' }, body: JSON.stringify({ instances: [{ prompt: 'Hello', max_new_tokens: 12, do_sample: false }] }), dispatcher } as RequestInit)
+  assert.deepEqual(await g.json(), (await gen('plain', 'Hello')).json)
+  assert.ok(logEvents(good.output()).some((e) => e.event === 'agent_file_fetched' && /\/ms-serve-stages\/[0-9a-f]{64}\.onnx$/.test(e.path)), good.output())
 })

@@ -83,7 +83,7 @@ program
       // The YAML is checked whole (keys and values) in config/server-file.ts; flags given on the command line win.
       const file: ServerFile = o.config ? readServerFile(String(o.config)) : {}
       const src = (k: string) => cmd.getOptionValueSource(k) === 'cli'
-      const deviceRefs: DeviceRef[] = src('devices') || file.devices === undefined ? parseDeviceRefs(String(o.devices)) : file.devices.map((id) => ({ id }))
+      const deviceRefs: DeviceRef[] = src('devices') || file.devices === undefined ? parseDeviceRefs(String(o.devices)) : file.devices.map((d) => (typeof d === 'number' ? { id: d } : d))
       const devices = deviceRefs.filter((r) => !r.agent).map((r) => r.id)
       const placed = deviceRefs.find((r) => r.agent)
       if (placed && !o.agentsListen) throw new ServeError('INVALID_REQUEST', `--devices ${placed.agent}:${placed.id} places work on agent ${placed.agent}, which needs --agents-listen HOST:PORT (where \`ms-serve agent --name ${placed.agent}\` connects)`)

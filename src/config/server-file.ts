@@ -63,17 +63,24 @@ const listenAddress: Check<HostPort | null> = (v, at) => {
   return hp
 }
 
-/** A list of device ids, a comma string "0,1" (as --devices), or one id. */
-const deviceIds: Check<number[]> = (v, at) => {
+/**
+ * A list of devices, a comma string "0,1" (as --devices), or one id. An entry "NAME:ID" is device ID
+ * of the agent named NAME (as in --devices); such entries come back as { id, agent }, ids as numbers.
+ */
+const deviceIds: Check<Array<number | { id: number; agent: string }>> = (v, at) => {
   const items = typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : Array.isArray(v) ? v : [v]
-  const expected = 'a list of device ids (integers >= 0), e.g. devices: [0, 1], or a comma string "0,1"'
+  const expected = 'a list of device ids (integers >= 0) or agents\' devices ("NAME:ID"), e.g. devices: [0, 1], or a comma string "0,1"'
   if (items.length === 0) wrongValue(at, expected, v)
-  const out: number[] = []
+  const out: Array<number | { id: number; agent: string }> = []
+  const seen = new Set<string>()
   for (const item of items) {
+    const remote = typeof item === 'string' ? /^([A-Za-z0-9._-]+):(\d+)$/.exec(item) : null
     const n = typeof item === 'string' && /^\d+$/.test(item) ? Number(item) : item
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 0) wrongValue(at, expected, v)
-    if (out.includes(n)) invalid(at, `${at.key} lists device ${n} twice`)
-    out.push(n)
+    if (!remote && (typeof n !== 'number' || !Number.isInteger(n) || n < 0)) wrongValue(at, expected, v)
+    const key = remote ? `${remote[1]}:${Number(remote[2])}` : String(n)
+    if (seen.has(key)) invalid(at, `${at.key} lists device ${key} twice`)
+    seen.add(key)
+    out.push(remote ? { id: Number(remote[2]), agent: remote[1]! } : n as number)
   }
   return out
 }

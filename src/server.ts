@@ -9,7 +9,7 @@ import { ServeError, toServeError } from './errors.ts'
 import { instanceLimits, policyFor, type ServingPolicy } from './runtime/policy.ts'
 import { BodyParser } from './protocol/body-parse.ts'
 import { loadMsServiceDefinition } from './protocol/grpc/ms-service.ts'
-import { planDevices, withIsolation, type DevicePlan, type DeviceType, type IsolationSetting } from './runtime/devices.ts'
+import { agentDevicePlan, planDevices, withIsolation, type DevicePlan, type DeviceType, type IsolationSetting } from './runtime/devices.ts'
 import type { DeviceRef } from './config/device-flags.ts'
 import { LiveServable } from './runtime/live-servable.ts'
 import { ServableRegistry } from './runtime/registry.ts'
@@ -296,14 +296,6 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   }
 }
 
-/**
- * A device of an agent that `--devices` names (NAME:ID). Its threads are the agent's to size (it
- * knows its cores): 0 leaves them to it.
- */
-function agentDevicePlan(deviceType: DeviceType, agent: string, id: number): DevicePlan {
-  return { deviceType, deviceId: id, intraOpThreads: 0, executionProviders: deviceType === 'cuda' ? [{ name: 'cuda', deviceId: id }] : ['cpu'], isolation: 'process', agent }
-}
-
 /** Which agents' replicas each servable version has (so a rejoin or a second onServing adds none twice). */
 const attached = new WeakMap<LiveServable, Set<string>>()
 
@@ -319,11 +311,7 @@ function attachAgents(s: LiveServable, hub: AgentHub, agents: readonly AgentInfo
     if (have.has(a.name) || a.placed) continue
     have.add(a.name)
     for (const id of a.devices) {
-      const device = {
-        deviceType: a.deviceType === 'cuda' ? 'cuda' as const : 'cpu' as const, deviceId: id,
-        intraOpThreads: Math.max(1, Math.floor(a.cores / Math.max(1, a.devices.length))),
-        executionProviders: a.deviceType === 'cuda' ? [{ name: 'cuda', deviceId: id }] : ['cpu'], isolation: 'process' as const, agent: a.name,
-      }
+      const device = agentDevicePlan(a.deviceType === 'cuda' ? 'cuda' : 'cpu', a.name, id, Math.max(1, Math.floor(a.cores / Math.max(1, a.devices.length))))
       s.addReplica(device, hub.transport(a.name), log).then(
         () => log(`servable ${s.name} version ${s.version}: replica ready on agent ${a.name} device ${id}`, { event: 'replica_ready', servable: s.name, version: s.version, agent: a.name, device: id }),
         () => { /* logged by the pool; restarts follow */ },

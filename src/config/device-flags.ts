@@ -22,6 +22,13 @@ export function parseDeviceIds(text: string): number[] {
 /** A device `--devices` names: a local id, or `NAME:ID`, device ID of the agent named NAME. */
 export interface DeviceRef { id: number; agent?: string }
 
+/** One device entry, `0` or `NAME:ID`; null when it is neither (the flag and the YAML word the error). */
+export function parseDeviceRef(text: string): DeviceRef | null {
+  const m = /^(?:([A-Za-z0-9._-]+):)?(\d+)$/.exec(text)
+  if (!m) return null
+  return m[1] ? { id: Number(m[2]), agent: m[1] } : { id: Number(m[2]) }
+}
+
 /**
  * Parses the server's `--devices`: local ids and agents' devices (`0,1`, `0,hostb:0`), in order
  * (a staged servable's pipeline takes them in this order: stage k on the k-th).
@@ -31,9 +38,8 @@ export function parseDeviceRefs(text: string): DeviceRef[] {
   if (items.length === 0) throw new ServeError('INVALID_REQUEST', `--devices needs a comma list of device ids, e.g. --devices 0,1 or --devices 0,hostb:0 (got "${text}")`)
   const out: DeviceRef[] = []
   for (const s of items) {
-    const m = /^(?:([A-Za-z0-9._-]+):)?(\d+)$/.exec(s)
-    if (!m) throw new ServeError('INVALID_REQUEST', `--devices: "${s}" is not a device; use a non-negative id (0) or an agent's device as NAME:ID (hostb:0, NAME as the agent's --name), e.g. --devices 0,hostb:0`)
-    const ref: DeviceRef = m[1] ? { id: Number(m[2]), agent: m[1] } : { id: Number(m[2]) }
+    const ref = parseDeviceRef(s)
+    if (!ref) throw new ServeError('INVALID_REQUEST', `--devices: "${s}" is not a device; use a non-negative id (0) or an agent's device as NAME:ID (hostb:0, NAME as the agent's --name), e.g. --devices 0,hostb:0`)
     if (out.some((r) => r.id === ref.id && r.agent === ref.agent)) throw new ServeError('INVALID_REQUEST', `--devices lists device ${s} twice`)
     out.push(ref)
   }

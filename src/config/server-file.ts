@@ -14,6 +14,7 @@ import { ISOLATION_SETTINGS, type DeviceType, type IsolationSetting } from '../r
 import { intRange, inRange, MAX_TIMER_MS, POLICY_RANGES, type IntRange, type ServingPolicy } from '../runtime/policy.ts'
 import type { HostPort, HttpLimits } from '../server.ts'
 import { isOptionsObject } from './define.ts'
+import { parseDeviceRef } from './device-flags.ts'
 import { unknownKeyMessage, unknownKeys } from './suggest.ts'
 
 /** Where a YAML value sits: the file (as given on the command line) and the dotted key path. */
@@ -74,13 +75,12 @@ const deviceIds: Check<Array<number | { id: number; agent: string }>> = (v, at) 
   const out: Array<number | { id: number; agent: string }> = []
   const seen = new Set<string>()
   for (const item of items) {
-    const remote = typeof item === 'string' ? /^([A-Za-z0-9._-]+):(\d+)$/.exec(item) : null
-    const n = typeof item === 'string' && /^\d+$/.test(item) ? Number(item) : item
-    if (!remote && (typeof n !== 'number' || !Number.isInteger(n) || n < 0)) wrongValue(at, expected, v)
-    const key = remote ? `${remote[1]}:${Number(remote[2])}` : String(n)
+    const ref = typeof item === 'string' ? parseDeviceRef(item) : Number.isInteger(item) && (item as number) >= 0 ? { id: item as number } : null
+    if (!ref) wrongValue(at, expected, v)
+    const key = ref.agent ? `${ref.agent}:${ref.id}` : String(ref.id)
     if (seen.has(key)) invalid(at, `${at.key} lists device ${key} twice`)
     seen.add(key)
-    out.push(remote ? { id: Number(remote[2]), agent: remote[1]! } : n as number)
+    out.push(ref.agent ? { id: ref.id, agent: ref.agent } : ref.id)
   }
   return out
 }

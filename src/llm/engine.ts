@@ -18,7 +18,7 @@ import { factError, ServeError } from '../errors.ts'
 import { ChatTemplate } from './chat-template.ts'
 import { DecoderRunner, type CachedPrefixes, type StepLogits } from './decoder-runner.ts'
 import { externalDataFolderEntry, rewriteForNewPositions } from './graph-rewrite.ts'
-import { externalDataFolderOption } from '../models/external-data.ts'
+import { withoutExternalDataFolder } from '../models/external-data.ts'
 import { GrammarCompilerCache } from './grammar.ts'
 import type { SequenceGrammar } from './grammar.ts'
 import { SlotKvCache } from './kv-cache.ts'
@@ -579,13 +579,6 @@ async function loadStagedDecoder(bytes: Uint8Array, modelPath: string, stages: n
     throw e
   }
   return new StagedSession(sessions.map(inThread), split.map((_, k) => `stage ${k + 1}`)) as unknown as ort.InferenceSession
-}
-
-/** Session options without externalDataFolderOption's entry. */
-function withoutExternalDataFolder(o: ort.InferenceSession.SessionOptions): ort.InferenceSession.SessionOptions {
-  const key = Object.keys(externalDataFolderOption(''))[0]!
-  const { [key]: _folder, ...extra } = (o.extra ?? {}) as Record<string, unknown>
-  return { ...o, extra: extra as never }
 }
 
 /** A decoder given as stage files, joined into one graph (models/merge.ts); CONFIG_INVALID when they do not chain. */

@@ -96,8 +96,11 @@ export async function writeExternalDataModel(modelPath: string, bytes: Uint8Arra
  * against the working directory and a model elsewhere fails to load).
  */
 export function externalDataFolderOption(folder: string): Record<string, string> {
-  return { 'session.model_external_initializers_file_folder_path': folder }
+  return { [FOLDER_KEY]: folder }
 }
+
+/** The session config key externalDataFolderOption sets. */
+const FOLDER_KEY = 'session.model_external_initializers_file_folder_path'
 
 /**
  * The external-data files a model given as bytes references, as paths in `folder` (where a session
@@ -121,8 +124,14 @@ export function externalDataPaths(bytes: Uint8Array, folder: string): string[] {
 
 /** The folder externalDataFolderOption set in session options' `extra`, if any. */
 export function externalDataFolderOf(options: { extra?: unknown }): string | undefined {
-  const v = (options.extra as Record<string, unknown> | undefined)?.['session.model_external_initializers_file_folder_path']
+  const v = (options.extra as Record<string, unknown> | undefined)?.[FOLDER_KEY]
   return typeof v === 'string' && v ? v : undefined
+}
+
+/** Session options without externalDataFolderOption's entry. */
+export function withoutExternalDataFolder<T extends { extra?: unknown }>(options: T): T {
+  const { [FOLDER_KEY]: _folder, ...extra } = (options.extra ?? {}) as Record<string, unknown>
+  return { ...options, extra }
 }
 
 /** True if any initializer (subgraphs included) of a decoded model keeps its data in a file. */

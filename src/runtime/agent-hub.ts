@@ -14,7 +14,7 @@
 import { once } from 'node:events'
 import { createHash } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises'
+import { mkdir, rename, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { serialize, deserialize } from 'node:v8'
@@ -110,12 +110,12 @@ export class AgentHub {
       call.emit('error', { code: grpc.status.ALREADY_EXISTS, details: `an agent named ${h.name} is already connected; give each agent its own --name` })
       return null
     }
-    const agent: Agent = known ?? { name: h.name, devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '', connected: true, stream: null, channels: new Map(), waiting: [], files: new Set(), placed: false }
-    // An agent expected by --devices joins for the first time: it has no devices yet.
-    const rejoin = known !== undefined && known.devices.length > 0
-    if (known && known.devices.length === 0) Object.assign(known, { devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '' })
-    else if (known && known.devices.join(',') !== devices.join(',')) {
-      this.log(`ms-serve: agent ${h.name} rejoined with devices ${devices.join(',')} (was ${known.devices.join(',')}); its replicas keep the devices it had`, { event: 'agent_devices_changed', severity: 'warn', agent: h.name })
+    const agent = known ?? blankAgent(h.name, false)
+    // First join (an agent expected by --devices is known, with no devices yet): what it has.
+    const rejoin = agent.devices.length > 0
+    if (!rejoin) Object.assign(agent, { devices, cores: Number(h.cores) || 1, deviceType: h.device_type || 'cpu', host: h.host ?? '' })
+    else if (agent.devices.join(',') !== devices.join(',')) {
+      this.log(`ms-serve: agent ${h.name} rejoined with devices ${devices.join(',')} (was ${agent.devices.join(',')}); its replicas keep the devices it had`, { event: 'agent_devices_changed', severity: 'warn', agent: h.name })
     }
     agent.stream = call
     agent.connected = true
@@ -223,14 +223,20 @@ export class AgentHub {
   readonly openStage: StageLinkOpener = async (agentName, label, given, events: StageLinkEvents): Promise<StageLink> => {
     let spec = given
     const checksums: Record<string, string> = {}
-    if ('bytes' in spec.data.source && spec.data.source.bytes.byteLength > this.inlineStageBytes) {
-      spec = { ...spec, data: { ...spec.data, source: { path: await stageFile(spec.data.source.bytes) } } }
-    }
-    // A stage file and its external data; a stage given as bytes (an LLM's, split at load), the
-    // data files its graph references in the folder its session options name.
-    const folder = externalDataFolderOf(spec.data.options)
+    let files: string[]
     const source = spec.data.source
-    const files = 'path' in source ? [source.path, ...externalDataFiles(source.path), ...(folder ? externalDataPaths(await readFile(source.path), folder) : [])] : folder ? externalDataPaths(source.bytes, folder) : []
+    if ('path' in source) files = [source.path, ...externalDataFiles(source.path)]
+    else {
+      // A stage given as bytes (an LLM's, split at load): the data files its graph references, in
+      // the folder its session options name; a big one goes as a file of its own.
+      const folder = externalDataFolderOf(spec.data.options)
+      files = folder ? externalDataPaths(source.bytes, folder) : []
+      if (source.bytes.byteLength > this.inlineStageBytes) {
+        const path = await stageFile(source.bytes)
+        spec = { ...spec, data: { ...spec.data, source: { path } } }
+        files.unshift(path)
+      }
+    }
     for (const f of files) {
       try { checksums[f] = await fileSha256Async(f) } catch { /* the stage's load reports a missing file */ }
     }
@@ -261,14 +267,18 @@ export class AgentHub {
    * not called for it).
    */
   expect(agentName: string): void {
-    if (this.agents.has(agentName)) return
-    this.agents.set(agentName, { name: agentName, devices: [], cores: 1, deviceType: 'cpu', host: '', connected: false, stream: null, channels: new Map(), waiting: [], files: new Set(), placed: true })
+    if (!this.agents.has(agentName)) this.agents.set(agentName, blankAgent(agentName, true))
   }
 
   /** Ends every agent stream (server shutdown). */
   close(): void {
     for (const a of this.agents.values()) { a.stream?.end(); a.stream = null }
   }
+}
+
+/** An agent known by name only, not connected, with no devices yet. */
+function blankAgent(name: string, placed: boolean): Agent {
+  return { name, devices: [], cores: 1, deviceType: 'cpu', host: '', connected: false, stream: null, channels: new Map(), waiting: [], files: new Set(), placed }
 }
 
 /** Writes stage bytes to `<tmp>/ms-serve-stages/<sha256>.onnx` (once per content); its path. */

@@ -74,13 +74,20 @@ export function onAgent(plan: DevicePlan): boolean {
 export function planDevices(deviceType: DeviceType, deviceIds: number[], numReplicasTotal: number, cores = availableParallelism(), isolation: IsolationSetting = 'auto'): DevicePlan[] {
   if (deviceType !== 'cpu' && deviceType !== 'cuda') throw new ServeError('INVALID_REQUEST', `device type must be cpu or cuda (got "${deviceType}")`)
   const threads = Math.max(1, Math.floor(cores / Math.max(1, numReplicasTotal)))
-  return deviceIds.map((id) => ({
-    deviceType,
-    deviceId: id,
-    intraOpThreads: threads,
-    executionProviders: deviceType === 'cpu' ? ['cpu'] : [{ name: 'cuda', deviceId: id }],
-    isolation,
-  }))
+  return deviceIds.map((id) => ({ deviceType, deviceId: id, intraOpThreads: threads, executionProviders: executionProviders(deviceType, id), isolation }))
+}
+
+/** onnxruntime-node's `executionProviders` for one device. */
+function executionProviders(deviceType: DeviceType, id: number): DevicePlan['executionProviders'] {
+  return deviceType === 'cpu' ? ['cpu'] : [{ name: 'cuda', deviceId: id }]
+}
+
+/**
+ * Device `id` of the agent `agent` (its replicas run there in a process). `intraOpThreads` 0 leaves
+ * the threads to the agent, which knows its cores (a device `--devices` names before it joined).
+ */
+export function agentDevicePlan(deviceType: DeviceType, agent: string, id: number, intraOpThreads = 0): DevicePlan {
+  return { deviceType, deviceId: id, intraOpThreads, executionProviders: executionProviders(deviceType, id), isolation: 'process', agent }
 }
 
 /** Whether onnxruntime-node's CUDA provider library was installed beside its binding. */

@@ -121,9 +121,9 @@ export class LiveServable {
     const plans = pipelinePlans(devices, stages)
     // Replicas that need an agent (one there, or a stage there) start after the servable, like an
     // agent's own: the servable is loaded, and ready once they are.
-    const replicas = plans.filter((d) => !onAgent(d)).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log, opts.stageLinks ?? null))
-    this.onAgents = plans.filter(onAgent).map((d) => ({ device: d, open: opts.transport?.(d) }))
     this.stageLinks = opts.stageLinks ?? null
+    const replicas = plans.filter((d) => !onAgent(d)).map((d) => new Replica(servable, d, this.policy.watchdogMs, opts.transport?.(d), log, this.stageLinks))
+    this.onAgents = plans.filter(onAgent).map((d) => ({ device: d, open: opts.transport?.(d) }))
     this.pool = new ReplicaPool(replicas, {
       available: () => this.pumpAll(),
       idle: () => this.checkIdle(),

@@ -79,5 +79,6 @@ export type ReplicaMessage =
    * lost) ends this replica, so its restart waits for the agent.
    */
   | { type: 'stage-open'; link: number; agent: string; label: string; entry: StageEntry; data: StageWorkerData }
-  | { type: 'stage-send'; link: number; message: unknown }
+  /** `last`: the stage is being released: it ends after this message without ending the replica. */
+  | { type: 'stage-send'; link: number; message: unknown; last?: boolean }
   | { type: 'stage-close'; link: number }

@@ -17,7 +17,10 @@ class RemotePort extends EventEmitter implements StagePort {
   constructor(private readonly relay: StageRelay, readonly link: number) { super() }
 
   postMessage(msg: unknown): void {
-    if (!this.ended) this.relay.send({ type: 'stage-send', link: this.link, message: msg })
+    if (this.ended) return
+    // StageWorker.release's message: the stage's exit that follows is expected.
+    const last = (msg as { type?: string } | null)?.type === 'release'
+    this.relay.send(last ? { type: 'stage-send', link: this.link, message: msg, last } : { type: 'stage-send', link: this.link, message: msg })
   }
 
   terminate(): void {

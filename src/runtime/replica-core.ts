@@ -121,7 +121,7 @@ export class ReplicaCore {
  * Where stage k of this replica's pipeline runs: undefined for a local worker thread, or an opener
  * that runs it on the agent its device names (a device on another agent than the replica's own).
  */
-export function stageOpener(relay: StageRelay, servable: ValidServable, device: DevicePlan, k: number): StageOpener | undefined {
+function stageOpener(relay: StageRelay, servable: ValidServable, device: DevicePlan, k: number): StageOpener | undefined {
   const d = device.stageDevices?.[k]
   if (!d?.agent || d.agent === device.agent) return undefined
   return relay.opener(d.agent, `${servable.name}@${servable.version} stage ${k + 1}`)
@@ -166,7 +166,7 @@ async function loadStagesInline(m: ValidModel, device: DevicePlan): Promise<Stag
       try {
         sessions.push(await ort.InferenceSession.create(st.path, modelSessionOptions(m, d)))
       } catch (e) {
-        throw new Error(`cannot load stage ${k + 1} ${st.path} on ${d.deviceType}:${d.deviceId}: ${(e as Error).message}`)
+        throw new Error(`cannot load stage ${k + 1} ${st.path} on ${where(d)}: ${(e as Error).message}`)
       }
     }
     return new StagedSession(sessions.map(inThread), m.stages!.map((s) => s.file))

@@ -155,7 +155,7 @@ export class Replica {
       case 'stage-send': {
         const l = this.links.get(msg.link)
         // A stage being released ends without ending the replica.
-        if ((msg.message as { type?: string } | null)?.type === 'release') this.links.delete(msg.link)
+        if (msg.last) this.links.delete(msg.link)
         void l?.then((x) => x.send(msg.message), () => undefined)
         return
       }
